@@ -1,0 +1,90 @@
+"""The sandbox's settings and the number-range syntax used for its inventory."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandbox.phones import is_msisdn, lookup
+from sandbox.signing import METHODS
+
+WEBHOOK_FORMATS: tuple[str, ...] = ("form", "get", "json")
+
+DEFAULT_INVENTORY = "GB:447700900100-447700900119,US:12015550100-12015550109,DE:4915123456700-4915123456709"
+
+# Monthly rental, as Vonage quotes it (a string, in euros).
+_COSTS = {"GB": "1.25", "US": "0.90", "DE": "2.50"}
+_NUMBER_TYPES = {"mobile": "mobile-lvn", "landline": "landline", "toll-free": "landline-toll-free"}
+
+
+@dataclass(frozen=True)
+class NumberSpec:
+    """A virtual number as the Numbers API lists it."""
+
+    country: str
+    msisdn: str
+    type: str = "mobile-lvn"
+    cost: str = "1.00"
+    features: tuple[str, ...] = ("VOICE", "SMS")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Everything `python -m sandbox serve` is told; the defaults are the CLI's."""
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    state_dir: Path = Path(".sandbox")
+    ready_file: Path | None = None
+    api_key: str = "sandbox-key"
+    api_secret: str = "sandbox-secret"  # noqa: S105 - a fixed local credential, by design
+    signature_secret: str | None = None
+    signature_method: str = "md5hash"
+    webhook_format: str = "form"
+    dlr_url: str | None = None
+    inventory: tuple[NumberSpec, ...] = field(
+        default_factory=lambda: tuple(parse_numbers(DEFAULT_INVENTORY))
+    )
+    owned: tuple[NumberSpec, ...] = ()
+    latency_ms: int = 0
+    throttle_rate: float = 0.0
+    error_rate: float = 0.0
+    seed: int | None = None
+    retry_base_seconds: float = 1.0
+    retry_max_attempts: int = 10
+    strict_sender: bool = True
+
+    def __post_init__(self) -> None:
+        if self.signature_method not in METHODS:
+            raise ValueError(f"signature method must be one of {', '.join(METHODS)}")
+        if self.webhook_format not in WEBHOOK_FORMATS:
+            raise ValueError(f"webhook format must be one of {', '.join(WEBHOOK_FORMATS)}")
+        for name in ("throttle_rate", "error_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1")
+        if self.retry_max_attempts < 1 or self.retry_base_seconds < 0 or self.latency_ms < 0:
+            raise ValueError("retry attempts must be >= 1, retry base and latency >= 0")
+
+
+def parse_numbers(spec: str) -> list[NumberSpec]:
+    """Parse `GB:447700900100-447700900119,US:12015550100` into numbers (ranges are inclusive)."""
+    numbers: list[NumberSpec] = []
+    for item in filter(None, (chunk.strip() for chunk in spec.split(","))):
+        country, sep, span = item.partition(":")
+        first, _, last = span.partition("-")
+        last = last or first
+        if not sep or len(country) != 2 or not (is_msisdn(first) and is_msisdn(last)):
+            raise ValueError(f"bad number range {item!r}: want CC:FIRST[-LAST]")
+        if int(last) < int(first) or int(last) - int(first) > 10_000:
+            raise ValueError(f"bad number range {item!r}: empty or over 10000 numbers")
+        numbers.extend(number_spec(country, str(n)) for n in range(int(first), int(last) + 1))
+    return numbers
+
+
+def number_spec(
+    country: str, msisdn: str, number_type: str | None = None, cost: str | None = None
+) -> NumberSpec:
+    """A number with its type guessed from the numbering plan when not given."""
+    country = country.upper()
+    if number_type is None:
+        info = lookup(msisdn)
+        number_type = _NUMBER_TYPES[info.line_type] if info else "mobile-lvn"
+    return NumberSpec(country, msisdn, number_type, cost or _COSTS.get(country, "1.00"))

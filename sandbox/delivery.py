@@ -1,0 +1,119 @@
+"""Delivers webhooks in the background, retrying with exponential backoff as Vonage does."""
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from sandbox.state import Attempt, State, utc_now_iso
+
+# Vonage's own limits: 3 s to connect, 15 s to answer, backoff capped at 15 minutes.
+TIMEOUT = (3.0, 15.0)
+MAX_BACKOFF_SECONDS = 900.0
+# Vonage counts these as an acknowledgement; anything else is retried.
+ACKNOWLEDGED = range(200, 206)
+
+log = logging.getLogger(__name__)
+
+
+class Deliverer:
+    """A scheduler thread feeding due attempts to a worker pool, so waiting retries hold no thread."""
+
+    def __init__(
+        self,
+        state: State,
+        *,
+        retry_base_seconds: float,
+        retry_max_attempts: int,
+        workers: int = 16,
+    ) -> None:
+        self._state = state
+        self._retry_base = retry_base_seconds
+        self._max_attempts = retry_max_attempts
+        self._due: list[tuple[float, int, int]] = []  # (monotonic due time, tie-break, webhook id)
+        self._order = itertools.count()
+        self._wakeup = threading.Condition()
+        self._closed = False
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
+        self._scheduler = threading.Thread(target=self._run, name="webhook-scheduler", daemon=True)
+        self._scheduler.start()
+
+    def schedule(self, webhook_id: int, delay: float = 0.0) -> None:
+        """Attempt delivery of a recorded webhook after `delay` seconds."""
+        with self._wakeup:
+            heapq.heappush(self._due, (time.monotonic() + delay, next(self._order), webhook_id))
+            self._wakeup.notify()
+
+    def close(self) -> None:
+        """Stop scheduling; attempts in flight finish, pending retries are dropped."""
+        with self._wakeup:
+            self._closed = True
+            self._wakeup.notify()
+        self._scheduler.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        with self._wakeup:
+            while not self._closed:
+                if not self._due:
+                    self._wakeup.wait()
+                    continue
+                wait = self._due[0][0] - time.monotonic()
+                if wait > 0:
+                    self._wakeup.wait(timeout=wait)
+                    continue
+                _, _, webhook_id = heapq.heappop(self._due)
+                self._pool.submit(self._attempt, webhook_id)
+
+    def _attempt(self, webhook_id: int) -> None:
+        webhook = self._state.webhook(webhook_id)
+        if webhook is None or webhook.status != "pending" or webhook.url is None:
+            return  # dropped by a reset
+        started = time.monotonic()
+        at = utc_now_iso()
+        status_code, error = _send(webhook.url, webhook.format, webhook.params)
+        attempt = Attempt(at, status_code, error, round((time.monotonic() - started) * 1000))
+        number = len(webhook.attempts) + 1
+        if status_code in ACKNOWLEDGED:
+            status = "delivered"
+        elif number >= self._max_attempts:
+            status = "failed"
+        else:
+            status = "pending"
+        self._state.record_attempt(webhook_id, attempt, status)
+        log.info(
+            "webhook %d (%s) attempt %d to %s: %s -> %s",
+            webhook_id,
+            webhook.kind,
+            number,
+            webhook.url,
+            status_code if error is None else error,
+            status,
+        )
+        if status == "pending":
+            backoff = min(self._retry_base * 2 ** (number - 1), MAX_BACKOFF_SECONDS)
+            self.schedule(webhook_id, backoff)
+
+
+def _send(url: str, webhook_format: str, params: dict[str, str]) -> tuple[int | None, str | None]:
+    """One HTTP attempt: (status code, None) on an answer, (None, reason) on no answer."""
+    try:
+        with requests.Session() as session:
+            # Environment proxies must not capture deliveries to local receivers.
+            session.trust_env = False
+            # A redirect is not an acknowledgement: it is retried like any other non-2xx.
+            if webhook_format == "get":
+                response = session.get(url, params=params, timeout=TIMEOUT, allow_redirects=False)
+            elif webhook_format == "json":
+                response = session.post(url, json=params, timeout=TIMEOUT, allow_redirects=False)
+            else:
+                response = session.post(url, data=params, timeout=TIMEOUT, allow_redirects=False)
+            response.close()
+            return response.status_code, None
+    except requests.RequestException as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+

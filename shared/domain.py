@@ -1,0 +1,264 @@
+"""Domain types: conversations, participants, webhook payloads and messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+
+class ConversationStatus(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    FAILED = "failed"
+    CLOSED = "closed"
+    EXPIRED = "expired"
+
+    @property
+    def is_live(self) -> bool:
+        """Pending and active conversations hold (or are about to hold) routes."""
+        return self in {ConversationStatus.PENDING, ConversationStatus.ACTIVE}
+
+
+class MessageKind(StrEnum):
+    INTRO = "intro"
+    RELAY = "relay"
+    OUT_OF_SESSION = "out_of_session"
+
+
+class DeliveryState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SUBMITTED = "submitted"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Participant:
+    """One side of a conversation; numbers are msisdns."""
+
+    number: str
+    proxy_number: str | None = None
+    country: str | None = None
+    display_name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "proxy_number": self.proxy_number,
+            "country": self.country,
+            "display_name": self.display_name,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Participant:
+        return cls(
+            number=data["number"],
+            proxy_number=data.get("proxy_number"),
+            country=data.get("country"),
+            display_name=data.get("display_name"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A masked conversation between exactly two participants."""
+
+    id: str
+    participants: tuple[Participant, Participant]
+    status: ConversationStatus
+    created_at: float
+    ttl_seconds: int
+    expires_at: float | None = None
+    failure_reason: str | None = None
+    callback_url: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def counterpart_of(self, number: str) -> Participant | None:
+        """The other side for a participant's real number, or None if it is not in this one."""
+        first, second = self.participants
+        if first.number == number:
+            return second
+        if second.number == number:
+            return first
+        return None
+
+    def with_status(self, status: ConversationStatus, **changes: Any) -> Conversation:
+        return replace(self, status=status, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "participants": [p.to_dict() for p in self.participants],
+                "status": self.status.value,
+                "created_at": self.created_at,
+                "ttl_seconds": self.ttl_seconds,
+                "expires_at": self.expires_at,
+                "failure_reason": self.failure_reason,
+                "callback_url": self.callback_url,
+                "metadata": dict(self.metadata),
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Conversation:
+        data = json.loads(raw)
+        first, second = (Participant.from_dict(p) for p in data["participants"])
+        return cls(
+            id=data["id"],
+            participants=(first, second),
+            status=ConversationStatus(data["status"]),
+            created_at=data["created_at"],
+            ttl_seconds=data["ttl_seconds"],
+            expires_at=data.get("expires_at"),
+            failure_reason=data.get("failure_reason"),
+            callback_url=data.get("callback_url"),
+            metadata=data.get("metadata") or {},
+        )
+
+
+class WebhookFieldError(ValueError):
+    """A webhook lacks a field or carries a malformed one; `field` names it."""
+
+    def __init__(self, field_name: str, problem: str = "is required") -> None:
+        super().__init__(f"{field_name} {problem}")
+        self.field = field_name
+        self.problem = problem
+
+
+def _required(params: Mapping[str, str], name: str) -> str:
+    value = params.get(name, "").strip()
+    if not value:
+        raise WebhookFieldError(name)
+    return value
+
+
+def _digits(params: Mapping[str, str], name: str) -> str:
+    value = _required(params, name).lstrip("+")
+    if not value.isdigit() or len(value) > 20:
+        raise WebhookFieldError(name, "must be a phone number of digits")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ConcatInfo:
+    """Which part of a multi-part message a webhook carries."""
+
+    ref: str
+    part: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class InboundSms:
+    """One inbound-SMS webhook, validated."""
+
+    sender: str
+    virtual_number: str
+    message_id: str
+    text: str
+    type: str
+    concat: ConcatInfo | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> InboundSms:
+        """Validate webhook parameters, raising WebhookFieldError naming the first bad field."""
+        sender = _digits(params, "msisdn")
+        virtual = _digits(params, "to")
+        message_id = _required(params, "messageId")
+        if len(message_id) > 64:
+            raise WebhookFieldError("messageId", "is too long")
+        concat = None
+        if params.get("concat", "").lower() == "true":
+            concat = ConcatInfo(
+                ref=_required(params, "concat-ref"),
+                part=_small_int(params, "concat-part"),
+                total=_small_int(params, "concat-total"),
+            )
+            if concat.part > concat.total:
+                raise WebhookFieldError("concat-part", "must not exceed concat-total")
+        return cls(
+            sender=sender,
+            virtual_number=virtual,
+            message_id=message_id,
+            text=params.get("text", ""),
+            type=params.get("type", "text") or "text",
+            concat=concat,
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        """The plain-JSON task payload."""
+        payload: dict[str, Any] = {
+            "msisdn": self.sender,
+            "to": self.virtual_number,
+            "messageId": self.message_id,
+            "text": self.text,
+            "type": self.type,
+        }
+        if self.concat:
+            payload.update(
+                {
+                    "concat": "true",
+                    "concat-ref": self.concat.ref,
+                    "concat-part": str(self.concat.part),
+                    "concat-total": str(self.concat.total),
+                }
+            )
+        return payload
+
+
+def _small_int(params: Mapping[str, str], name: str) -> int:
+    raw = _required(params, name)
+    if not raw.isdigit() or not 1 <= int(raw) <= 255:
+        raise WebhookFieldError(name, "must be a whole number from 1 to 255")
+    return int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReceipt:
+    """One delivery-receipt webhook (one per message part)."""
+
+    message_id: str
+    status: str
+    err_code: str
+    client_ref: str | None
+    recipient: str
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> DeliveryReceipt:
+        message_id = _required(params, "messageId")
+        if len(message_id) > 64:
+            raise WebhookFieldError("messageId", "is too long")
+        return cls(
+            message_id=message_id,
+            status=_required(params, "status").lower(),
+            err_code=params.get("err-code", "0") or "0",
+            client_ref=params.get("client-ref") or None,
+            recipient=_digits(params, "msisdn"),
+        )
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "messageId": self.message_id,
+            "status": self.status,
+            "err-code": self.err_code,
+            "client-ref": self.client_ref,
+            "msisdn": self.recipient,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundSms:
+    """A send we owe: stored under a deterministic id so that re-enqueuing it is harmless."""
+
+    id: str
+    conversation_id: str | None
+    kind: MessageKind
+    sender: str
+    recipient: str
+    text: str

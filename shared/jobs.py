@@ -1,0 +1,37 @@
+"""Task names, their queues and payload shapes: the contract between web/ and workers/."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Queue(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+    CONVERSATIONS = "conversations"
+    RECEIPTS = "receipts"
+    POOL = "pool"
+
+
+class TaskName(StrEnum):
+    # payload: conversation id
+    CREATE_CONVERSATION = "smsproxy.create_conversation"
+    # payload: InboundSms.to_payload()
+    RELAY_INBOUND = "smsproxy.relay_inbound"
+    # payload: outbound message id (the record is in Redis)
+    SEND_SMS = "smsproxy.send_sms"
+    # payload: DeliveryReceipt.to_payload()
+    RECORD_RECEIPT = "smsproxy.record_receipt"
+    # no payload
+    MAINTAIN_POOL = "smsproxy.maintain_pool"
+    EXPIRE_CONVERSATIONS = "smsproxy.expire_conversations"
+
+
+QUEUE_OF: dict[TaskName, Queue] = {
+    TaskName.CREATE_CONVERSATION: Queue.CONVERSATIONS,
+    TaskName.RELAY_INBOUND: Queue.INBOUND,
+    TaskName.SEND_SMS: Queue.OUTBOUND,
+    TaskName.RECORD_RECEIPT: Queue.RECEIPTS,
+    TaskName.MAINTAIN_POOL: Queue.POOL,
+    TaskName.EXPIRE_CONVERSATIONS: Queue.CONVERSATIONS,
+}

@@ -1,0 +1,71 @@
+"""Every Redis key the proxy writes, in one place, under one prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names; the prefix lets several deployments (or test runs) share one Redis."""
+
+    prefix: str = "smsproxy:"
+
+    def conversation(self, conversation_id: str) -> str:
+        return f"{self.prefix}conv:{conversation_id}"
+
+    def conversation_log(self, conversation_id: str) -> str:
+        return f"{self.prefix}conv:{conversation_id}:log"
+
+    def conversations(self) -> str:
+        return f"{self.prefix}convs"
+
+    def expiry(self) -> str:
+        return f"{self.prefix}expiry"
+
+    def routes(self, real_number: str) -> str:
+        """Hash of virtual number -> conversation id for one person's live conversations."""
+        return f"{self.prefix}routes:{real_number}"
+
+    def pair(self, first: str, second: str) -> str:
+        """The proxies two people last used with each other (order-independent)."""
+        low, high = sorted((first, second))
+        return f"{self.prefix}pair:{low}:{high}"
+
+    def pool(self, country: str) -> str:
+        """Sorted set of allocatable numbers of a country, scored by live routes."""
+        return f"{self.prefix}pool:{country}"
+
+    def pool_countries(self) -> str:
+        return f"{self.prefix}pool:countries"
+
+    def number(self, msisdn: str) -> str:
+        return f"{self.prefix}number:{msisdn}"
+
+    def idempotency(self, key: str) -> str:
+        return f"{self.prefix}idem:{key}"
+
+    def dedupe(self, kind: str, message_id: str) -> str:
+        return f"{self.prefix}seen:{kind}:{message_id}"
+
+    def outbound(self, outbound_id: str) -> str:
+        return f"{self.prefix}out:{outbound_id}"
+
+    def inbound(self, message_id: str) -> str:
+        return f"{self.prefix}in:{message_id}"
+
+    def concat_parts(self, group: str) -> str:
+        """Hash of part number -> text for one multi-part message being reassembled."""
+        return f"{self.prefix}concat:{group}"
+
+    def send_claim(self, outbound_id: str) -> str:
+        return f"{self.prefix}claim:{outbound_id}"
+
+    def vonage_message(self, vonage_message_id: str) -> str:
+        return f"{self.prefix}vid:{vonage_message_id}"
+
+    def metrics(self) -> str:
+        return f"{self.prefix}metrics"
+
+    def lock(self, name: str) -> str:
+        return f"{self.prefix}lock:{name}"

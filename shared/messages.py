@@ -1,0 +1,225 @@
+"""Message bookkeeping in Redis: webhook dedupe, outbound sends owed, claims, receipts, audit."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from shared.domain import DeliveryState, MessageKind, OutboundSms
+from shared.keys import Keys
+
+# Records outlive the conversation so that the audit trail can be read afterwards, but not forever.
+RECORD_TTL_SECONDS = 30 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class SendClaim:
+    """The outcome of trying to claim a send: whether to go ahead, and if not, why."""
+
+    acquired: bool
+    state: str
+
+
+class MessageLog:
+    """Dedupe markers, outbound records and the per-conversation audit trail."""
+
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self._redis = client
+        self._keys = keys or Keys()
+
+    # -- webhook dedupe --------------------------------------------------------------------
+
+    def first_sighting(self, kind: str, message_id: str, ttl_seconds: int) -> bool:
+        """Mark a webhook's messageId as seen; False when it was seen before."""
+        key = self._keys.dedupe(kind, message_id)
+        return bool(self._redis.set(key, "1", nx=True, ex=ttl_seconds))
+
+    def forget_sighting(self, kind: str, message_id: str) -> None:
+        """Undo a sighting whose job could not be queued, so that Vonage's retry is accepted."""
+        self._redis.delete(self._keys.dedupe(kind, message_id))
+
+    # -- inbound records -------------------------------------------------------------------
+
+    def record_inbound(
+        self, conversation_id: str, message_id: str, sender: str, parts: int, text: str | None
+    ) -> bool:
+        """Add an inbound message to its conversation's trail once; False if already there."""
+        key = self._keys.inbound(message_id)
+        fields: dict[Any, Any] = {
+            "conversation_id": conversation_id,
+            "direction": "inbound",
+            "from": sender,
+            "parts": parts,
+            "received_at": time.time(),
+        }
+        if text is not None:
+            fields["text"] = text
+        if not self._redis.hsetnx(key, "conversation_id", conversation_id):
+            return False
+        pipe = self._redis.pipeline()
+        pipe.hset(key, mapping=fields)
+        pipe.expire(key, RECORD_TTL_SECONDS)
+        pipe.rpush(self._keys.conversation_log(conversation_id), f"in:{message_id}")
+        pipe.expire(self._keys.conversation_log(conversation_id), RECORD_TTL_SECONDS)
+        pipe.execute()
+        return True
+
+    # -- outbound records ------------------------------------------------------------------
+
+    def owe(self, message: OutboundSms) -> bool:
+        """Record a send we owe, once per id; False when it was already recorded."""
+        key = self._keys.outbound(message.id)
+        if not self._redis.hsetnx(key, "state", DeliveryState.QUEUED.value):
+            return False
+        pipe = self._redis.pipeline()
+        pipe.hset(
+            key,
+            mapping={
+                "conversation_id": message.conversation_id or "",
+                "kind": message.kind.value,
+                "from": message.sender,
+                "to": message.recipient,
+                "text": message.text,
+                "created_at": time.time(),
+                "attempts": 0,
+            },
+        )
+        pipe.expire(key, RECORD_TTL_SECONDS)
+        if message.conversation_id:
+            log = self._keys.conversation_log(message.conversation_id)
+            pipe.rpush(log, f"out:{message.id}")
+            pipe.expire(log, RECORD_TTL_SECONDS)
+        pipe.execute()
+        return True
+
+    def outbound(self, outbound_id: str) -> OutboundSms | None:
+        data = self._redis.hgetall(self._keys.outbound(outbound_id))
+        if not data or "text" not in data:
+            return None
+        return OutboundSms(
+            id=outbound_id,
+            conversation_id=str(data.get("conversation_id") or "") or None,
+            kind=MessageKind(str(data["kind"])),
+            sender=str(data["from"]),
+            recipient=str(data["to"]),
+            text=str(data["text"]),
+        )
+
+    def outbound_state(self, outbound_id: str) -> str | None:
+        state = self._redis.hget(self._keys.outbound(outbound_id), "state")
+        return str(state) if state is not None else None
+
+    def claim_send(self, outbound_id: str, lease_seconds: int) -> SendClaim:
+        """Take the right to call Vonage for one outbound message.
+
+        A finished send (submitted, delivered or failed) is never claimed again. An unfinished
+        one is claimed for a lease: if the worker dies mid-call the lease runs out and the
+        redelivered task may try again; that gap is the only window for a duplicate.
+        """
+        state = self.outbound_state(outbound_id)
+        if state not in {None, DeliveryState.QUEUED.value, DeliveryState.SENDING.value}:
+            return SendClaim(acquired=False, state=str(state))
+        acquired = bool(
+            self._redis.set(self._keys.send_claim(outbound_id), "1", nx=True, ex=lease_seconds)
+        )
+        if acquired:
+            self._redis.hset(self._keys.outbound(outbound_id), "state", DeliveryState.SENDING.value)
+            self._redis.hincrby(self._keys.outbound(outbound_id), "attempts", 1)
+        return SendClaim(acquired=acquired, state=str(state or DeliveryState.QUEUED.value))
+
+    def release_claim(self, outbound_id: str) -> None:
+        """Give a claim back after a send Vonage surely did not accept (so a retry may send)."""
+        self._redis.delete(self._keys.send_claim(outbound_id))
+
+    def mark_submitted(
+        self, outbound_id: str, vonage_ids: list[str], *, retain_body: bool
+    ) -> None:
+        """Vonage accepted the send: remember its message ids to match delivery receipts."""
+        key = self._keys.outbound(outbound_id)
+        pipe = self._redis.pipeline()
+        pipe.hset(
+            key,
+            mapping={
+                "state": DeliveryState.SUBMITTED.value,
+                "vonage_ids": json.dumps(vonage_ids),
+                "parts": len(vonage_ids),
+                "submitted_at": time.time(),
+                "receipts": json.dumps({}),
+            },
+        )
+        if not retain_body:
+            pipe.hdel(key, "text")
+        for vonage_id in vonage_ids:
+            pipe.set(self._keys.vonage_message(vonage_id), outbound_id, ex=RECORD_TTL_SECONDS)
+        pipe.delete(self._keys.send_claim(outbound_id))
+        pipe.execute()
+
+    def mark_failed(self, outbound_id: str, code: str, reason: str, *, retain_body: bool) -> None:
+        """A permanent failure (or retries used up): recorded with Vonage's code and reason."""
+        key = self._keys.outbound(outbound_id)
+        pipe = self._redis.pipeline()
+        pipe.hset(
+            key,
+            mapping={
+                "state": DeliveryState.FAILED.value,
+                "error_code": code,
+                "error_reason": reason,
+                "failed_at": time.time(),
+            },
+        )
+        if not retain_body:
+            pipe.hdel(key, "text")
+        pipe.delete(self._keys.send_claim(outbound_id))
+        pipe.execute()
+
+    # -- delivery receipts -----------------------------------------------------------------
+
+    def apply_receipt(self, vonage_id: str, status: str, err_code: str) -> str | None:
+        """Record one part's receipt; returns the outbound id it belongs to, if known."""
+        outbound_id = self._redis.get(self._keys.vonage_message(vonage_id))
+        if outbound_id is None:
+            return None
+        key = self._keys.outbound(str(outbound_id))
+        data = self._redis.hmget(key, ["receipts", "parts"])
+        receipts: dict[str, str] = json.loads(data[0] or "{}")
+        receipts[vonage_id] = status
+        parts = int(data[1] or 1)
+        overall = _overall_state(receipts, parts)
+        mapping: dict[Any, Any] = {"receipts": json.dumps(receipts), "receipt_at": time.time()}
+        if overall is not None:
+            mapping["state"] = overall.value
+        if err_code not in {"", "0"}:
+            mapping["receipt_error"] = err_code
+        self._redis.hset(key, mapping=mapping)
+        return str(outbound_id)
+
+    # -- audit trail -----------------------------------------------------------------------
+
+    def trail(self, conversation_id: str) -> list[dict[str, Any]]:
+        """Every message of a conversation, oldest first, as plain dicts."""
+        entries = self._redis.lrange(self._keys.conversation_log(conversation_id), 0, -1)
+        pipe = self._redis.pipeline()
+        refs = []
+        for entry in entries:
+            kind, _, ident = str(entry).partition(":")
+            key = self._keys.inbound(ident) if kind == "in" else self._keys.outbound(ident)
+            refs.append((kind, ident))
+            pipe.hgetall(key)
+        out: list[dict[str, Any]] = []
+        for (kind, ident), data in zip(refs, pipe.execute(), strict=True):
+            if data:
+                out.append({**data, "record": kind, "id": ident})
+        return out
+
+
+def _overall_state(receipts: dict[str, str], parts: int) -> DeliveryState | None:
+    """A message is delivered when every part is; failed as soon as one part failed."""
+    if any(s in {"failed", "rejected", "expired"} for s in receipts.values()):
+        return DeliveryState.FAILED
+    if len(receipts) >= parts and all(s == "delivered" for s in receipts.values()):
+        return DeliveryState.DELIVERED
+    return None

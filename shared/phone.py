@@ -1,0 +1,47 @@
+"""Phone numbers: E.164 at the API, Vonage msisdns (digits, no `+`) everywhere inside."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+
+class InvalidNumber(ValueError):
+    """A participant number that cannot be a real phone number."""
+
+
+def to_msisdn(raw: str, default_region: str | None = None) -> str:
+    """Normalise any common written form (`+44 7700 900001`, `0044...`) to digits-only E.164."""
+    text = raw.strip()
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        parsed = phonenumbers.parse(text, default_region)
+    except phonenumbers.NumberParseException:
+        raise InvalidNumber("not a phone number in international form (+country code)") from None
+    # Only the length is judged here: whether the number exists is Number Insight's call, and
+    # numbering plans change faster than a pinned metadata release.
+    if not phonenumbers.is_possible_number(parsed):
+        raise InvalidNumber("not a possible phone number for its country")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)[1:]
+
+
+def to_e164(msisdn: str) -> str:
+    """The API's form of a stored msisdn."""
+    return f"+{msisdn}"
+
+
+def country_of(msisdn: str) -> str | None:
+    """ISO 3166 alpha-2 region of a msisdn by its numbering plan, if any."""
+    try:
+        parsed = phonenumbers.parse(f"+{msisdn}", None)
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.region_code_for_number(parsed)
+
+
+def mask(number: str | None) -> str:
+    """What logs may show of a phone number: its last four digits."""
+    if not number:
+        return "-"
+    digits = "".join(ch for ch in number if ch.isdigit())
+    return f"***{digits[-4:]}" if len(digits) > 4 else "***"

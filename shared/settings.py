@@ -1,0 +1,218 @@
+"""The one typed settings object, read from the environment at each entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting is present but unusable; the message names the variable."""
+
+
+class SignatureMethod(StrEnum):
+    MD5HASH = "md5hash"
+    MD5 = "md5"
+    SHA1 = "sha1"
+    SHA256 = "sha256"
+    SHA512 = "sha512"
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _optional_text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _flag(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _tokens(raw: str) -> frozenset[str]:
+    return frozenset(token.strip() for token in raw.split(",") if token.strip())
+
+
+def _pool_targets(raw: str) -> Mapping[str, int]:
+    """Parse `GB=3,US=2` into {"GB": 3, "US": 2}."""
+    targets: dict[str, int] = {}
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        country, sep, count = item.partition("=")
+        country = country.strip().upper()
+        if not sep or len(country) != 2 or not country.isalpha():
+            raise ValueError(f"expected COUNTRY=COUNT items such as GB=3, got {item.strip()!r}")
+        targets[country] = int(count)
+        if targets[country] < 0:
+            raise ValueError(f"count for {country} must not be negative")
+    return targets
+
+
+def _signature_method(raw: str) -> SignatureMethod:
+    try:
+        return SignatureMethod(raw.strip().lower())
+    except ValueError:
+        allowed = ", ".join(m.value for m in SignatureMethod)
+        raise ValueError(f"must be one of {allowed}") from None
+
+
+def _setting(env: str, parse: Callable[[str], Any], doc: str) -> Any:
+    return field(metadata={"env": env, "parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the proxy; each field names its environment variable in its metadata."""
+
+    redis_url: str = _setting("REDIS_URL", _text, "the store: conversations, routes, pool, dedupe")
+    broker_url: str = _setting("CELERY_BROKER_URL", _text, "the Celery broker (default REDIS_URL)")
+    vonage_api_key: str | None = _setting("VONAGE_API_KEY", _optional_text, "account API key")
+    vonage_api_secret: str | None = _setting(
+        "VONAGE_API_SECRET", _optional_text, "account API secret"
+    )
+    vonage_signature_secret: str | None = _setting(
+        "VONAGE_SIGNATURE_SECRET", _optional_text, "when set, every webhook must be signed"
+    )
+    vonage_signature_method: SignatureMethod = _setting(
+        "VONAGE_SIGNATURE_METHOD", _signature_method, "md5hash, md5, sha1, sha256 or sha512"
+    )
+    vonage_api_host: str = _setting("VONAGE_API_HOST", _text, "Number Insight host[:port]")
+    vonage_rest_host: str = _setting("VONAGE_REST_HOST", _text, "SMS and Numbers host[:port]")
+    vonage_ca_bundle: str | None = _setting(
+        "VONAGE_CA_BUNDLE", _optional_text, "a CA file to trust for Vonage (the sandbox's)"
+    )
+    vonage_timeout_seconds: int = _setting(
+        "SMSPROXY_VONAGE_TIMEOUT_SECONDS", _positive_int, "timeout of one Vonage HTTP call"
+    )
+    public_base_url: str | None = _setting(
+        "PUBLIC_BASE_URL", _optional_text, "where Vonage reaches the web receiver"
+    )
+    api_tokens: frozenset[str] = _setting(
+        "SMSPROXY_API_TOKENS", _tokens, "comma-separated bearer tokens for /v1"
+    )
+    pool_targets: Mapping[str, int] = _setting(
+        "SMSPROXY_POOL_TARGETS", _pool_targets, "numbers to hold per country, e.g. GB=3,US=2"
+    )
+    default_ttl_seconds: int = _setting(
+        "SMSPROXY_DEFAULT_TTL_SECONDS", _positive_int, "conversation lifetime when none is given"
+    )
+    max_ttl_seconds: int = _setting(
+        "SMSPROXY_MAX_TTL_SECONDS", _positive_int, "the longest ttl_seconds a client may ask for"
+    )
+    intro_template: str = _setting(
+        "SMSPROXY_INTRO_TEMPLATE", str, "intro SMS; {counterpart} is the other side's name"
+    )
+    out_of_session_reply: str | None = _setting(
+        "SMSPROXY_OUT_OF_SESSION_REPLY", _optional_text, "reply to texts with no live route"
+    )
+    relay_prefix: str = _setting(
+        "SMSPROXY_RELAY_PREFIX", str, "text put before every relayed message (empty: none)"
+    )
+    dedupe_ttl_seconds: int = _setting(
+        "SMSPROXY_DEDUPE_TTL_SECONDS", _positive_int, "how long a webhook messageId is remembered"
+    )
+    retain_bodies: bool = _setting(
+        "SMSPROXY_RETAIN_BODIES", _flag, "keep message bodies in the audit trail after sending"
+    )
+    publish_timeout_seconds: float = _setting(
+        "SMSPROXY_PUBLISH_TIMEOUT_SECONDS",
+        _non_negative_float,
+        "longest a webhook waits for the broker before answering 503",
+    )
+    worker_concurrency: int = _setting(
+        "SMSPROXY_WORKER_CONCURRENCY", _positive_int, "threads per worker process (sends in flight)"
+    )
+    log_level: str = _setting("SMSPROXY_LOG_LEVEL", _text, "DEBUG, INFO, WARNING or ERROR")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping, raising SettingsError naming a bad one."""
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            name = item.metadata["env"]
+            raw = environ.get(name)
+            if raw is None:
+                raw = _DEFAULTS.get(name)
+                if name == "CELERY_BROKER_URL" and raw is None:
+                    raw = environ.get("REDIS_URL", _DEFAULTS["REDIS_URL"])
+            if raw is None:
+                raw = ""
+            try:
+                values[item.name] = item.metadata["parse"](raw)
+            except ValueError as exc:
+                raise SettingsError(f"{name}: {exc}") from None
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Cross-field checks that a single parser cannot make."""
+        if self.default_ttl_seconds > self.max_ttl_seconds:
+            raise SettingsError(
+                "SMSPROXY_DEFAULT_TTL_SECONDS: must not exceed SMSPROXY_MAX_TTL_SECONDS"
+            )
+        if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
+            raise SettingsError("PUBLIC_BASE_URL: must start with http:// or https://")
+
+    @property
+    def inbound_url(self) -> str | None:
+        """The inbound-SMS webhook URL every pool number must be configured with."""
+        if not self.public_base_url:
+            return None
+        return f"{self.public_base_url.rstrip('/')}/webhooks/inbound-sms"
+
+    @property
+    def receipt_url(self) -> str | None:
+        """The delivery-receipt webhook URL given with every send."""
+        if not self.public_base_url:
+            return None
+        return f"{self.public_base_url.rstrip('/')}/webhooks/delivery-receipt"
+
+
+def documented_variables() -> dict[str, str]:
+    """Every environment variable the settings read, with its one-line meaning."""
+    return {item.metadata["env"]: item.metadata["doc"] for item in fields(Settings)}
+
+
+_DEFAULTS: dict[str, str] = {
+    "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "VONAGE_SIGNATURE_METHOD": "md5hash",
+    "VONAGE_API_HOST": "api.nexmo.com",
+    "VONAGE_REST_HOST": "rest.nexmo.com",
+    "SMSPROXY_VONAGE_TIMEOUT_SECONDS": "10",
+    "SMSPROXY_DEFAULT_TTL_SECONDS": "86400",
+    "SMSPROXY_MAX_TTL_SECONDS": "2592000",
+    "SMSPROXY_INTRO_TEMPLATE": (
+        "You are connected with {counterpart}. Text this number to reach them; "
+        "your own number stays private."
+    ),
+    "SMSPROXY_RELAY_PREFIX": "",
+    "SMSPROXY_DEDUPE_TTL_SECONDS": "172800",
+    "SMSPROXY_RETAIN_BODIES": "false",
+    "SMSPROXY_PUBLISH_TIMEOUT_SECONDS": "2",
+    "SMSPROXY_WORKER_CONCURRENCY": "32",
+    "SMSPROXY_LOG_LEVEL": "INFO",
+}

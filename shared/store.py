@@ -1,0 +1,274 @@
+"""Conversations, routes and allocation in Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import redis
+
+from shared.domain import Conversation, ConversationStatus
+from shared.keys import Keys
+
+# Allocation must be atomic: two creates involving the same person must never both take the
+# same free number. One script reads the person's live routes and the pool and writes the new
+# routes in a single step. It is idempotent per conversation: a re-run returns what it gave.
+_ALLOCATE = """
+local prefix, conv = ARGV[1], ARGV[2]
+local function existing(routes)
+  local all = redis.call('HGETALL', routes)
+  for i = 1, #all, 2 do
+    if all[i + 1] == conv then return all[i] end
+  end
+  return false
+end
+local function pick(routes, pool, sticky, avoid)
+  if sticky ~= '' and sticky ~= avoid and redis.call('ZSCORE', pool, sticky)
+      and redis.call('HEXISTS', routes, sticky) == 0 then
+    return sticky
+  end
+  -- least-loaded first, so that traffic spreads over the pool's numbers
+  for _, n in ipairs(redis.call('ZRANGE', pool, 0, -1)) do
+    if n ~= avoid and redis.call('HEXISTS', routes, n) == 0 then return n end
+  end
+  return false
+end
+local got = {existing(KEYS[1]), existing(KEYS[2])}
+if got[1] and got[2] then return {'ok', got[1], got[2]} end
+local chosen = {}
+for i = 1, 2 do
+  chosen[i] = got[i] or pick(KEYS[i], KEYS[i + 2], ARGV[i + 2], '')
+  if not chosen[i] then return {'exhausted', tostring(i - 1), ''} end
+end
+for i = 1, 2 do
+  if not got[i] then
+    redis.call('HSET', KEYS[i], chosen[i], conv)
+    redis.call('HINCRBY', prefix .. 'number:' .. chosen[i], 'routes', 1)
+    if redis.call('ZSCORE', KEYS[i + 2], chosen[i]) then
+      redis.call('ZINCRBY', KEYS[i + 2], 1, chosen[i])
+    end
+  end
+end
+return {'ok', chosen[1], chosen[2]}
+"""
+
+# Releasing checks the route still belongs to this conversation, so that a late or repeated
+# close never frees a route a newer conversation now holds.
+_RELEASE = """
+local prefix, conv = ARGV[1], ARGV[2]
+local freed = 0
+for i = 1, #KEYS do
+  local proxy = ARGV[i + 2]
+  if proxy ~= '' and redis.call('HGET', KEYS[i], proxy) == conv then
+    redis.call('HDEL', KEYS[i], proxy)
+    local number = prefix .. 'number:' .. proxy
+    redis.call('HINCRBY', number, 'routes', -1)
+    local country = redis.call('HGET', number, 'country')
+    if country then
+      local pool = prefix .. 'pool:' .. country
+      if redis.call('ZSCORE', pool, proxy) then redis.call('ZINCRBY', pool, -1, proxy) end
+    end
+    freed = freed + 1
+  end
+end
+return freed
+"""
+
+
+class PoolExhausted(Exception):
+    """No free number for a participant; `index` says which (0 or 1)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"no free proxy number for participant {index + 1}")
+        self.index = index
+
+
+@dataclass(frozen=True, slots=True)
+class PoolNumber:
+    """A virtual number the proxy owns, with its live-route count."""
+
+    msisdn: str
+    country: str
+    routes: int
+    state: str
+    monthly_cost: str | None
+
+
+class ConversationStore:
+    """Conversations and their routes; takes its Redis client in, never builds one."""
+
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self._redis = client
+        self._keys = keys or Keys()
+        self._allocate = client.register_script(_ALLOCATE)
+        self._release = client.register_script(_RELEASE)
+
+    @property
+    def keys(self) -> Keys:
+        return self._keys
+
+    # -- conversations -------------------------------------------------------------------
+
+    def add(self, conversation: Conversation) -> None:
+        """Store a new conversation (pending) and index it for listing."""
+        pipe = self._redis.pipeline()
+        pipe.set(self._keys.conversation(conversation.id), conversation.to_json())
+        pipe.zadd(self._keys.conversations(), {conversation.id: conversation.created_at})
+        pipe.execute()
+
+    def get(self, conversation_id: str) -> Conversation | None:
+        raw = self._redis.get(self._keys.conversation(conversation_id))
+        return Conversation.from_json(raw) if raw else None
+
+    def transition(
+        self, conversation_id: str, change: Callable[[Conversation], Conversation | None]
+    ) -> Conversation | None:
+        """Apply `change` to the stored conversation atomically (optimistic, retried on races).
+
+        `change` returns the new state or None to leave it as it is; the new state is returned.
+        """
+        key = self._keys.conversation(conversation_id)
+        while True:
+            with self._redis.pipeline() as pipe:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    raw = pipe.get(key)
+                    if raw is None:
+                        return None
+                    changed = change(Conversation.from_json(raw))
+                    if changed is None:
+                        return None
+                    pipe.multi()
+                    pipe.set(key, changed.to_json())
+                    if changed.status.is_live and changed.expires_at is not None:
+                        pipe.zadd(self._keys.expiry(), {changed.id: changed.expires_at})
+                    else:
+                        pipe.zrem(self._keys.expiry(), changed.id)
+                    pipe.execute()
+                    return changed
+                except redis.WatchError:
+                    continue
+
+    def due_for_expiry(self, now: float, limit: int = 500) -> list[str]:
+        """Ids of live conversations whose expiry has passed."""
+        ids = self._redis.zrangebyscore(self._keys.expiry(), "-inf", now, start=0, num=limit)
+        return [str(i) for i in ids]
+
+    def remember_idempotency_key(
+        self, key: str, fingerprint: str, conversation_id: str, ttl_seconds: int
+    ) -> tuple[str, str] | None:
+        """Bind a client's Idempotency-Key to a request; returns the earlier binding if any.
+
+        The earlier binding is (fingerprint of its body, its conversation id).
+        """
+        redis_key = self._keys.idempotency(key)
+        value = f"{fingerprint}:{conversation_id}"
+        if self._redis.set(redis_key, value, nx=True, ex=ttl_seconds):
+            return None
+        earlier = str(self._redis.get(redis_key) or value)
+        found_fingerprint, _, found_id = earlier.partition(":")
+        return found_fingerprint, found_id
+
+    def forget_idempotency_key(self, key: str) -> None:
+        self._redis.delete(self._keys.idempotency(key))
+
+    # -- routes --------------------------------------------------------------------------
+
+    def find_route(self, real_number: str, virtual_number: str) -> str | None:
+        """The live conversation a person reaches by texting a virtual number: one HGET."""
+        found = self._redis.hget(self._keys.routes(real_number), virtual_number)
+        return str(found) if found is not None else None
+
+    def sticky_proxies(self, first: str, second: str) -> tuple[str, str]:
+        """The proxies `first` and `second` had the last time they talked, or empty strings."""
+        found = self._redis.hmget(self._keys.pair(first, second), [first, second])
+        return (str(found[0] or ""), str(found[1] or ""))
+
+    def allocate(
+        self,
+        conversation_id: str,
+        participants: tuple[tuple[str, str], tuple[str, str]],
+    ) -> tuple[str, str]:
+        """Reserve a proxy for each (real number, pool country); raise PoolExhausted if none."""
+        (first, first_country), (second, second_country) = participants
+        sticky = self.sticky_proxies(first, second)
+        result = self._allocate(
+            keys=[
+                self._keys.routes(first),
+                self._keys.routes(second),
+                self._keys.pool(first_country),
+                self._keys.pool(second_country),
+            ],
+            args=[self._keys.prefix, conversation_id, sticky[0], sticky[1]],
+        )
+        status, a, b = (str(x) for x in result)
+        if status == "exhausted":
+            raise PoolExhausted(int(a))
+        self._redis.hset(self._keys.pair(first, second), mapping={first: a, second: b})
+        return a, b
+
+    def release(self, conversation: Conversation) -> int:
+        """Free a conversation's routes at once; returns how many were still held."""
+        keys, proxies = [], []
+        for participant in conversation.participants:
+            keys.append(self._keys.routes(participant.number))
+            proxies.append(participant.proxy_number or "")
+        return int(self._release(keys=keys, args=[self._keys.prefix, conversation.id, *proxies]))
+
+    def finish(
+        self, conversation_id: str, status: ConversationStatus, reason: str | None = None
+    ) -> Conversation | None:
+        """Move a live conversation to a final state and free its routes at once.
+
+        Returns the finished conversation, or None if it was unknown or already finished.
+        """
+        finished = self.transition(
+            conversation_id,
+            lambda c: c.with_status(status, failure_reason=reason) if c.status.is_live else None,
+        )
+        if finished is not None:
+            self.release(finished)
+        return finished
+
+    # -- pool ----------------------------------------------------------------------------
+
+    def add_pool_number(
+        self, msisdn: str, country: str, *, monthly_cost: str | None = None
+    ) -> bool:
+        """Make a number allocatable in its country; False if it already was."""
+        number_key = self._keys.number(msisdn)
+        pipe = self._redis.pipeline()
+        pipe.hsetnx(number_key, "routes", 0)
+        pipe.hset(number_key, mapping={"country": country, "state": "active"})
+        if monthly_cost is not None:
+            pipe.hset(number_key, "cost", monthly_cost)
+        pipe.sadd(self._keys.pool_countries(), country)
+        pipe.execute()
+        routes = int(self._redis.hget(number_key, "routes") or 0)
+        return bool(self._redis.zadd(self._keys.pool(country), {msisdn: routes}, nx=True))
+
+    def pool_countries(self) -> list[str]:
+        return sorted(str(c) for c in self._redis.smembers(self._keys.pool_countries()))
+
+    def pool_numbers(self, country: str | None = None) -> Iterator[PoolNumber]:
+        """Every allocatable number, least loaded first within a country."""
+        countries = [country] if country else self.pool_countries()
+        for code in countries:
+            for msisdn in self._redis.zrange(self._keys.pool(code), 0, -1):
+                data = self._redis.hgetall(self._keys.number(str(msisdn)))
+                yield PoolNumber(
+                    msisdn=str(msisdn),
+                    country=code,
+                    routes=int(data.get("routes", 0)),
+                    state=str(data.get("state", "active")),
+                    monthly_cost=str(data["cost"]) if "cost" in data else None,
+                )
+
+    def pool_size(self, country: str) -> int:
+        return int(self._redis.zcard(self._keys.pool(country)))
+
+
+def now() -> float:
+    """Wall-clock seconds; one name so tests and callers agree on the clock used."""
+    return time.time()

@@ -1,0 +1,221 @@
+"""The marketplace REST API under /v1: bearer tokens, JSON in and out, E.164 numbers."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import Blueprint, Response, jsonify, request
+
+from shared.conversations import RequestError, parse_create_request
+from shared.domain import Conversation, ConversationStatus
+from shared.jobs import TaskName
+from shared.phone import to_e164
+from shared.store import now
+from web.errors import error_response
+from web.queue import QueueUnavailable
+from web.services import services
+
+bp = Blueprint("api", __name__, url_prefix="/v1")
+
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+_CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+View = TypeVar("View", bound=Callable[..., Response | tuple[Response, int]])
+
+
+def require_token(view: View) -> View:
+    """Bearer-token check; every token is compared in constant time."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Response | tuple[Response, int]:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        tokens = services().settings.api_tokens
+        if scheme.lower() != "bearer" or not token.strip():
+            return _unauthorized("missing bearer token")
+        presented = token.strip().encode()
+        if not any(hmac.compare_digest(presented, t.encode()) for t in tokens):
+            return _unauthorized("invalid bearer token")
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def _unauthorized(message: str) -> Response:
+    response = error_response(401, "unauthorized", message)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="smsproxy"'
+    return response
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def render_conversation(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.id,
+        "status": conversation.status.value,
+        "failure_reason": conversation.failure_reason,
+        "participants": [
+            {
+                "number": to_e164(p.number),
+                "proxy_number": to_e164(p.proxy_number) if p.proxy_number else None,
+                "display_name": p.display_name,
+                "country": p.country,
+            }
+            for p in conversation.participants
+        ],
+        "ttl_seconds": conversation.ttl_seconds,
+        "callback_url": conversation.callback_url,
+        "metadata": dict(conversation.metadata),
+        "created_at": _iso(conversation.created_at),
+        "expires_at": _iso(conversation.expires_at),
+    }
+
+
+def _find(conversation_id: str) -> Conversation | None:
+    if not _CONVERSATION_ID.match(conversation_id):
+        return None
+    return services().store.get(conversation_id)
+
+
+def _not_found(conversation_id: str) -> Response:
+    return error_response(404, "not_found", "no such conversation", id=conversation_id[:64])
+
+
+@bp.post("/conversations")
+@require_token
+def create_conversation() -> Response | tuple[Response, int]:
+    svc = services()
+    body = request.get_json(silent=True)
+    if body is None:
+        return error_response(400, "invalid_json", "body must be a JSON object", field="body")
+    try:
+        new = parse_create_request(body, svc.settings)
+    except RequestError as exc:
+        return error_response(400, "invalid_field", str(exc), field=exc.field)
+
+    conversation = new.build(now())
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        if not _IDEMPOTENCY_KEY.match(key):
+            return error_response(400, "invalid_field", "Idempotency-Key: 1 to 128 visible "
+                                  "ASCII characters", field="Idempotency-Key")
+        fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+        earlier = svc.store.remember_idempotency_key(
+            key, fingerprint, conversation.id, IDEMPOTENCY_TTL_SECONDS
+        )
+        if earlier is not None:
+            if earlier[0] != fingerprint:
+                return error_response(409, "idempotency_conflict",
+                                      "Idempotency-Key was used with a different body")
+            existing = svc.store.get(earlier[1])
+            if existing is not None:
+                return jsonify(render_conversation(existing)), 202
+
+    svc.store.add(conversation)
+    try:
+        svc.publisher.publish(TaskName.CREATE_CONVERSATION, conversation.id)
+    except QueueUnavailable:
+        svc.store.finish(conversation.id, ConversationStatus.FAILED, "queue_unavailable")
+        if key is not None:
+            svc.store.forget_idempotency_key(key)
+        raise
+    svc.counters.incr("smsproxy.conversations.requested")
+    response = jsonify(render_conversation(conversation))
+    response.headers["Location"] = f"/v1/conversations/{conversation.id}"
+    return response, 202
+
+
+@bp.get("/conversations/<conversation_id>")
+@require_token
+def get_conversation(conversation_id: str) -> Response:
+    conversation = _find(conversation_id)
+    if conversation is None:
+        return _not_found(conversation_id)
+    return jsonify(render_conversation(conversation))
+
+
+@bp.delete("/conversations/<conversation_id>")
+@require_token
+def close_conversation(conversation_id: str) -> Response:
+    conversation = _find(conversation_id)
+    if conversation is None:
+        return _not_found(conversation_id)
+    closed = services().conversations.close(conversation_id)
+    # Closing a conversation that is already over is not an error: it answers its state.
+    return jsonify(render_conversation(closed or conversation))
+
+
+@bp.get("/conversations/<conversation_id>/messages")
+@require_token
+def conversation_messages(conversation_id: str) -> Response:
+    conversation = _find(conversation_id)
+    if conversation is None:
+        return _not_found(conversation_id)
+    retain = services().settings.retain_bodies
+    entries = [_render_entry(e, retain) for e in services().messages.trail(conversation_id)]
+    return jsonify({"conversation_id": conversation_id, "messages": entries})
+
+
+def _render_entry(entry: dict[str, Any], retain: bool) -> dict[str, Any]:
+    rendered: dict[str, Any] = {
+        "id": entry["id"],
+        "direction": "inbound" if entry["record"] == "in" else "outbound",
+    }
+    if entry["record"] == "in":
+        rendered.update(
+            {
+                "from": to_e164(entry["from"]),
+                "parts": int(entry.get("parts", 1)),
+                "received_at": _iso(float(entry["received_at"])),
+            }
+        )
+    else:
+        rendered.update(
+            {
+                "kind": entry.get("kind"),
+                "from": to_e164(entry["from"]),
+                "to": to_e164(entry["to"]),
+                "status": entry.get("state"),
+                "parts": int(entry.get("parts", 0)),
+                "attempts": int(entry.get("attempts", 0)),
+                "created_at": _iso(float(entry["created_at"])),
+                "submitted_at": _iso(float(entry["submitted_at"]))
+                if "submitted_at" in entry else None,
+                "error_code": entry.get("error_code"),
+                "error_reason": entry.get("error_reason"),
+            }
+        )
+    if retain and "text" in entry:
+        rendered["text"] = entry["text"]
+    return rendered
+
+
+@bp.get("/numbers")
+@require_token
+def numbers() -> Response:
+    return jsonify(
+        {
+            "numbers": [
+                {
+                    "number": to_e164(n.msisdn),
+                    "country": n.country,
+                    "live_routes": n.routes,
+                    "state": n.state,
+                    "monthly_cost": n.monthly_cost,
+                }
+                for n in services().store.pool_numbers()
+            ]
+        }
+    )

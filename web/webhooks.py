@@ -1,0 +1,112 @@
+"""Vonage webhooks: verify, validate, dedupe, enqueue, acknowledge. Nothing slow happens here."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Response, jsonify, request
+
+from shared.domain import DeliveryReceipt, InboundSms, WebhookFieldError
+from shared.jobs import TaskName
+from shared.signatures import verify
+from web.errors import error_response
+from web.queue import QueueUnavailable
+from web.services import services
+
+bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
+
+MAX_FIELDS = 64
+MAX_VALUE_LENGTH = 8192
+
+
+class _BadPayload(ValueError):
+    pass
+
+
+def _params() -> dict[str, str]:
+    """Webhook parameters from the query string, a form or a JSON body, as strings."""
+    params: dict[str, str] = dict(request.args.items())
+    if request.method == "POST":
+        if request.is_json:
+            body = request.get_json(silent=True)
+            if not isinstance(body, dict):
+                raise _BadPayload("body must be a JSON object")
+            for key, value in body.items():
+                if isinstance(value, dict | list):
+                    raise _BadPayload(f"{key} must be a plain value")
+                params[str(key)] = "" if value is None else str(value)
+        else:
+            params.update(request.form.items())
+    if len(params) > MAX_FIELDS or any(len(v) > MAX_VALUE_LENGTH for v in params.values()):
+        raise _BadPayload("too many or too long parameters")
+    return params
+
+
+def _authenticate(params: dict[str, str], kind: str) -> Response | None:
+    """The signature is judged before anything else, so an unsigned caller learns nothing."""
+    settings = services().settings
+    if not settings.vonage_signature_secret:
+        return None
+    problem = verify(
+        params, settings.vonage_signature_secret, settings.vonage_signature_method, time.time()
+    )
+    if problem is None:
+        return None
+    services().counters.incr(f"smsproxy.webhooks.{kind}.unauthenticated")
+    return error_response(401, "bad_signature", problem)
+
+
+def _accept(kind: str, message_id: str, task: TaskName, payload: dict[str, str | None]) -> Response:
+    """Enqueue once per messageId; acknowledge only after the broker has the job."""
+    svc = services()
+    if not svc.messages.first_sighting(kind, message_id, svc.settings.dedupe_ttl_seconds):
+        svc.counters.incr(f"smsproxy.webhooks.{kind}.duplicate")
+        return jsonify({"status": "duplicate"})
+    try:
+        svc.publisher.publish(task, payload)
+    except QueueUnavailable:
+        # Forget the sighting so that Vonage's retry of this very webhook is taken.
+        svc.messages.forget_sighting(kind, message_id)
+        raise
+    svc.counters.incr(f"smsproxy.webhooks.{kind}.accepted")
+    return jsonify({"status": "queued"})
+
+
+@bp.route("/inbound-sms", methods=["GET", "POST"])
+def inbound_sms() -> Response:
+    try:
+        params = _params()
+    except _BadPayload as exc:
+        return error_response(400, "bad_request", str(exc))
+    if request.method == "GET" and not params:
+        return jsonify({"status": "ok"})  # Vonage probes the URL when a number is configured
+    rejected = _authenticate(params, "inbound")
+    if rejected is not None:
+        return rejected
+    try:
+        inbound = InboundSms.from_params(params)
+    except WebhookFieldError as exc:
+        return error_response(400, "invalid_field", str(exc), field=exc.field)
+    return _accept("inbound", inbound.message_id, TaskName.RELAY_INBOUND, inbound.to_payload())
+
+
+@bp.route("/delivery-receipt", methods=["GET", "POST"])
+def delivery_receipt() -> Response:
+    try:
+        params = _params()
+    except _BadPayload as exc:
+        return error_response(400, "bad_request", str(exc))
+    if request.method == "GET" and not params:
+        return jsonify({"status": "ok"})
+    rejected = _authenticate(params, "receipt")
+    if rejected is not None:
+        return rejected
+    try:
+        receipt = DeliveryReceipt.from_params(params)
+    except WebhookFieldError as exc:
+        return error_response(400, "invalid_field", str(exc), field=exc.field)
+    # One receipt per part and per status change: the status is part of what makes it unique.
+    return _accept(
+        "receipt", f"{receipt.message_id}:{receipt.status}", TaskName.RECORD_RECEIPT,
+        receipt.to_payload(),
+    )

@@ -1,0 +1,1 @@
+"""Celery workers: the app, thin tasks over shared/, and the beat schedule."""

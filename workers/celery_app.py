@@ -1,0 +1,66 @@
+"""The Celery app: `celery -A workers.celery_app worker|beat`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+from celery.signals import setup_logging
+from kombu.entity import Queue as KombuQueue
+
+from shared.jobs import QUEUE_OF, Queue
+from shared.logging import configure_logging
+from shared.settings import Settings
+from workers.schedule import beat_schedule
+
+# Every countdown (retry backoff) stays far below this, or kombu would redeliver the waiting
+# message as if its worker had died (kombu#337).
+VISIBILITY_TIMEOUT_SECONDS = 300
+MAX_BACKOFF_SECONDS = 60
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("smsproxy", broker=settings.broker_url, set_as_current=True)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        # at-least-once: acknowledged after the task returns, requeued if its worker dies
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+            # sweep for messages stranded by a dead worker every 10 s, not every 100 s
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 1,
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 30,
+        },
+        # Sends wait on Vonage's round trip: threads keep many in flight per process.
+        worker_pool="threads",
+        worker_concurrency=settings.worker_concurrency,
+        worker_prefetch_multiplier=4,
+        worker_hijack_root_logger=False,
+        task_queues=[KombuQueue(q.value) for q in Queue],  # type: ignore[no-untyped-call]
+        task_default_queue=Queue.CONVERSATIONS.value,
+        task_routes={name.value: {"queue": queue.value} for name, queue in QUEUE_OF.items()},
+        beat_schedule=beat_schedule(),
+    )
+    return app
+
+
+settings = Settings.from_env(os.environ)
+app = make_celery(settings)
+
+
+@setup_logging.connect
+def _logging(**_: Any) -> None:
+    configure_logging(settings.log_level)
+
+
+import workers.tasks  # noqa: E402,F401  (registers the tasks on the app)
