@@ -33,7 +33,7 @@ def has_credentials(params: dict[str, str]) -> bool:
 
 
 def valid_credentials(params: dict[str, str], config: SandboxConfig) -> bool:
-    """True for `Authorization: Basic key:secret` or `api_key`/`api_secret` parameters that match."""
+    """True for a matching `Authorization: Basic` header or `api_key`/`api_secret` parameters."""
     auth = request.authorization
     if auth is not None and auth.type == "basic":
         key, secret = auth.username or "", auth.password or ""

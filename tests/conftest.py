@@ -1,0 +1,63 @@
+"""Shared fixtures: settings, fakeredis for unit tests, a private redis-server for the rest."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+
+from devtools.redis_server import RedisServer
+from shared.settings import Settings
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings() -> SettingsFactory:
+    def build(**env: str) -> Settings:
+        base = {
+            "SMSPROXY_API_TOKENS": "test-token",
+            "VONAGE_API_KEY": "sandbox-key",
+            "VONAGE_API_SECRET": "sandbox-secret",
+            "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+        }
+        base.update(env)
+        return Settings.from_env(base)
+
+    return build
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+def fake_redis() -> redis.Redis:
+    return fakeredis.FakeRedis(decode_responses=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server of our own (or REDIS_URL when the caller provides one)."""
+    given = os.environ.get("REDIS_URL")
+    if given:
+        yield given
+        return
+    server = RedisServer(Path(tmp_path_factory.mktemp("redis")))
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def real_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    if not os.environ.get("REDIS_URL"):
+        client.flushdb()  # our own server: everything in it was made by this test run
+    yield client
+    client.close()

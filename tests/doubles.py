@@ -1,0 +1,80 @@
+"""Test doubles for the ports the product defines (never for a part we ship end to end)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.jobs import TaskName
+from shared.phone import country_of
+from shared.vonage_gateway import (
+    AvailableNumber,
+    NumberInsight,
+    OwnedNumber,
+    SentSms,
+    VonageFailure,
+)
+from web.queue import QueueUnavailable
+
+
+@dataclass
+class FakePublisher:
+    """Records what web/ enqueues."""
+
+    published: list[tuple[TaskName, Any]] = field(default_factory=list)
+
+    def publish(self, task: TaskName, payload: Any) -> None:
+        self.published.append((task, payload))
+
+    def ping(self) -> bool:
+        return True
+
+
+class BadPublisher:
+    """A broker that is down."""
+
+    def publish(self, task: TaskName, payload: Any) -> None:
+        raise QueueUnavailable(task.value)
+
+    def ping(self) -> bool:
+        return False
+
+
+@dataclass
+class FakeVonage:
+    """An in-memory VonagePort for unit tests of shared/ logic."""
+
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[VonageFailure] = field(default_factory=list)
+    invalid: set[str] = field(default_factory=set)
+    owned: list[OwnedNumber] = field(default_factory=list)
+    available: list[AvailableNumber] = field(default_factory=list)
+
+    def send_sms(
+        self, *, sender: str, recipient: str, text: str, client_ref: str, callback: str | None
+    ) -> SentSms:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append({"from": sender, "to": recipient, "text": text, "client_ref": client_ref})
+        return SentSms(message_ids=[f"v{len(self.sent)}"])
+
+    def basic_insight(self, msisdn: str) -> NumberInsight:
+        if msisdn in self.invalid:
+            raise VonageFailure("3", "invalid number", transient=False)
+        return NumberInsight(msisdn=msisdn, country=country_of(msisdn) or "ZZ")
+
+    def owned_numbers(self) -> list[OwnedNumber]:
+        return list(self.owned)
+
+    def search_numbers(self, country: str, size: int) -> list[AvailableNumber]:
+        return [n for n in self.available if n.country == country][:size]
+
+    def buy_number(self, country: str, msisdn: str) -> None:
+        chosen = next(n for n in self.available if n.msisdn == msisdn)
+        self.available.remove(chosen)
+        self.owned.append(OwnedNumber(msisdn, country, None))
+
+    def set_inbound_url(self, country: str, msisdn: str, url: str) -> None:
+        self.owned = [
+            OwnedNumber(n.msisdn, n.country, url) if n.msisdn == msisdn else n for n in self.owned
+        ]

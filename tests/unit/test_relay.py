@@ -1,0 +1,179 @@
+"""The message path's rules with fakeredis and an in-memory Vonage port."""
+
+import pytest
+
+from shared.conversations import Conversations, intro_id
+from shared.domain import Conversation, ConversationStatus, InboundSms, Participant
+from shared.messages import MessageLog
+from shared.metrics import Counters
+from shared.relay import Relay, RetryLater
+from shared.store import ConversationStore
+from shared.vonage_gateway import VonageFailure
+from tests.doubles import FakeVonage
+
+A, B = "447400100001", "447400100002"
+
+
+@pytest.fixture
+def world(fake_redis, make_settings):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="This conversation has ended.")
+    store = ConversationStore(fake_redis)
+    for number in ("447700900100", "447700900101"):
+        store.add_pool_number(number, "GB")
+    messages, counters = MessageLog(fake_redis), Counters(fake_redis)
+    conversations = Conversations(store, messages, counters, settings)
+    relay = Relay(fake_redis, store, messages, counters, settings)
+    return store, messages, counters, conversations, relay, FakeVonage()
+
+
+def start(world, display_names=("Rider", "Driver")):
+    store, _, _, conversations, _, vonage = world
+    conversation = Conversation(
+        id="c" * 32,
+        participants=(Participant(A, display_name=display_names[0]),
+                      Participant(B, display_name=display_names[1])),
+        status=ConversationStatus.PENDING,
+        created_at=1.0,
+        ttl_seconds=3600,
+    )
+    store.add(conversation)
+    return conversations.establish(conversation.id, vonage), store.get(conversation.id)
+
+
+def inbound(sender, to, message_id, text, **concat):
+    params = {"msisdn": sender, "to": to, "messageId": message_id, "text": text}
+    if concat:
+        params.update({"concat": "true", **{k.replace("_", "-"): str(v) for k, v in concat.items()}})
+    return InboundSms.from_params(params)
+
+
+def test_establish_allocates_and_owes_two_intros(world):
+    intro_ids, conversation = start(world)
+    assert conversation.status is ConversationStatus.ACTIVE
+    assert intro_ids == [intro_id(conversation.id, 0), intro_id(conversation.id, 1)]
+    messages = world[1]
+    first = messages.outbound(intro_ids[0])
+    assert first.recipient == A
+    assert first.sender == conversation.participants[0].proxy_number
+    assert "Driver" in first.text
+    # running it again owes nothing new and keeps the same proxies
+    again, same = start_again(world, conversation.id)
+    assert again == intro_ids and same == conversation
+
+
+def start_again(world, conversation_id):
+    store, _, _, conversations, _, vonage = world
+    return conversations.establish(conversation_id, vonage), store.get(conversation_id)
+
+
+def test_invalid_number_fails_the_conversation_naming_the_participant(world):
+    world[5].invalid.add(B)
+    intro_ids, conversation = start(world)
+    assert intro_ids == []
+    assert conversation.status is ConversationStatus.FAILED
+    assert conversation.failure_reason.startswith("participant 2: invalid number")
+
+
+def test_transient_insight_failure_propagates_for_retry(world):
+    vonage = world[5]
+    vonage.basic_insight = lambda msisdn: (_ for _ in ()).throw(
+        VonageFailure("1", "busy", transient=True))
+    with pytest.raises(VonageFailure):
+        start(world)
+
+
+def test_message_from_a_reaches_b_from_bs_proxy(world):
+    _, conversation = start(world)
+    relay = world[4]
+    a, b = conversation.participants
+    whole = relay.reassemble(inbound(A, a.proxy_number, "m1", "hello B"))
+    outbound = relay.plan(whole)
+    assert (outbound.sender, outbound.recipient, outbound.text) == (b.proxy_number, B, "hello B")
+    relay.send(outbound.id, world[5], final_attempt=False)
+    assert world[5].sent == [
+        {"from": b.proxy_number, "to": B, "text": "hello B", "client_ref": outbound.id}
+    ]
+
+
+def test_redelivered_relay_sends_once(world):
+    _, conversation = start(world)
+    relay, vonage = world[4], world[5]
+    proxy = conversation.participants[0].proxy_number
+    for _ in range(3):
+        outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m1", "once")))
+        relay.send(outbound.id, vonage, final_attempt=False)
+    assert [s["text"] for s in vonage.sent] == ["once"]
+    assert world[2].snapshot()["smsproxy.inbound.relayed"] == 1
+
+
+def test_multipart_reassembles_in_any_order_and_relays_once(world):
+    _, conversation = start(world)
+    relay = world[4]
+    proxy = conversation.participants[0].proxy_number
+    parts = {3: "world", 1: "hello ", 2: "big "}
+    results = [
+        relay.reassemble(inbound(A, proxy, f"p{n}", t, concat_ref="r1", concat_part=n,
+                                 concat_total=3))
+        for n, t in parts.items()
+    ]
+    assert results[:2] == [None, None]
+    assert results[2].text == "hello big world"
+    assert results[2].parts == 3
+
+
+def test_unknown_route_is_not_relayed_and_gets_the_reply(world):
+    _, conversation = start(world)
+    relay = world[4]
+    stranger = "447400999999"
+    outbound = relay.plan(relay.reassemble(inbound(stranger, "447700900100", "m9", "hi?")))
+    assert outbound.recipient == stranger
+    assert outbound.text == "This conversation has ended."
+    assert world[2].snapshot()["smsproxy.inbound.unrouted"] == 1
+
+
+def test_after_close_messages_are_not_relayed(world):
+    _, conversation = start(world)
+    store, _, _, conversations, relay, _ = world
+    conversations.close(conversation.id)
+    proxy = conversation.participants[0].proxy_number
+    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m2", "still there?")))
+    assert outbound.recipient == A and outbound.kind.value == "out_of_session"
+
+
+def test_transient_send_failure_retries_then_permanent_failure_is_recorded(world):
+    _, conversation = start(world)
+    relay, vonage, messages = world[4], world[5], world[1]
+    proxy = conversation.participants[0].proxy_number
+    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m3", "retry me")))
+    vonage.failures = [VonageFailure("1", "Throttled", transient=True),
+                       VonageFailure("7", "Number barred", transient=False)]
+    with pytest.raises(RetryLater):
+        relay.send(outbound.id, vonage, final_attempt=False)
+    relay.send(outbound.id, vonage, final_attempt=False)
+    assert messages.outbound_state(outbound.id) == "failed"
+    relay.send(outbound.id, vonage, final_attempt=False)  # a redelivery does nothing more
+    assert vonage.sent == []
+
+
+def test_receipts_complete_the_audit_trail(world):
+    _, conversation = start(world)
+    relay, vonage, messages = world[4], world[5], world[1]
+    proxy = conversation.participants[0].proxy_number
+    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m4", "track me")))
+    relay.send(outbound.id, vonage, final_attempt=False)
+    assert messages.apply_receipt("v1", "delivered", "0") == outbound.id
+    trail = messages.trail(conversation.id)
+    assert [e["record"] for e in trail] == ["out", "out", "in", "out"]
+    assert trail[-1]["state"] == "delivered"
+    assert "text" not in trail[-1]  # bodies are not retained by default
+    assert messages.apply_receipt("unknown", "delivered", "0") is None
+
+
+def test_expire_due_ends_conversations_and_frees_routes(world, monkeypatch):
+    _, conversation = start(world)
+    store, conversations = world[0], world[3]
+    monkeypatch.setattr("shared.conversations.now", lambda: conversation.expires_at + 1)
+    assert conversations.expire_due() == 1
+    assert store.get(conversation.id).status is ConversationStatus.EXPIRED
+    a = conversation.participants[0]
+    assert store.find_route(a.number, a.proxy_number) is None

@@ -1,0 +1,55 @@
+import re
+from pathlib import Path
+
+import pytest
+
+from shared.settings import Settings, SettingsError, SignatureMethod, documented_variables
+
+
+def test_defaults_follow_the_design_contract():
+    settings = Settings.from_env({})
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+    assert settings.broker_url == settings.redis_url
+    assert settings.vonage_signature_method is SignatureMethod.MD5HASH
+    assert settings.vonage_api_host == "api.nexmo.com"
+    assert settings.vonage_rest_host == "rest.nexmo.com"
+    assert settings.api_tokens == frozenset()
+    assert settings.inbound_url is None
+
+
+def test_broker_follows_redis_url_unless_set():
+    assert Settings.from_env({"REDIS_URL": "redis://h:1/2"}).broker_url == "redis://h:1/2"
+    assert Settings.from_env({"REDIS_URL": "redis://h:1/2", "CELERY_BROKER_URL": "redis://b/0"}
+                             ).broker_url == "redis://b/0"
+
+
+def test_parses_lists_and_targets():
+    settings = Settings.from_env(
+        {"SMSPROXY_API_TOKENS": "a, b,,c", "SMSPROXY_POOL_TARGETS": "gb=3, US=2",
+         "PUBLIC_BASE_URL": "https://proxy.example/"}
+    )
+    assert settings.api_tokens == {"a", "b", "c"}
+    assert dict(settings.pool_targets) == {"GB": 3, "US": 2}
+    assert settings.inbound_url == "https://proxy.example/webhooks/inbound-sms"
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SMSPROXY_POOL_TARGETS": "GB3"}, "SMSPROXY_POOL_TARGETS"),
+        ({"SMSPROXY_POOL_TARGETS": "GB=-1"}, "SMSPROXY_POOL_TARGETS"),
+        ({"VONAGE_SIGNATURE_METHOD": "sha3"}, "VONAGE_SIGNATURE_METHOD"),
+        ({"SMSPROXY_DEFAULT_TTL_SECONDS": "soon"}, "SMSPROXY_DEFAULT_TTL_SECONDS"),
+        ({"SMSPROXY_RETAIN_BODIES": "maybe"}, "SMSPROXY_RETAIN_BODIES"),
+        ({"PUBLIC_BASE_URL": "proxy.example"}, "PUBLIC_BASE_URL"),
+    ],
+)
+def test_bad_values_name_their_variable(env, named):
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+def test_readme_documents_every_setting():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    listed = set(re.findall(r"^\| `([A-Z_]+)`", readme, flags=re.M))
+    assert set(documented_variables()) <= listed

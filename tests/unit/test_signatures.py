@@ -1,0 +1,58 @@
+import hashlib
+import hmac
+
+import pytest
+
+from shared.settings import SignatureMethod
+from shared.signatures import sign, signing_string, verify
+
+PARAMS = {
+    "msisdn": "447400123456",
+    "to": "447700900100",
+    "messageId": "abc",
+    "text": "fish & chips = good",
+    "timestamp": "1700000000",
+    "nonce": "n1",
+}
+
+
+def test_signing_string_sorts_and_escapes_values():
+    assert signing_string({**PARAMS, "sig": "x"}) == (
+        "&messageId=abc&msisdn=447400123456&nonce=n1&text=fish _ chips _ good"
+        "&timestamp=1700000000&to=447700900100"
+    )
+
+
+def test_md5hash_is_md5_of_string_plus_secret():
+    expected = hashlib.md5((signing_string(PARAMS) + "s3cret").encode()).hexdigest()
+    assert sign(PARAMS, "s3cret", SignatureMethod.MD5HASH) == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "digest"),
+    [
+        (SignatureMethod.MD5, hashlib.md5),
+        (SignatureMethod.SHA1, hashlib.sha1),
+        (SignatureMethod.SHA256, hashlib.sha256),
+        (SignatureMethod.SHA512, hashlib.sha512),
+    ],
+)
+def test_hmac_methods_agree_with_the_sdk(method, digest):
+    from vonage import Auth
+
+    ours = sign(PARAMS, "s3cret", method)
+    assert ours == hmac.new(b"s3cret", signing_string(PARAMS).encode(), digest).hexdigest()
+    sdk = Auth(api_key="k", signature_secret="s3cret", signature_method=method.value)
+    assert sdk.check_signature({**PARAMS, "sig": ours.upper()})
+
+
+@pytest.mark.parametrize("method", list(SignatureMethod))
+def test_verify_accepts_fresh_and_rejects_tampered_or_stale(method):
+    signed = {**PARAMS, "sig": sign(PARAMS, "s3cret", method)}
+    assert verify(signed, "s3cret", method, now=1700000100) is None
+    assert verify({**signed, "text": "other"}, "s3cret", method, now=1700000100) == "bad sig"
+    assert verify(signed, "wrong", method, now=1700000100) == "bad sig"
+    assert verify(signed, "s3cret", method, now=1700000000 + 301) == "stale timestamp"
+    assert verify(PARAMS, "s3cret", method, now=1700000000) == "missing sig"
+    assert verify({**signed, "timestamp": "x"}, "s3cret", method, now=1) is not None
+    assert verify({**signed, "sig": "é" * 32}, "s3cret", method, now=1700000000) == "bad sig"

@@ -1,0 +1,138 @@
+import pytest
+
+from shared.domain import Conversation, ConversationStatus, Participant
+from shared.jobs import TaskName
+from shared.store import ConversationStore
+from tests.doubles import BadPublisher
+from tests.web.conftest import AUTH
+
+BODY = {"participants": [{"number": "+447400123456", "display_name": "Rider"},
+                         {"number": "+44 7400 654321"}], "ttl_seconds": 3600}
+
+
+def test_create_returns_202_pending_and_enqueues(client, publisher):
+    response = client.post("/v1/conversations", json=BODY, headers=AUTH)
+    assert response.status_code == 202
+    body = response.json
+    assert body["status"] == "pending"
+    assert [p["number"] for p in body["participants"]] == ["+447400123456", "+447400654321"]
+    assert publisher.published == [(TaskName.CREATE_CONVERSATION, body["id"])]
+    fetched = client.get(f"/v1/conversations/{body['id']}", headers=AUTH)
+    assert fetched.status_code == 200 and fetched.json["id"] == body["id"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic dGVzdA=="},
+     {"Authorization": "Bearer "}],
+)
+def test_missing_or_wrong_token_is_401(client, headers):
+    for method, path in [("post", "/v1/conversations"), ("get", "/v1/conversations/" + "a" * 32),
+                         ("delete", "/v1/conversations/" + "a" * 32), ("get", "/v1/numbers")]:
+        response = getattr(client, method)(path, json=BODY, headers=headers)
+        assert response.status_code == 401
+        assert response.json["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ([1, 2], "body"),
+        ({"participants": "x"}, "participants"),
+        ({"participants": [{"number": "+447400123456"}]}, "participants"),
+        ({"participants": [{"number": "+447400123456"}, {"number": "07400 654321"}]},
+         "participants[1].number"),
+        ({"participants": [{"number": "+447400123456"}, {"number": 447400654321}]},
+         "participants[1].number"),
+        ({"participants": [{"number": "+447400123456"}, {"number": "+447400123456"}]},
+         "participants"),
+        ({**BODY, "ttl_seconds": "1h"}, "ttl_seconds"),
+        ({**BODY, "ttl_seconds": True}, "ttl_seconds"),
+        ({**BODY, "ttl_seconds": 1}, "ttl_seconds"),
+        ({**BODY, "callback_url": "ftp://x"}, "callback_url"),
+        ({**BODY, "metadata": {"k": "v" * 5000}}, "metadata"),
+        ({**BODY, "metadata": []}, "metadata"),
+        ({**BODY, "colour": "red"}, "colour"),
+        ({"participants": [{"number": "+447400123456", "age": 3}, {"number": "+447400654321"}]},
+         "participants[0].age"),
+        ({"participants": [{"number": "+447400123456", "display_name": ""},
+                           {"number": "+447400654321"}]}, "participants[0].display_name"),
+    ],
+)
+def test_bad_create_requests_are_400_naming_the_field(client, publisher, body, field):
+    response = client.post("/v1/conversations", json=body, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == field
+    assert publisher.published == []
+
+
+def test_malformed_json_is_400(client):
+    response = client.post("/v1/conversations", data="{oops", headers={
+        **AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize("conversation_id", ["a" * 32, "nope", "../../etc"])
+def test_unknown_conversation_is_404(client, conversation_id):
+    for method in ("get", "delete"):
+        response = getattr(client, method)(f"/v1/conversations/{conversation_id}", headers=AUTH)
+        assert response.status_code == 404
+        assert response.json["error"]["code"] == "not_found"
+    messages = client.get(f"/v1/conversations/{conversation_id}/messages", headers=AUTH)
+    assert messages.status_code == 404
+
+
+def test_idempotency_key_same_body_same_conversation_different_body_409(client, publisher):
+    headers = {**AUTH, "Idempotency-Key": "order-42"}
+    first = client.post("/v1/conversations", json=BODY, headers=headers)
+    again = client.post("/v1/conversations", json=BODY, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json["id"] == again.json["id"]
+    other = client.post("/v1/conversations", json={**BODY, "ttl_seconds": 60}, headers=headers)
+    assert other.status_code == 409
+    assert len(publisher.published) == 1
+
+
+def test_broker_down_on_create_is_503_and_nothing_is_left_pending(make_client, fake_redis):
+    client = make_client(publisher=BadPublisher())
+    response = client.post("/v1/conversations", json=BODY, headers=AUTH)
+    assert response.status_code == 503
+    store = ConversationStore(fake_redis)
+    ids = fake_redis.zrange(store.keys.conversations(), 0, -1)
+    assert [store.get(i).status for i in ids] == [ConversationStatus.FAILED]
+
+
+def test_delete_closes_and_frees_routes(client, fake_redis):
+    store = ConversationStore(fake_redis)
+    store.add_pool_number("447700900100", "GB")
+    a, b = "447400123456", "447400654321"
+    store.add(Conversation("b" * 32, (Participant(a), Participant(b)),
+                           ConversationStatus.PENDING, 1.0, 3600))
+    pa, pb = store.allocate("b" * 32, ((a, "GB"), (b, "GB")))
+    store.transition("b" * 32, lambda c: c.with_status(
+        ConversationStatus.ACTIVE, participants=(Participant(a, pa), Participant(b, pb)),
+        expires_at=2e9))
+    response = client.delete(f"/v1/conversations/{'b' * 32}", headers=AUTH)
+    assert response.status_code == 200 and response.json["status"] == "closed"
+    assert store.find_route(a, pa) is None
+    again = client.delete(f"/v1/conversations/{'b' * 32}", headers=AUTH)
+    assert again.status_code == 200 and again.json["status"] == "closed"
+    numbers = client.get("/v1/numbers", headers=AUTH).json["numbers"]
+    assert numbers == [{"number": "+447700900100", "country": "GB", "live_routes": 0,
+                        "state": "active", "monthly_cost": None}]
+
+
+def test_ops_endpoints(client):
+    assert client.get("/healthz").json == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+    client.post("/webhooks/inbound-sms", data={"msisdn": "447400123456", "to": "447700900100",
+                                               "messageId": "m"})
+    text = client.get("/metrics").get_data(as_text=True)
+    assert "smsproxy_webhooks_inbound_accepted_total 1.0" in text
+
+
+def test_unknown_path_and_method_are_json(client):
+    assert client.get("/nope").json["error"]["code"] == "not_found"
+    response = client.put("/v1/conversations", headers=AUTH)
+    assert response.status_code == 405 and response.is_json
