@@ -47,7 +47,8 @@ def numbers_blueprint(config: SandboxConfig, state: State) -> Blueprint:
     @blueprint.get("/account/numbers")
     def list_owned() -> Response:
         params = checked()
-        owned = [n for n in state.owned() if _matches(n.spec, params)]
+        matches = _filter(params)
+        owned = [n for n in state.owned() if matches(n.spec)]
         return jsonify(_page([n.to_api() for n in owned], params))
 
     @blueprint.get("/number/search")
@@ -55,13 +56,14 @@ def numbers_blueprint(config: SandboxConfig, state: State) -> Blueprint:
         params = checked()
         country = _required(params, "country").upper()
         features = {f for f in params.get("features", "").upper().split(",") if f}
+        matches = _filter(params)
         found = [
             spec
             for spec in state.available()
             if spec.country == country
             and params.get("type", spec.type) == spec.type
             and features <= set(spec.features)
-            and _matches(spec, params)
+            and matches(spec)
         ]
         return jsonify(_page([available_to_api(s) for s in found], params))
 
@@ -96,22 +98,19 @@ def _required(params: dict[str, str], name: str) -> str:
     return value
 
 
-def _matches(spec: NumberSpec, params: dict[str, str]) -> bool:
+def _filter(params: dict[str, str]) -> Callable[[NumberSpec], bool]:
     """The `country` and `pattern`/`search_pattern` filters (0 starts with, 1 contains, 2 ends)."""
-    country = params.get("country")
-    if country and spec.country != country.upper():
-        return False
-    pattern = params.get("pattern")
-    if not pattern:
-        return True
-    how = params.get("search_pattern", "0")
-    if how == "0":
-        return spec.msisdn.startswith(pattern)
-    if how == "1":
-        return pattern in spec.msisdn
-    if how == "2":
-        return spec.msisdn.endswith(pattern)
-    raise NumbersError(HTTPStatus.BAD_REQUEST, "search_pattern must be 0, 1 or 2")
+    country = params.get("country", "").upper()
+    pattern = params.get("pattern", "")
+    tests: dict[str, Callable[[str], bool]] = {
+        "0": lambda msisdn: msisdn.startswith(pattern),
+        "1": lambda msisdn: pattern in msisdn,
+        "2": lambda msisdn: msisdn.endswith(pattern),
+    }
+    how = tests.get(params.get("search_pattern", "0"))
+    if how is None:
+        raise NumbersError(HTTPStatus.BAD_REQUEST, "search_pattern must be 0, 1 or 2")
+    return lambda spec: (not country or spec.country == country) and how(spec.msisdn)
 
 
 def _page(entries: Sequence[dict[str, Any]], params: dict[str, str]) -> dict[str, Any]:

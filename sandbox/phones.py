@@ -37,9 +37,10 @@ def lookup(number: str, country: str | None = None) -> PhoneInfo | None:
     digits = number.strip().lstrip("+")
     if not digits.isdigit() or not digits.isascii():
         return None
-    parsed = _parse(digits, None)
-    if parsed is None and country:
-        parsed = _parse(digits, country.upper())
+    # A country hint means "read it as a national number if it is one", as Vonage documents.
+    parsed = _parse(digits, country.upper()) if country else None
+    if parsed is None:
+        parsed = _parse(digits, None)
     if parsed is None:
         return None
     number_obj, region, line_type = parsed

@@ -44,12 +44,15 @@ class Publisher:
             "interval_max": min(0.5, timeout / 2),
         }
 
-    def publish(self, task: TaskName, payload: Any) -> None:
-        """Put one job on its queue; raises QueueUnavailable if the broker did not take it."""
+    def publish(self, task: TaskName, payload: Any = None) -> None:
+        """Put one job on its queue; raises QueueUnavailable if the broker did not take it.
+
+        `payload` is the task's one argument (None for tasks that take none).
+        """
         try:
             self._app.send_task(
                 task.value,
-                args=[payload],
+                args=[] if payload is None else [payload],
                 queue=QUEUE_OF[task].value,
                 retry=True,
                 retry_policy=self._retry_policy,

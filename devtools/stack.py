@@ -1,0 +1,226 @@
+"""The whole system as real processes on loopback: Redis, the sandbox, web, worker(s), beat.
+
+Used by `make run` (devtools.devstack), the end-to-end tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from devtools.ports import free_port, port_is_free
+from devtools.redis_server import RedisServer
+from sandbox.testing import SandboxProcess, run_sandbox
+
+ROOT = Path(__file__).resolve().parent.parent
+API_TOKEN = "dev-token"
+
+
+@dataclass
+class StackConfig:
+    """How to run the stack; defaults suit the dev stack and the end-to-end tests."""
+
+    state_dir: Path
+    web_port: int | None = None
+    redis_port: int | None = None
+    sandbox_options: dict[str, Any] = field(default_factory=dict)
+    signature_secret: str | None = "dev-signature-secret"
+    signature_method: str = "sha256"
+    pool_targets: str = "GB=3,US=2"
+    workers: int = 1
+    worker_args: tuple[str, ...] = ()
+    beat: bool = False
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+class Stack:
+    """Starts every process, waits until each is ready, and stops them all on exit."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.logs = config.state_dir / "logs"
+        self._exit = ExitStack()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.redis: RedisServer | None = None
+        self.sandbox: SandboxProcess | None = None
+        self.web_port = config.web_port if config.web_port and port_is_free(config.web_port) \
+            else free_port()
+        self.env: dict[str, str] = {}
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        redis_port = self.config.redis_port
+        if redis_port is not None and not port_is_free(redis_port):
+            redis_port = None
+        self.redis = RedisServer(self.config.state_dir / "redis", redis_port)
+        self.redis.start()
+        self._exit.callback(self.redis.stop)
+
+        options: dict[str, Any] = {"retry_base_seconds": 0.5, **self.config.sandbox_options}
+        if self.config.signature_secret:
+            options.setdefault("signature_secret", self.config.signature_secret)
+            options.setdefault("signature_method", self.config.signature_method)
+        self.sandbox = self._exit.enter_context(
+            run_sandbox(self.config.state_dir / "sandbox", **options)
+        )
+        self.env = self._proxy_env()
+        self.start_web()
+        for index in range(self.config.workers):
+            self.start_worker(f"worker{index + 1}")
+        if self.config.beat:
+            self.start_beat()
+        self.wait_ready()
+
+    def _proxy_env(self) -> dict[str, str]:
+        assert self.redis is not None and self.sandbox is not None
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("VONAGE_", "SMSPROXY_", "CELERY_", "REDIS_URL"))}
+        env.update(
+            {
+                "REDIS_URL": self.redis.url,
+                "VONAGE_API_KEY": "sandbox-key",
+                "VONAGE_API_SECRET": "sandbox-secret",
+                "VONAGE_API_HOST": self.sandbox.host,
+                "VONAGE_REST_HOST": self.sandbox.host,
+                "VONAGE_CA_BUNDLE": self.sandbox.ca_path,
+                "PUBLIC_BASE_URL": self.web_url,
+                "SMSPROXY_API_TOKENS": API_TOKEN,
+                "SMSPROXY_POOL_TARGETS": self.config.pool_targets,
+                "PYTHONPATH": str(ROOT),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if self.config.signature_secret:
+            env["VONAGE_SIGNATURE_SECRET"] = self.config.signature_secret
+            env["VONAGE_SIGNATURE_METHOD"] = self.config.signature_method
+        env.update(self.config.extra_env)
+        return env
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        with open(self.logs / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(  # noqa: S603 (our own interpreter and entry points)
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        self.processes[name] = process
+        return process
+
+    def start_web(self) -> None:
+        self._spawn("web", [
+            sys.executable, "-m", "gunicorn", "web.wsgi:app", "--config",
+            str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{self.web_port}",
+        ])
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        return self._spawn(name, [
+            sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+            "--loglevel", "INFO", "--hostname", f"{name}@%h", *self.config.worker_args,
+        ])
+
+    def start_beat(self) -> None:
+        self._spawn("beat", [
+            sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat",
+            "--loglevel", "INFO", "--schedule", str(self.config.state_dir / "celerybeat-schedule"),
+        ])
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if self._web_ready() and all(
+                " ready." in (self.logs / f"{name}.log").read_text(errors="replace")
+                for name in self.processes if name.startswith("worker")
+            ):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"stack not ready after {timeout} s; logs in {self.logs}")
+
+    def _web_ready(self) -> bool:
+        try:
+            return requests.get(f"{self.web_url}/readyz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def _check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                log = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            self.stop_process(name)
+        self._exit.close()
+
+    # -- talking to it -----------------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: Any = None) -> requests.Response:
+        return requests.request(
+            method, f"{self.web_url}{path}", json=body, timeout=10,
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+        )
+
+    def provision_pool(self, expected: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Run pool maintenance now (beat would within a minute) and wait for the numbers."""
+        from shared.jobs import TaskName
+        from shared.settings import Settings
+        from web.queue import Publisher
+
+        Publisher(Settings.from_env(self.env)).publish(TaskName.MAINTAIN_POOL, None)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            numbers: list[dict[str, Any]] = self.api("GET", "/v1/numbers").json()["numbers"]
+            if len(numbers) >= expected:
+                return numbers
+            self._check_alive()
+            time.sleep(0.2)
+        raise TimeoutError(f"pool not provisioned in {timeout} s; logs in {self.logs}")
+
+    def wait_for_status(
+        self, conversation_id: str, status: str, timeout: float = 20.0
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            body: dict[str, Any] = self.api("GET", f"/v1/conversations/{conversation_id}").json()
+            if body["status"] == status:
+                return body
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"conversation {conversation_id} is {body['status']}")
+            self._check_alive()
+            time.sleep(0.1)
