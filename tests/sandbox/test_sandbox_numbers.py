@@ -115,9 +115,7 @@ def test_buying_a_number_twice_is_420(vonage: Vonage) -> None:
 
 
 def test_owned_numbers_paginate(sb: SandboxProcess, vonage: Vonage) -> None:
-    sb.client.add_owned(
-        [{"country": "US", "msisdn": f"1201555{n:04d}"} for n in range(200, 225)]
-    )
+    sb.client.add_owned([{"country": "US", "msisdn": f"1201555{n:04d}"} for n in range(200, 225)])
 
     pages = []
     for index in (1, 2, 3):

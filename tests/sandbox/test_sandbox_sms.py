@@ -39,7 +39,13 @@ def test_single_part_reply_is_all_strings_and_reaches_the_inbox(
     assert reply["message-count"] == "1"
     [message] = reply["messages"]
     assert set(message) == {
-        "to", "message-id", "status", "remaining-balance", "message-price", "network", "client-ref",
+        "to",
+        "message-id",
+        "status",
+        "remaining-balance",
+        "message-price",
+        "network",
+        "client-ref",
     }
     assert all(isinstance(value, str) for value in message.values())
     assert message["status"] == "0" and message["client-ref"] == "conv-42"

@@ -43,7 +43,8 @@ def start(world, display_names=("Rider", "Driver")):
 def inbound(sender, to, message_id, text, **concat):
     params = {"msisdn": sender, "to": to, "messageId": message_id, "text": text}
     if concat:
-        params.update({"concat": "true", **{k.replace("_", "-"): str(v) for k, v in concat.items()}})
+        params["concat"] = "true"
+        params.update({k.replace("_", "-"): str(v) for k, v in concat.items()})
     return InboundSms.from_params(params)
 
 
