@@ -131,7 +131,9 @@ def _validate(params: dict[str, str], config: SandboxConfig, state: State) -> No
     if callback is not None and (len(callback) > 100 or not _CALLBACK.match(callback)):
         raise Rejection(23)
     ttl = params.get("ttl")
-    if ttl is not None and not (ttl.isdigit() and 20_000 <= int(ttl) <= 604_800_000):
+    if ttl is not None and not (
+        ttl.isascii() and ttl.isdigit() and 20_000 <= int(ttl) <= 604_800_000
+    ):
         raise Rejection(3, "ttl must be between 20000 and 604800000 ms")
     if params.get("status-report-req", "true").lower() not in _BOOLEANS:
         raise Rejection(3, "status-report-req must be true or false")

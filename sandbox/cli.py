@@ -131,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         from sandbox.server import serve  # Flask is only needed to serve
 
-        serve(config)
+        try:
+            serve(config)
+        except OSError as error:  # the port is taken, the state dir is not writable, ...
+            print(f"sandbox: {error}", file=sys.stderr)
+            return 1
         return 0
     client = SandboxClient(args.url, args.ca)
     try:

@@ -34,7 +34,7 @@ def control_blueprint(state: State, carrier: Carrier) -> Blueprint:
 
     @blueprint.post("/handsets/<handset>/send")
     def handset_send(handset: str) -> Response:
-        if lookup(handset) is None or not is_msisdn(handset):
+        if not is_msisdn(handset) or lookup(handset) is None:
             raise BadRequest(f"{handset} is not a valid international number (digits, no +)")
         body = _json_object()
         to = _field(body, "to", str)

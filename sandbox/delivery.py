@@ -3,9 +3,9 @@
 import heapq
 import itertools
 import logging
+import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -21,7 +21,10 @@ log = logging.getLogger(__name__)
 
 
 class Deliverer:
-    """A scheduler thread feeds due attempts to a pool, so a waiting retry holds no thread."""
+    """A scheduler thread feeds due attempts to workers, so a waiting retry holds no thread.
+
+    Workers are daemon threads: an attempt stuck in its 15 s timeout never delays shutdown.
+    """
 
     def __init__(
         self,
@@ -38,9 +41,14 @@ class Deliverer:
         self._order = itertools.count()
         self._wakeup = threading.Condition()
         self._closed = False
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook")
+        self._ready: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"webhook-{n}", daemon=True)
+            for n in range(workers)
+        ]
         self._scheduler = threading.Thread(target=self._run, name="webhook-scheduler", daemon=True)
-        self._scheduler.start()
+        for thread in [*self._workers, self._scheduler]:
+            thread.start()
 
     def schedule(self, webhook_id: int, delay: float = 0.0) -> None:
         """Attempt delivery of a recorded webhook after `delay` seconds."""
@@ -54,7 +62,8 @@ class Deliverer:
             self._closed = True
             self._wakeup.notify()
         self._scheduler.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self._workers:
+            self._ready.put(None)
 
     def _run(self) -> None:
         with self._wakeup:
@@ -67,7 +76,15 @@ class Deliverer:
                     self._wakeup.wait(timeout=wait)
                     continue
                 _, _, webhook_id = heapq.heappop(self._due)
-                self._pool.submit(self._attempt, webhook_id)
+                self._ready.put(webhook_id)
+
+    def _work(self) -> None:
+        while (webhook_id := self._ready.get()) is not None:
+            try:
+                self._attempt(webhook_id)
+            except Exception:
+                # A bug in one delivery must not silently stop a worker for all the others.
+                log.exception("webhook %d: delivery crashed", webhook_id)
 
     def _attempt(self, webhook_id: int) -> None:
         webhook = self._state.webhook(webhook_id)

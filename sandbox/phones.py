@@ -8,7 +8,7 @@ from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
 from sandbox.countries import COUNTRIES
 
-MSISDN_RE = re.compile(r"^[1-9]\d{6,14}$")
+MSISDN_RE = re.compile(r"^[1-9][0-9]{6,14}$")
 
 # Ranges reserved for fiction (Ofcom's drama numbers), which `phonenumbers` calls invalid but which
 # tests and examples use as handsets and virtual numbers: (first, last, region, type).

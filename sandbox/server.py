@@ -62,7 +62,9 @@ def serve(config: SandboxConfig) -> None:
     url = f"https://{host}:{server.port}"
     if config.ready_file is not None:
         _write_ready_file(config.ready_file, {"port": server.port, "ca": str(ca_path), "url": url})
+    # Both set explicitly: a shell starting us in the background leaves SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     print(f"sandbox ready on {url} (CA: {ca_path})", flush=True)
     try:
         server.serve_forever()  # werkzeug's serve_forever ends quietly on KeyboardInterrupt
@@ -74,7 +76,7 @@ def serve(config: SandboxConfig) -> None:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM ends the server the same way Ctrl-C does.
+    # werkzeug's serve_forever treats KeyboardInterrupt as the signal to stop quietly.
     raise KeyboardInterrupt
 
 

@@ -6,7 +6,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from shared.domain import Conversation, ConversationStatus, MessageKind, OutboundSms, Participant
@@ -19,7 +19,10 @@ from shared.vonage_gateway import VonageFailure, VonagePort
 
 MAX_METADATA_BYTES = 4096
 MAX_DISPLAY_NAME = 64
-_CREATE_FIELDS = frozenset({"participants", "ttl_seconds", "callback_url", "metadata"})
+MAX_INTRO_TEXT = 480
+_CREATE_FIELDS = frozenset(
+    {"participants", "ttl_seconds", "callback_url", "metadata", "intro_text"}
+)
 _PARTICIPANT_FIELDS = frozenset({"number", "display_name"})
 
 
@@ -40,6 +43,7 @@ class NewConversation:
     ttl_seconds: int
     callback_url: str | None
     metadata: Mapping[str, Any]
+    intro_text: str | None = None
 
     def build(self, created_at: float) -> Conversation:
         return Conversation(
@@ -50,6 +54,7 @@ class NewConversation:
             ttl_seconds=self.ttl_seconds,
             callback_url=self.callback_url,
             metadata=self.metadata,
+            intro_text=self.intro_text,
         )
 
 
@@ -83,6 +88,16 @@ def parse_create_request(body: Any, settings: Settings) -> NewConversation:
         parts = urlsplit(callback_url)
         if parts.scheme not in {"http", "https"} or not parts.netloc:
             raise RequestError("callback_url", "must be an http(s) URL")
+        if not settings.callback_secret:
+            raise RequestError(
+                "callback_url", "needs SMSPROXY_CALLBACK_SECRET set on the proxy to sign events"
+            )
+
+    intro_text = body.get("intro_text")
+    if intro_text is not None and (
+        not isinstance(intro_text, str) or not 0 < len(intro_text) <= MAX_INTRO_TEXT
+    ):
+        raise RequestError("intro_text", f"must be 1 to {MAX_INTRO_TEXT} characters")
 
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict):
@@ -94,6 +109,7 @@ def parse_create_request(body: Any, settings: Settings) -> NewConversation:
         ttl_seconds=ttl,
         callback_url=callback_url,
         metadata=metadata,
+        intro_text=intro_text,
     )
 
 
@@ -126,6 +142,24 @@ def intro_id(conversation_id: str, index: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Established:
+    """What establishing did: the conversation as it now is, whether this run changed its
+    status (so that exactly one run reports the change), and the intro sends to enqueue."""
+
+    conversation: Conversation | None
+    changed: bool = False
+    intro_ids: tuple[str, ...] = ()
+
+
+class NumberBuyer(Protocol):
+    """Buys one number for a country on the fly (the pool keeper); True if the pool grew."""
+
+    def buy_one(
+        self, vonage: VonagePort, country: str, inbound_url: str | None, seen_size: int
+    ) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
 class Conversations:
     """Establishing and ending conversations, given the store and the Vonage port."""
 
@@ -133,21 +167,22 @@ class Conversations:
     log: MessageLog
     counters: Counters
     settings: Settings
+    buyer: NumberBuyer | None = None
 
-    def establish(self, conversation_id: str, vonage: VonagePort) -> list[str]:
-        """Validate numbers, allocate proxies and activate; returns the intro sends to enqueue.
+    def establish(self, conversation_id: str, vonage: VonagePort) -> Established:
+        """Validate numbers, allocate proxies and activate.
 
         Safe to run again: an active conversation returns its intro ids (re-enqueuing a send
-        is harmless), a finished one returns nothing. Transient Vonage failures propagate so
-        that the task retries.
+        is harmless), a finished one nothing. Transient Vonage failures propagate so that the
+        task retries.
         """
         conversation = self.store.get(conversation_id)
         if conversation is None:
-            return []
+            return Established(None)
         if conversation.status is ConversationStatus.ACTIVE:
-            return [intro_id(conversation.id, i) for i in range(2)]
+            return Established(conversation, intro_ids=self._intro_ids(conversation))
         if conversation.status is not ConversationStatus.PENDING:
-            return []
+            return Established(conversation)
 
         checked: list[Participant] = []
         for index, participant in enumerate(conversation.participants):
@@ -156,30 +191,19 @@ class Conversations:
             except VonageFailure as failure:
                 if failure.transient:
                     raise
-                self.store.finish(
-                    conversation.id,
-                    ConversationStatus.FAILED,
-                    f"participant {index + 1}: invalid number ({failure.reason})",
+                return self._fail(
+                    conversation.id, f"participant {index + 1}: invalid number ({failure.reason})"
                 )
-                self.counters.incr("smsproxy.conversations.failed")
-                return []
             checked.append(replace(participant, country=insight.country))
 
         first, second = checked
         try:
-            proxy_a, proxy_b = self.store.allocate(
-                conversation.id,
-                ((first.number, first.country or ""), (second.number, second.country or "")),
-            )
+            proxy_a, proxy_b = self._allocate(conversation.id, first, second, vonage)
         except PoolExhausted:
-            self.store.finish(conversation.id, ConversationStatus.FAILED, "pool_exhausted")
             self.counters.incr("smsproxy.pool.exhausted")
-            return []
+            return self._fail(conversation.id, "pool_exhausted")
 
-        participants = (
-            replace(first, proxy_number=proxy_a),
-            replace(second, proxy_number=proxy_b),
-        )
+        participants = (replace(first, proxy_number=proxy_a), replace(second, proxy_number=proxy_b))
         started = now()
         active = self.store.transition(
             conversation.id,
@@ -194,15 +218,57 @@ class Conversations:
         if active is None:
             # Closed while we were allocating: give the numbers back.
             self.store.release(replace(conversation, participants=participants))
-            return []
+            return Established(self.store.get(conversation.id))
         self.counters.incr("smsproxy.conversations.active")
-        return self._owe_intros(active)
+        self._owe_intros(active)
+        return Established(active, changed=True, intro_ids=self._intro_ids(active))
 
-    def _owe_intros(self, conversation: Conversation) -> list[str]:
-        ids = []
+    def _countries_for(self, participant: Participant) -> list[str]:
+        """The participant's own country first; others only when fallback is allowed."""
+        own = participant.country or ""
+        if not self.settings.country_fallback:
+            return [own]
+        return [own, *(c for c in self.store.pool_countries() if c != own)]
+
+    def _allocate(
+        self, conversation_id: str, first: Participant, second: Participant, vonage: VonagePort
+    ) -> tuple[str, str]:
+        request = (
+            (first.number, self._countries_for(first)),
+            (second.number, self._countries_for(second)),
+        )
+        # Each participant may need one bought number; a third failure is final.
+        for _ in range(3):
+            seen = {c: self.store.pool_size(c) for c in {first.country, second.country} if c}
+            try:
+                return self.store.allocate(conversation_id, request)
+            except PoolExhausted as short:
+                country = (first, second)[short.index].country
+                if (
+                    not self.settings.buy_on_demand
+                    or self.buyer is None
+                    or not country
+                    or not self.buyer.buy_one(
+                        vonage, country, self.settings.inbound_url, seen[country]
+                    )
+                ):
+                    raise
+        return self.store.allocate(conversation_id, request)
+
+    def _fail(self, conversation_id: str, reason: str) -> Established:
+        failed = self.store.finish(conversation_id, ConversationStatus.FAILED, reason)
+        self.counters.incr("smsproxy.conversations.failed")
+        return Established(failed or self.store.get(conversation_id), changed=failed is not None)
+
+    @staticmethod
+    def _intro_ids(conversation: Conversation) -> tuple[str, ...]:
+        return tuple(intro_id(conversation.id, i) for i in range(2))
+
+    def _owe_intros(self, conversation: Conversation) -> None:
+        template = conversation.intro_text or self.settings.intro_template
         for index, participant in enumerate(conversation.participants):
             other = conversation.participants[1 - index]
-            text = self.settings.intro_template.format_map(
+            text = template.format_map(
                 _Template(counterpart=other.display_name or "your contact")
             )
             message = OutboundSms(
@@ -214,8 +280,6 @@ class Conversations:
                 text=text,
             )
             self.log.owe(message)
-            ids.append(message.id)
-        return ids
 
     def close(self, conversation_id: str) -> Conversation | None:
         """End a live conversation now; None when it is unknown or already over."""
@@ -224,14 +288,15 @@ class Conversations:
             self.counters.incr("smsproxy.conversations.closed")
         return closed
 
-    def expire_due(self, limit: int = 500) -> int:
-        """End every live conversation past its expiry; returns how many were ended."""
-        ended = 0
+    def expire_due(self, limit: int = 500) -> list[Conversation]:
+        """End every live conversation past its expiry; returns those this call ended."""
+        ended = []
         for conversation_id in self.store.due_for_expiry(now(), limit):
-            if self.store.finish(conversation_id, ConversationStatus.EXPIRED) is not None:
-                ended += 1
+            expired = self.store.finish(conversation_id, ConversationStatus.EXPIRED)
+            if expired is not None:
+                ended.append(expired)
         if ended:
-            self.counters.incr("smsproxy.conversations.expired", ended)
+            self.counters.incr("smsproxy.conversations.expired", len(ended))
         return ended
 
 

@@ -76,6 +76,7 @@ class Conversation:
     failure_reason: str | None = None
     callback_url: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    intro_text: str | None = None
 
     def counterpart_of(self, number: str) -> Participant | None:
         """The other side for a participant's real number, or None if it is not in this one."""
@@ -101,6 +102,7 @@ class Conversation:
                 "failure_reason": self.failure_reason,
                 "callback_url": self.callback_url,
                 "metadata": dict(self.metadata),
+                "intro_text": self.intro_text,
             },
             separators=(",", ":"),
         )
@@ -119,6 +121,7 @@ class Conversation:
             failure_reason=data.get("failure_reason"),
             callback_url=data.get("callback_url"),
             metadata=data.get("metadata") or {},
+            intro_text=data.get("intro_text"),
         )
 
 

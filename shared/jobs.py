@@ -22,6 +22,8 @@ class TaskName(StrEnum):
     SEND_SMS = "smsproxy.send_sms"
     # payload: DeliveryReceipt.to_payload()
     RECORD_RECEIPT = "smsproxy.record_receipt"
+    # payload: {"conversation_id": ..., "event": "active|failed|closed|expired"}
+    NOTIFY_CALLBACK = "smsproxy.notify_callback"
     # no payload
     MAINTAIN_POOL = "smsproxy.maintain_pool"
     EXPIRE_CONVERSATIONS = "smsproxy.expire_conversations"
@@ -32,6 +34,7 @@ QUEUE_OF: dict[TaskName, Queue] = {
     TaskName.RELAY_INBOUND: Queue.INBOUND,
     TaskName.SEND_SMS: Queue.OUTBOUND,
     TaskName.RECORD_RECEIPT: Queue.RECEIPTS,
+    TaskName.NOTIFY_CALLBACK: Queue.CONVERSATIONS,
     TaskName.MAINTAIN_POOL: Queue.POOL,
     TaskName.EXPIRE_CONVERSATIONS: Queue.CONVERSATIONS,
 }

@@ -20,6 +20,10 @@ class Keys:
     def conversations(self) -> str:
         return f"{self.prefix}convs"
 
+    def person_conversations(self, real_number: str) -> str:
+        """Sorted set of a person's conversations by creation time (for listing by participant)."""
+        return f"{self.prefix}person:{real_number}:convs"
+
     def expiry(self) -> str:
         return f"{self.prefix}expiry"
 

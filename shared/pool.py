@@ -60,6 +60,27 @@ class PoolKeeper:
         finally:
             lock.release()
 
+    def buy_one(
+        self, vonage: VonagePort, country: str, inbound_url: str | None, seen_size: int
+    ) -> bool:
+        """Buy one number for a country now, because a create found `seen_size` numbers short.
+
+        One buyer per country at a time; a waiter whose pool grew meanwhile buys nothing and
+        just tries the new number, so a burst of creates does not buy a number each.
+        """
+        lock = self._redis.lock(self._keys.lock(f"buy:{country}"), timeout=60, blocking_timeout=30)
+        if not lock.acquire():
+            return False
+        try:
+            if self._store.pool_size(country) > seen_size:
+                return True
+            report = PoolReport()
+            self._buy(vonage, country, 1, inbound_url, report)
+            self._counters.incr("smsproxy.pool.bought", len(report.bought))
+            return bool(report.bought)
+        finally:
+            lock.release()
+
     def _maintain(
         self, vonage: VonagePort, targets: Mapping[str, int], inbound_url: str | None
     ) -> PoolReport:

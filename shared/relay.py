@@ -14,7 +14,7 @@ from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.phone import mask
 from shared.settings import Settings
-from shared.store import ConversationStore
+from shared.store import ConversationStore, now
 from shared.vonage_gateway import VonageFailure, VonagePort
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ class Relay:
             log.info("no live route from %s to %s", mask(message.sender),
                      mask(message.virtual_number))
             return self._out_of_session_reply(message)
+        if self._settings.extend_on_activity:
+            self._store.extend(conversation.id, now())
         retain = self._settings.retain_bodies
         self._messages.record_inbound(
             conversation.id, message.message_id, message.sender, message.parts,

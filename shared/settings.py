@@ -125,6 +125,21 @@ class Settings:
     intro_template: str = _setting(
         "SMSPROXY_INTRO_TEMPLATE", str, "intro SMS; {counterpart} is the other side's name"
     )
+    country_fallback: bool = _setting(
+        "SMSPROXY_COUNTRY_FALLBACK", _flag,
+        "when a participant's country has no free number, use another country's",
+    )
+    buy_on_demand: bool = _setting(
+        "SMSPROXY_BUY_ON_DEMAND", _flag, "buy a number on the fly when the pool is short"
+    )
+    extend_on_activity: bool = _setting(
+        "SMSPROXY_EXTEND_ON_ACTIVITY", _flag,
+        "every relayed message pushes the expiry to now + the conversation's TTL",
+    )
+    callback_secret: str | None = _setting(
+        "SMSPROXY_CALLBACK_SECRET", _optional_text,
+        "HMAC-SHA256 key signing status callbacks (needed to accept a callback_url)",
+    )
     out_of_session_reply: str | None = _setting(
         "SMSPROXY_OUT_OF_SESSION_REPLY", _optional_text, "reply to texts with no live route"
     )
@@ -210,6 +225,9 @@ _DEFAULTS: dict[str, str] = {
         "your own number stays private."
     ),
     "SMSPROXY_RELAY_PREFIX": "",
+    "SMSPROXY_COUNTRY_FALLBACK": "false",
+    "SMSPROXY_BUY_ON_DEMAND": "false",
+    "SMSPROXY_EXTEND_ON_ACTIVITY": "false",
     "SMSPROXY_DEDUPE_TTL_SECONDS": "172800",
     "SMSPROXY_RETAIN_BODIES": "false",
     "SMSPROXY_PUBLISH_TIMEOUT_SECONDS": "2",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -23,31 +23,45 @@ local function existing(routes)
   end
   return false
 end
-local function pick(routes, pool, sticky, avoid)
-  if sticky ~= '' and sticky ~= avoid and redis.call('ZSCORE', pool, sticky)
-      and redis.call('HEXISTS', routes, sticky) == 0 then
-    return sticky
+local function pick(routes, pools, sticky)
+  for _, pool in ipairs(pools) do
+    if sticky ~= '' and redis.call('ZSCORE', pool, sticky)
+        and redis.call('HEXISTS', routes, sticky) == 0 then
+      return sticky, pool
+    end
   end
-  -- least-loaded first, so that traffic spreads over the pool's numbers
-  for _, n in ipairs(redis.call('ZRANGE', pool, 0, -1)) do
-    if n ~= avoid and redis.call('HEXISTS', routes, n) == 0 then return n end
+  -- least-loaded first within each country, countries in order of preference
+  for _, pool in ipairs(pools) do
+    for _, n in ipairs(redis.call('ZRANGE', pool, 0, -1)) do
+      if redis.call('HEXISTS', routes, n) == 0 then return n, pool end
+    end
   end
-  return false
+  return false, false
+end
+-- ARGV[5] = how many pool countries the first participant may use, then those countries,
+-- then the same for the second participant.
+local pools, at = {{}, {}}, 5
+for i = 1, 2 do
+  local count = tonumber(ARGV[at])
+  for j = 1, count do table.insert(pools[i], prefix .. 'pool:' .. ARGV[at + j]) end
+  at = at + count + 1
 end
 local got = {existing(KEYS[1]), existing(KEYS[2])}
 if got[1] and got[2] then return {'ok', got[1], got[2]} end
-local chosen = {}
+local chosen, chosen_pool = {}, {}
 for i = 1, 2 do
-  chosen[i] = got[i] or pick(KEYS[i], KEYS[i + 2], ARGV[i + 2], '')
-  if not chosen[i] then return {'exhausted', tostring(i - 1), ''} end
+  if got[i] then
+    chosen[i] = got[i]
+  else
+    chosen[i], chosen_pool[i] = pick(KEYS[i], pools[i], ARGV[i + 2])
+    if not chosen[i] then return {'exhausted', tostring(i - 1), ''} end
+  end
 end
 for i = 1, 2 do
   if not got[i] then
     redis.call('HSET', KEYS[i], chosen[i], conv)
     redis.call('HINCRBY', prefix .. 'number:' .. chosen[i], 'routes', 1)
-    if redis.call('ZSCORE', KEYS[i + 2], chosen[i]) then
-      redis.call('ZINCRBY', KEYS[i + 2], 1, chosen[i])
-    end
+    redis.call('ZINCRBY', chosen_pool[i], 1, chosen[i])
   end
 end
 return {'ok', chosen[1], chosen[2]}
@@ -74,6 +88,10 @@ for i = 1, #KEYS do
 end
 return freed
 """
+
+
+# A finished conversation stays readable (API, audit) this long, then Redis drops it.
+FINISHED_RETENTION_SECONDS = 30 * 24 * 3600
 
 
 class PoolExhausted(Exception):
@@ -114,8 +132,63 @@ class ConversationStore:
         """Store a new conversation (pending) and index it for listing."""
         pipe = self._redis.pipeline()
         pipe.set(self._keys.conversation(conversation.id), conversation.to_json())
-        pipe.zadd(self._keys.conversations(), {conversation.id: conversation.created_at})
+        entry = {conversation.id: conversation.created_at}
+        pipe.zadd(self._keys.conversations(), entry)
+        for participant in conversation.participants:
+            pipe.zadd(self._keys.person_conversations(participant.number), entry)
         pipe.execute()
+
+    def page(
+        self,
+        *,
+        status: ConversationStatus | None = None,
+        participant: str | None = None,
+        cursor: tuple[float, str] | None = None,
+        limit: int = 50,
+        scan_budget: int = 1000,
+    ) -> tuple[list[Conversation], tuple[float, str] | None]:
+        """Newest first, filtered; returns a page and the cursor after its last item.
+
+        The cursor is (created_at, id) of the last item, so that items created meanwhile never
+        shift a page. A page may hold fewer than `limit` items when filtering skipped many
+        (bounded by `scan_budget`); the next cursor continues from where the scan stopped.
+        """
+        index = (
+            self._keys.person_conversations(participant) if participant
+            else self._keys.conversations()
+        )
+        found: list[Conversation] = []
+        high: float | str = "+inf" if cursor is None else cursor[0]
+        last: tuple[float, str] | None = cursor
+        scanned = 0
+        while len(found) < limit and scanned < scan_budget:
+            batch = self._redis.zrevrangebyscore(
+                index, high, "-inf", start=0, num=min(200, limit + 50), withscores=True
+            )
+            candidates = [(str(item[0]), float(item[1])) for item in batch]
+            if last is not None:
+                # Redis orders equal scores by id, descending here: skip what is already covered
+                before = last
+                candidates = [
+                    (i, sc) for i, sc in candidates
+                    if sc < before[0] or (sc == before[0] and i < before[1])
+                ]
+            if not candidates:
+                return found, None
+            raws = self._redis.mget([self._keys.conversation(i) for i, _ in candidates])
+            for (conversation_id, score), raw in zip(candidates, raws, strict=True):
+                scanned += 1
+                last = (score, conversation_id)
+                if raw is None:
+                    self._redis.zrem(index, conversation_id)  # finished and aged out
+                    continue
+                conversation = Conversation.from_json(raw)
+                if status is None or conversation.status is status:
+                    found.append(conversation)
+                    if len(found) == limit:
+                        break
+            high = last[0] if last else high
+        return found, last
 
     def get(self, conversation_id: str) -> Conversation | None:
         raw = self._redis.get(self._keys.conversation(conversation_id))
@@ -141,6 +214,8 @@ class ConversationStore:
                         return None
                     pipe.multi()
                     pipe.set(key, changed.to_json())
+                    if not changed.status.is_live:
+                        pipe.expire(key, FINISHED_RETENTION_SECONDS)
                     if changed.status.is_live and changed.expires_at is not None:
                         pipe.zadd(self._keys.expiry(), {changed.id: changed.expires_at})
                     else:
@@ -149,6 +224,16 @@ class ConversationStore:
                     return changed
                 except redis.WatchError:
                     continue
+
+    def extend(self, conversation_id: str, at: float) -> Conversation | None:
+        """Push a live conversation's expiry to `at` + its TTL (never earlier than it was)."""
+        def later(c: Conversation) -> Conversation | None:
+            if c.status is not ConversationStatus.ACTIVE or c.expires_at is None:
+                return None
+            wanted = at + c.ttl_seconds
+            return c.with_status(c.status, expires_at=wanted) if wanted > c.expires_at else None
+
+        return self.transition(conversation_id, later)
 
     def due_for_expiry(self, now: float, limit: int = 500) -> list[str]:
         """Ids of live conversations whose expiry has passed."""
@@ -188,19 +273,23 @@ class ConversationStore:
     def allocate(
         self,
         conversation_id: str,
-        participants: tuple[tuple[str, str], tuple[str, str]],
+        participants: tuple[tuple[str, Sequence[str]], tuple[str, Sequence[str]]],
     ) -> tuple[str, str]:
-        """Reserve a proxy for each (real number, pool country); raise PoolExhausted if none."""
-        (first, first_country), (second, second_country) = participants
+        """Reserve a proxy for each (real number, pool countries in order of preference).
+
+        Raises PoolExhausted naming the participant for whom no country had a free number.
+        """
+        (first, first_countries), (second, second_countries) = participants
+        if isinstance(first_countries, str) or isinstance(second_countries, str):
+            raise TypeError("countries must be a sequence of country codes, not one string")
         sticky = self.sticky_proxies(first, second)
         result = self._allocate(
-            keys=[
-                self._keys.routes(first),
-                self._keys.routes(second),
-                self._keys.pool(first_country),
-                self._keys.pool(second_country),
+            keys=[self._keys.routes(first), self._keys.routes(second)],
+            args=[
+                self._keys.prefix, conversation_id, sticky[0], sticky[1],
+                len(first_countries), *first_countries,
+                len(second_countries), *second_countries,
             ],
-            args=[self._keys.prefix, conversation_id, sticky[0], sticky[1]],
         )
         status, a, b = (str(x) for x in result)
         if status == "exhausted":

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -16,8 +16,9 @@ from flask import Blueprint, Response, jsonify, request
 from shared.conversations import RequestError, parse_create_request
 from shared.domain import Conversation, ConversationStatus
 from shared.jobs import TaskName
-from shared.phone import to_e164
+from shared.phone import InvalidNumber, to_e164, to_msisdn
 from shared.store import now
+from shared.views import conversation_view, iso_time
 from web.errors import error_response
 from web.queue import QueueUnavailable
 from web.services import services
@@ -25,6 +26,7 @@ from web.services import services
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+MAX_PAGE = 100
 _CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 
@@ -53,34 +55,6 @@ def _unauthorized(message: str) -> Response:
     response = error_response(401, "unauthorized", message)
     response.headers["WWW-Authenticate"] = 'Bearer realm="smsproxy"'
     return response
-
-
-def _iso(timestamp: float | None) -> str | None:
-    if timestamp is None:
-        return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
-
-
-def render_conversation(conversation: Conversation) -> dict[str, Any]:
-    return {
-        "id": conversation.id,
-        "status": conversation.status.value,
-        "failure_reason": conversation.failure_reason,
-        "participants": [
-            {
-                "number": to_e164(p.number),
-                "proxy_number": to_e164(p.proxy_number) if p.proxy_number else None,
-                "display_name": p.display_name,
-                "country": p.country,
-            }
-            for p in conversation.participants
-        ],
-        "ttl_seconds": conversation.ttl_seconds,
-        "callback_url": conversation.callback_url,
-        "metadata": dict(conversation.metadata),
-        "created_at": _iso(conversation.created_at),
-        "expires_at": _iso(conversation.expires_at),
-    }
 
 
 def _find(conversation_id: str) -> Conversation | None:
@@ -121,7 +95,7 @@ def create_conversation() -> Response | tuple[Response, int]:
                                       "Idempotency-Key was used with a different body")
             existing = svc.store.get(earlier[1])
             if existing is not None:
-                return jsonify(render_conversation(existing)), 202
+                return jsonify(conversation_view(existing)), 202
 
     svc.store.add(conversation)
     try:
@@ -132,9 +106,66 @@ def create_conversation() -> Response | tuple[Response, int]:
             svc.store.forget_idempotency_key(key)
         raise
     svc.counters.incr("smsproxy.conversations.requested")
-    response = jsonify(render_conversation(conversation))
+    response = jsonify(conversation_view(conversation))
     response.headers["Location"] = f"/v1/conversations/{conversation.id}"
     return response, 202
+
+
+@bp.get("/conversations")
+@require_token
+def list_conversations() -> Response:
+    args = request.args
+    unknown = sorted(set(args) - {"status", "participant", "limit", "cursor"})
+    if unknown:
+        return _bad_query(unknown[0], "is not a known parameter")
+    status = None
+    if "status" in args:
+        try:
+            status = ConversationStatus(args["status"])
+        except ValueError:
+            allowed = ", ".join(s.value for s in ConversationStatus)
+            return _bad_query("status", f"must be one of {allowed}")
+    participant = None
+    if "participant" in args:
+        try:
+            participant = to_msisdn(args["participant"])
+        except InvalidNumber as exc:
+            return _bad_query("participant", str(exc))
+    raw_limit = args.get("limit", "50")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        return _bad_query("limit", f"must be a whole number from 1 to {MAX_PAGE}")
+    cursor = None
+    if "cursor" in args:
+        cursor = _decode_cursor(args["cursor"])
+        if cursor is None:
+            return _bad_query("cursor", "is not a cursor this API gave out")
+    page, after = services().store.page(
+        status=status, participant=participant, cursor=cursor, limit=int(raw_limit)
+    )
+    return jsonify({
+        "conversations": [conversation_view(c) for c in page],
+        "next_cursor": _encode_cursor(after) if after is not None else None,
+    })
+
+
+def _bad_query(field: str, problem: str) -> Response:
+    return error_response(400, "invalid_field", f"{field}: {problem}", field=field)
+
+
+def _encode_cursor(cursor: tuple[float, str]) -> str:
+    return base64.urlsafe_b64encode(f"{cursor[0]!r}|{cursor[1]}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(raw: str) -> tuple[float, str] | None:
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        score, _, conversation_id = text.partition("|")
+        value = float(score)
+    except ValueError:  # bad base64, bad UTF-8 or not a number
+        return None
+    if not _CONVERSATION_ID.match(conversation_id) or value != value:  # NaN
+        return None
+    return value, conversation_id
 
 
 @bp.get("/conversations/<conversation_id>")
@@ -143,7 +174,7 @@ def get_conversation(conversation_id: str) -> Response:
     conversation = _find(conversation_id)
     if conversation is None:
         return _not_found(conversation_id)
-    return jsonify(render_conversation(conversation))
+    return jsonify(conversation_view(conversation))
 
 
 @bp.delete("/conversations/<conversation_id>")
@@ -153,8 +184,16 @@ def close_conversation(conversation_id: str) -> Response:
     if conversation is None:
         return _not_found(conversation_id)
     closed = services().conversations.close(conversation_id)
+    if closed is not None and closed.callback_url:
+        try:
+            services().publisher.publish(
+                TaskName.NOTIFY_CALLBACK, {"conversation_id": closed.id, "event": "closed"}
+            )
+        except QueueUnavailable:
+            # The close itself succeeded; only the courtesy event is lost.
+            services().counters.incr("smsproxy.callbacks.dropped")
     # Closing a conversation that is already over is not an error: it answers its state.
-    return jsonify(render_conversation(closed or conversation))
+    return jsonify(conversation_view(closed or conversation))
 
 
 @bp.get("/conversations/<conversation_id>/messages")
@@ -178,7 +217,7 @@ def _render_entry(entry: dict[str, Any], retain: bool) -> dict[str, Any]:
             {
                 "from": to_e164(entry["from"]),
                 "parts": int(entry.get("parts", 1)),
-                "received_at": _iso(float(entry["received_at"])),
+                "received_at": iso_time(float(entry["received_at"])),
             }
         )
     else:
@@ -190,8 +229,8 @@ def _render_entry(entry: dict[str, Any], retain: bool) -> dict[str, Any]:
                 "status": entry.get("state"),
                 "parts": int(entry.get("parts", 0)),
                 "attempts": int(entry.get("attempts", 0)),
-                "created_at": _iso(float(entry["created_at"])),
-                "submitted_at": _iso(float(entry["submitted_at"]))
+                "created_at": iso_time(float(entry["created_at"])),
+                "submitted_at": iso_time(float(entry["submitted_at"]))
                 if "submitted_at" in entry else None,
                 "error_code": entry.get("error_code"),
                 "error_reason": entry.get("error_reason"),

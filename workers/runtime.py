@@ -6,6 +6,7 @@ import threading
 from functools import cached_property
 
 import redis
+import requests
 
 from shared.conversations import Conversations
 from shared.messages import MessageLog
@@ -48,7 +49,9 @@ class Runtime:
 
     @cached_property
     def conversations(self) -> Conversations:
-        return Conversations(self.store, self.messages, self.counters, self.settings)
+        return Conversations(
+            self.store, self.messages, self.counters, self.settings, buyer=self.pool_keeper
+        )
 
     @cached_property
     def relay(self) -> Relay:
@@ -57,6 +60,14 @@ class Runtime:
     @cached_property
     def pool_keeper(self) -> PoolKeeper:
         return PoolKeeper(self.redis, self.store, self.counters)
+
+    def http(self) -> requests.Session:
+        """This thread's own HTTP session for callbacks to the marketplace."""
+        session: requests.Session | None = getattr(self._local, "http", None)
+        if session is None:
+            session = requests.Session()
+            self._local.http = session
+        return session
 
     def vonage(self) -> VonagePort:
         """This thread's own Vonage client."""

@@ -8,7 +8,14 @@ from typing import Any
 
 from celery import Task
 
-from shared.domain import ConversationStatus, DeliveryReceipt, InboundSms, WebhookFieldError
+from shared.callbacks import CallbackFailed, deliver_event
+from shared.domain import (
+    Conversation,
+    ConversationStatus,
+    DeliveryReceipt,
+    InboundSms,
+    WebhookFieldError,
+)
 from shared.jobs import QUEUE_OF, TaskName
 from shared.relay import RetryLater
 from shared.vonage_gateway import VonageFailure
@@ -20,6 +27,7 @@ runtime = Runtime(settings)
 
 SEND_MAX_RETRIES = 8
 CREATE_MAX_RETRIES = 6
+CALLBACK_MAX_RETRIES = 8
 
 
 def backoff(retries: int) -> float:
@@ -33,19 +41,50 @@ def _enqueue_sends(outbound_ids: list[str]) -> None:
         send_sms.apply_async((outbound_id,), queue=QUEUE_OF[TaskName.SEND_SMS].value)
 
 
+def _notify(conversation: Conversation | None) -> None:
+    """Queue a status callback when the marketplace asked for them."""
+    if conversation is not None and conversation.callback_url:
+        notify_callback.apply_async(
+            ({"conversation_id": conversation.id, "event": conversation.status.value},),
+            queue=QUEUE_OF[TaskName.NOTIFY_CALLBACK].value,
+        )
+
+
 @app.task(name=TaskName.CREATE_CONVERSATION.value, bind=True, max_retries=CREATE_MAX_RETRIES)
 def create_conversation(self: Task[Any, Any], conversation_id: str) -> None:
     try:
-        intro_ids = runtime.conversations.establish(conversation_id, runtime.vonage())
+        outcome = runtime.conversations.establish(conversation_id, runtime.vonage())
     except VonageFailure as failure:
         if self.request.retries >= CREATE_MAX_RETRIES:
-            runtime.store.finish(
+            _notify(runtime.store.finish(
                 conversation_id, ConversationStatus.FAILED, "number_insight_unavailable"
-            )
+            ))
             return
         log.info("create %s: transient %s, retrying", conversation_id, failure.code)
         raise self.retry(countdown=backoff(self.request.retries)) from failure
-    _enqueue_sends(intro_ids)
+    _enqueue_sends(list(outcome.intro_ids))
+    if outcome.changed:
+        _notify(outcome.conversation)
+
+
+@app.task(name=TaskName.NOTIFY_CALLBACK.value, bind=True, max_retries=CALLBACK_MAX_RETRIES)
+def notify_callback(self: Task[Any, Any], payload: dict[str, str]) -> None:
+    conversation = runtime.store.get(str(payload.get("conversation_id", "")))
+    secret = settings.callback_secret
+    if conversation is None or not conversation.callback_url or not secret:
+        return
+    try:
+        deliver_event(
+            runtime.http(), conversation.callback_url, conversation, str(payload["event"]), secret
+        )
+    except CallbackFailed as failure:
+        if self.request.retries >= CALLBACK_MAX_RETRIES:
+            runtime.counters.incr("smsproxy.callbacks.dropped")
+            log.warning("callback for %s dropped: %s", conversation.id, failure)
+            return
+        runtime.counters.incr("smsproxy.callbacks.retried")
+        raise self.retry(countdown=backoff(self.request.retries)) from failure
+    runtime.counters.incr("smsproxy.callbacks.delivered")
 
 
 @app.task(name=TaskName.RELAY_INBOUND.value)
@@ -101,5 +140,7 @@ def maintain_pool() -> None:
 @app.task(name=TaskName.EXPIRE_CONVERSATIONS.value)
 def expire_conversations() -> None:
     ended = runtime.conversations.expire_due()
+    for conversation in ended:
+        _notify(conversation)
     if ended:
-        log.info("expired %d conversation(s)", ended)
+        log.info("expired %d conversation(s)", len(ended))

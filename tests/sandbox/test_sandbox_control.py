@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -17,7 +18,7 @@ HANDSET = "447700900001"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-def control(sb: SandboxProcess, method: str, path: str, **kwargs: object) -> requests.Response:
+def control(sb: SandboxProcess, method: str, path: str, **kwargs: Any) -> requests.Response:
     return sb.client._session.request(method, f"{sb.url}/_sandbox{path}", timeout=5, **kwargs)
 
 
@@ -118,11 +119,14 @@ def test_bad_faults_change_nothing(sb: SandboxProcess) -> None:
         ("GET", "/account/numbers", {"params": {"index": "²"}}),
         ("POST", "/number/buy", {"data": {"country": "", "msisdn": "x"}}),
         ("POST", "/number/update", {"json": {"country": "GB"}}),
+        ("POST", "/sms/json", {"data": {"from": VIRTUAL, "to": HANDSET, "text": "x", "ttl": "²"}}),
+        ("POST", "/sms/json", {"data": {"from": VIRTUAL, "to": "٤٤٧٧٠٠٩٠٠٠٠١", "text": "x"}}),
+        ("POST", "/_sandbox/handsets/٤٤٧٧٠٠٩٠٠٠٠١/send", {"json": {"to": VIRTUAL, "text": "x"}}),
         ("GET", "/sms/json", {}),
     ],
 )
 def test_bad_api_input_never_causes_a_server_error(
-    sb: SandboxProcess, method: str, path: str, kwargs: dict[str, object]
+    sb: SandboxProcess, method: str, path: str, kwargs: dict[str, Any]
 ) -> None:
     reply = sb.client._session.request(
         method, sb.url + path, auth=("sandbox-key", "sandbox-secret"), timeout=5, **kwargs

@@ -37,7 +37,8 @@ def start(world, display_names=("Rider", "Driver")):
         ttl_seconds=3600,
     )
     store.add(conversation)
-    return conversations.establish(conversation.id, vonage), store.get(conversation.id)
+    outcome = conversations.establish(conversation.id, vonage)
+    return list(outcome.intro_ids), store.get(conversation.id)
 
 
 def inbound(sender, to, message_id, text, **concat):
@@ -64,7 +65,9 @@ def test_establish_allocates_and_owes_two_intros(world):
 
 def start_again(world, conversation_id):
     store, _, _, conversations, _, vonage = world
-    return conversations.establish(conversation_id, vonage), store.get(conversation_id)
+    outcome = conversations.establish(conversation_id, vonage)
+    assert not outcome.changed
+    return list(outcome.intro_ids), store.get(conversation_id)
 
 
 def test_invalid_number_fails_the_conversation_naming_the_participant(world):
@@ -174,7 +177,7 @@ def test_expire_due_ends_conversations_and_frees_routes(world, monkeypatch):
     _, conversation = start(world)
     store, conversations = world[0], world[3]
     monkeypatch.setattr("shared.conversations.now", lambda: conversation.expires_at + 1)
-    assert conversations.expire_due() == 1
+    assert [c.id for c in conversations.expire_due()] == [conversation.id]
     assert store.get(conversation.id).status is ConversationStatus.EXPIRED
     a = conversation.participants[0]
     assert store.find_route(a.number, a.proxy_number) is None

@@ -6,6 +6,7 @@ from shared.store import ConversationStore
 from tests.doubles import BadPublisher
 from tests.web.conftest import AUTH
 
+IN_GB = ("GB",)
 BODY = {"participants": [{"number": "+447400123456", "display_name": "Rider"},
                          {"number": "+44 7400 654321"}], "ttl_seconds": 3600}
 
@@ -109,7 +110,7 @@ def test_delete_closes_and_frees_routes(client, fake_redis):
     a, b = "447400123456", "447400654321"
     store.add(Conversation("b" * 32, (Participant(a), Participant(b)),
                            ConversationStatus.PENDING, 1.0, 3600))
-    pa, pb = store.allocate("b" * 32, ((a, "GB"), (b, "GB")))
+    pa, pb = store.allocate("b" * 32, ((a, IN_GB), (b, IN_GB)))
     store.transition("b" * 32, lambda c: c.with_status(
         ConversationStatus.ACTIVE, participants=(Participant(a, pa), Participant(b, pb)),
         expires_at=2e9))
@@ -136,3 +137,35 @@ def test_unknown_path_and_method_are_json(client):
     assert client.get("/nope").json["error"]["code"] == "not_found"
     response = client.put("/v1/conversations", headers=AUTH)
     assert response.status_code == 405 and response.is_json
+
+
+def test_list_conversations_filters_and_cursor(client):
+    ids = []
+    for i in range(5):
+        body = {"participants": [{"number": "+447400123456"},
+                                 {"number": f"+4474006543{i:02d}"}]}
+        ids.append(client.post("/v1/conversations", json=body, headers=AUTH).json["id"])
+    first = client.get("/v1/conversations?limit=2", headers=AUTH).json
+    assert len(first["conversations"]) == 2 and first["next_cursor"]
+    rest = client.get(f"/v1/conversations?limit=10&cursor={first['next_cursor']}",
+                      headers=AUTH).json
+    listed = [c["id"] for c in first["conversations"] + rest["conversations"]]
+    assert sorted(listed) == sorted(ids)
+    assert rest["next_cursor"] is None
+    mine = client.get("/v1/conversations?participant=%2B447400654302", headers=AUTH).json
+    assert [c["id"] for c in mine["conversations"]] == [ids[2]]
+    pending = client.get("/v1/conversations?status=pending", headers=AUTH).json
+    assert len(pending["conversations"]) == 5
+    assert client.get("/v1/conversations?status=closed", headers=AUTH).json["conversations"] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [("status=done", "status"), ("participant=12", "participant"), ("limit=0", "limit"),
+     ("limit=abc", "limit"), ("limit=101", "limit"), ("cursor=!!", "cursor"),
+     ("cursor=bm9wZQ", "cursor"), ("sort=asc", "sort")],
+)
+def test_list_conversations_bad_query_is_400(client, query, field):
+    response = client.get(f"/v1/conversations?{query}", headers=AUTH)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == field
