@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -37,10 +39,19 @@ class RedisServer:
         self.port = port or free_port()
         self.appendonly = appendonly
         self._process: subprocess.Popen[bytes] | None = None
+        self._paused = False
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +84,8 @@ class RedisServer:
     def stop(self) -> None:
         if self._process is None:
             return
+        # A stopped (SIGSTOP) process would hold SIGTERM pending until the wait below timed out.
+        self.resume()
         self._process.terminate()
         try:
             self._process.wait(timeout=10)
@@ -80,6 +93,40 @@ class RedisServer:
             self._process.kill()
             self._process.wait()
         self._process = None
+
+    # -- fault injection for tests: only ever signals the process this object started --------
+
+    def kill(self) -> None:
+        """Crash the server (SIGKILL): no shutdown, clients see their connections reset."""
+        if self._process is None:
+            return
+        self._process.kill()
+        self._process.wait()
+        self._process = None
+        self._paused = False
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open and nothing answers, as a hung
+        host or a network partition looks to a client; new connects still complete in the
+        kernel's listen backlog."""
+        if self.running and not self._paused:
+            os.kill(self._pid(), signal.SIGSTOP)
+            self._paused = True
+
+    def resume(self) -> None:
+        """Undo `pause` (SIGCONT); harmless when not paused."""
+        if self._process is not None and self._paused:
+            os.kill(self._pid(), signal.SIGCONT)
+            self._paused = False
+
+    def restart(self, timeout: float = 10.0) -> RedisServer:
+        """Start again on the same port and data directory (the append-only file is replayed)."""
+        self.stop()
+        return self.start(timeout)
+
+    def _pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
 
     def __enter__(self) -> RedisServer:
         return self.start()
