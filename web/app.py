@@ -11,7 +11,7 @@ from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.settings import Settings
 from shared.store import ConversationStore
-from web import api, ops, webhooks
+from web import api, openapi, ops, webhooks
 from web.errors import register_error_handlers
 from web.queue import Publisher
 from web.services import Services
@@ -56,6 +56,7 @@ def create_app(
     )
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(ops.bp)
     register_error_handlers(app)
     return app

@@ -149,3 +149,21 @@ def test_expiry_sweep_ends_conversations_and_frees_routes(stack, receiver):
     while not any(e["id"] == f"{conversation_id}:expired" for e in _Receiver.events):
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+def test_busy_number_insight_and_throttled_sends_are_retried(stack):
+    """Sandbox answers NI status 1 / SMS status 1 half the time: the conversation still opens."""
+    sandbox = stack.sandbox.client
+    # NI and SMS throttled at random, and the first two sends forced to fail transiently
+    sandbox.set_faults(throttle_rate=0.5, sms_script=["1", "http500"])
+    try:
+        conversation_id = _create(stack, "447400133333", "447400122222")
+        stack.wait_for_status(conversation_id, "active", timeout=60)
+        sandbox.wait_for_inbox("447400133333", 1, timeout=60)
+        sandbox.wait_for_inbox("447400122222", 1, timeout=60)
+    finally:
+        sandbox.set_faults(throttle_rate=0.0, sms_script=[])
+    metrics = stack.api("GET", "/metrics").text
+    retried = [line for line in metrics.splitlines()
+               if line.startswith("smsproxy_outbound_retried_total")]
+    assert retried and float(retried[0].split()[-1]) >= 2
