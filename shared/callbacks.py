@@ -7,10 +7,12 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
 from shared.domain import Conversation
+from shared.phone import to_e164
 from shared.views import conversation_view
 
 SIGNATURE_HEADER = "X-Smsproxy-Signature"
@@ -29,17 +31,30 @@ class SignedEvent:
     headers: dict[str, str]
 
 
-def sign_event(conversation: Conversation, event: str, secret: str, at: float) -> SignedEvent:
-    """The event body and headers; the signature is HMAC-SHA256 over `timestamp.body`.
+def conversation_event(conversation: Conversation, event: str) -> dict[str, Any]:
+    """A status event; its id is stable per conversation and status, so repeats can be dropped."""
+    return {
+        "id": f"{conversation.id}:{event}",
+        "type": f"conversation.{event}",
+        "conversation": conversation_view(conversation),
+    }
 
-    The event id is stable per conversation and status, so a receiver can drop repeats.
-    """
-    event_id = f"{conversation.id}:{event}"
-    body = json.dumps(
-        {"id": event_id, "type": f"conversation.{event}",
-         "conversation": conversation_view(conversation)},
-        separators=(",", ":"),
-    ).encode()
+
+def out_of_session_event(sender: str, virtual_number: str, message_id: str) -> dict[str, Any]:
+    """Someone texted a proxy number with no live conversation behind it (no body is shared)."""
+    return {
+        "id": f"out_of_session:{message_id}",
+        "type": "message.out_of_session",
+        "from": to_e164(sender),
+        "to": to_e164(virtual_number),
+        "message_id": message_id,
+    }
+
+
+def sign_event(event: dict[str, Any], secret: str, at: float) -> SignedEvent:
+    """The event body and headers; the signature is HMAC-SHA256 over `timestamp.body`."""
+    event_id = str(event["id"])
+    body = json.dumps(event, separators=(",", ":")).encode()
     timestamp = str(int(at))
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return SignedEvent(
@@ -54,10 +69,10 @@ def sign_event(conversation: Conversation, event: str, secret: str, at: float) -
 
 
 def deliver_event(
-    session: requests.Session, url: str, conversation: Conversation, event: str, secret: str
+    session: requests.Session, url: str, event: dict[str, Any], secret: str
 ) -> None:
     """POST one event; raises CallbackFailed when it should be retried."""
-    signed = sign_event(conversation, event, secret, time.time())
+    signed = sign_event(event, secret, time.time())
     try:
         response = session.post(
             url, data=signed.body, headers=signed.headers, timeout=CALLBACK_TIMEOUT_SECONDS,

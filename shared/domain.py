@@ -265,3 +265,4 @@ class OutboundSms:
     sender: str
     recipient: str
     text: str
+    created_at: float = 0.0

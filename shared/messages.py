@@ -22,6 +22,7 @@ class SendClaim:
 
     acquired: bool
     state: str
+    attempts: int = 0
 
 
 class MessageLog:
@@ -107,6 +108,7 @@ class MessageLog:
             sender=str(data["from"]),
             recipient=str(data["to"]),
             text=str(data["text"]),
+            created_at=float(data.get("created_at") or 0.0),
         )
 
     def outbound_state(self, outbound_id: str) -> str | None:
@@ -126,10 +128,16 @@ class MessageLog:
         acquired = bool(
             self._redis.set(self._keys.send_claim(outbound_id), "1", nx=True, ex=lease_seconds)
         )
+        attempts = 0
         if acquired:
-            self._redis.hset(self._keys.outbound(outbound_id), "state", DeliveryState.SENDING.value)
-            self._redis.hincrby(self._keys.outbound(outbound_id), "attempts", 1)
-        return SendClaim(acquired=acquired, state=str(state or DeliveryState.QUEUED.value))
+            key = self._keys.outbound(outbound_id)
+            pipe = self._redis.pipeline()
+            pipe.hset(key, "state", DeliveryState.SENDING.value)
+            pipe.hincrby(key, "attempts", 1)
+            attempts = int(pipe.execute()[1])
+        return SendClaim(
+            acquired=acquired, state=str(state or DeliveryState.QUEUED.value), attempts=attempts
+        )
 
     def release_claim(self, outbound_id: str) -> None:
         """Give a claim back after a send Vonage surely did not accept (so a retry may send)."""

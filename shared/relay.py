@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 
 import redis
@@ -13,40 +14,80 @@ from shared.keys import Keys
 from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.phone import mask
+from shared.ratelimit import RateLimiter
 from shared.settings import Settings
 from shared.store import ConversationStore, now
 from shared.vonage_gateway import VonageFailure, VonagePort
 
 log = logging.getLogger(__name__)
 
-# Parts of a multi-part message wait this long for their siblings before the group is dropped.
-CONCAT_TTL_SECONDS = 3600
-
-# Adds one part and, when the last one is in, hands back all parts exactly once: the group is
-# deleted in the same step, so two workers holding the final two parts cannot both relay it.
+# Adds one part. When the last one is in, hands back all parts exactly once: the group is deleted
+# in the same step, so two workers holding the final two parts cannot both relay it. The first
+# part of a group says so, so that its caller schedules the timeout that flushes a partial one.
 _ADD_PART = """
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+local existed = redis.call('EXISTS', KEYS[1]) == 1
+redis.call('HSET', KEYS[1], 'p' .. ARGV[1], ARGV[2], 'sender', ARGV[5], 'to', ARGV[6],
+           'total', ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
-  local parts = redis.call('HGETALL', KEYS[1])
-  redis.call('DEL', KEYS[1])
-  return parts
+local all = redis.call('HGETALL', KEYS[1])
+local parts = 0
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, 1) == 'p' then parts = parts + 1 end
 end
-return false
+if parts >= tonumber(ARGV[3]) then
+  redis.call('DEL', KEYS[1])
+  return {'complete', unpack(all)}
+end
+if existed then return {'waiting'} end
+return {'first'}
 """
+
+# Takes whatever parts arrived, once (the timeout's flush and the last part race for the group).
+_TAKE_PARTS = """
+local all = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return all
+"""
+
+MISSING_PART_MARKER = "[…]"
 
 
 class RetryLater(Exception):
     """A transient failure: the task should run again after a backoff."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, attempts: int) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.attempts = attempts
+
+
+class Throttled(Exception):
+    """The shared send rate is used up: run again in `wait` seconds (no attempt was spent)."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"throttled for {wait:.3f} s")
+        self.wait = wait
 
 
 def _opaque(*values: str) -> str:
     """An id derived from values that must not appear in logs (numbers)."""
     return hashlib.sha256("\x1f".join(values).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A part stored while its siblings are awaited; `group` names the multi-part message."""
+
+    group: str
+    first: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """What an inbound message leads to: the send we owe (if any), and whether it was unrouted."""
+
+    outbound: OutboundSms | None
+    unrouted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +99,15 @@ class Reassembled:
     virtual_number: str
     text: str
     parts: int
+
+
+def _assemble(group: str, flat: list[str]) -> Reassembled:
+    """Join a group's parts in order; a missing part becomes a visible marker."""
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    parts = {int(k[1:]): v for k, v in fields.items() if k.startswith("p")}
+    total = max(int(fields.get("total", "0")), max(parts, default=0))
+    text = "".join(parts.get(n, MISSING_PART_MARKER) for n in range(1, total + 1))
+    return Reassembled(f"c{group}", fields["sender"], fields["to"], text, len(parts))
 
 
 class Relay:
@@ -78,25 +128,42 @@ class Relay:
         self._counters = counters
         self._settings = settings
         self._add_part = client.register_script(_ADD_PART)
+        self._take_parts = client.register_script(_TAKE_PARTS)
+        self._limiter = RateLimiter(
+            client,
+            settings.vonage_api_key or "default",
+            settings.send_rate_per_second,
+            settings.send_burst,
+            self._keys,
+        )
 
-    def reassemble(self, inbound: InboundSms) -> Reassembled | None:
-        """The whole message once all its parts are in; None while parts are missing."""
+    def reassemble(self, inbound: InboundSms) -> Reassembled | Pending:
+        """The whole message once all its parts are in; Pending while parts are missing."""
         if inbound.concat is None:
             return Reassembled(
                 inbound.message_id, inbound.sender, inbound.virtual_number, inbound.text, 1
             )
         group = _opaque(inbound.sender, inbound.virtual_number, inbound.concat.ref)
+        # kept past the flush time, so that the flush always finds what arrived
+        ttl = self._settings.concat_timeout_seconds * 2 + 60
         found = self._add_part(
             keys=[self._keys.concat_parts(group)],
-            args=[inbound.concat.part, inbound.text, inbound.concat.total, CONCAT_TTL_SECONDS],
+            args=[inbound.concat.part, inbound.text, inbound.concat.total, ttl,
+                  inbound.sender, inbound.virtual_number],
         )
-        if not found:
-            return None
-        parts = {int(found[i]): str(found[i + 1]) for i in range(0, len(found), 2)}
-        text = "".join(parts[n] for n in sorted(parts))
-        return Reassembled(f"c{group}", inbound.sender, inbound.virtual_number, text, len(parts))
+        if found[0] != "complete":
+            return Pending(group, first=found[0] == "first")
+        return _assemble(group, [str(x) for x in found[1:]])
 
-    def plan(self, message: Reassembled) -> OutboundSms | None:
+    def flush_partial(self, group: str) -> Reassembled | None:
+        """After the timeout: whatever parts arrived, with a marker for each missing one."""
+        found = self._take_parts(keys=[self._keys.concat_parts(group)])
+        if not found:
+            return None  # completed in time (or already flushed)
+        self._counters.incr("smsproxy.inbound.concat_incomplete")
+        return _assemble(group, [str(x) for x in found])
+
+    def plan(self, message: Reassembled) -> Planned:
         """Decide the one send an inbound message leads to, and record that we owe it."""
         conversation_id = self._store.find_route(message.sender, message.virtual_number)
         conversation = self._store.get(conversation_id) if conversation_id else None
@@ -105,7 +172,7 @@ class Relay:
             self._counters.incr("smsproxy.inbound.unrouted")
             log.info("no live route from %s to %s", mask(message.sender),
                      mask(message.virtual_number))
-            return self._out_of_session_reply(message)
+            return Planned(self._out_of_session_reply(message), unrouted=True)
         if self._settings.extend_on_activity:
             self._store.extend(conversation.id, now())
         retain = self._settings.retain_bodies
@@ -123,7 +190,7 @@ class Relay:
         )
         if self._messages.owe(outbound):
             self._counters.incr("smsproxy.inbound.relayed")
-        return outbound
+        return Planned(outbound)
 
     def _out_of_session_reply(self, message: Reassembled) -> OutboundSms | None:
         reply = self._settings.out_of_session_reply
@@ -140,21 +207,31 @@ class Relay:
         self._messages.owe(outbound)
         return outbound
 
-    def send(self, outbound_id: str, vonage: VonagePort, *, final_attempt: bool) -> None:
+    def send(self, outbound_id: str, vonage: VonagePort) -> None:
         """Make the one Vonage call an outbound message is owed, at most once.
 
-        Raises RetryLater on a transient failure unless this is the final attempt, in which
-        case the message is recorded as failed.
+        Raises Throttled when the shared rate limit says wait, and RetryLater on a transient
+        failure while attempts remain; a message past its attempts or age is recorded failed.
         """
         message = self._messages.outbound(outbound_id)
         if message is None:
             return  # unknown, or already finished (its body is gone once sent)
+        retain = self._settings.retain_bodies
+        if time.time() - message.created_at > self._settings.send_max_age_seconds:
+            # Late is worse than never for a chat message, and Vonage's own retries are over.
+            self._messages.mark_failed(outbound_id, "expired", "not sent in time",
+                                       retain_body=retain)
+            self._counters.incr("smsproxy.outbound.expired")
+            return
+        wait = self._limiter.take()
+        if wait > 0:
+            self._counters.incr("smsproxy.outbound.throttled")
+            raise Throttled(wait)
         lease = self._settings.vonage_timeout_seconds * 3
         claim = self._messages.claim_send(outbound_id, lease)
         if not claim.acquired:
             log.info("send %s not claimed (state %s)", outbound_id, claim.state)
             return
-        retain = self._settings.retain_bodies
         try:
             sent = vonage.send_sms(
                 sender=message.sender,
@@ -164,10 +241,10 @@ class Relay:
                 callback=self._settings.receipt_url,
             )
         except VonageFailure as failure:
-            if failure.transient and not final_attempt:
+            if failure.transient and claim.attempts < self._settings.send_max_attempts:
                 self._messages.release_claim(outbound_id)
                 self._counters.incr("smsproxy.outbound.retried")
-                raise RetryLater(failure.reason) from failure
+                raise RetryLater(failure.reason, claim.attempts) from failure
             self._messages.mark_failed(outbound_id, failure.code, failure.reason,
                                        retain_body=retain)
             self._counters.incr("smsproxy.outbound.failed")

@@ -152,6 +152,28 @@ class Settings:
     retain_bodies: bool = _setting(
         "SMSPROXY_RETAIN_BODIES", _flag, "keep message bodies in the audit trail after sending"
     )
+    send_rate_per_second: float = _setting(
+        "SMSPROXY_SEND_RATE_PER_SECOND", _non_negative_float,
+        "sends per second across all workers (Vonage: 30 per API key; 0: no limit)",
+    )
+    send_burst: int = _setting(
+        "SMSPROXY_SEND_BURST", _positive_int, "sends allowed at once above the steady rate"
+    )
+    send_max_attempts: int = _setting(
+        "SMSPROXY_SEND_MAX_ATTEMPTS", _positive_int, "Vonage calls per message before giving up"
+    )
+    send_max_age_seconds: int = _setting(
+        "SMSPROXY_SEND_MAX_AGE_SECONDS", _positive_int,
+        "a message not sent within this long is recorded as failed, not sent late",
+    )
+    concat_timeout_seconds: int = _setting(
+        "SMSPROXY_CONCAT_TIMEOUT_SECONDS", _positive_int,
+        "how long a multi-part message waits for missing parts before relaying what arrived",
+    )
+    out_of_session_callback_url: str | None = _setting(
+        "SMSPROXY_OUT_OF_SESSION_CALLBACK_URL", _optional_text,
+        "where to POST a signed event when a text arrives with no live route",
+    )
     publish_timeout_seconds: float = _setting(
         "SMSPROXY_PUBLISH_TIMEOUT_SECONDS",
         _non_negative_float,
@@ -188,6 +210,13 @@ class Settings:
         if self.default_ttl_seconds > self.max_ttl_seconds:
             raise SettingsError(
                 "SMSPROXY_DEFAULT_TTL_SECONDS: must not exceed SMSPROXY_MAX_TTL_SECONDS"
+            )
+        if self.concat_timeout_seconds > 240:
+            # the wait is a task countdown; it must stay well under the broker's visibility timeout
+            raise SettingsError("SMSPROXY_CONCAT_TIMEOUT_SECONDS: must be at most 240")
+        if self.out_of_session_callback_url and not self.callback_secret:
+            raise SettingsError(
+                "SMSPROXY_OUT_OF_SESSION_CALLBACK_URL: needs SMSPROXY_CALLBACK_SECRET to sign"
             )
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise SettingsError("PUBLIC_BASE_URL: must start with http:// or https://")
@@ -231,6 +260,11 @@ _DEFAULTS: dict[str, str] = {
     "SMSPROXY_DEDUPE_TTL_SECONDS": "172800",
     "SMSPROXY_RETAIN_BODIES": "false",
     "SMSPROXY_PUBLISH_TIMEOUT_SECONDS": "2",
+    "SMSPROXY_SEND_RATE_PER_SECOND": "30",
+    "SMSPROXY_SEND_BURST": "10",
+    "SMSPROXY_SEND_MAX_ATTEMPTS": "8",
+    "SMSPROXY_SEND_MAX_AGE_SECONDS": "3600",
+    "SMSPROXY_CONCAT_TIMEOUT_SECONDS": "60",
     "SMSPROXY_WORKER_CONCURRENCY": "32",
     "SMSPROXY_LOG_LEVEL": "INFO",
 }

@@ -132,7 +132,7 @@ def list_conversations() -> Response:
         except InvalidNumber as exc:
             return _bad_query("participant", str(exc))
     raw_limit = args.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+    if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= MAX_PAGE:
         return _bad_query("limit", f"must be a whole number from 1 to {MAX_PAGE}")
     cursor = None
     if "cursor" in args:

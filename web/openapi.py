@@ -22,7 +22,8 @@ Schema = dict[str, Any]
 _ID_PATTERN = "^[0-9a-f]{32}$"
 # The Idempotency-Key rule of web/api.py: 1 to 128 visible ASCII characters.
 _IDEMPOTENCY_KEY_PATTERN = "^[!-~]{1,128}$"
-_EXAMPLE_ID = "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f"
+# The id the examples show; tests/web/test_openapi.py seeds a conversation under it.
+EXAMPLE_ID = "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f"
 
 
 def _ref(name: str) -> Schema:
@@ -135,7 +136,7 @@ def _schemas() -> dict[str, Schema]:
         "required": ["id", "status", "failure_reason", "participants", "ttl_seconds",
                      "callback_url", "metadata", "created_at", "expires_at"],
         "properties": {
-            "id": {"type": "string", "pattern": _ID_PATTERN, "example": _EXAMPLE_ID},
+            "id": {"type": "string", "pattern": _ID_PATTERN, "example": EXAMPLE_ID},
             "status": {"type": "string", "enum": statuses},
             "failure_reason": _nullable({"type": "string"}),
             "participants": {"type": "array", "minItems": 2, "maxItems": 2,
@@ -292,7 +293,7 @@ def _conversation_id_parameter() -> Schema:
         "in": "path",
         "required": True,
         "description": "The conversation's id; anything else answers 404.",
-        "schema": {"type": "string", "pattern": _ID_PATTERN, "example": _EXAMPLE_ID},
+        "schema": {"type": "string", "pattern": _ID_PATTERN, "example": EXAMPLE_ID},
     }
 
 
@@ -318,6 +319,15 @@ def _paths() -> dict[str, Schema]:
                 "responses": {
                     "202": {
                         **_json(_ref("Conversation"), "Accepted: the conversation, pending."),
+                        "links": {
+                            name: {"operationId": target,
+                                   "parameters": {"conversation_id": "$response.body#/id"}}
+                            for name, target in [
+                                ("GetConversation", "getConversation"),
+                                ("CloseConversation", "closeConversation"),
+                                ("ListConversationMessages", "listConversationMessages"),
+                            ]
+                        },
                         "headers": {"Location": {
                             "description": "The conversation's URL (absent on an "
                                            "idempotent replay).",

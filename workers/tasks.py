@@ -8,7 +8,12 @@ from typing import Any
 
 from celery import Task
 
-from shared.callbacks import CallbackFailed, deliver_event
+from shared.callbacks import (
+    CallbackFailed,
+    conversation_event,
+    deliver_event,
+    out_of_session_event,
+)
 from shared.domain import (
     Conversation,
     ConversationStatus,
@@ -17,7 +22,13 @@ from shared.domain import (
     WebhookFieldError,
 )
 from shared.jobs import QUEUE_OF, TaskName
-from shared.relay import RetryLater
+from shared.relay import (
+    MISSING_PART_MARKER,
+    Pending,
+    Reassembled,
+    RetryLater,
+    Throttled,
+)
 from shared.vonage_gateway import VonageFailure
 from workers.celery_app import MAX_BACKOFF_SECONDS, app, settings
 from workers.runtime import Runtime
@@ -25,7 +36,6 @@ from workers.runtime import Runtime
 log = logging.getLogger(__name__)
 runtime = Runtime(settings)
 
-SEND_MAX_RETRIES = 8
 CREATE_MAX_RETRIES = 6
 CALLBACK_MAX_RETRIES = 8
 
@@ -67,24 +77,47 @@ def create_conversation(self: Task[Any, Any], conversation_id: str) -> None:
         _notify(outcome.conversation)
 
 
+def _post_event(task: Task[Any, Any], url: str, event: dict[str, Any]) -> None:
+    """Deliver a signed event to the marketplace, retried with backoff, then dropped."""
+    secret = settings.callback_secret
+    if not secret:
+        return
+    try:
+        deliver_event(runtime.http(), url, event, secret)
+    except CallbackFailed as failure:
+        if task.request.retries >= CALLBACK_MAX_RETRIES:
+            runtime.counters.incr("smsproxy.callbacks.dropped")
+            log.warning("event %s dropped: %s", event["id"], failure)
+            return
+        runtime.counters.incr("smsproxy.callbacks.retried")
+        raise task.retry(countdown=backoff(task.request.retries)) from failure
+    runtime.counters.incr("smsproxy.callbacks.delivered")
+
+
 @app.task(name=TaskName.NOTIFY_CALLBACK.value, bind=True, max_retries=CALLBACK_MAX_RETRIES)
 def notify_callback(self: Task[Any, Any], payload: dict[str, str]) -> None:
     conversation = runtime.store.get(str(payload.get("conversation_id", "")))
-    secret = settings.callback_secret
-    if conversation is None or not conversation.callback_url or not secret:
-        return
-    try:
-        deliver_event(
-            runtime.http(), conversation.callback_url, conversation, str(payload["event"]), secret
+    if conversation is not None and conversation.callback_url:
+        event = conversation_event(conversation, str(payload.get("event", "")))
+        _post_event(self, conversation.callback_url, event)
+
+
+@app.task(name=TaskName.NOTIFY_OUT_OF_SESSION.value, bind=True, max_retries=CALLBACK_MAX_RETRIES)
+def notify_out_of_session(self: Task[Any, Any], payload: dict[str, str]) -> None:
+    if settings.out_of_session_callback_url:
+        event = out_of_session_event(payload["from"], payload["to"], payload["message_id"])
+        _post_event(self, settings.out_of_session_callback_url, event)
+
+
+def _relay(whole: Reassembled) -> None:
+    planned = runtime.relay.plan(whole)
+    if planned.outbound is not None:
+        _enqueue_sends([planned.outbound.id])
+    if planned.unrouted and settings.out_of_session_callback_url:
+        notify_out_of_session.apply_async(
+            ({"from": whole.sender, "to": whole.virtual_number, "message_id": whole.message_id},),
+            queue=QUEUE_OF[TaskName.NOTIFY_OUT_OF_SESSION].value,
         )
-    except CallbackFailed as failure:
-        if self.request.retries >= CALLBACK_MAX_RETRIES:
-            runtime.counters.incr("smsproxy.callbacks.dropped")
-            log.warning("callback for %s dropped: %s", conversation.id, failure)
-            return
-        runtime.counters.incr("smsproxy.callbacks.retried")
-        raise self.retry(countdown=backoff(self.request.retries)) from failure
-    runtime.counters.incr("smsproxy.callbacks.delivered")
 
 
 @app.task(name=TaskName.RELAY_INBOUND.value)
@@ -94,24 +127,40 @@ def relay_inbound(payload: dict[str, str]) -> None:
     except WebhookFieldError as exc:
         log.warning("dropped malformed inbound payload: %s", exc)
         return
-    whole = runtime.relay.reassemble(inbound)
-    if whole is None:
-        return  # waiting for the other parts
-    outbound = runtime.relay.plan(whole)
-    if outbound is not None:
-        _enqueue_sends([outbound.id])
+    result = runtime.relay.reassemble(inbound)
+    if isinstance(result, Pending):
+        if result.first:
+            # the countdown stays far below the visibility timeout (settings enforce <= 240 s)
+            flush_concat.apply_async(
+                (result.group,),
+                countdown=settings.concat_timeout_seconds,
+                queue=QUEUE_OF[TaskName.FLUSH_CONCAT].value,
+            )
+        return
+    _relay(result)
 
 
-@app.task(name=TaskName.SEND_SMS.value, bind=True, max_retries=SEND_MAX_RETRIES)
+@app.task(name=TaskName.FLUSH_CONCAT.value)
+def flush_concat(group: str) -> None:
+    whole = runtime.relay.flush_partial(group)
+    if whole is not None:
+        log.info("relaying multi-part message %s with %d part(s) missing", whole.message_id,
+                 whole.text.count(MISSING_PART_MARKER))
+        _relay(whole)
+
+
+# Attempts and age are bounded by the outbound record (SMSPROXY_SEND_MAX_ATTEMPTS and
+# SMSPROXY_SEND_MAX_AGE_SECONDS), not by Celery's retry count, which also counts waits for the
+# rate limit.
+@app.task(name=TaskName.SEND_SMS.value, bind=True, max_retries=None)
 def send_sms(self: Task[Any, Any], outbound_id: str) -> None:
     try:
-        runtime.relay.send(
-            outbound_id,
-            runtime.vonage(),
-            final_attempt=self.request.retries >= SEND_MAX_RETRIES,
-        )
+        runtime.relay.send(outbound_id, runtime.vonage())
+    except Throttled as exc:
+        # spread the waiters over the next second rather than waking them all at once
+        raise self.retry(countdown=exc.wait + random.uniform(0, 1.0)) from exc  # noqa: S311
     except RetryLater as exc:
-        raise self.retry(countdown=backoff(self.request.retries)) from exc
+        raise self.retry(countdown=backoff(exc.attempts)) from exc
 
 
 @app.task(name=TaskName.RECORD_RECEIPT.value)

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from shared.callbacks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_event
+from shared.callbacks import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    conversation_event,
+    out_of_session_event,
+    sign_event,
+)
 from shared.conversations import Conversations, RequestError, parse_create_request
 from shared.domain import Conversation, ConversationStatus, InboundSms, Participant
 from shared.messages import MessageLog
@@ -140,10 +146,16 @@ def test_callback_events_are_signed_over_timestamp_and_body(fake_redis, make_set
         {"participants": [{"number": "+447400100001"}, {"number": "+447400100002"}],
          "callback_url": "https://market.example/hook"}, settings)
     conversation = parsed.build(created_at=5.0)
-    signed = sign_event(conversation, "active", "cb-secret", at=1700000000)
+    signed = sign_event(conversation_event(conversation, "active"), "cb-secret", at=1700000000)
     expected = hmac.new(b"cb-secret", b"1700000000." + signed.body, hashlib.sha256).hexdigest()
     assert signed.headers[SIGNATURE_HEADER] == f"sha256={expected}"
     assert signed.headers[TIMESTAMP_HEADER] == "1700000000"
     event = json.loads(signed.body)
     assert event["type"] == "conversation.active"
     assert event["conversation"]["participants"][0]["number"] == "+447400100001"
+
+
+def test_out_of_session_event_carries_numbers_but_no_body():
+    event = out_of_session_event("447400100001", "447700900100", "m-9")
+    assert event == {"id": "out_of_session:m-9", "type": "message.out_of_session",
+                     "from": "+447400100001", "to": "+447700900100", "message_id": "m-9"}

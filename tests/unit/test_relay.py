@@ -91,9 +91,9 @@ def test_message_from_a_reaches_b_from_bs_proxy(world):
     relay = world[4]
     a, b = conversation.participants
     whole = relay.reassemble(inbound(A, a.proxy_number, "m1", "hello B"))
-    outbound = relay.plan(whole)
+    outbound = relay.plan(whole).outbound
     assert (outbound.sender, outbound.recipient, outbound.text) == (b.proxy_number, B, "hello B")
-    relay.send(outbound.id, world[5], final_attempt=False)
+    relay.send(outbound.id, world[5])
     assert world[5].sent == [
         {"from": b.proxy_number, "to": B, "text": "hello B", "client_ref": outbound.id}
     ]
@@ -104,8 +104,8 @@ def test_redelivered_relay_sends_once(world):
     relay, vonage = world[4], world[5]
     proxy = conversation.participants[0].proxy_number
     for _ in range(3):
-        outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m1", "once")))
-        relay.send(outbound.id, vonage, final_attempt=False)
+        outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m1", "once"))).outbound
+        relay.send(outbound.id, vonage)
     assert [s["text"] for s in vonage.sent] == ["once"]
     assert world[2].snapshot()["smsproxy.inbound.relayed"] == 1
 
@@ -120,16 +120,36 @@ def test_multipart_reassembles_in_any_order_and_relays_once(world):
                                  concat_total=3))
         for n, t in parts.items()
     ]
-    assert results[:2] == [None, None]
+    assert [type(r).__name__ for r in results] == ["Pending", "Pending", "Reassembled"]
+    assert [r.first for r in results[:2]] == [True, False]  # only the first schedules a flush
     assert results[2].text == "hello big world"
     assert results[2].parts == 3
+    assert relay.flush_partial(results[0].group) is None  # nothing left to flush
+
+
+def test_missing_part_is_relayed_with_a_marker_after_the_timeout(world):
+    _, conversation = start(world)
+    relay = world[4]
+    proxy = conversation.participants[0].proxy_number
+    pending = relay.reassemble(inbound(A, proxy, "q3", "end", concat_ref="r2", concat_part=3,
+                                       concat_total=3))
+    relay.reassemble(inbound(A, proxy, "q1", "start ", concat_ref="r2", concat_part=1,
+                             concat_total=3))
+    partial = relay.flush_partial(pending.group)
+    assert partial.text == "start […]end"
+    assert partial.parts == 2
+    assert relay.plan(partial).outbound.recipient == B
+    assert relay.flush_partial(pending.group) is None  # flushed once
+    assert world[2].snapshot()["smsproxy.inbound.concat_incomplete"] == 1
 
 
 def test_unknown_route_is_not_relayed_and_gets_the_reply(world):
     _, conversation = start(world)
     relay = world[4]
     stranger = "447400999999"
-    outbound = relay.plan(relay.reassemble(inbound(stranger, "447700900100", "m9", "hi?")))
+    planned = relay.plan(relay.reassemble(inbound(stranger, "447700900100", "m9", "hi?")))
+    assert planned.unrouted
+    outbound = planned.outbound
     assert outbound.recipient == stranger
     assert outbound.text == "This conversation has ended."
     assert world[2].snapshot()["smsproxy.inbound.unrouted"] == 1
@@ -140,7 +160,7 @@ def test_after_close_messages_are_not_relayed(world):
     store, _, _, conversations, relay, _ = world
     conversations.close(conversation.id)
     proxy = conversation.participants[0].proxy_number
-    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m2", "still there?")))
+    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m2", "still there?"))).outbound
     assert outbound.recipient == A and outbound.kind.value == "out_of_session"
 
 
@@ -148,14 +168,14 @@ def test_transient_send_failure_retries_then_permanent_failure_is_recorded(world
     _, conversation = start(world)
     relay, vonage, messages = world[4], world[5], world[1]
     proxy = conversation.participants[0].proxy_number
-    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m3", "retry me")))
+    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m3", "retry me"))).outbound
     vonage.failures = [VonageFailure("1", "Throttled", transient=True),
                        VonageFailure("7", "Number barred", transient=False)]
     with pytest.raises(RetryLater):
-        relay.send(outbound.id, vonage, final_attempt=False)
-    relay.send(outbound.id, vonage, final_attempt=False)
+        relay.send(outbound.id, vonage)
+    relay.send(outbound.id, vonage)
     assert messages.outbound_state(outbound.id) == "failed"
-    relay.send(outbound.id, vonage, final_attempt=False)  # a redelivery does nothing more
+    relay.send(outbound.id, vonage)  # a redelivery does nothing more
     assert vonage.sent == []
 
 
@@ -163,8 +183,8 @@ def test_receipts_complete_the_audit_trail(world):
     _, conversation = start(world)
     relay, vonage, messages = world[4], world[5], world[1]
     proxy = conversation.participants[0].proxy_number
-    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m4", "track me")))
-    relay.send(outbound.id, vonage, final_attempt=False)
+    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m4", "track me"))).outbound
+    relay.send(outbound.id, vonage)
     assert messages.apply_receipt("v1", "delivered", "0") == outbound.id
     trail = messages.trail(conversation.id)
     assert [e["record"] for e in trail] == ["out", "out", "in", "out"]
@@ -181,3 +201,52 @@ def test_expire_due_ends_conversations_and_frees_routes(world, monkeypatch):
     assert store.get(conversation.id).status is ConversationStatus.EXPIRED
     a = conversation.participants[0]
     assert store.find_route(a.number, a.proxy_number) is None
+
+
+def test_attempts_are_bounded(world, make_settings, fake_redis):
+    _, conversation = start(world)
+    relay, vonage, messages = world[4], world[5], world[1]
+    proxy = conversation.participants[0].proxy_number
+    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m5", "keeps failing"))).outbound
+    vonage.failures = [VonageFailure("5", "Internal", transient=True) for _ in range(20)]
+    retries = 0
+    while True:
+        try:
+            relay.send(outbound.id, vonage)
+        except RetryLater as exc:
+            retries += 1
+            assert exc.attempts == retries
+            continue
+        break
+    assert retries == 7  # the 8th attempt (SMSPROXY_SEND_MAX_ATTEMPTS) is final
+    assert messages.outbound_state(outbound.id) == "failed"
+
+
+def test_too_old_message_is_failed_not_sent(world, monkeypatch):
+    _, conversation = start(world)
+    relay, vonage, messages = world[4], world[5], world[1]
+    proxy = conversation.participants[0].proxy_number
+    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m6", "late"))).outbound
+    real_time = __import__("time").time
+    monkeypatch.setattr("shared.relay.time.time", lambda: real_time() + 3601)
+    relay.send(outbound.id, vonage)
+    assert vonage.sent == [] and messages.outbound_state(outbound.id) == "failed"
+
+
+def test_shared_rate_limit_throttles_without_spending_attempts(fake_redis, make_settings):
+    from shared.relay import Throttled
+
+    settings = make_settings(SMSPROXY_SEND_RATE_PER_SECOND="1", SMSPROXY_SEND_BURST="1")
+    store = ConversationStore(fake_redis)
+    messages, counters = MessageLog(fake_redis), Counters(fake_redis)
+    relay = Relay(fake_redis, store, messages, counters, settings)
+    from shared.domain import MessageKind, OutboundSms
+    for i in range(2):
+        messages.owe(OutboundSms(f"o{i}", None, MessageKind.RELAY, "447700900100", A, "x",
+                                 created_at=__import__("time").time()))
+    vonage = FakeVonage()
+    relay.send("o0", vonage)
+    with pytest.raises(Throttled) as info:
+        relay.send("o1", vonage)
+    assert 0 < info.value.wait <= 1.0
+    assert messages.outbound_state("o1") == "queued"

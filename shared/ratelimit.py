@@ -1,0 +1,46 @@
+"""A token bucket in Redis, shared by every worker on every host (Vonage's limit is per API key)."""
+
+from __future__ import annotations
+
+import redis
+
+from shared.keys import Keys
+
+# Redis's own clock, so that hosts with skewed clocks still share one bucket. Tokens never go
+# negative: a caller that finds the bucket empty is told how long to wait and consumes nothing,
+# so the rate holds at the moment of sending, whatever delays the retried task meets.
+_TAKE = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+return tostring(wait)
+"""
+
+
+class RateLimiter:
+    """`take()` returns 0.0 when a send may go now, else the seconds until a token is due."""
+
+    def __init__(
+        self, client: redis.Redis, name: str, rate: float, burst: int, keys: Keys | None = None
+    ) -> None:
+        self._key = (keys or Keys()).lock(f"rate:{name}")
+        self._rate = rate
+        self._burst = max(1, burst)
+        self._take = client.register_script(_TAKE)
+
+    def take(self) -> float:
+        if self._rate <= 0:
+            return 0.0  # unlimited
+        return float(self._take(keys=[self._key], args=[self._rate, self._burst]))

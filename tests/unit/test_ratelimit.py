@@ -1,0 +1,26 @@
+import pytest
+
+from shared.ratelimit import RateLimiter
+
+
+def test_burst_then_wait(real_redis):
+    limiter = RateLimiter(real_redis, "k", rate=10, burst=3)
+    assert [limiter.take() for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = limiter.take()
+    assert 0 < wait <= 0.1 + 1e-6
+
+
+def test_unlimited_when_rate_is_zero(fake_redis):
+    limiter = RateLimiter(fake_redis, "k", rate=0, burst=1)
+    assert all(limiter.take() == 0.0 for _ in range(100))
+
+
+@pytest.mark.parametrize("rate", [5, 50])
+def test_refills_at_the_rate(real_redis, rate):
+    import time
+
+    limiter = RateLimiter(real_redis, f"r{rate}", rate=rate, burst=1)
+    assert limiter.take() == 0.0
+    assert limiter.take() > 0
+    time.sleep(1.0 / rate + 0.01)
+    assert limiter.take() == 0.0
