@@ -28,6 +28,13 @@ def connect_redis(settings: Settings) -> redis.Redis:
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         health_check_interval=30,
+        # Stated, not inherited: redis-py's defaults moved between releases (8.x's constructor
+        # retries 10 times with backoff). One immediate retry, on a refused or reset connection
+        # only, rides over a pooled socket that died with a Redis restart. Never on a timeout:
+        # a hung Redis would cost a second timeout, and the command may yet run (SET NX twice).
+        retry=redis.retry.Retry(
+            redis.backoff.NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)
+        ),
     )
 
 

@@ -24,7 +24,6 @@ operation bounded by the timeout, and the (few, quick) retries are ours, under o
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -144,6 +143,6 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 def _timed_out(exc: BaseException) -> bool:
     """Whether Redis stopped answering (rather than refusing): the outcome is then unknown."""
     return any(
-        isinstance(cause, redis.exceptions.TimeoutError | socket.timeout | TimeoutError)
+        isinstance(cause, redis.exceptions.TimeoutError | TimeoutError)  # socket.timeout too
         for cause in _causes(exc)
     )

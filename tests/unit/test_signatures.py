@@ -56,3 +56,22 @@ def test_verify_accepts_fresh_and_rejects_tampered_or_stale(method):
     assert verify(PARAMS, "s3cret", method, now=1700000000) == "missing sig"
     assert verify({**signed, "timestamp": "x"}, "s3cret", method, now=1) is not None
     assert verify({**signed, "sig": "é" * 32}, "s3cret", method, now=1700000000) == "bad sig"
+
+
+@pytest.mark.parametrize("method", list(SignatureMethod))
+def test_agrees_with_the_independent_sandbox_signer(method):
+    """Two implementations written apart must agree, or a shared bug could cancel out."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from sandbox.signing import signature
+
+    keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12)
+    values = st.text(max_size=40)
+
+    @settings(max_examples=200, deadline=None, derandomize=True)
+    @given(st.dictionaries(keys, values, max_size=8), st.text(min_size=1, max_size=20))
+    def agree(params, secret):
+        assert sign(params, secret, method) == signature(params, secret, method.value)
+
+    agree()
