@@ -334,7 +334,7 @@ def _paths() -> dict[str, Schema]:
                             "schema": {"type": "string"},
                         }},
                     },
-                    "499": _error("Idempotency-Key was used with a different body."),
+                    "409": _error("Idempotency-Key was used with a different body."),
                     **_common("400", "413"),
                 },
             },

@@ -5,6 +5,7 @@ import re
 import time
 
 import pytest
+import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import (
@@ -17,11 +18,12 @@ from shared.conversations import MessageKind
 from shared.domain import Conversation, ConversationStatus, OutboundSms, Participant
 from shared.messages import MessageLog
 from shared.store import ConversationStore
-from tests.doubles import FakePublisher
+from tests.doubles import BadPublisher, FakePublisher
 from tests.web.conftest import AUTH
 from web.app import create_app
 from web.openapi import EXAMPLE_ID, openapi_document
 
+CREATE_EXAMPLE = openapi_document()["components"]["schemas"]["CreateConversation"]["example"]
 ENV = {"SMSPROXY_RETAIN_BODIES": "true", "SMSPROXY_CALLBACK_SECRET": "cb-secret"}
 
 
@@ -50,7 +52,7 @@ SCHEMA.config.checks.update(excluded_check_names=["positive_data_acceptance", "u
 
 # Bounded and repeatable: the same inputs every run, no example database.
 BOUNDED = settings(
-    max_examples=40,
+    max_examples=100,
     derandomize=True,
     database=None,
     deadline=None,
@@ -160,6 +162,54 @@ def test_every_operation_but_the_document_itself_documents_401_and_answers_it(ap
                                                      response_schema_conformance])
 
 
+def test_every_operation_answers_the_documented_503_when_redis_is_down(make_settings):
+    # Nothing listens on the discard port: every Redis call fails at once.
+    dead = redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.5)
+    APP_UNDER_TEST.target = create_app(make_settings(**ENV), redis_client=dead,
+                                       publisher=FakePublisher())
+    try:
+        for result in SCHEMA.get_all_operations():
+            operation = result.ok()
+            if operation.path == "/v1/openapi.json":
+                continue
+            case = operation.Case(path_parameters={"conversation_id": EXAMPLE_ID},
+                                  body=CREATE_EXAMPLE, media_type="application/json")
+            response = case.call(headers=AUTH)
+            assert response.status_code == 503, operation.label
+            case.validate_response(response, checks=[status_code_conformance,
+                                                     response_headers_conformance,
+                                                     response_schema_conformance])
+    finally:
+        APP_UNDER_TEST.target = None
+
+
+def test_create_answers_the_documented_503_when_the_broker_is_down(make_settings, fake_redis):
+    APP_UNDER_TEST.target = create_app(make_settings(**ENV), redis_client=fake_redis,
+                                       publisher=BadPublisher())
+    try:
+        case = SCHEMA["/v1/conversations"]["POST"].Case(body=CREATE_EXAMPLE,
+                                                         media_type="application/json")
+        response = case.call(headers=AUTH)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "queue_unavailable"
+        case.validate_response(response, checks=[status_code_conformance,
+                                                 response_headers_conformance,
+                                                 response_schema_conformance])
+    finally:
+        APP_UNDER_TEST.target = None
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "-1", "1.5", "\u00b2", "\u0663", "1" * 5000])
+def test_limit_outside_1_to_100_answers_the_documented_400(app, limit):
+    # "²".isdigit() and 5000 ASCII digits once reached int() and answered 500.
+    case = SCHEMA["/v1/conversations"]["GET"].Case(query={"limit": limit})
+    response = case.call(headers=AUTH)
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == "limit"
+    case.validate_response(response, checks=[status_code_conformance,
+                                             response_schema_conformance])
+
+
 @SCHEMA.auth()
 class BearerToken:
     """The token every generated request carries (schemathesis' own auth checks still send
@@ -181,5 +231,5 @@ def test_generated_requests_are_answered_as_documented(case, app):
 def test_linked_sequences_are_answered_as_documented(app):
     """Walks the 202's links: create, then get, close or list the messages of what it made."""
     SCHEMA.as_state_machine().run(
-        settings=settings(BOUNDED, max_examples=15, stateful_step_count=6)
+        settings=settings(BOUNDED, max_examples=30, stateful_step_count=6)
     )
