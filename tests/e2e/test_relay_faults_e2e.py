@@ -192,3 +192,13 @@ def test_shared_rate_limit_holds_across_four_workers(stack):
     assert worst <= RATE + BURST + 1
     assert len(sends) == 300
     assert Counter((s["to"], s["text"]) for s in sends).most_common(1)[0][1] == 1
+
+
+def test_logs_of_the_whole_run_carry_no_full_number_or_body(stack):
+    """Runs last in this module: every process's log shows numbers masked and no bodies."""
+    secrets = ["447400200001", "447400200031", "447400299999", "4474003", "Parcel update",
+               "retry me", "who is this?", "first half", "msg 29"]
+    for log in stack.logs.glob("*.log"):
+        text = log.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in text, f"{secret!r} in {log.name}"
