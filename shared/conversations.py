@@ -154,9 +154,7 @@ class Established:
 class NumberBuyer(Protocol):
     """Buys one number for a country on the fly (the pool keeper); True if the pool grew."""
 
-    def buy_one(
-        self, vonage: VonagePort, country: str, inbound_url: str | None, seen_size: int
-    ) -> bool: ...
+    def buy_one(self, vonage: VonagePort, country: str, seen_size: int) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +246,7 @@ class Conversations:
                     not self.settings.buy_on_demand
                     or self.buyer is None
                     or not country
-                    or not self.buyer.buy_one(
-                        vonage, country, self.settings.inbound_url, seen[country]
-                    )
+                    or not self.buyer.buy_one(vonage, country, seen[country])
                 ):
                     raise
         return self.store.allocate(conversation_id, request)

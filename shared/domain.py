@@ -26,6 +26,7 @@ class MessageKind(StrEnum):
     INTRO = "intro"
     RELAY = "relay"
     OUT_OF_SESSION = "out_of_session"
+    NUMBER_CHANGE = "number_change"
 
 
 class DeliveryState(StrEnum):

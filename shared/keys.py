@@ -40,6 +40,10 @@ class Keys:
         """Sorted set of allocatable numbers of a country, scored by live routes."""
         return f"{self.prefix}pool:{country}"
 
+    def pool_members(self) -> str:
+        """Every number the pool manages, allocatable or draining."""
+        return f"{self.prefix}pool:numbers"
+
     def pool_countries(self) -> str:
         return f"{self.prefix}pool:countries"
 

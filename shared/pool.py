@@ -1,54 +1,99 @@
-"""Pool maintenance: adopt owned numbers, repair their inbound URL, buy up to each target."""
+"""Pool maintenance: reconcile with the account, repair inbound URLs, buy to targets, release.
+
+One run reads the whole inventory before changing anything, so that a failed or partial answer
+stops the run with nothing half-done; the next run starts clean. Only one keeper acts at a time
+(a Redis lock), so two schedulers can never buy the same shortfall twice.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 
 import redis
 
+from shared.domain import Conversation, ConversationStatus, MessageKind, OutboundSms
 from shared.keys import Keys
+from shared.messages import MessageLog
 from shared.metrics import Counters
-from shared.phone import mask
+from shared.phone import mask, to_e164
+from shared.settings import Settings
 from shared.store import ConversationStore
-from shared.vonage_gateway import VonageFailure, VonagePort
+from shared.vonage_gateway import OwnedNumber, VonageFailure, VonagePort
 
 log = logging.getLogger(__name__)
 
 # Longer than one maintenance run can take; a crashed holder frees the lock by expiry.
 LOCK_TIMEOUT_SECONDS = 300
+AUTH_FAILURES = frozenset({"http401", "http403"})
+
+
+@dataclass(frozen=True, slots=True)
+class PoolPolicy:
+    """What the operator asked for, from settings."""
+
+    targets: Mapping[str, int]
+    maximums: Mapping[str, int]
+    monthly_budget: float
+    adopt: bool
+    release: bool
+    inbound_url: str | None
+    number_change_template: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PoolPolicy:
+        return cls(
+            targets=settings.pool_targets,
+            maximums=settings.pool_maximums,
+            monthly_budget=settings.pool_monthly_budget,
+            adopt=settings.pool_adopt,
+            release=settings.pool_release,
+            inbound_url=settings.inbound_url,
+            number_change_template=settings.number_change_template,
+        )
+
+    def wanted(self, country: str) -> int:
+        """The target, never above the country's maximum."""
+        target = self.targets.get(country, 0)
+        return min(target, self.maximums.get(country, target))
 
 
 @dataclass(slots=True)
 class PoolReport:
-    """What one maintenance run did."""
+    """What one maintenance run did; `sends` are number-change SMS to enqueue."""
 
     ran: bool = True
     adopted: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     bought: list[str] = field(default_factory=list)
+    drained: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
     shortfall: dict[str, int] = field(default_factory=dict)
+    sends: list[str] = field(default_factory=list)
 
 
 class PoolKeeper:
-    """Keeps the pool in step with the account; only one keeper acts at a time (a Redis lock)."""
+    """Keeps the pool in step with the account and the policy."""
 
     def __init__(
         self,
         client: redis.Redis,
         store: ConversationStore,
+        messages: MessageLog,
         counters: Counters,
+        policy: PoolPolicy,
         keys: Keys | None = None,
     ) -> None:
         self._redis = client
         self._store = store
+        self._messages = messages
         self._counters = counters
+        self._policy = policy
         self._keys = keys or Keys()
 
-    def maintain(
-        self, vonage: VonagePort, targets: Mapping[str, int], inbound_url: str | None
-    ) -> PoolReport:
+    def maintain(self, vonage: VonagePort) -> PoolReport:
         lock = self._redis.lock(
             self._keys.lock("pool"), timeout=LOCK_TIMEOUT_SECONDS, blocking=False
         )
@@ -56,13 +101,96 @@ class PoolKeeper:
             log.info("pool maintenance already running elsewhere; skipped")
             return PoolReport(ran=False)
         try:
-            return self._maintain(vonage, targets, inbound_url)
+            return self._maintain(vonage, self._policy)
+        except VonageFailure as failure:
+            self._counters.incr("smsproxy.pool.maintenance_failed")
+            if failure.code in AUTH_FAILURES:
+                self._counters.incr("smsproxy.pool.auth_failed")
+                log.error("pool maintenance stopped: Vonage refused the credentials (%s)",
+                          failure.code)
+            else:
+                log.warning("pool maintenance stopped: %s %s", failure.code, failure.reason)
+            raise
         finally:
             lock.release()
 
-    def buy_one(
-        self, vonage: VonagePort, country: str, inbound_url: str | None, seen_size: int
-    ) -> bool:
+    def _maintain(self, vonage: VonagePort, policy: PoolPolicy) -> PoolReport:
+        report = PoolReport()
+        owned = {n.msisdn: n for n in vonage.owned_numbers()}
+        self._reconcile(vonage, owned, policy, report)
+        for country in sorted(set(policy.targets) | set(self._store.pool_countries())):
+            missing = policy.wanted(country) - self._store.pool_size(country)
+            if missing > 0:
+                self._buy(vonage, country, missing, policy, report)
+            elif missing < 0 and policy.release:
+                self._drain_surplus(country, -missing, report)
+        if policy.release:
+            self._cancel_drained(vonage, report)
+        self._counters.incr("smsproxy.pool.bought", len(report.bought))
+        log.info(
+            "pool maintained: adopted %d, lost %d, repaired %d, bought %d, drained %d, "
+            "cancelled %d, short %s",
+            len(report.adopted), len(report.lost), len(report.repaired), len(report.bought),
+            len(report.drained), len(report.cancelled), report.shortfall or "-",
+        )
+        return report
+
+    def _reconcile(
+        self,
+        vonage: VonagePort,
+        owned: Mapping[str, OwnedNumber],
+        policy: PoolPolicy,
+        report: PoolReport,
+    ) -> None:
+        known = {n.msisdn: n for n in self._store.pool_numbers()}
+        for msisdn in sorted(set(known) - set(owned)):
+            self._fail_over(msisdn, known[msisdn].country, policy, report)
+        for number in owned.values():
+            if number.msisdn not in known:
+                # A number pointing at us is ours (e.g. the store was rebuilt); others only
+                # when the operator allows adopting numbers bought outside the proxy.
+                ours = policy.inbound_url is not None and number.inbound_url == policy.inbound_url
+                if not (ours or policy.adopt):
+                    continue
+                self._store.add_pool_number(number.msisdn, number.country)
+                report.adopted.append(number.msisdn)
+            if policy.inbound_url and number.inbound_url != policy.inbound_url:
+                vonage.set_inbound_url(number.country, number.msisdn, policy.inbound_url)
+                report.repaired.append(number.msisdn)
+
+    def _fail_over(
+        self, lost: str, country: str, policy: PoolPolicy, report: PoolReport
+    ) -> None:
+        """The account no longer owns `lost`: move its live routes, tell the people affected."""
+        self._store.drain_number(lost)
+        for conversation in self._store.live_conversations():
+            for index, participant in enumerate(conversation.participants):
+                if participant.proxy_number != lost:
+                    continue
+                countries = [participant.country or country, *self._store.pool_countries()]
+                moved = self._store.reroute(conversation.id, participant.number, lost, countries)
+                if moved is None:
+                    self._store.finish(conversation.id, ConversationStatus.FAILED, "number_lost")
+                    self._counters.incr("smsproxy.pool.conversations_lost")
+                    continue
+                self._store.transition(conversation.id, _proxy_changer(index, moved))
+                message = OutboundSms(
+                    id=f"renumber-{conversation.id}-{index}-{lost}",
+                    conversation_id=conversation.id,
+                    kind=MessageKind.NUMBER_CHANGE,
+                    sender=moved,
+                    recipient=participant.number,
+                    text=policy.number_change_template.replace("{number}", to_e164(moved)),
+                )
+                self._messages.owe(message)
+                report.sends.append(message.id)
+                self._counters.incr("smsproxy.pool.rerouted")
+        self._store.forget_number(lost)
+        report.lost.append(lost)
+        self._counters.incr("smsproxy.pool.lost")
+        log.warning("number %s is no longer owned; its routes were moved", mask(lost))
+
+    def buy_one(self, vonage: VonagePort, country: str, seen_size: int) -> bool:
         """Buy one number for a country now, because a create found `seen_size` numbers short.
 
         One buyer per country at a time; a waiter whose pool grew meanwhile buys nothing and
@@ -74,61 +202,90 @@ class PoolKeeper:
         try:
             if self._store.pool_size(country) > seen_size:
                 return True
+            if self._policy.maximums.get(country, seen_size + 1) <= seen_size:
+                return False
             report = PoolReport()
-            self._buy(vonage, country, 1, inbound_url, report)
+            self._buy(vonage, country, 1, self._policy, report)
             self._counters.incr("smsproxy.pool.bought", len(report.bought))
             return bool(report.bought)
         finally:
             lock.release()
 
-    def _maintain(
-        self, vonage: VonagePort, targets: Mapping[str, int], inbound_url: str | None
-    ) -> PoolReport:
-        report = PoolReport()
-        # Read the whole inventory before changing anything: a failed page stops the run here.
-        owned = vonage.owned_numbers()
-        for number in owned:
-            if self._store.add_pool_number(number.msisdn, number.country):
-                report.adopted.append(number.msisdn)
-            if inbound_url and number.inbound_url != inbound_url:
-                vonage.set_inbound_url(number.country, number.msisdn, inbound_url)
-                report.repaired.append(number.msisdn)
-        for country, target in sorted(targets.items()):
-            missing = target - self._store.pool_size(country)
-            if missing > 0:
-                self._buy(vonage, country, missing, inbound_url, report)
-        self._counters.incr("smsproxy.pool.bought", len(report.bought))
-        log.info(
-            "pool maintained: adopted %d, repaired %d, bought %d, short %s",
-            len(report.adopted), len(report.repaired), len(report.bought), report.shortfall or "-",
-        )
-        return report
+    def _monthly_spend(self) -> float:
+        return sum(_cost(number.monthly_cost) for number in self._store.pool_numbers())
 
     def _buy(
         self,
         vonage: VonagePort,
         country: str,
         missing: int,
-        inbound_url: str | None,
+        policy: PoolPolicy,
         report: PoolReport,
     ) -> None:
-        for candidate in vonage.search_numbers(country, size=missing * 2):
+        spend = self._monthly_spend()
+        for candidate in vonage.search_numbers(country, size=missing * 2 + 2):
             if missing == 0:
+                break
+            cost = _cost(candidate.monthly_cost)
+            if policy.monthly_budget and spend + cost > policy.monthly_budget:
+                log.warning("pool budget reached: not buying more numbers for %s", country)
+                self._counters.incr("smsproxy.pool.budget_reached")
                 break
             try:
                 vonage.buy_number(candidate.country, candidate.msisdn)
             except VonageFailure as failure:
-                # 420: someone else took it between search and buy; try the next one.
+                if failure.code in AUTH_FAILURES or failure.transient:
+                    raise  # credentials refused, or throttled: stop, the next run retries
+                # 420 and the like: someone else took it between search and buy; next one.
                 log.info("could not buy %s: %s", mask(candidate.msisdn), failure.code)
-                if failure.code in {"http401", "http403"}:
-                    raise
                 continue
-            if inbound_url:
-                vonage.set_inbound_url(candidate.country, candidate.msisdn, inbound_url)
+            if policy.inbound_url:
+                vonage.set_inbound_url(candidate.country, candidate.msisdn, policy.inbound_url)
             self._store.add_pool_number(
                 candidate.msisdn, candidate.country, monthly_cost=candidate.monthly_cost
             )
             report.bought.append(candidate.msisdn)
+            spend += cost
             missing -= 1
         if missing:
             report.shortfall[country] = missing
+            self._counters.incr("smsproxy.pool.shortfall", missing)
+
+    def _drain_surplus(self, country: str, surplus: int, report: PoolReport) -> None:
+        """Stop allocating on the least-used numbers above the target."""
+        active = [n for n in self._store.pool_numbers(country) if n.state == "active"]
+        for number in sorted(active, key=lambda n: (n.routes, n.msisdn))[:surplus]:
+            self._store.drain_number(number.msisdn)
+            report.drained.append(number.msisdn)
+
+    def _cancel_drained(self, vonage: VonagePort, report: PoolReport) -> None:
+        """Cancel drained numbers once no live route uses them; never one with a live route."""
+        for number in self._store.pool_numbers():
+            if number.state != "draining" or number.routes > 0:
+                continue
+            vonage.cancel_number(number.country, number.msisdn)
+            self._store.forget_number(number.msisdn)
+            report.cancelled.append(number.msisdn)
+            self._counters.incr("smsproxy.pool.cancelled")
+
+
+def _cost(raw: str | None) -> float:
+    try:
+        return float(raw or 0)
+    except ValueError:
+        return 0.0
+
+
+def _proxy_changer(index: int, proxy: str) -> Callable[[Conversation], Conversation | None]:
+    """A transition giving participant `index` a new proxy number."""
+
+    def change(conversation: Conversation) -> Conversation | None:
+        if not conversation.status.is_live:
+            return None
+        people = list(conversation.participants)
+        people[index] = replace(people[index], proxy_number=proxy)
+        return conversation.with_status(
+            conversation.status, participants=(people[0], people[1])
+        )
+
+    return change

@@ -116,6 +116,29 @@ class Settings:
     pool_targets: Mapping[str, int] = _setting(
         "SMSPROXY_POOL_TARGETS", _pool_targets, "numbers to hold per country, e.g. GB=3,US=2"
     )
+    pool_maximums: Mapping[str, int] = _setting(
+        "SMSPROXY_POOL_MAXIMUMS", _pool_targets, "the most numbers to hold per country, e.g. GB=10"
+    )
+    pool_monthly_budget: float = _setting(
+        "SMSPROXY_POOL_MONTHLY_BUDGET", _non_negative_float,
+        "total monthly rental the pool may reach (0: no cap); buying stops there",
+    )
+    pool_adopt: bool = _setting(
+        "SMSPROXY_POOL_ADOPT", _flag,
+        "adopt numbers the account owns but the proxy did not buy (ours are always kept)",
+    )
+    pool_release: bool = _setting(
+        "SMSPROXY_POOL_RELEASE", _flag,
+        "drain idle numbers above the target and cancel them once no live route uses them",
+    )
+    pool_maintenance_seconds: float = _setting(
+        "SMSPROXY_POOL_MAINTENANCE_SECONDS", _non_negative_float,
+        "how often beat runs pool maintenance",
+    )
+    number_change_template: str = _setting(
+        "SMSPROXY_NUMBER_CHANGE_TEMPLATE", str,
+        "SMS sent when a proxy number is lost; {number} is the new number to text",
+    )
     default_ttl_seconds: int = _setting(
         "SMSPROXY_DEFAULT_TTL_SECONDS", _positive_int, "conversation lifetime when none is given"
     )
@@ -248,6 +271,14 @@ _DEFAULTS: dict[str, str] = {
     "VONAGE_REST_HOST": "rest.nexmo.com",
     "SMSPROXY_VONAGE_TIMEOUT_SECONDS": "10",
     "SMSPROXY_DEFAULT_TTL_SECONDS": "86400",
+    "SMSPROXY_POOL_MONTHLY_BUDGET": "0",
+    "SMSPROXY_POOL_ADOPT": "false",
+    "SMSPROXY_POOL_RELEASE": "false",
+    "SMSPROXY_POOL_MAINTENANCE_SECONDS": "60",
+    "SMSPROXY_NUMBER_CHANGE_TEMPLATE": (
+        "Your conversation has moved to a new number: {number}. "
+        "Please text that number from now on."
+    ),
     "SMSPROXY_MAX_TTL_SECONDS": "2592000",
     "SMSPROXY_INTRO_TEMPLATE": (
         "You are connected with {counterpart}. Text this number to reach them; "

@@ -94,6 +94,28 @@ return freed
 FINISHED_RETENTION_SECONDS = 30 * 24 * 3600
 
 
+# Moves one participant of a live conversation off a number the account lost, onto a free number
+# of the given countries (not one the person already uses), keeping route counts exact.
+_REROUTE = """
+local prefix, conv, lost = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('HGET', KEYS[1], lost) ~= conv then return false end
+for i = 5, 4 + tonumber(ARGV[4]) do
+  local pool = prefix .. 'pool:' .. ARGV[i]
+  for _, n in ipairs(redis.call('ZRANGE', pool, 0, -1)) do
+    if n ~= lost and redis.call('HEXISTS', KEYS[1], n) == 0 then
+      redis.call('HDEL', KEYS[1], lost)
+      redis.call('HINCRBY', prefix .. 'number:' .. lost, 'routes', -1)
+      redis.call('HSET', KEYS[1], n, conv)
+      redis.call('HINCRBY', prefix .. 'number:' .. n, 'routes', 1)
+      redis.call('ZINCRBY', pool, 1, n)
+      return n
+    end
+  end
+end
+return false
+"""
+
+
 class PoolExhausted(Exception):
     """No free number for a participant; `index` says which (0 or 1)."""
 
@@ -121,6 +143,7 @@ class ConversationStore:
         self._keys = keys or Keys()
         self._allocate = client.register_script(_ALLOCATE)
         self._release = client.register_script(_RELEASE)
+        self._reroute = client.register_script(_REROUTE)
 
     @property
     def keys(self) -> Keys:
@@ -333,6 +356,7 @@ class ConversationStore:
         if monthly_cost is not None:
             pipe.hset(number_key, "cost", monthly_cost)
         pipe.sadd(self._keys.pool_countries(), country)
+        pipe.sadd(self._keys.pool_members(), msisdn)
         pipe.execute()
         routes = int(self._redis.hget(number_key, "routes") or 0)
         return bool(self._redis.zadd(self._keys.pool(country), {msisdn: routes}, nx=True))
@@ -340,22 +364,70 @@ class ConversationStore:
     def pool_countries(self) -> list[str]:
         return sorted(str(c) for c in self._redis.smembers(self._keys.pool_countries()))
 
-    def pool_numbers(self, country: str | None = None) -> Iterator[PoolNumber]:
-        """Every allocatable number, least loaded first within a country."""
-        countries = [country] if country else self.pool_countries()
-        for code in countries:
-            for msisdn in self._redis.zrange(self._keys.pool(code), 0, -1):
-                data = self._redis.hgetall(self._keys.number(str(msisdn)))
-                yield PoolNumber(
-                    msisdn=str(msisdn),
-                    country=code,
+    def pool_numbers(self, country: str | None = None) -> list[PoolNumber]:
+        """Every number the pool manages (allocatable or draining), by country and number."""
+        members = sorted(str(m) for m in self._redis.smembers(self._keys.pool_members()))
+        pipe = self._redis.pipeline()
+        for msisdn in members:
+            pipe.hgetall(self._keys.number(msisdn))
+        found = []
+        for msisdn, data in zip(members, pipe.execute(), strict=True):
+            if not data or (country and data.get("country") != country):
+                continue
+            found.append(
+                PoolNumber(
+                    msisdn=msisdn,
+                    country=str(data.get("country", "")),
                     routes=int(data.get("routes", 0)),
                     state=str(data.get("state", "active")),
                     monthly_cost=str(data["cost"]) if "cost" in data else None,
                 )
+            )
+        return sorted(found, key=lambda n: (n.country, n.msisdn))
 
     def pool_size(self, country: str) -> int:
+        """Allocatable numbers of a country (draining ones excluded)."""
         return int(self._redis.zcard(self._keys.pool(country)))
+
+    def drain_number(self, msisdn: str) -> None:
+        """No new conversations on this number; its live ones carry on."""
+        country = self._redis.hget(self._keys.number(msisdn), "country")
+        pipe = self._redis.pipeline()
+        pipe.hset(self._keys.number(msisdn), "state", "draining")
+        if country:
+            pipe.zrem(self._keys.pool(str(country)), msisdn)
+        pipe.execute()
+
+    def forget_number(self, msisdn: str) -> None:
+        """Drop a number from the pool entirely (cancelled, or no longer owned)."""
+        country = self._redis.hget(self._keys.number(msisdn), "country")
+        pipe = self._redis.pipeline()
+        if country:
+            pipe.zrem(self._keys.pool(str(country)), msisdn)
+        pipe.srem(self._keys.pool_members(), msisdn)
+        pipe.delete(self._keys.number(msisdn))
+        pipe.execute()
+
+    def live_conversations(self) -> Iterator[Conversation]:
+        """Every live conversation (pending or active), via the expiry index."""
+        ids = [str(i) for i in self._redis.zrange(self._keys.expiry(), 0, -1)]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for raw in self._redis.mget([self._keys.conversation(i) for i in chunk]):
+                if raw:
+                    conversation = Conversation.from_json(raw)
+                    if conversation.status.is_live:
+                        yield conversation
+
+    def reroute(
+        self, conversation_id: str, person: str, lost: str, countries: Sequence[str]
+    ) -> str | None:
+        """Move a person's route in a conversation off `lost`; the new number, or None if full."""
+        moved = self._reroute(
+            keys=[self._keys.routes(person)],
+            args=[self._keys.prefix, conversation_id, lost, len(countries), *countries],
+        )
+        return str(moved) if moved else None
 
 
 def now() -> float:

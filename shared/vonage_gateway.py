@@ -88,6 +88,8 @@ class VonagePort(Protocol):
 
     def set_inbound_url(self, country: str, msisdn: str, url: str) -> None: ...
 
+    def cancel_number(self, country: str, msisdn: str) -> None: ...
+
 
 def is_gsm7(text: str) -> bool:
     """Whether text fits the GSM-7 alphabet (else it must go as `unicode`)."""
@@ -187,8 +189,11 @@ class VonageGateway:
                 ListOwnedNumbersFilter(index=index, size=100),
             )
             for n in numbers:
-                if n.msisdn and n.country:
-                    found.append(OwnedNumber(n.msisdn, n.country, n.mo_http_url))
+                if not n.msisdn or not n.country:
+                    # a partial answer must not be mistaken for "this number is gone"
+                    raise VonageFailure("numbers", "owned number without msisdn or country",
+                                        transient=True)
+                found.append(OwnedNumber(n.msisdn, n.country, n.mo_http_url))
         return found
 
     def search_numbers(self, country: str, size: int) -> list[AvailableNumber]:
@@ -216,6 +221,11 @@ class VonageGateway:
         self._numbers_call(
             self._client.numbers.update_number,
             UpdateNumberParams(country=country, msisdn=msisdn, mo_http_url=url),
+        )
+
+    def cancel_number(self, country: str, msisdn: str) -> None:
+        self._numbers_call(
+            self._client.numbers.cancel_number, NumberParams(country=country, msisdn=msisdn)
         )
 
     @staticmethod

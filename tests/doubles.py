@@ -49,6 +49,9 @@ class FakeVonage:
     invalid: set[str] = field(default_factory=set)
     owned: list[OwnedNumber] = field(default_factory=list)
     available: list[AvailableNumber] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    gone: set[str] = field(default_factory=set)  # taken by someone else between search and buy
+    numbers_failure: VonageFailure | None = None  # every Numbers call fails with this
 
     def send_sms(
         self, *, sender: str, recipient: str, text: str, client_ref: str, callback: str | None
@@ -64,12 +67,16 @@ class FakeVonage:
         return NumberInsight(msisdn=msisdn, country=country_of(msisdn) or "ZZ")
 
     def owned_numbers(self) -> list[OwnedNumber]:
+        if self.numbers_failure:
+            raise self.numbers_failure
         return list(self.owned)
 
     def search_numbers(self, country: str, size: int) -> list[AvailableNumber]:
         return [n for n in self.available if n.country == country][:size]
 
     def buy_number(self, country: str, msisdn: str) -> None:
+        if msisdn in self.gone:
+            raise VonageFailure("http420", "HTTP 420", transient=False)
         chosen = next(n for n in self.available if n.msisdn == msisdn)
         self.available.remove(chosen)
         self.owned.append(OwnedNumber(msisdn, country, None))
@@ -78,3 +85,7 @@ class FakeVonage:
         self.owned = [
             OwnedNumber(n.msisdn, n.country, url) if n.msisdn == msisdn else n for n in self.owned
         ]
+
+    def cancel_number(self, country: str, msisdn: str) -> None:
+        self.owned = [n for n in self.owned if n.msisdn != msisdn]
+        self.cancelled.append(msisdn)

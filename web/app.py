@@ -12,6 +12,7 @@ from shared.metrics import Counters
 from shared.settings import Settings
 from shared.store import ConversationStore
 from web import api, openapi, ops, webhooks
+from web.cli import register_cli
 from web.errors import register_error_handlers
 from web.queue import Publisher
 from web.services import Services
@@ -65,5 +66,6 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(ops.bp)
+    register_cli(app)
     register_error_handlers(app)
     return app

@@ -43,16 +43,25 @@ class SharedCounters(Collector):
         for name, value in sorted(self._svc.counters.snapshot().items()):
             yield CounterMetricFamily(name.replace(".", "_"), f"count of {name}", value=value)
         size = GaugeMetricFamily(
-            "smsproxy_pool_numbers", "numbers in the pool", labels=["country"]
+            "smsproxy_pool_numbers", "numbers in the pool", labels=["country", "state"]
+        )
+        free = GaugeMetricFamily(
+            "smsproxy_pool_free_capacity",
+            "allocatable numbers: the most live conversations one person can have",
+            labels=["country"],
         )
         routes = GaugeMetricFamily(
             "smsproxy_pool_live_routes", "live routes on pool numbers", labels=["country"]
         )
+        numbers = self._svc.store.pool_numbers()
         for country in self._svc.store.pool_countries():
-            numbers = list(self._svc.store.pool_numbers(country))
-            size.add_metric([country], len(numbers))
-            routes.add_metric([country], sum(n.routes for n in numbers))
+            mine = [n for n in numbers if n.country == country]
+            for state in ("active", "draining"):
+                size.add_metric([country, state], sum(1 for n in mine if n.state == state))
+            free.add_metric([country], self._svc.store.pool_size(country))
+            routes.add_metric([country], sum(n.routes for n in mine))
         yield size
+        yield free
         yield routes
 
 

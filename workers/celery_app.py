@@ -49,7 +49,7 @@ def make_celery(settings: Settings) -> Celery:
         task_queues=[KombuQueue(q.value) for q in Queue],  # type: ignore[no-untyped-call]
         task_default_queue=Queue.CONVERSATIONS.value,
         task_routes={name.value: {"queue": queue.value} for name, queue in QUEUE_OF.items()},
-        beat_schedule=beat_schedule(),
+        beat_schedule=beat_schedule(settings),
     )
     return app
 

@@ -11,7 +11,7 @@ import requests
 from shared.conversations import Conversations
 from shared.messages import MessageLog
 from shared.metrics import Counters
-from shared.pool import PoolKeeper
+from shared.pool import PoolKeeper, PoolPolicy
 from shared.relay import Relay
 from shared.settings import Settings
 from shared.store import ConversationStore
@@ -59,7 +59,10 @@ class Runtime:
 
     @cached_property
     def pool_keeper(self) -> PoolKeeper:
-        return PoolKeeper(self.redis, self.store, self.counters)
+        return PoolKeeper(
+            self.redis, self.store, self.messages, self.counters,
+            PoolPolicy.from_settings(self.settings),
+        )
 
     def http(self) -> requests.Session:
         """This thread's own HTTP session for callbacks to the marketplace."""

@@ -5,19 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from shared.jobs import QUEUE_OF, TaskName
+from shared.settings import Settings
 
-POOL_MAINTENANCE_SECONDS = 60.0
 EXPIRY_SWEEP_SECONDS = 15.0
 
 
-def beat_schedule() -> dict[str, dict[str, Any]]:
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    period = settings.pool_maintenance_seconds
     return {
         "maintain-pool": {
             "task": TaskName.MAINTAIN_POOL.value,
-            "schedule": POOL_MAINTENANCE_SECONDS,
+            "schedule": period,
             # a run that waited longer than its period is stale: the next one supersedes it
-            "options": {"queue": QUEUE_OF[TaskName.MAINTAIN_POOL].value,
-                        "expires": POOL_MAINTENANCE_SECONDS},
+            "options": {"queue": QUEUE_OF[TaskName.MAINTAIN_POOL].value, "expires": period},
         },
         "expire-conversations": {
             "task": TaskName.EXPIRE_CONVERSATIONS.value,

@@ -177,13 +177,10 @@ def record_receipt(payload: dict[str, str]) -> None:
 @app.task(name=TaskName.MAINTAIN_POOL.value)
 def maintain_pool() -> None:
     try:
-        runtime.pool_keeper.maintain(
-            runtime.vonage(), settings.pool_targets, settings.inbound_url
-        )
-    except VonageFailure as failure:
-        # The next scheduled run starts clean; nothing half-done is kept.
-        runtime.counters.incr("smsproxy.pool.maintenance_failed")
-        log.warning("pool maintenance stopped: %s %s", failure.code, failure.reason)
+        report = runtime.pool_keeper.maintain(runtime.vonage())
+    except VonageFailure:
+        return  # logged and counted by the keeper; the next scheduled run starts clean
+    _enqueue_sends(report.sends)
 
 
 @app.task(name=TaskName.EXPIRE_CONVERSATIONS.value)

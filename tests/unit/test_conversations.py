@@ -17,7 +17,7 @@ from shared.conversations import Conversations, RequestError, parse_create_reque
 from shared.domain import Conversation, ConversationStatus, InboundSms, Participant
 from shared.messages import MessageLog
 from shared.metrics import Counters
-from shared.pool import PoolKeeper
+from shared.pool import PoolKeeper, PoolPolicy
 from shared.relay import Relay
 from shared.store import ConversationStore
 from shared.vonage_gateway import AvailableNumber
@@ -31,7 +31,7 @@ def build(fake_redis, settings, pool=(("447700900100", "GB"),)):
     for number, country in pool:
         store.add_pool_number(number, country)
     messages, counters = MessageLog(fake_redis), Counters(fake_redis)
-    keeper = PoolKeeper(fake_redis, store, counters)
+    keeper = PoolKeeper(fake_redis, store, messages, counters, PoolPolicy.from_settings(settings))
     return store, Conversations(store, messages, counters, settings, buyer=keeper), counters
 
 

@@ -16,7 +16,8 @@ A, B = "447400100001", "447400100002"
 
 @pytest.fixture
 def world(fake_redis, make_settings):
-    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="This conversation has ended.")
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="This conversation has ended.",
+                             SMSPROXY_SEND_RATE_PER_SECOND="0")
     store = ConversationStore(fake_redis)
     for number in ("447700900100", "447700900101"):
         store.add_pool_number(number, "GB")
