@@ -76,6 +76,8 @@ def parse_create_request(body: Any, settings: Settings) -> NewConversation:
         raise RequestError("participants", "must be two different numbers")
 
     ttl = body.get("ttl_seconds", settings.default_ttl_seconds)
+    if isinstance(ttl, float) and ttl.is_integer():
+        ttl = int(ttl)  # JSON has one number type: 3600.0 is a whole number of seconds
     if isinstance(ttl, bool) or not isinstance(ttl, int):
         raise RequestError("ttl_seconds", "must be a whole number of seconds")
     if not 60 <= ttl <= settings.max_ttl_seconds:
@@ -102,7 +104,11 @@ def parse_create_request(body: Any, settings: Settings) -> NewConversation:
     metadata = body.get("metadata", {})
     if not isinstance(metadata, dict):
         raise RequestError("metadata", "must be a JSON object")
-    if len(_compact_json(metadata)) > MAX_METADATA_BYTES:
+    try:
+        size = len(_compact_json(metadata))
+    except ValueError:
+        raise RequestError("metadata", "must not contain NaN or Infinity") from None
+    if size > MAX_METADATA_BYTES:
         raise RequestError("metadata", f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
     return NewConversation(
         participants=(first, second),
@@ -134,7 +140,8 @@ def _parse_participant(index: int, raw: Any) -> Participant:
 
 
 def _compact_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    # NaN and Infinity are not JSON: accepting them would poison every later view of the data
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
 def intro_id(conversation_id: str, index: int) -> str:

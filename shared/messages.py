@@ -192,6 +192,8 @@ class MessageLog:
         if outbound_id is None:
             return None
         key = self._keys.outbound(str(outbound_id))
+        if not self._redis.exists(key):
+            return None  # the record aged out; do not re-create half of it
         data = self._redis.hmget(key, ["receipts", "parts"])
         receipts: dict[str, str] = json.loads(data[0] or "{}")
         receipts[vonage_id] = status
@@ -219,9 +221,15 @@ class MessageLog:
             pipe.hgetall(key)
         out: list[dict[str, Any]] = []
         for (kind, ident), data in zip(refs, pipe.execute(), strict=True):
-            if data:
+            # a record that aged out (or was only half re-created by a late receipt) is skipped
+            required = _INBOUND_FIELDS if kind == "in" else _OUTBOUND_FIELDS
+            if data and required <= data.keys():
                 out.append({**data, "record": kind, "id": ident})
         return out
+
+
+_INBOUND_FIELDS = frozenset({"from", "received_at"})
+_OUTBOUND_FIELDS = frozenset({"from", "to", "created_at"})
 
 
 def _overall_state(receipts: dict[str, str], parts: int) -> DeliveryState | None:

@@ -6,7 +6,7 @@ defaults ignore a caller's deadline (kombu 5.7):
 
 * `Producer.publish(retry=True)` wraps the publish in `Connection.ensure` (kombu/messaging.py
   349-351), which on a connection error reconnects through `_ensure_connection` *without* a
-  timeout (kombu/connection.py 650-655) and replays the publish; a command that timed out may
+  timeout (kombu/connection.py 654-660) and replays the publish; a command that timed out may
   already have been executed by Redis, so a replay can enqueue the job twice, and each replay
   waits a whole socket timeout on a hung Redis (measured: 4 x the timeout).
 * `retry_over_time` checks its deadline only between attempts and then sleeps a full interval

@@ -169,3 +169,13 @@ def test_list_conversations_bad_query_is_400(client, query, field):
     response = client.get(f"/v1/conversations?{query}", headers=AUTH)
     assert response.status_code == 400
     assert response.json["error"]["field"] == field
+
+
+def test_metadata_with_nan_is_refused_and_whole_float_ttl_is_accepted(client):
+    body = ('{"participants":[{"number":"+447400123456"},{"number":"+447400123457"}],'
+            '"metadata":{"a":NaN}}')
+    response = client.post("/v1/conversations", data=body,
+                           headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json["error"]["field"] == "metadata"
+    ok = client.post("/v1/conversations", json={**BODY, "ttl_seconds": 3600.0}, headers=AUTH)
+    assert ok.status_code == 202 and ok.json["ttl_seconds"] == 3600
