@@ -142,10 +142,10 @@ class Stack:
             "--loglevel", "INFO", "--hostname", f"{name}@%h", *self.config.worker_args,
         ])
 
-    def start_beat(self) -> None:
-        self._spawn("beat", [
+    def start_beat(self, name: str = "beat") -> None:
+        self._spawn(name, [
             sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat",
-            "--loglevel", "INFO", "--schedule", str(self.config.state_dir / "celerybeat-schedule"),
+            "--loglevel", "INFO", "--schedule", str(self.config.state_dir / f"{name}-schedule"),
         ])
 
     def wait_ready(self, timeout: float = 60.0) -> None:
