@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import redis
@@ -14,6 +15,16 @@ from shared.keys import Keys
 
 # Records outlive the conversation so that the audit trail can be read afterwards, but not forever.
 RECORD_TTL_SECONDS = 30 * 24 * 3600
+
+
+_CLAIMED = "claimed"
+_QUEUED = "queued"
+
+
+class WebhookClaim(StrEnum):
+    CLAIMED = "claimed"  # ours to enqueue
+    IN_PROGRESS = "in_progress"  # another attempt is under way (or died): not a duplicate yet
+    DUPLICATE = "duplicate"  # queued before
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +44,27 @@ class MessageLog:
         self._keys = keys or Keys()
 
     # -- webhook dedupe --------------------------------------------------------------------
+    #
+    # Two steps. A short-lived claim comes first: if Redis hangs with the SET on the wire, the
+    # webhook answers 503 but the SET may still run when Redis resumes, and a permanent marker
+    # would then turn Vonage's retry into a "duplicate" of a job never queued: a lost message.
+    # A claim that outlives its attempt only delays the retry until it expires. Once the broker
+    # has the job, the claim becomes the long-lived marker.
 
-    def first_sighting(self, kind: str, message_id: str, ttl_seconds: int) -> bool:
-        """Mark a webhook's messageId as seen; False when it was seen before."""
+    def claim_webhook(self, kind: str, message_id: str, claim_ms: int) -> WebhookClaim:
         key = self._keys.dedupe(kind, message_id)
-        return bool(self._redis.set(key, "1", nx=True, ex=ttl_seconds))
+        if self._redis.set(key, _CLAIMED, nx=True, px=claim_ms):
+            return WebhookClaim.CLAIMED
+        if self._redis.get(key) == _CLAIMED:
+            return WebhookClaim.IN_PROGRESS
+        return WebhookClaim.DUPLICATE
 
-    def forget_sighting(self, kind: str, message_id: str) -> None:
-        """Undo a sighting whose job could not be queued, so that Vonage's retry is accepted."""
+    def confirm_webhook(self, kind: str, message_id: str, ttl_seconds: int) -> None:
+        """The job is in the broker: remember the messageId for as long as Vonage may retry."""
+        self._redis.set(self._keys.dedupe(kind, message_id), _QUEUED, ex=ttl_seconds)
+
+    def drop_webhook_claim(self, kind: str, message_id: str) -> None:
+        """Nothing reached the broker: let Vonage's retry of this webhook be taken at once."""
         self._redis.delete(self._keys.dedupe(kind, message_id))
 
     # -- inbound records -------------------------------------------------------------------

@@ -10,7 +10,7 @@ from redis.exceptions import RedisError
 
 from shared.domain import DeliveryReceipt, InboundSms, WebhookFieldError
 from shared.jobs import TaskName
-from shared.keys import Keys
+from shared.messages import WebhookClaim
 from shared.signatures import verify
 from web.errors import error_response
 from web.queue import QueueUnavailable
@@ -25,12 +25,6 @@ MAX_VALUE_LENGTH = 8192
 CLAIM_TIMEOUTS = 5
 
 log = logging.getLogger(__name__)
-
-# Dedupe markers: the key is MessageLog's (shared/messages.py); the value tells a claim from a
-# done job. Markers written by `first_sighting` ("1") count as done.
-_DEDUPE_KEYS = Keys()
-_CLAIMED = "claimed"
-_QUEUED = "queued"
 
 
 class _BadPayload(ValueError):
@@ -71,44 +65,32 @@ def _authenticate(params: dict[str, str], kind: str) -> Response | None:
 
 
 def _accept(kind: str, message_id: str, task: TaskName, payload: dict[str, str | None]) -> Response:
-    """Enqueue once per messageId; acknowledge only after the broker has the job.
-
-    The dedupe marker is set in two steps. A short-lived *claim* comes first: if Redis hangs
-    with the SET on the wire, we answer 503 but the SET may still run when Redis resumes, and
-    a permanent marker would then turn Vonage's retry into a "duplicate" for a job that was
-    never queued: the message would be lost. A claim that outlives its attempt only delays the
-    retry (503 "in progress") until it expires. Once the broker has the job, the claim becomes
-    the long-lived marker.
-    """
+    """Enqueue once per messageId; acknowledge only after the broker has the job."""
     svc = services()
-    key = _DEDUPE_KEYS.dedupe(kind, message_id)
     claim_ms = _claim_ttl_ms(svc.settings.publish_timeout_seconds)
-    if not svc.redis.set(key, _CLAIMED, nx=True, px=claim_ms):
-        if svc.redis.get(key) == _CLAIMED:
-            # Another attempt is under way, or one failed without a trace: not a duplicate yet.
-            response = error_response(
-                503, "in_progress", "this message is being queued; retry"
-            )
-            response.headers["Retry-After"] = str(-(-claim_ms // 1000))
-            return response
+    claim = svc.messages.claim_webhook(kind, message_id, claim_ms)
+    if claim is WebhookClaim.IN_PROGRESS:
+        response = error_response(503, "in_progress", "this message is being queued; retry")
+        response.headers["Retry-After"] = str(-(-claim_ms // 1000))
+        return response
+    if claim is WebhookClaim.DUPLICATE:
         svc.counters.incr(f"smsproxy.webhooks.{kind}.duplicate")
         return jsonify({"status": "duplicate"})
     try:
         svc.publisher.publish(task, payload)
     except QueueUnavailable as exc:
-        # Let Vonage's retry of this very webhook be taken now, unless the job may yet reach the
-        # broker (a hung Redis): then the claim expires on its own, which limits how soon a
-        # second copy can be queued.
+        # Unless the job may yet reach the broker (a hung Redis: then the claim expires on its
+        # own, which limits how soon a second copy can be queued), take the retry at once.
         if not exc.maybe_published:
             try:
-                svc.messages.forget_sighting(kind, message_id)
+                svc.messages.drop_webhook_claim(kind, message_id)
             except RedisError:
                 log.warning("could not drop the dedupe claim; it expires in %d ms", claim_ms)
         raise
     # The job is in the broker: from here on, nothing may turn this into a 503 (Vonage would
     # retry and, once the claim expired, queue a second copy).
     try:
-        svc.redis.set(key, _QUEUED, ex=svc.settings.dedupe_ttl_seconds)
+        svc.messages.confirm_webhook(kind, message_id, svc.settings.dedupe_ttl_seconds)
         svc.counters.incr(f"smsproxy.webhooks.{kind}.accepted")
     except RedisError as exc:
         log.warning("job queued, bookkeeping failed: %s", type(exc).__name__)
