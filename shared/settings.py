@@ -197,6 +197,10 @@ class Settings:
         "SMSPROXY_OUT_OF_SESSION_CALLBACK_URL", _optional_text,
         "where to POST a signed event when a text arrives with no live route",
     )
+    visibility_timeout_seconds: int = _setting(
+        "SMSPROXY_VISIBILITY_TIMEOUT_SECONDS", _positive_int,
+        "how soon a task whose worker died runs again; every retry delay stays below a third",
+    )
     publish_timeout_seconds: float = _setting(
         "SMSPROXY_PUBLISH_TIMEOUT_SECONDS",
         _non_negative_float,
@@ -234,15 +238,24 @@ class Settings:
             raise SettingsError(
                 "SMSPROXY_DEFAULT_TTL_SECONDS: must not exceed SMSPROXY_MAX_TTL_SECONDS"
             )
-        if self.concat_timeout_seconds > 240:
-            # the wait is a task countdown; it must stay well under the broker's visibility timeout
-            raise SettingsError("SMSPROXY_CONCAT_TIMEOUT_SECONDS: must be at most 240")
+        if self.concat_timeout_seconds > self.visibility_timeout_seconds / 2:
+            # The wait is a task countdown: one longer than the visibility timeout makes the broker
+            # hand the waiting task out again and again (kombu#337).
+            raise SettingsError(
+                "SMSPROXY_CONCAT_TIMEOUT_SECONDS: must be at most half of "
+                "SMSPROXY_VISIBILITY_TIMEOUT_SECONDS"
+            )
         if self.out_of_session_callback_url and not self.callback_secret:
             raise SettingsError(
                 "SMSPROXY_OUT_OF_SESSION_CALLBACK_URL: needs SMSPROXY_CALLBACK_SECRET to sign"
             )
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise SettingsError("PUBLIC_BASE_URL: must start with http:// or https://")
+
+    @property
+    def max_backoff_seconds(self) -> float:
+        """The longest retry delay: far below the visibility timeout, for the same reason."""
+        return max(1.0, self.visibility_timeout_seconds / 3)
 
     @property
     def inbound_url(self) -> str | None:
@@ -295,7 +308,8 @@ _DEFAULTS: dict[str, str] = {
     "SMSPROXY_SEND_BURST": "5",
     "SMSPROXY_SEND_MAX_ATTEMPTS": "8",
     "SMSPROXY_SEND_MAX_AGE_SECONDS": "3600",
-    "SMSPROXY_CONCAT_TIMEOUT_SECONDS": "60",
+    "SMSPROXY_CONCAT_TIMEOUT_SECONDS": "15",
+    "SMSPROXY_VISIBILITY_TIMEOUT_SECONDS": "30",
     "SMSPROXY_WORKER_CONCURRENCY": "32",
     "SMSPROXY_LOG_LEVEL": "INFO",
 }

@@ -14,10 +14,8 @@ from shared.logging import configure_logging
 from shared.settings import Settings
 from workers.schedule import beat_schedule
 
-# Every countdown (retry backoff) stays far below this, or kombu would redeliver the waiting
-# message as if its worker had died (kombu#337).
-VISIBILITY_TIMEOUT_SECONDS = 300
-MAX_BACKOFF_SECONDS = 60
+# How often kombu looks for messages stranded by a dead worker (their visibility timeout past).
+RESTORE_SWEEP_SECONDS = 5
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -33,9 +31,12 @@ def make_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
-            "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
-            # sweep for messages stranded by a dead worker every 10 s, not every 100 s
-            "unacked_restore_interval": 10,
+            # A task whose worker died runs again after this; every countdown (retry backoff,
+            # multi-part wait) stays far below it, or kombu would hand the waiting message out
+            # again and again (kombu#337). Settings enforce that.
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            # sweep for stranded messages every few seconds, not kombu's default ~100 s
+            "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
             "unacked_restore_throttle": 1,
             "socket_timeout": 10,
             "socket_connect_timeout": 5,

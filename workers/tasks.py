@@ -30,7 +30,7 @@ from shared.relay import (
     Throttled,
 )
 from shared.vonage_gateway import VonageFailure
-from workers.celery_app import MAX_BACKOFF_SECONDS, app, settings
+from workers.celery_app import app, settings
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ CALLBACK_MAX_RETRIES = 8
 
 def backoff(retries: int) -> float:
     """Exponential backoff with full jitter, capped well below the visibility timeout."""
-    ceiling = min(MAX_BACKOFF_SECONDS, 2.0 ** retries)
+    ceiling = min(settings.max_backoff_seconds, 2.0 ** retries)
     return random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not security)
 
 
@@ -130,7 +130,7 @@ def relay_inbound(payload: dict[str, str]) -> None:
     result = runtime.relay.reassemble(inbound)
     if isinstance(result, Pending):
         if result.first:
-            # the countdown stays far below the visibility timeout (settings enforce <= 240 s)
+            # the countdown stays below the visibility timeout (settings enforce it)
             flush_concat.apply_async(
                 (result.group,),
                 countdown=settings.concat_timeout_seconds,
