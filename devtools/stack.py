@@ -56,6 +56,9 @@ class Stack:
         self.web_port = config.web_port if config.web_port and port_is_free(config.web_port) \
             else free_port()
         self.env: dict[str, str] = {}
+        # where each process's log stood when it was (re)started: a restarted process appends
+        # to the same log, and only what it wrote counts for its readiness
+        self._log_offsets: dict[str, int] = {}
 
     @property
     def web_url(self) -> str:
@@ -123,6 +126,7 @@ class Stack:
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         with open(self.logs / f"{name}.log", "ab") as log:
+            self._log_offsets[name] = log.tell()
             process = subprocess.Popen(  # noqa: S603 (our own interpreter and entry points)
                 command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
@@ -153,12 +157,17 @@ class Stack:
         while time.monotonic() < deadline:
             self._check_alive()
             if self._web_ready() and all(
-                " ready." in (self.logs / f"{name}.log").read_text(errors="replace")
-                for name in self.processes if name.startswith("worker")
+                self.worker_ready(name) for name in self.processes if name.startswith("worker")
             ):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"stack not ready after {timeout} s; logs in {self.logs}")
+
+    def worker_ready(self, name: str) -> bool:
+        """Whether the worker `name` has said it is ready since it was last started."""
+        with open(self.logs / f"{name}.log", "rb") as log:
+            log.seek(self._log_offsets.get(name, 0))
+            return b" ready." in log.read()
 
     def _web_ready(self) -> bool:
         try:
@@ -182,6 +191,42 @@ class Stack:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+    @property
+    def worker_names(self) -> list[str]:
+        """The workers started and not stopped (through this object), in start order."""
+        return [name for name in self.processes if name.startswith("worker")]
+
+    def stop_workers(self, sig: int = signal.SIGTERM, timeout: float = 30) -> list[str]:
+        """Signal every worker at once (SIGTERM: warm shutdown), wait for each to exit
+        (SIGKILL after `timeout`), and return their names, e.g. to start them again."""
+        names = self.worker_names
+        stopping = {name: self.processes.pop(name) for name in names}
+        for process in stopping.values():
+            if process.poll() is None:
+                os.killpg(process.pid, sig)
+        deadline = time.monotonic() + timeout
+        for process in stopping.values():
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        return names
+
+    def start_workers(self, names: list[str], timeout: float = 60.0) -> None:
+        """Start workers under the given names and wait until each is ready."""
+        for name in names:
+            self.start_worker(name)
+        self.wait_ready(timeout)
+
+    def restart_redis(self, downtime: float = 0.0, timeout: float = 10.0) -> None:
+        """Stop Redis (SIGTERM: it flushes its append-only file), stay down `downtime`
+        seconds, and start it again on the same port and data directory."""
+        assert self.redis is not None
+        self.redis.stop()
+        time.sleep(downtime)
+        self.redis.start(timeout)
 
     def stop(self) -> None:
         for name in list(self.processes):

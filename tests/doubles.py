@@ -22,6 +22,7 @@ class FakePublisher:
     """Records what web/ enqueues."""
 
     published: list[tuple[TaskName, Any]] = field(default_factory=list)
+    atomic_webhooks = False  # the web tests exercise the two-step path; see tests/integration
 
     def publish(self, task: TaskName, payload: Any) -> None:
         self.published.append((task, payload))
@@ -32,6 +33,8 @@ class FakePublisher:
 
 class BadPublisher:
     """A broker that is down."""
+
+    atomic_webhooks = False
 
     def publish(self, task: TaskName, payload: Any) -> None:
         raise QueueUnavailable(task.value)

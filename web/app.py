@@ -60,7 +60,7 @@ def create_app(
         messages=messages,
         counters=counters,
         conversations=Conversations(store, messages, counters, settings),
-        publisher=publisher or Publisher(settings),
+        publisher=publisher or Publisher(settings, client),
     )
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)

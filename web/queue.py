@@ -19,20 +19,34 @@ defaults ignore a caller's deadline (kombu 5.7):
 
 So the publish runs with kombu's retries off (`retry=False`, `max_retries=0`), every socket
 operation bounded by the timeout, and the (few, quick) retries are ours, under one deadline.
+
+When the broker is the store's Redis (the default), the door skips kombu altogether: it writes
+Celery's message (task protocol 2, the JSON envelope kombu's Redis transport reads; a test keeps
+it equal to what Celery itself writes) with one LPUSH, and for a webhook, dedupe, enqueue, marker
+and counter run as one Lua script: one round trip, and all or nothing, so a Redis that hangs
+mid-call can neither lose the message nor queue it twice.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Iterator
+from enum import StrEnum
 from typing import Any
 
+import redis
 import redis.exceptions
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
 from shared.jobs import QUEUE_OF, TaskName
+from shared.keys import Keys
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,12 +73,80 @@ class QueueUnavailable(Exception):
         self.maybe_published = maybe_published
 
 
+class WebhookOutcome(StrEnum):
+    QUEUED = "queued"
+    DUPLICATE = "duplicate"
+    IN_PROGRESS = "in_progress"  # a two-step claim of another attempt is still held
+
+
+# KEYS: dedupe marker, queue list, metrics hash. ARGV: envelope, marker TTL, counter names.
+_ENQUEUE_ONCE = """
+local seen = redis.call('GET', KEYS[1])
+if seen then
+  if seen == 'claimed' then return 'in_progress' end
+  redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
+  return 'duplicate'
+end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[1], 'queued', 'EX', ARGV[2])
+redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+return 'queued'
+"""
+
+_ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
+
+
+def celery_envelope(task: TaskName, payload: Any) -> str:
+    """Celery's task message (protocol 2) in kombu's Redis envelope, ready for LPUSH.
+
+    The task's argument is left out of `argsrepr` (monitoring tools show it; it holds numbers).
+    """
+    task_id = str(uuid.uuid4())
+    args = [] if payload is None else [payload]
+    body = json.dumps(
+        [args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}],
+        separators=(",", ":"),
+    )
+    return json.dumps(
+        {
+            "body": base64.b64encode(body.encode()).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {
+                "lang": "py", "task": task.value, "id": task_id, "shadow": None, "eta": None,
+                "expires": None, "group": None, "group_index": None, "retries": 0,
+                "timelimit": [None, None], "root_id": task_id, "parent_id": None,
+                "argsrepr": "[…]" if args else "[]", "kwargsrepr": "{}", "origin": _ORIGIN,
+                "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None,
+                "stamps": {},
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": "",
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": QUEUE_OF[task].value},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        },
+        separators=(",", ":"),
+    )
+
+
 class Publisher:
     """Sends tasks by name (web/ never imports workers/), failing fast when the broker is down."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: redis.Redis | None = None) -> None:
         timeout = max(settings.publish_timeout_seconds, MIN_TIMEOUT_SECONDS)
         self._timeout = timeout
+        # The direct path needs the broker to be the store's Redis (same URL, so same database).
+        self._direct = store if store is not None and settings.broker_url == settings.redis_url \
+            else None
+        self._enqueue_once = (
+            self._direct.register_script(_ENQUEUE_ONCE) if self._direct is not None else None
+        )
+        self._keys = Keys()
         self._app = Celery("smsproxy-web", broker=settings.broker_url, set_as_current=False)
         self._app.conf.update(
             # Consumer-side settings; a producer-only app states them so nothing waits on them.
@@ -89,12 +171,40 @@ class Publisher:
             task_serializer="json",
         )
 
+    @property
+    def atomic_webhooks(self) -> bool:
+        """Whether `enqueue_webhook` is available (the broker is the store's Redis)."""
+        return self._enqueue_once is not None
+
+    def enqueue_webhook(
+        self, kind: str, message_id: str, task: TaskName, payload: Any, dedupe_ttl: int
+    ) -> WebhookOutcome:
+        """Dedupe on messageId and enqueue, as one step; raises QueueUnavailable on failure."""
+        if self._enqueue_once is None:
+            raise RuntimeError("the broker is not the store's Redis: use the two-step path")
+        try:
+            outcome = self._enqueue_once(
+                keys=[self._keys.dedupe(kind, message_id), QUEUE_OF[task].value,
+                      self._keys.metrics()],
+                args=[celery_envelope(task, payload), dedupe_ttl,
+                      f"smsproxy.webhooks.{kind}.accepted", f"smsproxy.webhooks.{kind}.duplicate"],
+            )
+        except redis.exceptions.RedisError as exc:
+            raise self._unavailable(task, exc) from exc
+        return WebhookOutcome(str(outcome))
+
     def publish(self, task: TaskName, payload: Any = None) -> None:
         """Put one job on its queue; raises QueueUnavailable if the broker did not take it.
 
         `payload` is the task's one argument (None for tasks that take none). Returns only once
         Redis has answered the LPUSH: the job is in the broker.
         """
+        if self._direct is not None:
+            try:
+                self._direct.lpush(QUEUE_OF[task].value, celery_envelope(task, payload))
+            except redis.exceptions.RedisError as exc:
+                raise self._unavailable(task, exc) from exc
+            return
         deadline = time.monotonic() + self._timeout
         pauses = iter(RETRY_PAUSES_SECONDS)
         while True:
@@ -118,6 +228,13 @@ class Publisher:
                     )
                     raise QueueUnavailable(task.value, maybe_published=maybe_published) from exc
                 time.sleep(pause)
+
+    @staticmethod
+    def _unavailable(task: TaskName, exc: BaseException) -> QueueUnavailable:
+        maybe_published = _timed_out(exc)
+        log.warning("broker unavailable for %s: %s%s", task.value, type(exc).__name__,
+                    " (timed out; the job may still arrive)" if maybe_published else "")
+        return QueueUnavailable(task.value, maybe_published=maybe_published)
 
     def ping(self) -> bool:
         """Whether the broker answers now (for /readyz), within the publish timeout."""

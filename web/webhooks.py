@@ -13,7 +13,7 @@ from shared.jobs import TaskName
 from shared.messages import WebhookClaim
 from shared.signatures import verify
 from web.errors import error_response
-from web.queue import QueueUnavailable
+from web.queue import QueueUnavailable, WebhookOutcome
 from web.services import services
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
@@ -67,12 +67,31 @@ def _authenticate(params: dict[str, str], kind: str) -> Response | None:
 def _accept(kind: str, message_id: str, task: TaskName, payload: dict[str, str | None]) -> Response:
     """Enqueue once per messageId; acknowledge only after the broker has the job."""
     svc = services()
+    if svc.publisher.atomic_webhooks:
+        outcome = svc.publisher.enqueue_webhook(
+            kind, message_id, task, payload, svc.settings.dedupe_ttl_seconds
+        )
+        if outcome is WebhookOutcome.IN_PROGRESS:
+            return _in_progress(_claim_ttl_ms(svc.settings.publish_timeout_seconds))
+        return jsonify({"status": outcome.value})
+    return _accept_in_two_steps(kind, message_id, task, payload)
+
+
+def _in_progress(claim_ms: int) -> Response:
+    response = error_response(503, "in_progress", "this message is being queued; retry")
+    response.headers["Retry-After"] = str(-(-claim_ms // 1000))
+    return response
+
+
+def _accept_in_two_steps(
+    kind: str, message_id: str, task: TaskName, payload: dict[str, str | None]
+) -> Response:
+    """For a broker apart from the store: a short claim, the publish, then the marker."""
+    svc = services()
     claim_ms = _claim_ttl_ms(svc.settings.publish_timeout_seconds)
     claim = svc.messages.claim_webhook(kind, message_id, claim_ms)
     if claim is WebhookClaim.IN_PROGRESS:
-        response = error_response(503, "in_progress", "this message is being queued; retry")
-        response.headers["Retry-After"] = str(-(-claim_ms // 1000))
-        return response
+        return _in_progress(claim_ms)
     if claim is WebhookClaim.DUPLICATE:
         svc.counters.incr(f"smsproxy.webhooks.{kind}.duplicate")
         return jsonify({"status": "duplicate"})

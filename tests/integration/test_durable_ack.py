@@ -112,7 +112,8 @@ def test_redis_down_answers_503_fast_and_the_retry_is_taken(
     store.stop() if outage == "stop" else store.kill()
     for message_id in ("down-1", "down-2"):
         response, elapsed = post(web, message_id)
-        assert_503(response, elapsed, "store_unavailable")
+        # one Redis is store and broker: the one atomic enqueue is the first command to fail
+        assert_503(response, elapsed, "queue_unavailable")
 
     store.start()  # same port and data directory: the append-only file brings the queue back
     # The first request after the restart meets the pooled connections Redis dropped.
@@ -133,22 +134,24 @@ def test_frozen_redis_answers_503_in_bounded_time_and_nothing_is_lost(
 
     store.pause()
     try:
-        # The first reuses a pooled connection (the SET is on the wire and runs on SIGCONT);
-        # the second opens a new one (the kernel accepts it; the handshake is never answered).
+        # The first reuses a pooled connection (the whole enqueue script is on the wire and
+        # runs on SIGCONT); the second opens a new one (the kernel accepts it; the handshake
+        # is never answered, so nothing of it runs).
         for message_id in ("hung-1", "hung-2"):
             response, elapsed = post(web, message_id)
-            assert_503(response, elapsed, "store_unavailable")
+            assert_503(response, elapsed, "queue_unavailable")
     finally:
         store.resume()
 
     response, _ = post(web, "after")
     assert response.status_code == 200, response.get_data(as_text=True)
-    assert queued_ids(store) == ["before", "after"]  # a 200 per job, a job per 200
+    # hung-1's script ran, all of it, when Redis resumed: its job is queued with its marker
+    assert queued_ids(store) == ["before", "hung-1", "after"]
 
-    # hung-1's SET ran after its 503: a claim, not a "duplicate", so the retry is taken.
-    for message_id in ("hung-1", "hung-2"):
-        assert retry_until_accepted(web, message_id).json == {"status": "queued"}
-    assert queued_ids(store) == ["before", "after", "hung-1", "hung-2"]
+    # Vonage retries both 503s: hung-1 is a duplicate of a queued job, hung-2 is taken now.
+    assert post(web, "hung-1")[0].json == {"status": "duplicate"}
+    assert post(web, "hung-2")[0].json == {"status": "queued"}
+    assert queued_ids(store) == ["before", "hung-1", "after", "hung-2"]  # each exactly once
 
 
 def test_broker_down_with_the_store_up(

@@ -1,0 +1,80 @@
+"""Scenario 1: a worker process SIGKILLed mid-stream, three times, each time replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.reliability.harness import (
+    check_exactly_once,
+    open_conversations,
+    reliability_stack,
+    run_stream,
+    summary,
+)
+
+pytestmark = pytest.mark.reliability
+
+# The broker hands a dead worker's messages out again after the visibility timeout, found by a
+# restore sweep every 5 s (workers/celery_app.py). 10 s here; RELIABILITY_VISIBILITY_TIMEOUT=30
+# measures the default.
+VISIBILITY = int(os.environ.get("RELIABILITY_VISIBILITY_TIMEOUT", "10"))
+SWEEP = 5
+KILLS = 3
+
+
+def test_sigkill_of_a_worker_three_times_loses_and_doubles_nothing(tmp_path):
+    began = time.monotonic()
+    # Kills far enough apart that each one's stranded messages are back before the next.
+    spacing = VISIBILITY + SWEEP + 3
+    duration = 3 + (KILLS - 1) * spacing + 4
+    total = 150
+    env = {"SMSPROXY_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY)}
+    # 100 ms per Vonage call, a realistic round trip: kills land with sends in flight.
+    with reliability_stack(tmp_path, workers=2, env=env, sandbox={"latency_ms": 100}) as stack:
+        conversations = open_conversations(stack, 15)
+        victims: list[str] = []
+
+        def kill(k: int) -> None:
+            victim = stack.worker_names[0]
+            victims.append(victim)
+            stack.stop_process(victim, signal.SIGKILL)
+            stack.start_worker(f"worker-r{k}")  # the replacement, as a supervisor would
+
+        faults = [(3 + k * spacing, f"SIGKILL #{k + 1}", lambda k=k: kill(k))
+                  for k in range(KILLS)]
+        stream = run_stream(stack, conversations, total, total / duration, faults)
+        outcome = check_exactly_once(stack, stream, timeout=VISIBILITY + SWEEP + 45)
+
+        recoveries, stranded = _recoveries(stream, outcome.sends)
+        line = summary(
+            "sigkill-worker-x3", outcome, f"{KILLS}xSIGKILL(worker)", time.monotonic() - began,
+            visibility_timeout=f"{VISIBILITY}s", stranded=sum(stranded),
+            recovery_s="/".join(f"{r:.1f}" for r in recoveries),
+        )
+    assert not stream.errors, stream.errors
+    assert outcome.ok, f"{line}\n{outcome.details()}"
+    # every stranded message came back within the visibility timeout plus a sweep (and slack)
+    assert all(r <= VISIBILITY + SWEEP + 5 for r in recoveries), recoveries
+
+
+def _recoveries(stream, sends) -> tuple[list[float], list[int]]:
+    """Per kill: seconds from the kill until the last text that was already in (and not yet
+    relayed) at the kill was relayed, and how many such texts waited over 2 s (stranded on the
+    dead worker rather than merely queued)."""
+    kills = [at for what, at in stream.events if what.startswith("SIGKILL")]
+    recoveries, stranded = [], []
+    for k, at in enumerate(kills):
+        previous = kills[k - 1] if k else 0.0
+        late = []
+        for s in stream.sent:
+            times = sends.get(f"relay-{s.message_id}")
+            if s.at < at and times and min(times) > at and not (previous < min(times) < at):
+                late.append(min(times) - at)
+        late = [d for d in late if d < (kills[k + 1] - at if k + 1 < len(kills) else 1e9)]
+        recoveries.append(max(late, default=0.0))
+        stranded.append(sum(1 for d in late if d > 2.0))
+    return recoveries, stranded
