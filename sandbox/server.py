@@ -7,9 +7,10 @@ import signal
 from pathlib import Path
 from types import FrameType
 
+import cheroot.wsgi
+from cheroot.ssl.builtin import BuiltinSSLAdapter
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import make_server
 
 from sandbox.api_insight import insight_blueprint
 from sandbox.api_numbers import numbers_blueprint
@@ -19,7 +20,7 @@ from sandbox.config import SandboxConfig
 from sandbox.control import control_blueprint
 from sandbox.delivery import Deliverer
 from sandbox.state import State
-from sandbox.tls import load_or_create_ca, server_context
+from sandbox.tls import load_or_create_ca, write_server_pem
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +56,28 @@ def serve(config: SandboxConfig) -> None:
     )
     app = create_app(config, state, Carrier(config, state, deliverer))
     ca, ca_path = load_or_create_ca(config.state_dir)
-    server = make_server(
-        config.host, config.port, app, threaded=True, ssl_context=server_context(ca)
-    )
+    # cheroot, not werkzeug's development server: Vonage keeps HTTPS connections alive, and
+    # werkzeug closes every one, which would make each API call pay a TLS handshake.
+    server = cheroot.wsgi.Server((config.host, config.port), app, numthreads=64,
+                                 request_queue_size=256, timeout=30)
+    pem = write_server_pem(ca, config.state_dir)
+    server.ssl_adapter = BuiltinSSLAdapter(str(pem), str(pem))
+    server.prepare()  # binds, so that port 0 has become a real port
+    port = int(server.bind_addr[1])
     host = f"[{config.host}]" if ":" in config.host else config.host
-    url = f"https://{host}:{server.port}"
+    url = f"https://{host}:{port}"
     if config.ready_file is not None:
-        _write_ready_file(config.ready_file, {"port": server.port, "ca": str(ca_path), "url": url})
+        _write_ready_file(config.ready_file, {"port": port, "ca": str(ca_path), "url": url})
     # Both set explicitly: a shell starting us in the background leaves SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     print(f"sandbox ready on {url} (CA: {ca_path})", flush=True)
     try:
-        server.serve_forever()  # werkzeug's serve_forever ends quietly on KeyboardInterrupt
+        server.serve()
+    except KeyboardInterrupt:
+        pass
     finally:
+        server.stop()
         deliverer.close()
         if config.ready_file is not None:
             config.ready_file.unlink(missing_ok=True)
@@ -76,7 +85,7 @@ def serve(config: SandboxConfig) -> None:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # werkzeug's serve_forever treats KeyboardInterrupt as the signal to stop quietly.
+    # serve() returns through KeyboardInterrupt, which the caller turns into a clean stop.
     raise KeyboardInterrupt
 
 

@@ -1,7 +1,6 @@
-"""The sandbox's own CA (kept across restarts so clients keep trusting it) and server context."""
+"""The sandbox's own CA (kept across restarts so clients keep trusting it) and server cert."""
 
 import os
-import ssl
 from pathlib import Path
 
 import trustme
@@ -25,11 +24,12 @@ def load_or_create_ca(state_dir: Path) -> tuple[trustme.CA, Path]:
     return ca, cert_path
 
 
-def server_context(ca: trustme.CA) -> ssl.SSLContext:
-    """A TLS server context with a fresh leaf certificate for the loopback names."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert(*SERVER_NAMES).configure_cert(context)
-    return context
+def write_server_pem(ca: trustme.CA, state_dir: Path) -> Path:
+    """A fresh leaf key and certificate chain for the loopback names, in one PEM file."""
+    path = (state_dir / "server.pem").resolve()
+    leaf = ca.issue_cert(*SERVER_NAMES)
+    _write_atomically(path, leaf.private_key_and_cert_chain_pem.bytes(), mode=0o600)
+    return path
 
 
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:

@@ -170,6 +170,12 @@ class Outcome:
     audit_problems: list[str]
     sends: dict[str, list[float]]  # relay-<messageId> -> when the sandbox took each send
     waited: float
+    statuses: Counter[str]  # relay records by status in the audit trail
+
+    @property
+    def undelivered(self) -> int:
+        """Relays still `submitted`: sent, but their delivery receipt never applied."""
+        return self.statuses["submitted"]
 
     @property
     def ok(self) -> bool:
@@ -177,7 +183,8 @@ class Outcome:
 
     def describe(self) -> str:
         return (f"lost={len(self.lost)} duplicated={len(self.duplicated)} "
-                f"unexpected={len(self.unexpected)} audit_mismatches={len(self.audit_problems)}")
+                f"unexpected={len(self.unexpected)} audit_mismatches={len(self.audit_problems)} "
+                f"delivered={self.statuses['delivered']}/{self.messages}")
 
     def details(self) -> str:
         return (f"lost {self.lost[:10]}, duplicated {dict(list(self.duplicated.items())[:10])}, "
@@ -221,17 +228,18 @@ def check_exactly_once(
     lost = sorted(ref for ref in expected if counts[ref] == 0)
     duplicated = {ref: n for ref, n in counts.items() if n > 1}
     unexpected = sorted(ref for ref in counts if ref not in expected)
-    audit = _audit(stack, stream, deadline=time.monotonic() + 15)
-    return Outcome(len(stream.sent), lost, duplicated, unexpected, audit, sends, waited)
+    audit, statuses = _audit(stack, stream, deadline=time.monotonic() + 15)
+    return Outcome(len(stream.sent), lost, duplicated, unexpected, audit, sends, waited, statuses)
 
 
-def _audit(stack: Stack, stream: Stream, deadline: float) -> list[str]:
+def _audit(stack: Stack, stream: Stream, deadline: float) -> tuple[list[str], Counter[str]]:
     """Problems in the audit trails; polled briefly, as statuses follow the sends."""
     by_conversation: dict[str, list[str]] = {}
     for s in stream.sent:
         by_conversation.setdefault(s.conversation_id, []).append(s.message_id)
     while True:
         problems = []
+        statuses: Counter[str] = Counter()
         for conversation_id, message_ids in by_conversation.items():
             response = stack.api("GET", f"/v1/conversations/{conversation_id}/messages")
             if response.status_code != 200:
@@ -246,12 +254,13 @@ def _audit(stack: Stack, stream: Stream, deadline: float) -> list[str]:
             for message_id in message_ids:
                 if inbound[message_id] != 1:
                     problems.append(f"{message_id}: {inbound[message_id]} inbound records")
-                statuses = relays.pop(f"relay-{message_id}", [])
-                if len(statuses) != 1 or statuses[0] not in DONE:
-                    problems.append(f"relay-{message_id}: relay records {statuses}")
+                records = relays.pop(f"relay-{message_id}", [])
+                statuses.update(records)
+                if len(records) != 1 or records[0] not in DONE:
+                    problems.append(f"relay-{message_id}: relay records {records}")
             problems += [f"{ref}: relay of no text sent: {st}" for ref, st in relays.items()]
-        if not problems or time.monotonic() > deadline:
-            return problems
+        if (not problems and not statuses["submitted"]) or time.monotonic() > deadline:
+            return problems, statuses
         time.sleep(0.5)
 
 
@@ -286,3 +295,21 @@ def log_lines(stack: Stack, prefix: str, needle: str) -> int:
         for log in stack.logs.glob(f"{prefix}*.log")
         for line in log.read_text(errors="replace").splitlines()
     )
+
+
+class LostMessages(AssertionError):
+    """Texts (or their receipts) that never made it: what a known, reported bug produces."""
+
+
+def popped_but_unread(stack: Stack) -> int:
+    """Broker connections whose BRPOP already took a message that nobody has read: kombu's
+    BRPOP reply sits in the socket of a frozen (or dying) worker. Seen in CLIENT LIST as a
+    connection whose last command is brpop, no longer blocked, idle for a second or more."""
+    assert stack.redis is not None
+    client = redis.Redis.from_url(stack.redis.url, decode_responses=True)
+    try:
+        return sum(1 for c in client.client_list()
+                   if c.get("cmd") == "brpop" and "b" not in c.get("flags", "")
+                   and int(c.get("idle", 0)) >= 1)
+    finally:
+        client.close()

@@ -1,4 +1,10 @@
-"""Scenario 1: a worker process SIGKILLed mid-stream, three times, each time replaced."""
+"""Scenario 1: a worker process SIGKILLed mid-stream, three times, each time replaced.
+
+Each victim is killed the way a supervisor kills a hung worker: it stops answering (SIGSTOP)
+and is SIGKILLed once Redis shows it holding a delivery it never read (the BRPOP that every idle
+kombu consumer keeps outstanding). That is the worst moment of a kill, made deterministic, so
+the outcome does not depend on where a plain SIGKILL happens to land.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,9 @@ import time
 import pytest
 
 from tests.reliability.harness import (
+    LostMessages,
     check_exactly_once,
+    popped_but_unread,
     open_conversations,
     reliability_stack,
     run_stream,
@@ -26,6 +34,14 @@ SWEEP = 5
 KILLS = 3
 
 
+KOMBU_BRPOP_HOLE = (
+    "kombu's Redis transport pops a message (BRPOP) before it records it as unacked (HSET "
+    "unacked, client side): a worker killed with a popped delivery unread loses it for good "
+    "(celery#7950); nothing in the app re-publishes accepted webhooks or owed sends"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=LostMessages, reason=KOMBU_BRPOP_HOLE)
 def test_sigkill_of_a_worker_three_times_loses_and_doubles_nothing(tmp_path):
     began = time.monotonic()
     # Kills far enough apart that each one's stranded messages are back before the next.
@@ -38,27 +54,38 @@ def test_sigkill_of_a_worker_three_times_loses_and_doubles_nothing(tmp_path):
         conversations = open_conversations(stack, 15)
         victims: list[str] = []
 
+        in_transit = []
+
         def kill(k: int) -> None:
             victim = stack.worker_names[0]
             victims.append(victim)
+            os.kill(stack.processes[victim].pid, signal.SIGSTOP)
+            deadline = time.monotonic() + 6
+            while not popped_but_unread(stack) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            in_transit.append(popped_but_unread(stack))
             stack.stop_process(victim, signal.SIGKILL)
             stack.start_worker(f"worker-r{k}")  # the replacement, as a supervisor would
 
         faults = [(3 + k * spacing, f"SIGKILL #{k + 1}", lambda k=k: kill(k))
                   for k in range(KILLS)]
         stream = run_stream(stack, conversations, total, total / duration, faults)
-        outcome = check_exactly_once(stack, stream, timeout=VISIBILITY + SWEEP + 45)
+        outcome = check_exactly_once(stack, stream, timeout=VISIBILITY + SWEEP + 15)
 
         recoveries, stranded = _recoveries(stream, outcome.sends)
         line = summary(
             "sigkill-worker-x3", outcome, f"{KILLS}xSIGKILL(worker)", time.monotonic() - began,
             visibility_timeout=f"{VISIBILITY}s", stranded=sum(stranded),
             recovery_s="/".join(f"{r:.1f}" for r in recoveries),
+            popped_unread_at_kill="/".join(map(str, in_transit)),
         )
+        print(outcome.details())
     assert not stream.errors, stream.errors
-    assert outcome.ok, f"{line}\n{outcome.details()}"
-    # every stranded message came back within the visibility timeout plus a sweep (and slack)
+    assert not outcome.duplicated and not outcome.unexpected, f"{line}\n{outcome.details()}"
+    # every stranded message that came back did so within the visibility timeout plus a sweep
     assert all(r <= VISIBILITY + SWEEP + 5 for r in recoveries), recoveries
+    if not outcome.ok or outcome.undelivered:
+        raise LostMessages(f"{line}\n{outcome.details()}")
 
 
 def _recoveries(stream, sends) -> tuple[list[float], list[int]]:
