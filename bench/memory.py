@@ -13,7 +13,7 @@ distinct rider with a driver who has `--per-driver` conversations, both with a s
 name, no metadata, no callback URL, the default intro template. The baseline is used_memory
 with the pool set up and no conversation; the goal is at most 1 KB per live conversation.
 
-    .venv/bin/python -m bench.memory [--conversations 100000] [--processes 2]
+    .venv/bin/python -m bench.memory [--conversations 100000] [--processes 3]
 """
 
 from __future__ import annotations
@@ -404,7 +404,7 @@ def _sample_sizes(client: redis.Redis, ids: Sequence[str]) -> tuple[float, float
 
 def measure(
     conversations: int = 100_000,
-    processes: int = 2,
+    processes: int = 3,
     pool_size: int = 50,
     per_driver: int = 3,
     sent_sample: int = 10_000,
@@ -541,7 +541,7 @@ def report(figures: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--conversations", type=int, default=100_000)
-    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--pool-size", type=int, default=50)
     parser.add_argument("--per-driver", type=int, default=3)
     parser.add_argument("--sent-sample", type=int, default=10_000)

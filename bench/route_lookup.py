@@ -5,9 +5,9 @@ number texted). This benchmark fills two private redis-servers with the key layo
 writes — one with the baseline size, one with the large size — and times random lookups (half
 hits, half misses) through the real `ConversationStore.find_route`, a bare redis-py HGET, a
 pipelined HGET (the network round trip amortised away, so the server's share shows), and the
-server's own time per HGET (`INFO commandstats`). Rounds alternate between the two servers, so
-that the machine's noise lands on both; the figure is the median over rounds, and the goal is
-large/baseline <= 1.2 (constant time).
+server's own time per HGET (`INFO commandstats`). Within a round the two servers alternate
+block by block, so that the machine's noise lands on both; the figure is the median over
+rounds, and the goal is large/baseline <= 1.2 (constant time) for `find_route`.
 
 Layout, as the allocation script writes it: a marketplace where every conversation joins a
 distinct rider with a driver who has `--per-driver` live conversations on distinct numbers of a
@@ -134,51 +134,77 @@ def queries(conversations: int, per_driver: int, count: int, seed: int) -> list[
     return found
 
 
-def _time_per_call(calls: Callable[[], None], count: int) -> float:
-    started = time.perf_counter()
-    calls()
-    return (time.perf_counter() - started) / count * 1e6
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """One size: its server's client, the store on it, and its queries cut into blocks."""
+
+    client: redis.Redis
+    store: ConversationStore
+    hits: list[list[Query]]
+    misses: list[list[Query]]
+    mixed: list[list[Query]]
 
 
-def _server_usec_per_hget(client: redis.Redis) -> float:
-    stats = client.info("commandstats").get("cmdstat_hget", {})
-    return float(stats.get("usec_per_call", 0.0))
+def _blocks(items: Sequence[Query], size: int) -> list[list[Query]]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
-def one_round(
-    client: redis.Redis, store: ConversationStore, qs: Sequence[Query]
-) -> dict[str, float]:
-    """µs per lookup, four ways, for one pass over the queries."""
-    hits = [q for q in qs if q.expected is not None]
-    misses = [q for q in qs if q.expected is None]
+def _find_routes(setup: Setup, block: Sequence[Query]) -> None:
+    for q in block:
+        setup.store.find_route(q.real, q.virtual)
 
-    def run_store(batch: Sequence[Query]) -> Callable[[], None]:
-        def calls() -> None:
-            for q in batch:
-                store.find_route(q.real, q.virtual)
-        return calls
 
-    def run_hget() -> None:
-        for q in qs:
-            client.hget(f"{KEYS.prefix}routes:{q.real}", q.virtual)
+def _hgets(setup: Setup, block: Sequence[Query]) -> None:
+    for q in block:
+        setup.client.hget(f"{KEYS.prefix}routes:{q.real}", q.virtual)
 
-    def run_pipelined() -> None:
-        pipe = client.pipeline(transaction=False)
-        for q in qs:
-            pipe.hget(f"{KEYS.prefix}routes:{q.real}", q.virtual)
-        pipe.execute()
 
-    figures = {
-        "find_route hits": _time_per_call(run_store(hits), len(hits)),
-        "find_route misses": _time_per_call(run_store(misses), len(misses)),
-    }
-    figures["find_route"] = (
-        figures["find_route hits"] * len(hits) + figures["find_route misses"] * len(misses)
-    ) / len(qs)
-    figures["redis-py HGET"] = _time_per_call(run_hget, len(qs))
-    client.config_resetstat()
-    figures["pipelined HGET"] = _time_per_call(run_pipelined, len(qs))
-    figures["server time per HGET"] = _server_usec_per_hget(client)
+def _pipelined_hgets(setup: Setup, block: Sequence[Query]) -> None:
+    pipe = setup.client.pipeline(transaction=False)
+    for q in block:
+        pipe.hget(f"{KEYS.prefix}routes:{q.real}", q.virtual)
+    pipe.execute()
+
+
+Way = Callable[[Setup, Sequence[Query]], None]
+WAYS: tuple[tuple[str, Way, str], ...] = (
+    ("find_route hits", _find_routes, "hits"),
+    ("find_route misses", _find_routes, "misses"),
+    ("redis-py HGET", _hgets, "mixed"),
+    ("pipelined HGET", _pipelined_hgets, "mixed"),
+)
+
+
+def one_round(setups: dict[str, Setup], first: str) -> dict[str, dict[str, float]]:
+    """µs per lookup for each size and way, over one pass of each size's queries.
+
+    The sizes alternate block by block (a block is a few hundred lookups), so that a burst of
+    load from another process on this shared machine lands on both sizes alike.
+    """
+    order = (first, *(name for name in setups if name != first))
+    spent = {name: dict.fromkeys([w[0] for w in WAYS], 0.0) for name in setups}
+    counts = {name: dict.fromkeys([w[0] for w in WAYS], 0) for name in setups}
+    for setup in setups.values():
+        setup.client.config_resetstat()
+    for label, way, which in WAYS:
+        blocks = len(getattr(setups[first], which))
+        for b in range(blocks):
+            for name in order if b % 2 == 0 else reversed(order):
+                block = getattr(setups[name], which)[b]
+                started = time.perf_counter()
+                way(setups[name], block)
+                spent[name][label] += time.perf_counter() - started
+                counts[name][label] += len(block)
+    figures: dict[str, dict[str, float]] = {}
+    for name, setup in setups.items():
+        per = {label: spent[name][label] / counts[name][label] * 1e6 for label in spent[name]}
+        hits, misses = counts[name]["find_route hits"], counts[name]["find_route misses"]
+        per["find_route"] = (
+            per["find_route hits"] * hits + per["find_route misses"] * misses
+        ) / (hits + misses)
+        stats = setup.client.info("commandstats").get("cmdstat_hget", {})
+        per["server time per HGET"] = float(stats.get("usec_per_call", 0.0))
+        figures[name] = per
     return figures
 
 
@@ -204,14 +230,20 @@ def measure(
     per_driver: int = 4,
     routes_only: bool = False,
     seed: int = 1,
+    block: int = 500,
 ) -> dict[str, Any]:
-    """Run the benchmark; medians in µs per lookup for each size, and large/small ratios."""
+    """Run the benchmark; medians in µs per lookup for each size, and large/small ratios.
+
+    Each size has a fresh private redis-server of its own (append-only off) rather than one
+    server flushed between sizes: both stay populated, so rounds can alternate between them
+    without writing a million conversations again for every round.
+    """
     sizes = {"small": small, "large": large}
     rounds: dict[str, list[dict[str, float]]] = {"small": [], "large": []}
     with private_redis() as (_, small_client), private_redis() as (_, large_client):
         clients = {"small": small_client, "large": large_client}
         populate_seconds, memory = {}, {}
-        setups = {}
+        setups: dict[str, Setup] = {}
         for name, client in clients.items():
             client.flushall()
             populate_seconds[name] = populate(
@@ -220,15 +252,17 @@ def measure(
             memory[name] = used_memory(client)
             store = ConversationStore(client)
             qs = queries(sizes[name], per_driver, lookups, seed)
-            check(store, qs)
-            one_round(client, store, qs[: min(2000, len(qs))])  # warm up connection and caches
-            setups[name] = (client, store, qs)
+            check(store, qs)  # also warms the connection and the caches up
+            setups[name] = Setup(
+                client, store,
+                hits=_blocks([q for q in qs if q.expected is not None], block),
+                misses=_blocks([q for q in qs if q.expected is None], block),
+                mixed=_blocks(qs, block),
+            )
         for repeat in range(repeats):
-            # alternate which size goes first, so that drift in the machine's load cancels out
-            order = ("small", "large") if repeat % 2 == 0 else ("large", "small")
-            for name in order:
-                client, store, qs = setups[name]
-                rounds[name].append(one_round(client, store, qs))
+            per_size = one_round(setups, "small" if repeat % 2 == 0 else "large")
+            for name in rounds:
+                rounds[name].append(per_size[name])
     medians = {
         name: {m: median([r[m] for r in rounds[name]]) for m in MEASURES} for name in rounds
     }

@@ -182,6 +182,10 @@ class Settings:
     send_burst: int = _setting(
         "SMSPROXY_SEND_BURST", _positive_int, "sends allowed at once above the steady rate"
     )
+    inline_sends: bool = _setting(
+        "SMSPROXY_INLINE_SENDS", _flag,
+        "the relay task sends at once (one task per message); retries use the outbound queue",
+    )
     send_max_attempts: int = _setting(
         "SMSPROXY_SEND_MAX_ATTEMPTS", _positive_int, "Vonage calls per message before giving up"
     )
@@ -306,6 +310,7 @@ _DEFAULTS: dict[str, str] = {
     "SMSPROXY_PUBLISH_TIMEOUT_SECONDS": "2",
     "SMSPROXY_SEND_RATE_PER_SECOND": "30",
     "SMSPROXY_SEND_BURST": "5",
+    "SMSPROXY_INLINE_SENDS": "true",
     "SMSPROXY_SEND_MAX_ATTEMPTS": "8",
     "SMSPROXY_SEND_MAX_AGE_SECONDS": "3600",
     "SMSPROXY_CONCAT_TIMEOUT_SECONDS": "15",

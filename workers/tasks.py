@@ -109,10 +109,30 @@ def notify_out_of_session(self: Task[Any, Any], payload: dict[str, str]) -> None
         _post_event(self, settings.out_of_session_callback_url, event)
 
 
+def _send_now_or_later(outbound_id: str) -> None:
+    """Send a relay from the relay task itself: one task per message instead of two.
+
+    The worker's event loop receives and acknowledges every task one by one, and at volume that
+    loop, not the threads, is what limits a worker (measured: docs/performance.md). A send that
+    has to wait (the rate limit, a transient failure) goes to the outbound queue as usual.
+    """
+    if not settings.inline_sends:
+        _enqueue_sends([outbound_id])
+        return
+    queue = QUEUE_OF[TaskName.SEND_SMS].value
+    try:
+        runtime.relay.send(outbound_id, runtime.vonage())
+    except Throttled as exc:
+        jitter = random.uniform(0, 1.0)  # noqa: S311
+        send_sms.apply_async((outbound_id,), countdown=exc.wait + jitter, queue=queue)
+    except RetryLater as exc:
+        send_sms.apply_async((outbound_id,), countdown=backoff(exc.attempts), queue=queue)
+
+
 def _relay(whole: Reassembled) -> None:
     planned = runtime.relay.plan(whole)
     if planned.outbound is not None:
-        _enqueue_sends([planned.outbound.id])
+        _send_now_or_later(planned.outbound.id)
     if planned.unrouted and settings.out_of_session_callback_url:
         notify_out_of_session.apply_async(
             ({"from": whole.sender, "to": whole.virtual_number, "message_id": whole.message_id},),

@@ -1,0 +1,39 @@
+"""The benchmarks still run: each one's core on toy sizes (seconds), so that they do not rot.
+
+The figures at these sizes mean nothing; only that every step runs and the result has its
+shape. Each benchmark starts private redis-servers of its own (real ones: MEMORY USAGE, INFO
+and Lua are what they measure).
+"""
+
+from __future__ import annotations
+
+from bench import memory, numbers_needed, route_lookup
+
+
+def test_route_lookup_runs_on_toy_sizes(capsys):
+    figures = route_lookup.measure(small=40, large=400, lookups=200, repeats=1, block=50)
+    assert figures["median_us"]["large"]["find_route"] > 0
+    assert set(figures["ratio"]) == set(route_lookup.MEASURES)
+    route_lookup.report(figures)
+    assert "find_route" in capsys.readouterr().out
+
+
+def test_memory_runs_on_toy_sizes(capsys):
+    figures = memory.measure(
+        conversations=30, processes=1, pool_size=5, sent_sample=6, proposal_sample=3
+    )
+    assert figures["key_counts"]["conversation JSON"] == 30
+    assert figures["key_counts"]["intro outbound records"] == 60
+    assert figures["bytes_per_conversation"] > 0
+    assert len(figures["proposals"]) == len(memory.PROPOSALS)
+    memory.report(figures)
+    assert "bytes per live conversation" in capsys.readouterr().out
+
+
+def test_numbers_needed_runs_on_toy_sizes(capsys):
+    figures = numbers_needed.measure(conversations=160, k=3, heavy_users=3, population=400)
+    assert figures["ours_exhausted"] == 0
+    assert figures["fewer_exhausted"] > 0
+    assert figures["peak_simultaneous"] >= figures["k"]
+    numbers_needed.report(figures)
+    assert "ours, pool of k" in capsys.readouterr().out
