@@ -30,3 +30,7 @@ test: lint
 
 clean:
 	rm -rf $(VENV) .devstack .sandbox .pytest_cache .mypy_cache .ruff_cache
+
+bench: install
+	@command -v wrk >/dev/null 2>&1 || echo "benchmark 1 needs wrk (Debian/Ubuntu: apt-get install wrk)"
+	$(BIN)/python -m bench

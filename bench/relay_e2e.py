@@ -90,7 +90,8 @@ def run_relay(messages: int, conversations: int, tmp: Path) -> dict[str, float]:
             time.sleep(0.1)
         elapsed = time.monotonic() - started
         time.sleep(2)  # let any duplicate surface
-        sends = [s for s in sandbox.client.sms_log()[before:] if s["client_ref"].startswith("relay-")]
+        sends = [s for s in sandbox.client.sms_log()[before:]
+                 if s["client_ref"].startswith("relay-")]
         refs = Counter(s["client_ref"] for s in sends)
         latencies = sorted(
             _ts(s["sent_at"]) - posted_at[s["client_ref"][len("relay-"):]]
@@ -179,14 +180,15 @@ def report(f: dict[str, float], messages: int) -> None:
     print(f"  peak RSS: web {f['rss_web_mib']:.0f} MiB, worker {f['rss_worker_mib']:.0f} MiB")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--messages", type=int, default=600)
     parser.add_argument("--conversations", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=1)
-    options = parser.parse_args()
+    options = parser.parse_args(argv)
     report(measure(options.messages, options.conversations, options.rounds), options.messages)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

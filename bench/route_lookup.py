@@ -7,7 +7,9 @@ hits, half misses) through the real `ConversationStore.find_route`, a bare redis
 pipelined HGET (the network round trip amortised away, so the server's share shows), and the
 server's own time per HGET (`INFO commandstats`). Within a round the two servers alternate
 block by block, so that the machine's noise lands on both; the figure is the median over
-rounds, and the goal is large/baseline <= 1.2 (constant time) for `find_route`.
+rounds, and the goal is large/baseline <= 1.2 (constant time) for `find_route`. Both servers are
+pinned to one CPU and this process to the others (unless `--no-pin`), so that both sizes get
+the same placement.
 
 Layout, as the allocation script writes it: a marketplace where every conversation joins a
 distinct rider with a driver who has `--per-driver` live conversations on distinct numbers of a
@@ -21,6 +23,7 @@ production.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import time
@@ -30,7 +33,15 @@ from typing import Any
 
 import redis
 
-from bench.common import median, mib, print_table, private_redis, ratio, used_memory
+from bench.common import (
+    median,
+    mib,
+    print_table,
+    private_redis,
+    ratio,
+    server_pid,
+    used_memory,
+)
 from shared.domain import Conversation, ConversationStatus, Participant
 from shared.keys import Keys
 from shared.store import ConversationStore
@@ -208,6 +219,20 @@ def one_round(setups: dict[str, Setup], first: str) -> dict[str, dict[str, float
     return figures
 
 
+def _pin(clients: dict[str, redis.Redis]) -> set[int]:
+    """Both redis-servers on the last CPU, this process on the others: otherwise the scheduler
+    may place one server beside the client and the other across, and the round trips then
+    differ for a reason that has nothing to do with the data. Only our own processes; returns
+    this process's CPUs before, for the caller to restore."""
+    before = os.sched_getaffinity(0)
+    cpus = sorted(before)
+    if len(cpus) >= 2:
+        for client in clients.values():
+            os.sched_setaffinity(server_pid(client), {cpus[-1]})
+        os.sched_setaffinity(0, set(cpus[:-1]))
+    return before
+
+
 def check(store: ConversationStore, qs: Sequence[Query]) -> None:
     """Every hit finds its conversation and every miss finds nothing (the layout is right)."""
     for q in qs:
@@ -231,6 +256,7 @@ def measure(
     routes_only: bool = False,
     seed: int = 1,
     block: int = 500,
+    pin: bool = True,
 ) -> dict[str, Any]:
     """Run the benchmark; medians in µs per lookup for each size, and large/small ratios.
 
@@ -259,10 +285,15 @@ def measure(
                 misses=_blocks([q for q in qs if q.expected is None], block),
                 mixed=_blocks(qs, block),
             )
-        for repeat in range(repeats):
-            per_size = one_round(setups, "small" if repeat % 2 == 0 else "large")
-            for name in rounds:
-                rounds[name].append(per_size[name])
+        cpus = _pin(clients) if pin else None
+        try:
+            for repeat in range(repeats):
+                per_size = one_round(setups, "small" if repeat % 2 == 0 else "large")
+                for name in rounds:
+                    rounds[name].append(per_size[name])
+        finally:
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
     medians = {
         name: {m: median([r[m] for r in rounds[name]]) for m in MEASURES} for name in rounds
     }
@@ -323,10 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--routes-only", action="store_true",
                         help="skip the conversation JSON keys (faster, smaller key table)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-pin", action="store_true",
+                        help="leave CPU placement to the scheduler")
     args = parser.parse_args(argv)
     figures = measure(
         small=args.small, large=args.large, lookups=args.lookups, repeats=args.repeats,
         per_driver=args.per_driver, routes_only=args.routes_only, seed=args.seed,
+        pin=not args.no_pin,
     )
     report(figures)
     return 0

@@ -32,7 +32,7 @@ from devtools.stack import ROOT
 from shared.settings import SignatureMethod
 from shared.signatures import sign
 
-SECRET = "bench-secret"
+SECRET = "bench-secret"  # noqa: S105 (signs loopback test traffic only)
 METHOD = SignatureMethod.SHA256
 
 
@@ -235,13 +235,14 @@ def report(f: dict[str, float]) -> None:
           f"p99 {f['fixed_1000_p99_ms']:.2f} ms (goal p99 < 25 ms)")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    options = parser.parse_args()
+    options = parser.parse_args(argv)
     report(measure(options.seconds, options.rounds))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
