@@ -137,6 +137,8 @@ def category(key: str) -> str:
     kind = name.split(":", 1)[0]
     if kind == "conv":
         return "message log lists" if name.endswith(":log") else "conversation JSON"
+    if kind == "out" and name.endswith(":text"):
+        return "SMS bodies awaiting their send"
     return {
         "routes": "routes hashes",
         "pair": "pair (sticky) hashes",
@@ -144,7 +146,6 @@ def category(key: str) -> str:
         "convs": "listing index zset (convs)",
         "expiry": "expiry index zset",
         "out": "intro outbound records",
-        "vid": "Vonage id -> record keys",
     }.get(kind, FIXED)
 
 
@@ -187,7 +188,7 @@ def send_and_deliver(client: redis.Redis, ids: Iterable[str]) -> None:
             outbound = intro_id(conv, index)
             vonage_id = f"{conv[:16]}{index:02x}"  # Vonage's ids are 16-18 hex characters
             log.mark_submitted(outbound, [vonage_id], retain_body=False)
-            log.apply_receipt(vonage_id, "delivered", "0")
+            log.apply_receipt(outbound, vonage_id, "delivered", "0")
 
 
 # -- layout proposals, measured on synthetic copies of sampled keys ------------------------
@@ -264,20 +265,9 @@ def _fields(client: redis.Redis, key: str) -> dict[Any, Any]:
     return dict(client.hgetall(key))
 
 
-def _intros_listpack(c: Clients, conv: str) -> tuple[int, int]:
-    # The same fields, written afresh: an owed intro holds its ~100-character text, above
-    # hash-max-listpack-value (64), so Redis converts the hash to a hashtable, and it stays one
-    # after the text is dropped at send time. Not storing the text (it is the template applied
-    # to the counterpart's name, both known at send time) would keep it a listpack throughout.
-    keys = _intro_keys(conv)
-    for key in keys:
-        c.dst.hset(key, mapping=_fields(c.src, key))
-    return _sizes(c.src, keys), _sizes(c.dst, keys)
-
-
 def _intros_minimal(c: Clients, conv: str) -> tuple[int, int]:
-    # On top of the listpack: conversation_id, kind, from and to are derivable from the id
-    # (intro-<conv>-<i>) and the conversation; only the send's own state has to be stored.
+    # conversation_id, kind, from and to are derivable from the id (intro-<conv>-<i>) and the
+    # conversation; only the send's own state has to be stored.
     keys = _intro_keys(conv)
     for key in keys:
         c.dst.hset(key, mapping=_fields(c.src, key))
@@ -298,20 +288,12 @@ def _dropped(keys_of: Callable[[redis.Redis, str], list[str]]) -> Proposal:
     return measure_one
 
 
-def _log_key(_: redis.Redis, conv: str) -> list[str]:
-    return [KEYS.conversation_log(conv)]
-
-
 def _pair_key(client: redis.Redis, conv: str) -> list[str]:
     return [KEYS.pair(*_conversation_numbers(client, conv))]
 
 
-def _vonage_id_keys(client: redis.Redis, conv: str) -> list[str]:
-    found = []
-    for key in _intro_keys(conv):
-        for vonage_id in json.loads(str(client.hget(key, "vonage_ids") or "[]")):
-            found.append(KEYS.vonage_message(vonage_id))
-    return found
+def _text_keys(_: redis.Redis, conv: str) -> list[str]:
+    return [KEYS.outbound_text(intro_id(conv, i)) for i in range(2)]
 
 
 def _short_prefix(c: Clients, conv: str) -> tuple[int, int]:
@@ -322,7 +304,7 @@ def _short_prefix(c: Clients, conv: str) -> tuple[int, int]:
     keys = [
         KEYS.conversation(conv), KEYS.conversation_log(conv), KEYS.pair(first, second),
         KEYS.routes(first), KEYS.person_conversations(first), *_intro_keys(conv),
-        *_vonage_id_keys(c.src, conv),
+        *_text_keys(c.src, conv),
     ]
     same, short = [], []
     for key in keys:
@@ -340,11 +322,8 @@ Proposal = Callable[[Clients, str], tuple[int, int]]
 PROPOSALS: tuple[tuple[str, Proposal], ...] = (
     ("conversation JSON without nulls and empty fields", _json_compact),
     ("conversation as a small hash (listpack), short fields, no nulls", _json_as_hash),
-    ("intro records kept listpack-encoded (no stored text)", _intros_listpack),
-    ("... and without fields derivable from the id and the conversation", _intros_minimal),
-    ("no message log list while it holds only the two intros", _dropped(_log_key)),
-    ("no Vonage-id keys: match receipts by client-ref (= record id)",
-     _dropped(_vonage_id_keys)),
+    ("intro records without fields derivable from the id and the conversation",
+     _intros_minimal),
     ("no pair key: sticky proxies from the pair's last conversation", _dropped(_pair_key)),
     ("key prefix 'sp:' instead of 'smsproxy:'", _short_prefix),
 )
@@ -395,11 +374,11 @@ DICT_ENTRY_BYTES = 24
 
 
 def _sample_sizes(client: redis.Redis, ids: Sequence[str]) -> tuple[float, float]:
-    """Mean bytes per conversation of its intro records and of its Vonage-id keys."""
+    """Mean bytes per conversation of its intro records and of their bodies awaiting send."""
     intros = [key for conv in ids for key in _intro_keys(conv)]
-    vids = [key for conv in ids for key in _vonage_id_keys(client, conv)]
+    texts = [key for conv in ids for key in _text_keys(client, conv)]
     n = max(1, len(ids))
-    return _sizes(client, intros) / n, _sizes(client, vids) / n
+    return _sizes(client, intros) / n, _sizes(client, texts) / n
 
 
 def measure(
@@ -468,7 +447,7 @@ def measure(
         "sent_extra_bytes": sent_delta,
         "intro_records_owed_bytes": intros_owed,
         "intro_records_sent_bytes": intros_sent,
-        "vonage_id_keys_bytes": vids,
+        "text_keys_bytes_after_send": vids,
         "bytes_per_conversation_sent": sent_total,
         "proposals": proposals,
         "goal_bytes": GOAL_BYTES,
@@ -507,7 +486,7 @@ def report(figures: dict[str, Any]) -> None:
         [
             ["intro outbound records", f"{figures['intro_records_owed_bytes']:.0f}",
              f"{figures['intro_records_sent_bytes']:.0f}"],
-            ["Vonage id -> record keys", "0", f"{figures['vonage_id_keys_bytes']:.0f}"],
+            ["bodies awaiting send", "-", f"{figures['text_keys_bytes_after_send']:.0f}"],
             ["used_memory delta per conversation", "", f"{figures['sent_extra_bytes']:+.0f}"],
         ],
     )

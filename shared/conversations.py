@@ -282,7 +282,7 @@ class Conversations:
                 recipient=participant.number,
                 text=text,
             )
-            self.log.owe(message)
+            self.log.owe(message, in_trail=False)  # the trail derives intro ids itself
 
     def close(self, conversation_id: str) -> Conversation | None:
         """End a live conversation now; None when it is unknown or already over."""

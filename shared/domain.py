@@ -47,12 +47,12 @@ class Participant:
     display_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        return _without_empty({
             "number": self.number,
             "proxy_number": self.proxy_number,
             "country": self.country,
             "display_name": self.display_name,
-        }
+        })
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Participant:
@@ -92,8 +92,9 @@ class Conversation:
         return replace(self, status=status, **changes)
 
     def to_json(self) -> str:
+        # Absent means "none": every stored byte counts once per live conversation.
         return json.dumps(
-            {
+            _without_empty({
                 "id": self.id,
                 "participants": [p.to_dict() for p in self.participants],
                 "status": self.status.value,
@@ -104,7 +105,7 @@ class Conversation:
                 "callback_url": self.callback_url,
                 "metadata": dict(self.metadata),
                 "intro_text": self.intro_text,
-            },
+            }),
             separators=(",", ":"),
         )
 
@@ -124,6 +125,10 @@ class Conversation:
             metadata=data.get("metadata") or {},
             intro_text=data.get("intro_text"),
         )
+
+
+def _without_empty(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if v is not None and v != {}}
 
 
 class WebhookFieldError(ValueError):

@@ -59,6 +59,11 @@ class Keys:
     def outbound(self, outbound_id: str) -> str:
         return f"{self.prefix}out:{outbound_id}"
 
+    def outbound_text(self, outbound_id: str) -> str:
+        """A send's body, apart from its record: a long value would make Redis store the whole
+        record as a hash table (several times the size) for the rest of its life."""
+        return f"{self.prefix}out:{outbound_id}:text"
+
     def inbound(self, message_id: str) -> str:
         return f"{self.prefix}in:{message_id}"
 
@@ -68,9 +73,6 @@ class Keys:
 
     def send_claim(self, outbound_id: str) -> str:
         return f"{self.prefix}claim:{outbound_id}"
-
-    def vonage_message(self, vonage_message_id: str) -> str:
-        return f"{self.prefix}vid:{vonage_message_id}"
 
     def metrics(self) -> str:
         return f"{self.prefix}metrics"

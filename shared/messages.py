@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -95,8 +96,12 @@ class MessageLog:
 
     # -- outbound records ------------------------------------------------------------------
 
-    def owe(self, message: OutboundSms) -> bool:
-        """Record a send we owe, once per id; False when it was already recorded."""
+    def owe(self, message: OutboundSms, *, in_trail: bool = True) -> bool:
+        """Record a send we owe, once per id; False when it was already recorded.
+
+        `in_trail=False` leaves it out of the conversation's log list, for sends whose ids the
+        trail derives from the conversation (the intros), to save the list entry.
+        """
         key = self._keys.outbound(message.id)
         if not self._redis.hsetnx(key, "state", DeliveryState.QUEUED.value):
             return False
@@ -108,13 +113,13 @@ class MessageLog:
                 "kind": message.kind.value,
                 "from": message.sender,
                 "to": message.recipient,
-                "text": message.text,
                 "created_at": time.time(),
                 "attempts": 0,
             },
         )
+        pipe.set(self._keys.outbound_text(message.id), message.text, ex=RECORD_TTL_SECONDS)
         pipe.expire(key, RECORD_TTL_SECONDS)
-        if message.conversation_id:
+        if message.conversation_id and in_trail:
             log = self._keys.conversation_log(message.conversation_id)
             pipe.rpush(log, f"out:{message.id}")
             pipe.expire(log, RECORD_TTL_SECONDS)
@@ -122,8 +127,14 @@ class MessageLog:
         return True
 
     def outbound(self, outbound_id: str) -> OutboundSms | None:
-        data = self._redis.hgetall(self._keys.outbound(outbound_id))
-        if not data or "text" not in data:
+        """A send still owed; None once it is finished (its body is gone) or if unknown."""
+        pipe = self._redis.pipeline()
+        pipe.hgetall(self._keys.outbound(outbound_id))
+        pipe.get(self._keys.outbound_text(outbound_id))
+        data, text = pipe.execute()
+        if not data or text is None or "kind" not in data:
+            return None
+        if data.get("state") not in {DeliveryState.QUEUED.value, DeliveryState.SENDING.value}:
             return None
         return OutboundSms(
             id=outbound_id,
@@ -131,7 +142,7 @@ class MessageLog:
             kind=MessageKind(str(data["kind"])),
             sender=str(data["from"]),
             recipient=str(data["to"]),
-            text=str(data["text"]),
+            text=str(text),
             created_at=float(data.get("created_at") or 0.0),
         )
 
@@ -184,9 +195,7 @@ class MessageLog:
             },
         )
         if not retain_body:
-            pipe.hdel(key, "text")
-        for vonage_id in vonage_ids:
-            pipe.set(self._keys.vonage_message(vonage_id), outbound_id, ex=RECORD_TTL_SECONDS)
+            pipe.delete(self._keys.outbound_text(outbound_id))
         pipe.delete(self._keys.send_claim(outbound_id))
         pipe.execute()
 
@@ -204,20 +213,25 @@ class MessageLog:
             },
         )
         if not retain_body:
-            pipe.hdel(key, "text")
+            pipe.delete(self._keys.outbound_text(outbound_id))
         pipe.delete(self._keys.send_claim(outbound_id))
         pipe.execute()
 
     # -- delivery receipts -----------------------------------------------------------------
 
-    def apply_receipt(self, vonage_id: str, status: str, err_code: str) -> str | None:
-        """Record one part's receipt; returns the outbound id it belongs to, if known."""
-        outbound_id = self._redis.get(self._keys.vonage_message(vonage_id))
-        if outbound_id is None:
+    def apply_receipt(
+        self, outbound_id: str | None, vonage_id: str, status: str, err_code: str
+    ) -> str | None:
+        """Record one part's receipt; returns the outbound id it belongs to, if known.
+
+        The receipt names its send by `client-ref`, which every send carries (its record's id),
+        so no key per Vonage message id is kept.
+        """
+        if not outbound_id:
             return None
-        key = self._keys.outbound(str(outbound_id))
-        if not self._redis.exists(key):
-            return None  # the record aged out; do not re-create half of it
+        key = self._keys.outbound(outbound_id)
+        if not self._redis.hexists(key, "vonage_ids"):
+            return None  # not ours, not submitted, or aged out: do not create half a record
         data = self._redis.hmget(key, ["receipts", "parts"])
         receipts: dict[str, str] = json.loads(data[0] or "{}")
         receipts[vonage_id] = status
@@ -229,25 +243,39 @@ class MessageLog:
         if err_code not in {"", "0"}:
             mapping["receipt_error"] = err_code
         self._redis.hset(key, mapping=mapping)
-        return str(outbound_id)
+        return outbound_id
 
     # -- audit trail -----------------------------------------------------------------------
 
-    def trail(self, conversation_id: str) -> list[dict[str, Any]]:
-        """Every message of a conversation, oldest first, as plain dicts."""
-        entries = self._redis.lrange(self._keys.conversation_log(conversation_id), 0, -1)
+    def trail(
+        self, conversation_id: str, first: Sequence[str] = (), *, with_text: bool = False
+    ) -> list[dict[str, Any]]:
+        """Every message of a conversation, oldest first, as plain dicts.
+
+        `first` are outbound ids kept out of the log list (the intros); `with_text` adds the
+        bodies that were retained.
+        """
+        entries = [f"out:{i}" for i in first]
+        entries += [str(e) for e in
+                    self._redis.lrange(self._keys.conversation_log(conversation_id), 0, -1)]
+        refs = [entry.partition(":")[::2] for entry in entries]
         pipe = self._redis.pipeline()
-        refs = []
-        for entry in entries:
-            kind, _, ident = str(entry).partition(":")
-            key = self._keys.inbound(ident) if kind == "in" else self._keys.outbound(ident)
-            refs.append((kind, ident))
-            pipe.hgetall(key)
+        for kind, ident in refs:
+            pipe.hgetall(self._keys.inbound(ident) if kind == "in" else self._keys.outbound(ident))
+        records = pipe.execute()
+        if with_text:
+            for kind, ident in refs:
+                if kind == "out":
+                    pipe.get(self._keys.outbound_text(ident))
+            texts = iter(pipe.execute())
         out: list[dict[str, Any]] = []
-        for (kind, ident), data in zip(refs, pipe.execute(), strict=True):
+        for (kind, ident), data in zip(refs, records, strict=True):
+            text = next(texts) if with_text and kind == "out" else None
             # a record that aged out (or was only half re-created by a late receipt) is skipped
             required = _INBOUND_FIELDS if kind == "in" else _OUTBOUND_FIELDS
             if data and required <= data.keys():
+                if text is not None:
+                    data["text"] = text
                 out.append({**data, "record": kind, "id": ident})
         return out
 

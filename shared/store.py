@@ -317,7 +317,11 @@ class ConversationStore:
         status, a, b = (str(x) for x in result)
         if status == "exhausted":
             raise PoolExhausted(int(a))
-        self._redis.hset(self._keys.pair(first, second), mapping={first: a, second: b})
+        pair = self._keys.pair(first, second)
+        pipe = self._redis.pipeline()
+        pipe.hset(pair, mapping={first: a, second: b})
+        pipe.expire(pair, FINISHED_RETENTION_SECONDS)  # a pair that never talks again is forgotten
+        pipe.execute()
         return a, b
 
     def release(self, conversation: Conversation) -> int:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 
-from shared.conversations import RequestError, parse_create_request
+from shared.conversations import RequestError, intro_id, parse_create_request
 from shared.domain import Conversation, ConversationStatus
 from shared.jobs import TaskName
 from shared.phone import InvalidNumber, to_e164, to_msisdn
@@ -203,7 +203,10 @@ def conversation_messages(conversation_id: str) -> Response:
     if conversation is None:
         return _not_found(conversation_id)
     retain = services().settings.retain_bodies
-    entries = [_render_entry(e, retain) for e in services().messages.trail(conversation_id)]
+    trail = services().messages.trail(
+        conversation_id, first=[intro_id(conversation_id, i) for i in range(2)], with_text=retain
+    )
+    entries = [_render_entry(e, retain) for e in trail]
     return jsonify({"conversation_id": conversation_id, "messages": entries})
 
 

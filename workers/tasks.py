@@ -190,7 +190,10 @@ def record_receipt(payload: dict[str, str]) -> None:
     except WebhookFieldError as exc:
         log.warning("dropped malformed receipt payload: %s", exc)
         return
-    if runtime.messages.apply_receipt(receipt.message_id, receipt.status, receipt.err_code) is None:
+    matched = runtime.messages.apply_receipt(
+        receipt.client_ref, receipt.message_id, receipt.status, receipt.err_code
+    )
+    if matched is None:
         runtime.counters.incr("smsproxy.receipts.unmatched")
 
 

@@ -186,12 +186,13 @@ def test_receipts_complete_the_audit_trail(world):
     proxy = conversation.participants[0].proxy_number
     outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m4", "track me"))).outbound
     relay.send(outbound.id, vonage)
-    assert messages.apply_receipt("v1", "delivered", "0") == outbound.id
-    trail = messages.trail(conversation.id)
+    assert messages.apply_receipt(outbound.id, "v1", "delivered", "0") == outbound.id
+    trail = messages.trail(conversation.id, first=[intro_id(conversation.id, i) for i in (0, 1)])
     assert [e["record"] for e in trail] == ["out", "out", "in", "out"]
     assert trail[-1]["state"] == "delivered"
     assert "text" not in trail[-1]  # bodies are not retained by default
-    assert messages.apply_receipt("unknown", "delivered", "0") is None
+    assert messages.apply_receipt("unknown", "v9", "delivered", "0") is None
+    assert messages.apply_receipt(None, "v1", "delivered", "0") is None
 
 
 def test_expire_due_ends_conversations_and_frees_routes(world, monkeypatch):
