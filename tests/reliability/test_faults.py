@@ -8,9 +8,11 @@ import time
 import pytest
 
 from tests.reliability.harness import (
+    LostMessages,
     check_exactly_once,
     log_lines,
     open_conversations,
+    relay_sends,
     reliability_stack,
     run_stream,
     summary,
@@ -32,22 +34,39 @@ def _inbound_codes(stack):
             for a in w["attempts"]]
 
 
+REDIS_ERROR_AFTER_SEND = (
+    "a Redis error after Vonage accepted a send (mark_submitted) fails the task for good: the "
+    "SMS went once, but its record stays 'sending' and its receipts cannot be matched; tasks "
+    "do not retry on RedisError"
+)
+
+
+@pytest.mark.xfail(strict=True, raises=LostMessages, reason=REDIS_ERROR_AFTER_SEND)
 def test_redis_restart_mid_stream(tmp_path):
-    """Scenario 2: Redis (append-only) stopped and started again on its port and data dir."""
+    """Scenario 2: Redis (append-only) stopped and started again on its port and data dir,
+    with sends in flight (500 ms per Vonage call, 15 texts a second)."""
     began = time.monotonic()
     with reliability_stack(tmp_path) as stack:
+        assert stack.sandbox is not None
         conversations = open_conversations(stack, CONVERSATIONS)
-        stream = run_stream(stack, conversations, TEXTS, rate=10, faults=[
-            (5, "redis restart", lambda: stack.restart_redis(downtime=1.0))])
+        stack.sandbox.client.set_faults(latency_ms=500)
+        stream = run_stream(stack, conversations, TEXTS, rate=15, faults=[
+            (5, "redis restart", lambda: stack.restart_redis(downtime=2.0))])
         outcome = check_exactly_once(stack, stream, timeout=60)
         codes = _inbound_codes(stack)
-        line = summary("redis-restart", outcome, "1xRedis restart (1 s down, AOF)",
+        line = summary("redis-restart", outcome, "1xRedis restart (2 s down, AOF)",
                        time.monotonic() - began, waited_s=f"{outcome.waited:.1f}",
                        webhook_503=codes.count(503))
-        _assert_exactly_once(stream, outcome, line)
+        print(outcome.details())
+        assert not stream.errors, stream.errors
+        assert not outcome.duplicated and not outcome.unexpected and not outcome.lost, line
         # the workers reconnected and still consume (celery#8030 would leave them idle)
+        earlier = set(relay_sends(stack))
         after = run_stream(stack, conversations, 15, rate=15)
-        assert check_exactly_once(stack, after, timeout=30).ok
+        again = check_exactly_once(stack, after, timeout=30, before=earlier)
+        assert again.ok, again.details()
+        if outcome.audit_problems:
+            raise LostMessages(f"{line}\n{outcome.details()}")
 
 
 def test_redis_unreachable_for_ten_seconds_during_a_webhook_burst(tmp_path):
