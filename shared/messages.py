@@ -174,6 +174,10 @@ class MessageLog:
             acquired=acquired, state=str(state or DeliveryState.QUEUED.value), attempts=attempts
         )
 
+    def claim_remaining(self, outbound_id: str) -> float:
+        """Seconds until another attempt may claim this send (0 when nobody holds it)."""
+        return max(0.0, int(self._redis.pttl(self._keys.send_claim(outbound_id))) / 1000)
+
     def release_claim(self, outbound_id: str) -> None:
         """Give a claim back after a send Vonage surely did not accept (so a retry may send)."""
         self._redis.delete(self._keys.send_claim(outbound_id))
@@ -181,8 +185,14 @@ class MessageLog:
     def mark_submitted(
         self, outbound_id: str, vonage_ids: list[str], *, retain_body: bool
     ) -> None:
-        """Vonage accepted the send: remember its message ids to match delivery receipts."""
+        """Vonage accepted the send: remember its message ids to match delivery receipts.
+
+        Once only: a record already completed (by a receipt that came first) is left alone.
+        """
         key = self._keys.outbound(outbound_id)
+        if self._redis.hexists(key, "vonage_ids"):
+            self._redis.delete(self._keys.send_claim(outbound_id))
+            return
         pipe = self._redis.pipeline()
         pipe.hset(
             key,
@@ -220,18 +230,29 @@ class MessageLog:
     # -- delivery receipts -----------------------------------------------------------------
 
     def apply_receipt(
-        self, outbound_id: str | None, vonage_id: str, status: str, err_code: str
+        self,
+        outbound_id: str | None,
+        vonage_id: str,
+        status: str,
+        err_code: str,
+        *,
+        retain_body: bool = False,
     ) -> str | None:
         """Record one part's receipt; returns the outbound id it belongs to, if known.
 
         The receipt names its send by `client-ref`, which every send carries (its record's id),
-        so no key per Vonage message id is kept.
+        so no key per Vonage message id is kept. A receipt for a send still `sending` proves
+        Vonage took it (its worker died, or Redis failed, before recording that): it completes
+        the record, so the in-doubt send is never made again.
         """
         if not outbound_id:
             return None
         key = self._keys.outbound(outbound_id)
         if not self._redis.hexists(key, "vonage_ids"):
-            return None  # not ours, not submitted, or aged out: do not create half a record
+            if self.outbound_state(outbound_id) != DeliveryState.SENDING.value:
+                return None  # not ours, never sent, or aged out: do not create half a record
+            # the number of parts is unknown here: each later receipt adds its own
+            self.mark_submitted(outbound_id, [vonage_id], retain_body=retain_body)
         data = self._redis.hmget(key, ["receipts", "parts"])
         receipts: dict[str, str] = json.loads(data[0] or "{}")
         receipts[vonage_id] = status

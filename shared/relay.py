@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import redis
 
-from shared.domain import InboundSms, MessageKind, OutboundSms
+from shared.domain import DeliveryState, InboundSms, MessageKind, OutboundSms
 from shared.keys import Keys
 from shared.messages import MessageLog
 from shared.metrics import Counters
@@ -59,6 +59,24 @@ class RetryLater(Exception):
         super().__init__(reason)
         self.reason = reason
         self.attempts = attempts
+
+
+class InDoubt(Exception):
+    """Another attempt holds the send, or held it and died mid-call: look again in `wait`
+    seconds, when either a delivery receipt has settled it or the lease has run out."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"in doubt for {wait:.1f} s")
+        self.wait = wait
+
+
+class RecordLater(Exception):
+    """Vonage took the send but Redis failed to record it: record these ids later, do not send
+    again."""
+
+    def __init__(self, message_ids: list[str]) -> None:
+        super().__init__("send accepted, not yet recorded")
+        self.message_ids = message_ids
 
 
 class Throttled(Exception):
@@ -227,10 +245,13 @@ class Relay:
         if wait > 0:
             self._counters.incr("smsproxy.outbound.throttled")
             raise Throttled(wait)
-        lease = self._settings.vonage_timeout_seconds * 3
-        claim = self._messages.claim_send(outbound_id, lease)
+        claim = self._messages.claim_send(outbound_id, self.lease_seconds)
         if not claim.acquired:
-            log.info("send %s not claimed (state %s)", outbound_id, claim.state)
+            if claim.state in {DeliveryState.QUEUED.value, DeliveryState.SENDING.value}:
+                # Held by a live attempt, or by one whose worker died mid-call: wait for the
+                # lease rather than guess (a receipt may settle it meanwhile).
+                raise InDoubt(self._messages.claim_remaining(outbound_id) + 1.0)
+            log.info("send %s already %s", outbound_id, claim.state)
             return
         try:
             sent = vonage.send_sms(
@@ -250,7 +271,24 @@ class Relay:
             self._counters.incr("smsproxy.outbound.failed")
             log.warning("send %s failed: %s %s", outbound_id, failure.code, failure.reason)
             return
-        self._messages.mark_submitted(outbound_id, sent.message_ids, retain_body=retain)
-        self._counters.incr("smsproxy.outbound.sent")
+        try:
+            self.record_sent(outbound_id, sent.message_ids)
+        except redis.RedisError as exc:
+            raise RecordLater(sent.message_ids) from exc
         log.info("sent %s to %s in %d part(s)", outbound_id, mask(message.recipient),
                  len(sent.message_ids))
+
+    @property
+    def lease_seconds(self) -> int:
+        """How long one attempt owns a send: past the Vonage call's timeout, and longer than
+        the visibility timeout, so that a redelivered task finds the lease of a dead attempt
+        still held and waits (InDoubt) for a receipt to settle it instead of sending again."""
+        return max(3 * self._settings.vonage_timeout_seconds,
+                   2 * self._settings.visibility_timeout_seconds)
+
+    def record_sent(self, outbound_id: str, message_ids: list[str]) -> None:
+        """Vonage accepted the send: record it (again, harmlessly, if it already was)."""
+        self._messages.mark_submitted(
+            outbound_id, message_ids, retain_body=self._settings.retain_bodies
+        )
+        self._counters.incr("smsproxy.outbound.sent")

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 from celery import Task
+from redis.exceptions import RedisError
 
 from shared.callbacks import (
     CallbackFailed,
@@ -24,8 +25,10 @@ from shared.domain import (
 from shared.jobs import QUEUE_OF, TaskName
 from shared.relay import (
     MISSING_PART_MARKER,
+    InDoubt,
     Pending,
     Reassembled,
+    RecordLater,
     RetryLater,
     Throttled,
 )
@@ -38,6 +41,15 @@ runtime = Runtime(settings)
 
 CREATE_MAX_RETRIES = 6
 CALLBACK_MAX_RETRIES = 8
+# A Redis that restarts or fails over takes seconds: every task retries through it, with
+# backoff below a third of the visibility timeout. Tasks are idempotent, so a retry is safe.
+REDIS_MAX_RETRIES = 10
+REDIS_RETRY: dict[str, Any] = {
+    "autoretry_for": (RedisError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": int(settings.max_backoff_seconds),
+    "retry_jitter": True,
+}
 
 
 def backoff(retries: int) -> float:
@@ -60,7 +72,8 @@ def _notify(conversation: Conversation | None) -> None:
         )
 
 
-@app.task(name=TaskName.CREATE_CONVERSATION.value, bind=True, max_retries=CREATE_MAX_RETRIES)
+@app.task(name=TaskName.CREATE_CONVERSATION.value, bind=True, max_retries=CREATE_MAX_RETRIES,
+          **REDIS_RETRY)
 def create_conversation(self: Task[Any, Any], conversation_id: str) -> None:
     try:
         outcome = runtime.conversations.establish(conversation_id, runtime.vonage())
@@ -127,6 +140,11 @@ def _send_now_or_later(outbound_id: str) -> None:
         send_sms.apply_async((outbound_id,), countdown=exc.wait + jitter, queue=queue)
     except RetryLater as exc:
         send_sms.apply_async((outbound_id,), countdown=backoff(exc.attempts), queue=queue)
+    except InDoubt as exc:
+        send_sms.apply_async((outbound_id,), countdown=exc.wait, queue=queue)
+    except RecordLater as exc:
+        send_sms.apply_async((outbound_id,), {"accepted_ids": exc.message_ids},
+                             countdown=backoff(0), queue=queue)
 
 
 def _relay(whole: Reassembled) -> None:
@@ -140,7 +158,7 @@ def _relay(whole: Reassembled) -> None:
         )
 
 
-@app.task(name=TaskName.RELAY_INBOUND.value)
+@app.task(name=TaskName.RELAY_INBOUND.value, max_retries=REDIS_MAX_RETRIES, **REDIS_RETRY)
 def relay_inbound(payload: dict[str, str]) -> None:
     try:
         inbound = InboundSms.from_params(payload)
@@ -160,7 +178,7 @@ def relay_inbound(payload: dict[str, str]) -> None:
     _relay(result)
 
 
-@app.task(name=TaskName.FLUSH_CONCAT.value)
+@app.task(name=TaskName.FLUSH_CONCAT.value, max_retries=REDIS_MAX_RETRIES, **REDIS_RETRY)
 def flush_concat(group: str) -> None:
     whole = runtime.relay.flush_partial(group)
     if whole is not None:
@@ -172,8 +190,14 @@ def flush_concat(group: str) -> None:
 # Attempts and age are bounded by the outbound record (SMSPROXY_SEND_MAX_ATTEMPTS and
 # SMSPROXY_SEND_MAX_AGE_SECONDS), not by Celery's retry count, which also counts waits for the
 # rate limit.
-@app.task(name=TaskName.SEND_SMS.value, bind=True, max_retries=None)
-def send_sms(self: Task[Any, Any], outbound_id: str) -> None:
+@app.task(name=TaskName.SEND_SMS.value, bind=True, max_retries=None, **REDIS_RETRY)
+def send_sms(
+    self: Task[Any, Any], outbound_id: str, accepted_ids: list[str] | None = None
+) -> None:
+    if accepted_ids:
+        # Vonage took it; only the record is missing: never call Vonage again for it.
+        runtime.relay.record_sent(outbound_id, accepted_ids)
+        return
     try:
         runtime.relay.send(outbound_id, runtime.vonage())
     except Throttled as exc:
@@ -181,9 +205,15 @@ def send_sms(self: Task[Any, Any], outbound_id: str) -> None:
         raise self.retry(countdown=exc.wait + random.uniform(0, 1.0)) from exc  # noqa: S311
     except RetryLater as exc:
         raise self.retry(countdown=backoff(exc.attempts)) from exc
+    except InDoubt as exc:
+        raise self.retry(countdown=exc.wait) from exc
+    except RecordLater as exc:
+        raise self.retry(
+            args=(outbound_id,), kwargs={"accepted_ids": exc.message_ids}, countdown=backoff(0)
+        ) from exc
 
 
-@app.task(name=TaskName.RECORD_RECEIPT.value)
+@app.task(name=TaskName.RECORD_RECEIPT.value, max_retries=REDIS_MAX_RETRIES, **REDIS_RETRY)
 def record_receipt(payload: dict[str, str]) -> None:
     try:
         receipt = DeliveryReceipt.from_params(payload)
@@ -191,7 +221,8 @@ def record_receipt(payload: dict[str, str]) -> None:
         log.warning("dropped malformed receipt payload: %s", exc)
         return
     matched = runtime.messages.apply_receipt(
-        receipt.client_ref, receipt.message_id, receipt.status, receipt.err_code
+        receipt.client_ref, receipt.message_id, receipt.status, receipt.err_code,
+        retain_body=settings.retain_bodies,
     )
     if matched is None:
         runtime.counters.incr("smsproxy.receipts.unmatched")
@@ -206,7 +237,8 @@ def maintain_pool() -> None:
     _enqueue_sends(report.sends)
 
 
-@app.task(name=TaskName.EXPIRE_CONVERSATIONS.value)
+@app.task(name=TaskName.EXPIRE_CONVERSATIONS.value, max_retries=REDIS_MAX_RETRIES,
+          **REDIS_RETRY)
 def expire_conversations() -> None:
     ended = runtime.conversations.expire_due()
     for conversation in ended:

@@ -252,3 +252,45 @@ def test_shared_rate_limit_throttles_without_spending_attempts(fake_redis, make_
         relay.send("o1", vonage)
     assert 0 < info.value.wait <= 1.0
     assert messages.outbound_state("o1") == "queued"
+
+
+def test_a_send_in_doubt_waits_for_the_lease_and_a_receipt_settles_it(world):
+    from shared.relay import InDoubt
+
+    _, conversation = start(world)
+    relay, vonage, messages = world[4], world[5], world[1]
+    proxy = conversation.participants[0].proxy_number
+    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m7", "in doubt"))).outbound
+    # an attempt claimed it and died mid-call
+    assert messages.claim_send(outbound.id, relay.lease_seconds).acquired
+    with pytest.raises(InDoubt) as info:
+        relay.send(outbound.id, vonage)
+    assert info.value.wait > 30  # the lease outlives the visibility timeout
+    # Vonage had taken it: its receipt names the send by client-ref and settles the doubt
+    assert messages.apply_receipt(outbound.id, "v-late", "delivered", "0") == outbound.id
+    assert messages.outbound_state(outbound.id) == "delivered"
+    relay.send(outbound.id, vonage)
+    assert vonage.sent == []  # never sent a second time
+
+
+def test_a_send_vonage_took_but_redis_could_not_record_is_recorded_later(world, monkeypatch):
+    import redis as redis_module
+
+    from shared.relay import RecordLater
+
+    _, conversation = start(world)
+    relay, vonage, messages = world[4], world[5], world[1]
+    proxy = conversation.participants[0].proxy_number
+    outbound = relay.plan(relay.reassemble(inbound(A, proxy, "m8", "record me"))).outbound
+
+    def broken(*_, **__):
+        raise redis_module.ConnectionError("restarting")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(messages, "mark_submitted", broken)
+        with pytest.raises(RecordLater) as info:
+            relay.send(outbound.id, vonage)
+    relay.record_sent(outbound.id, info.value.message_ids)
+    assert messages.outbound_state(outbound.id) == "submitted"
+    relay.send(outbound.id, vonage)
+    assert len(vonage.sent) == 1
