@@ -31,6 +31,7 @@ class TaskName(StrEnum):
     # no payload
     MAINTAIN_POOL = "smsproxy.maintain_pool"
     EXPIRE_CONVERSATIONS = "smsproxy.expire_conversations"
+    SWEEP_STRANDED = "smsproxy.sweep_stranded"
 
 
 QUEUE_OF: dict[TaskName, Queue] = {
@@ -43,4 +44,5 @@ QUEUE_OF: dict[TaskName, Queue] = {
     TaskName.NOTIFY_OUT_OF_SESSION: Queue.CONVERSATIONS,
     TaskName.MAINTAIN_POOL: Queue.POOL,
     TaskName.EXPIRE_CONVERSATIONS: Queue.CONVERSATIONS,
+    TaskName.SWEEP_STRANDED: Queue.INBOUND,
 }

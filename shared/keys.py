@@ -74,6 +74,18 @@ class Keys:
     def send_claim(self, outbound_id: str) -> str:
         return f"{self.prefix}claim:{outbound_id}"
 
+    def pending_jobs(self) -> str:
+        """Hash of webhook job -> its broker message, until a worker has handled it."""
+        return f"{self.prefix}pending:jobs"
+
+    def pending_due(self) -> str:
+        """Sorted set of webhook jobs by when to re-publish them if still unhandled."""
+        return f"{self.prefix}pending:due"
+
+    def outbound_open(self) -> str:
+        """Sorted set of sends owed and not finished, by when they were owed."""
+        return f"{self.prefix}out:open"
+
     def metrics(self) -> str:
         return f"{self.prefix}metrics"
 

@@ -118,6 +118,7 @@ class MessageLog:
             },
         )
         pipe.set(self._keys.outbound_text(message.id), message.text, ex=RECORD_TTL_SECONDS)
+        pipe.zadd(self._keys.outbound_open(), {message.id: time.time()})
         pipe.expire(key, RECORD_TTL_SECONDS)
         if message.conversation_id and in_trail:
             log = self._keys.conversation_log(message.conversation_id)
@@ -207,6 +208,7 @@ class MessageLog:
         if not retain_body:
             pipe.delete(self._keys.outbound_text(outbound_id))
         pipe.delete(self._keys.send_claim(outbound_id))
+        pipe.zrem(self._keys.outbound_open(), outbound_id)
         pipe.execute()
 
     def mark_failed(self, outbound_id: str, code: str, reason: str, *, retain_body: bool) -> None:
@@ -225,6 +227,7 @@ class MessageLog:
         if not retain_body:
             pipe.delete(self._keys.outbound_text(outbound_id))
         pipe.delete(self._keys.send_claim(outbound_id))
+        pipe.zrem(self._keys.outbound_open(), outbound_id)
         pipe.execute()
 
     # -- delivery receipts -----------------------------------------------------------------

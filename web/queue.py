@@ -48,6 +48,7 @@ from kombu.exceptions import KombuError, OperationalError
 from shared.jobs import QUEUE_OF, TaskName
 from shared.keys import Keys
 from shared.settings import Settings
+from shared.sweeper import job_name, republish_after
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,11 @@ class WebhookOutcome(StrEnum):
     IN_PROGRESS = "in_progress"  # a two-step claim of another attempt is still held
 
 
-# KEYS: dedupe marker, queue list, metrics hash. ARGV: envelope, marker TTL, counter names.
+# KEYS: dedupe marker, queue list, metrics hash, pending jobs hash, pending due zset.
+# ARGV: envelope, marker TTL, counter names, job name, seconds until a re-publish is due.
+# The job is also kept in an outbox until a worker settles it: kombu's Redis transport pops a
+# message before it records it as unacknowledged, so a worker dying in between loses it
+# (celery#7950); the sweeper re-publishes what stays unsettled (shared/sweeper.py).
 _ENQUEUE_ONCE = """
 local seen = redis.call('GET', KEYS[1])
 if seen then
@@ -90,6 +95,9 @@ end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[1], 'queued', 'EX', ARGV[2])
 redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+local now = redis.call('TIME')
+redis.call('HSET', KEYS[4], ARGV[5], ARGV[1])
+redis.call('ZADD', KEYS[5], tonumber(now[1]) + tonumber(ARGV[6]), ARGV[5])
 return 'queued'
 """
 
@@ -147,6 +155,7 @@ class Publisher:
             self._direct.register_script(_ENQUEUE_ONCE) if self._direct is not None else None
         )
         self._keys = Keys()
+        self._republish_after = republish_after(settings)
         self._app = Celery("smsproxy-web", broker=settings.broker_url, set_as_current=False)
         self._app.conf.update(
             # Consumer-side settings; a producer-only app states them so nothing waits on them.
@@ -185,9 +194,10 @@ class Publisher:
         try:
             outcome = self._enqueue_once(
                 keys=[self._keys.dedupe(kind, message_id), QUEUE_OF[task].value,
-                      self._keys.metrics()],
+                      self._keys.metrics(), self._keys.pending_jobs(), self._keys.pending_due()],
                 args=[celery_envelope(task, payload), dedupe_ttl,
-                      f"smsproxy.webhooks.{kind}.accepted", f"smsproxy.webhooks.{kind}.duplicate"],
+                      f"smsproxy.webhooks.{kind}.accepted", f"smsproxy.webhooks.{kind}.duplicate",
+                      job_name(kind, message_id), self._republish_after],
             )
         except redis.exceptions.RedisError as exc:
             raise self._unavailable(task, exc) from exc

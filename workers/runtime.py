@@ -15,6 +15,7 @@ from shared.pool import PoolKeeper, PoolPolicy
 from shared.relay import Relay
 from shared.settings import Settings
 from shared.store import ConversationStore
+from shared.sweeper import Sweeper
 from shared.vonage_gateway import VonageGateway, VonagePort
 
 
@@ -63,6 +64,10 @@ class Runtime:
             self.redis, self.store, self.messages, self.counters,
             PoolPolicy.from_settings(self.settings),
         )
+
+    @cached_property
+    def sweeper(self) -> Sweeper:
+        return Sweeper(self.redis, self.settings)
 
     def http(self) -> requests.Session:
         """This thread's own HTTP session for callbacks to the marketplace."""

@@ -8,6 +8,7 @@ from shared.jobs import QUEUE_OF, TaskName
 from shared.settings import Settings
 
 EXPIRY_SWEEP_SECONDS = 15.0
+STRANDED_SWEEP_SECONDS = 10.0
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -18,6 +19,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": period,
             # a run that waited longer than its period is stale: the next one supersedes it
             "options": {"queue": QUEUE_OF[TaskName.MAINTAIN_POOL].value, "expires": period},
+        },
+        "sweep-stranded": {
+            "task": TaskName.SWEEP_STRANDED.value,
+            "schedule": STRANDED_SWEEP_SECONDS,
+            "options": {"queue": QUEUE_OF[TaskName.SWEEP_STRANDED].value,
+                        "expires": STRANDED_SWEEP_SECONDS},
         },
         "expire-conversations": {
             "task": TaskName.EXPIRE_CONVERSATIONS.value,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 from celery import Task
@@ -174,8 +175,9 @@ def relay_inbound(payload: dict[str, str]) -> None:
                 countdown=settings.concat_timeout_seconds,
                 queue=QUEUE_OF[TaskName.FLUSH_CONCAT].value,
             )
-        return
-    _relay(result)
+    else:
+        _relay(result)
+    runtime.sweeper.settle("inbound", inbound.message_id)
 
 
 @app.task(name=TaskName.FLUSH_CONCAT.value, max_retries=REDIS_MAX_RETRIES, **REDIS_RETRY)
@@ -226,6 +228,7 @@ def record_receipt(payload: dict[str, str]) -> None:
     )
     if matched is None:
         runtime.counters.incr("smsproxy.receipts.unmatched")
+    runtime.sweeper.settle("receipt", f"{receipt.message_id}:{receipt.status}")
 
 
 @app.task(name=TaskName.MAINTAIN_POOL.value)
@@ -235,6 +238,13 @@ def maintain_pool() -> None:
     except VonageFailure:
         return  # logged and counted by the keeper; the next scheduled run starts clean
     _enqueue_sends(report.sends)
+
+
+@app.task(name=TaskName.SWEEP_STRANDED.value, max_retries=0)
+def sweep_stranded() -> None:
+    """Re-publish webhook jobs the broker lost and re-queue sends nobody finished."""
+    report = runtime.sweeper.sweep(time.time())
+    _enqueue_sends(report.sends_requeued)
 
 
 @app.task(name=TaskName.EXPIRE_CONVERSATIONS.value, max_retries=REDIS_MAX_RETRIES,

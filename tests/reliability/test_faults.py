@@ -34,14 +34,6 @@ def _inbound_codes(stack):
             for a in w["attempts"]]
 
 
-REDIS_ERROR_AFTER_SEND = (
-    "a Redis error after Vonage accepted a send (mark_submitted) fails the task for good: the "
-    "SMS went once, but its record stays 'sending' and its receipts cannot be matched; tasks "
-    "do not retry on RedisError"
-)
-
-
-@pytest.mark.xfail(strict=True, raises=LostMessages, reason=REDIS_ERROR_AFTER_SEND)
 def test_redis_restart_mid_stream(tmp_path):
     """Scenario 2: Redis (append-only) stopped and started again on its port and data dir,
     with sends in flight (500 ms per Vonage call, 15 texts a second)."""
