@@ -139,6 +139,8 @@ def category(key: str) -> str:
         return "message log lists" if name.endswith(":log") else "conversation JSON"
     if kind == "out" and name.endswith(":text"):
         return "SMS bodies awaiting their send"
+    if name in {"out:open", "pending:jobs", "pending:due"}:
+        return "outbox indexes (unfinished sends, unsettled jobs)"
     return {
         "routes": "routes hashes",
         "pair": "pair (sticky) hashes",
