@@ -208,7 +208,7 @@ def relay_sends(stack: Stack) -> dict[str, list[float]]:
 
 def check_exactly_once(
     stack: Stack, stream: Stream, timeout: float = 60.0, settle: float = 2.0,
-    before: set[str] | frozenset[str] = frozenset(),
+    before: set[str] | frozenset[str] = frozenset(), audit_wait: float = 10.0,
 ) -> Outcome:
     """Wait (bounded) until every text was relayed, let any extra send surface, then count.
     `before`: relays made before this stream (by an earlier one), left out of the count."""
@@ -230,7 +230,7 @@ def check_exactly_once(
     lost = sorted(ref for ref in expected if counts[ref] == 0)
     duplicated = {ref: n for ref, n in counts.items() if n > 1}
     unexpected = sorted(ref for ref in counts if ref not in expected)
-    audit, statuses = _audit(stack, stream, time.monotonic() + 10, before)
+    audit, statuses = _audit(stack, stream, time.monotonic() + audit_wait, before)
     return Outcome(len(stream.sent), lost, duplicated, unexpected, audit, sends, waited, statuses)
 
 
