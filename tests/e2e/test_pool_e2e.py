@@ -83,3 +83,21 @@ def test_lost_number_moves_live_conversations_and_tells_the_people(stack):
     # and the pool is topped up again to its target
     _wait(lambda: sum(1 for n in stack.api("GET", "/v1/numbers").json()["numbers"]
                       if n["country"] == "GB") == 3, what="top-up")
+
+
+def test_operator_cli_against_the_sandbox(stack):
+    import subprocess
+    import sys
+
+    from devtools.stack import ROOT
+
+    def flask(*args):
+        return subprocess.run([sys.executable, "-m", "flask", "--app", "web.wsgi", "pool", *args],
+                              cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=60)
+
+    synced = flask("sync")
+    assert synced.returncode == 0, synced.stderr
+    assert "bought: 0" in synced.stdout  # beat already holds the targets
+    status = flask("status")
+    assert status.returncode == 0, status.stderr
+    assert "GB: 3 allocatable, target 3" in status.stdout
