@@ -61,6 +61,26 @@ def peak_rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
+def children(pid: int) -> list[int]:
+    """A process's direct children (gunicorn's workers), from /proc."""
+    try:
+        listed = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in listed.split()]
+
+
+def tree_peak_rss_bytes(pid: int) -> int:
+    """Peak RSS of a process and its direct children, added up (those still alive)."""
+    total = 0
+    for process in [pid, *children(pid)]:
+        try:
+            total += peak_rss_bytes(process)
+        except (OSError, RuntimeError):
+            continue  # gone meanwhile
+    return total
+
+
 def used_memory(client: redis.Redis) -> int:
     """Bytes Redis's allocator holds for data and overhead (`INFO memory` used_memory)."""
     return int(client.info("memory")["used_memory"])

@@ -27,7 +27,7 @@ from pathlib import Path
 import redis
 import requests
 
-from bench.webhook_ingest import peak_rss_kib
+from bench.common import tree_peak_rss_bytes
 from devtools.stack import ROOT, Stack, StackConfig
 from shared.settings import SignatureMethod
 from shared.signatures import sign
@@ -97,7 +97,7 @@ def run_relay(messages: int, conversations: int, tmp: Path) -> dict[str, float]:
             _ts(s["sent_at"]) - posted_at[s["client_ref"][len("relay-"):]]
             for s in sends if s["client_ref"][len("relay-"):] in posted_at
         )
-        rss = {name: peak_rss_kib(p.pid) / 1024 for name, p in stack.processes.items()}
+        rss = {name: tree_peak_rss_bytes(p.pid) / 2**20 for name, p in stack.processes.items()}
     return {
         "rate": messages / elapsed,
         "lost": sum(1 for i in ids if refs[f"relay-{i}"] == 0),
@@ -140,7 +140,7 @@ def run_noop(messages: int, tmp: Path, worker_args: tuple[str, ...]) -> dict[str
             while int(client.get("bench:noop:done") or 0) < messages + 1:
                 time.sleep(0.01)
             elapsed = time.monotonic() - started
-            rss = peak_rss_kib(worker.pid) / 1024
+            rss = tree_peak_rss_bytes(worker.pid) / 2**20
         finally:
             worker.terminate()
             worker.wait(timeout=30)

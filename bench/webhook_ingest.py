@@ -26,6 +26,7 @@ from pathlib import Path
 
 import requests
 
+from bench.common import tree_peak_rss_bytes
 from devtools.ports import free_port
 from devtools.redis_server import RedisServer
 from devtools.stack import ROOT
@@ -54,31 +55,10 @@ class Server:
 
     def stop(self) -> int:
         """Stop it; returns the peak RSS in KiB summed over master and workers."""
-        peak = peak_rss_kib(self.process.pid)
+        peak = tree_peak_rss_bytes(self.process.pid) // 1024
         self.process.terminate()
         self.process.wait(timeout=20)
         return peak
-
-
-def children(pid: int) -> list[int]:
-    try:
-        out = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in out.split()]
-
-
-def peak_rss_kib(pid: int) -> int:
-    """VmHWM (peak resident set) of a process and its children, from /proc."""
-    total = 0
-    for p in [pid, *children(pid)]:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1])
-        except OSError:
-            continue
-    return total
 
 
 def start_gunicorn(app: str, env: dict[str, str]) -> Server:
