@@ -86,6 +86,10 @@ class Keys:
         """Sorted set of sends owed and not finished, by when they were owed."""
         return f"{self.prefix}out:open"
 
+    def rate_bucket(self, name: str) -> str:
+        """The shared send-rate token bucket of one API key."""
+        return f"{self.prefix}rate:{name}"
+
     def metrics(self) -> str:
         return f"{self.prefix}metrics"
 

@@ -35,7 +35,7 @@ class RateLimiter:
     def __init__(
         self, client: redis.Redis, name: str, rate: float, burst: int, keys: Keys | None = None
     ) -> None:
-        self._key = (keys or Keys()).lock(f"rate:{name}")
+        self._key = (keys or Keys()).rate_bucket(name)
         self._rate = rate
         self._burst = max(1, burst)
         self._take = client.register_script(_TAKE)

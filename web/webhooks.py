@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from flask import Blueprint, Response, jsonify, request
 from redis.exceptions import RedisError
@@ -121,41 +122,44 @@ def _claim_ttl_ms(publish_timeout_seconds: float) -> int:
     return int(max(1.0, CLAIM_TIMEOUTS * publish_timeout_seconds) * 1000)
 
 
-@bp.route("/inbound-sms", methods=["GET", "POST"])
-def inbound_sms() -> Response:
+# What a webhook's parameters become: (its dedupe id, the task, the task's payload).
+Job = tuple[str, TaskName, dict[str, str | None]]
+
+
+def _receive(kind: str, to_job: Callable[[dict[str, str]], Job]) -> Response:
+    """The one path every webhook takes: read, probe, authenticate, validate, enqueue once."""
     try:
         params = _params()
     except _BadPayload as exc:
         return error_response(400, "bad_request", str(exc))
     if request.method == "GET" and not params:
         return jsonify({"status": "ok"})  # Vonage probes the URL when a number is configured
-    rejected = _authenticate(params, "inbound")
+    rejected = _authenticate(params, kind)
     if rejected is not None:
         return rejected
     try:
-        inbound = InboundSms.from_params(params)
+        dedupe_id, task, payload = to_job(params)
     except WebhookFieldError as exc:
         return error_response(400, "invalid_field", str(exc), field=exc.field)
-    return _accept("inbound", inbound.message_id, TaskName.RELAY_INBOUND, inbound.to_payload())
+    return _accept(kind, dedupe_id, task, payload)
+
+
+def _inbound_job(params: dict[str, str]) -> Job:
+    inbound = InboundSms.from_params(params)
+    return inbound.message_id, TaskName.RELAY_INBOUND, inbound.to_payload()
+
+
+def _receipt_job(params: dict[str, str]) -> Job:
+    receipt = DeliveryReceipt.from_params(params)
+    # One receipt per part and per status change: the status is part of what makes it unique.
+    return f"{receipt.message_id}:{receipt.status}", TaskName.RECORD_RECEIPT, receipt.to_payload()
+
+
+@bp.route("/inbound-sms", methods=["GET", "POST"])
+def inbound_sms() -> Response:
+    return _receive("inbound", _inbound_job)
 
 
 @bp.route("/delivery-receipt", methods=["GET", "POST"])
 def delivery_receipt() -> Response:
-    try:
-        params = _params()
-    except _BadPayload as exc:
-        return error_response(400, "bad_request", str(exc))
-    if request.method == "GET" and not params:
-        return jsonify({"status": "ok"})
-    rejected = _authenticate(params, "receipt")
-    if rejected is not None:
-        return rejected
-    try:
-        receipt = DeliveryReceipt.from_params(params)
-    except WebhookFieldError as exc:
-        return error_response(400, "invalid_field", str(exc), field=exc.field)
-    # One receipt per part and per status change: the status is part of what makes it unique.
-    return _accept(
-        "receipt", f"{receipt.message_id}:{receipt.status}", TaskName.RECORD_RECEIPT,
-        receipt.to_payload(),
-    )
+    return _receive("receipt", _receipt_job)

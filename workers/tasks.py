@@ -133,19 +133,30 @@ def _send_now_or_later(outbound_id: str) -> None:
     if not settings.inline_sends:
         _enqueue_sends([outbound_id])
         return
-    queue = QUEUE_OF[TaskName.SEND_SMS].value
     try:
         runtime.relay.send(outbound_id, runtime.vonage())
-    except Throttled as exc:
-        jitter = random.uniform(0, 1.0)  # noqa: S311
-        send_sms.apply_async((outbound_id,), countdown=exc.wait + jitter, queue=queue)
-    except RetryLater as exc:
-        send_sms.apply_async((outbound_id,), countdown=backoff(exc.attempts), queue=queue)
-    except InDoubt as exc:
-        send_sms.apply_async((outbound_id,), countdown=exc.wait, queue=queue)
-    except RecordLater as exc:
-        send_sms.apply_async((outbound_id,), {"accepted_ids": exc.message_ids},
-                             countdown=backoff(0), queue=queue)
+    except SEND_LATER as exc:
+        countdown, kwargs = _send_again(exc)
+        send_sms.apply_async((outbound_id,), kwargs, countdown=countdown,
+                             queue=QUEUE_OF[TaskName.SEND_SMS].value)
+
+
+SEND_LATER = (Throttled, RetryLater, InDoubt, RecordLater)
+
+
+def _send_again(exc: Exception) -> tuple[float, dict[str, Any]]:
+    """When to try a send again and with what: one policy for the inline and the queued path."""
+    if isinstance(exc, Throttled):
+        # spread the waiters over the next second rather than waking them all at once
+        return exc.wait + random.uniform(0, 1.0), {}  # noqa: S311
+    if isinstance(exc, RetryLater):
+        return backoff(exc.attempts), {}
+    if isinstance(exc, InDoubt):
+        return exc.wait, {}
+    if isinstance(exc, RecordLater):
+        # Vonage took it; only the record is missing: the retry records, never re-sends.
+        return backoff(0), {"accepted_ids": exc.message_ids}
+    raise TypeError(f"not a send to try again: {exc!r}")
 
 
 def _relay(whole: Reassembled) -> None:
@@ -202,17 +213,9 @@ def send_sms(
         return
     try:
         runtime.relay.send(outbound_id, runtime.vonage())
-    except Throttled as exc:
-        # spread the waiters over the next second rather than waking them all at once
-        raise self.retry(countdown=exc.wait + random.uniform(0, 1.0)) from exc  # noqa: S311
-    except RetryLater as exc:
-        raise self.retry(countdown=backoff(exc.attempts)) from exc
-    except InDoubt as exc:
-        raise self.retry(countdown=exc.wait) from exc
-    except RecordLater as exc:
-        raise self.retry(
-            args=(outbound_id,), kwargs={"accepted_ids": exc.message_ids}, countdown=backoff(0)
-        ) from exc
+    except SEND_LATER as exc:
+        countdown, kwargs = _send_again(exc)
+        raise self.retry(args=(outbound_id,), kwargs=kwargs, countdown=countdown) from exc
 
 
 @app.task(name=TaskName.RECORD_RECEIPT.value, max_retries=REDIS_MAX_RETRIES, **REDIS_RETRY)
