@@ -39,12 +39,12 @@ from bench.common import (
     server_pid,
     used_memory,
 )
-from shared.conversations import Conversations, intro_id
 from shared.domain import Conversation, ConversationStatus, Participant
 from shared.keys import Keys
 from shared.messages import MessageLog
-from shared.metrics import Counters
-from shared.store import ConversationStore
+from shared.outbound import intro_id
+from shared.pool_inventory import PoolInventory
+from shared.wiring import Services
 
 GOAL_BYTES = 1024
 POOL_COUNTRY = "GB"
@@ -102,8 +102,8 @@ def _establish_range(job: tuple[str, int, int, int]) -> int:
 
     url, start, stop, per_driver = job
     client = redis.Redis.from_url(url, decode_responses=True)
-    store = ConversationStore(client)
-    conversations = Conversations(store, MessageLog(client), Counters(client), bench_settings())
+    services = Services.from_settings(bench_settings(), client)
+    store, conversations = services.conversation_store, services.conversations
     vonage = FakeVonage()
     failures = 0
     for i in range(start, stop):
@@ -395,9 +395,9 @@ def measure(
     sent_sample = min(sent_sample, conversations)
     proposal_sample = min(proposal_sample, sent_sample)
     with private_redis() as (server, client):
-        store = ConversationStore(client)
+        inventory = PoolInventory(client)
         for i in range(pool_size):
-            store.add_pool_number(pool_number(i), POOL_COUNTRY)
+            inventory.add(pool_number(i), POOL_COUNTRY)
         before = used_memory(client)
         tables_before, keys_before = _table_overhead(client)
 

@@ -31,11 +31,8 @@ from typing import Any
 import redis
 
 from bench.common import bench_settings, print_table, private_redis, ratio
-from shared.conversations import Conversations
 from shared.domain import Conversation, ConversationStatus, Participant
-from shared.messages import MessageLog
-from shared.metrics import Counters
-from shared.store import ConversationStore
+from shared.wiring import Services
 
 DAY_SECONDS = 24 * 3600
 COUNTRY = "GB"
@@ -188,10 +185,10 @@ def replay(client: redis.Redis, chats: list[Chat], pool: int) -> Replay:
     from tests.doubles import FakeVonage  # the in-memory VonagePort (no network)
 
     client.flushall()
-    store = ConversationStore(client)
+    services = Services.from_settings(bench_settings(), client)
+    store, conversations = services.conversation_store, services.conversations
     for i in range(pool):
-        store.add_pool_number(f"447700900{i:03d}", COUNTRY)
-    conversations = Conversations(store, MessageLog(client), Counters(client), bench_settings())
+        services.inventory.add(f"447700900{i:03d}", COUNTRY)
     vonage = FakeVonage()
     exhausted = 0
     used: set[str] = set()

@@ -3,7 +3,7 @@
 Every inbound SMS is routed by one HGET on `routes:<sender's real number>` (field: the virtual
 number texted). This benchmark fills two private redis-servers with the key layout the product
 writes — one with the baseline size, one with the large size — and times random lookups (half
-hits, half misses) through the real `ConversationStore.find_route`, a bare redis-py HGET, a
+hits, half misses) through the real `RouteTable.find`, a bare redis-py HGET, a
 pipelined HGET (the network round trip amortised away, so the server's share shows), and the
 server's own time per HGET (`INFO commandstats`). Within a round the two servers alternate
 block by block, so that the machine's noise lands on both; the figure is the median over
@@ -44,7 +44,7 @@ from bench.common import (
 )
 from shared.domain import Conversation, ConversationStatus, Participant
 from shared.keys import Keys
-from shared.store import ConversationStore
+from shared.routes import RouteTable
 
 GOAL_RATIO = 1.2
 KEYS = Keys()
@@ -150,7 +150,7 @@ class Setup:
     """One size: its server's client, the store on it, and its queries cut into blocks."""
 
     client: redis.Redis
-    store: ConversationStore
+    store: RouteTable
     hits: list[list[Query]]
     misses: list[list[Query]]
     mixed: list[list[Query]]
@@ -162,7 +162,7 @@ def _blocks(items: Sequence[Query], size: int) -> list[list[Query]]:
 
 def _find_routes(setup: Setup, block: Sequence[Query]) -> None:
     for q in block:
-        setup.store.find_route(q.real, q.virtual)
+        setup.store.find(q.real, q.virtual)
 
 
 def _hgets(setup: Setup, block: Sequence[Query]) -> None:
@@ -233,10 +233,10 @@ def _pin(clients: dict[str, redis.Redis]) -> set[int]:
     return before
 
 
-def check(store: ConversationStore, qs: Sequence[Query]) -> None:
+def check(store: RouteTable, qs: Sequence[Query]) -> None:
     """Every hit finds its conversation and every miss finds nothing (the layout is right)."""
     for q in qs:
-        got = store.find_route(q.real, q.virtual)
+        got = store.find(q.real, q.virtual)
         if got != q.expected:
             raise AssertionError(f"find_route({q.real}, {q.virtual}) = {got}, not {q.expected}")
 
@@ -276,7 +276,7 @@ def measure(
                 client, sizes[name], per_driver, with_json=not routes_only
             )
             memory[name] = used_memory(client)
-            store = ConversationStore(client)
+            store = RouteTable(client)
             qs = queries(sizes[name], per_driver, lookups, seed)
             check(store, qs)  # also warms the connection and the caches up
             setups[name] = Setup(

@@ -9,12 +9,16 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from shared.domain import Conversation, ConversationStatus, MessageKind, OutboundSms, Participant
+from shared import outbound
+from shared.clock import now
+from shared.conversation_store import ConversationStore
+from shared.domain import Conversation, ConversationStatus, Participant
 from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.phone import InvalidNumber, mask, to_msisdn
+from shared.pool_inventory import PoolInventory
+from shared.routes import PoolExhausted, RouteTable
 from shared.settings import Settings
-from shared.store import ConversationStore, PoolExhausted, now
 from shared.vonage_gateway import VonageFailure, VonagePort
 
 MAX_METADATA_BYTES = 4096
@@ -144,10 +148,6 @@ def _compact_json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
-def intro_id(conversation_id: str, index: int) -> str:
-    return f"intro-{conversation_id}-{index}"
-
-
 @dataclass(frozen=True, slots=True)
 class Established:
     """What establishing did: the conversation as it now is, whether this run changed its
@@ -169,7 +169,9 @@ class Conversations:
     """Establishing and ending conversations, given the store and the Vonage port."""
 
     store: ConversationStore
-    log: MessageLog
+    routes: RouteTable
+    inventory: PoolInventory
+    messages: MessageLog
     counters: Counters
     settings: Settings
     buyer: NumberBuyer | None = None
@@ -222,7 +224,7 @@ class Conversations:
         )
         if active is None:
             # Closed while we were allocating: give the numbers back.
-            self.store.release(replace(conversation, participants=participants))
+            self.routes.release(replace(conversation, participants=participants))
             return Established(self.store.get(conversation.id))
         self.counters.incr("smsproxy.conversations.active")
         self._owe_intros(active)
@@ -233,7 +235,7 @@ class Conversations:
         own = participant.country or ""
         if not self.settings.country_fallback:
             return [own]
-        return [own, *(c for c in self.store.pool_countries() if c != own)]
+        return [own, *(c for c in self.inventory.countries() if c != own)]
 
     def _allocate(
         self, conversation_id: str, first: Participant, second: Participant, vonage: VonagePort
@@ -244,9 +246,9 @@ class Conversations:
         )
         # Each participant may need one bought number; a third failure is final.
         for _ in range(3):
-            seen = {c: self.store.pool_size(c) for c in {first.country, second.country} if c}
+            seen = {c: self.inventory.size(c) for c in {first.country, second.country} if c}
             try:
-                return self.store.allocate(conversation_id, request)
+                return self.routes.allocate(conversation_id, request)
             except PoolExhausted as short:
                 country = (first, second)[short.index].country
                 if (
@@ -256,7 +258,7 @@ class Conversations:
                     or not self.buyer.buy_one(vonage, country, seen[country])
                 ):
                     raise
-        return self.store.allocate(conversation_id, request)
+        return self.routes.allocate(conversation_id, request)
 
     def _fail(self, conversation_id: str, reason: str) -> Established:
         failed = self.store.finish(conversation_id, ConversationStatus.FAILED, reason)
@@ -265,24 +267,13 @@ class Conversations:
 
     @staticmethod
     def _intro_ids(conversation: Conversation) -> tuple[str, ...]:
-        return tuple(intro_id(conversation.id, i) for i in range(2))
+        return outbound.intro_ids(conversation.id)
 
     def _owe_intros(self, conversation: Conversation) -> None:
         template = conversation.intro_text or self.settings.intro_template
-        for index, participant in enumerate(conversation.participants):
-            other = conversation.participants[1 - index]
-            text = template.format_map(
-                _Template(counterpart=other.display_name or "your contact")
-            )
-            message = OutboundSms(
-                id=intro_id(conversation.id, index),
-                conversation_id=conversation.id,
-                kind=MessageKind.INTRO,
-                sender=participant.proxy_number or "",
-                recipient=participant.number,
-                text=text,
-            )
-            self.log.owe(message, in_trail=False)  # the trail derives intro ids itself
+        for index in range(2):
+            # the trail derives intro ids itself, so they stay out of its list
+            self.messages.owe(outbound.intro(conversation, index, template), in_trail=False)
 
     def close(self, conversation_id: str) -> Conversation | None:
         """End a live conversation now; None when it is unknown or already over."""
@@ -301,13 +292,6 @@ class Conversations:
         if ended:
             self.counters.incr("smsproxy.conversations.expired", len(ended))
         return ended
-
-
-class _Template(dict[str, str]):
-    """Leaves unknown placeholders in an operator's template as they are, instead of failing."""
-
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
 
 
 def describe(conversation: Conversation) -> str:

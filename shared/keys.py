@@ -25,7 +25,12 @@ class Keys:
         return f"{self.prefix}person:{real_number}:convs"
 
     def expiry(self) -> str:
+        """Sorted set of active conversations by when they expire."""
         return f"{self.prefix}expiry"
+
+    def pending_conversations(self) -> str:
+        """Sorted set of pending conversations by when they were created."""
+        return f"{self.prefix}pending:convs"
 
     def routes(self, real_number: str) -> str:
         """Hash of virtual number -> conversation id for one person's live conversations."""

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import redis
 
@@ -273,8 +273,8 @@ class MessageLog:
 
     def trail(
         self, conversation_id: str, first: Sequence[str] = (), *, with_text: bool = False
-    ) -> list[dict[str, Any]]:
-        """Every message of a conversation, oldest first, as plain dicts.
+    ) -> list[TrailEntry]:
+        """Every message of a conversation, oldest first.
 
         `first` are outbound ids kept out of the log list (the intros); `with_text` adds the
         bodies that were retained.
@@ -287,21 +287,81 @@ class MessageLog:
         for kind, ident in refs:
             pipe.hgetall(self._keys.inbound(ident) if kind == "in" else self._keys.outbound(ident))
         records = pipe.execute()
+        texts: dict[str, str | None] = {}
         if with_text:
-            for kind, ident in refs:
-                if kind == "out":
-                    pipe.get(self._keys.outbound_text(ident))
-            texts = iter(pipe.execute())
-        out: list[dict[str, Any]] = []
+            outbound_ids = [ident for kind, ident in refs if kind == "out"]
+            for ident in outbound_ids:
+                pipe.get(self._keys.outbound_text(ident))
+            texts = dict(zip(outbound_ids, pipe.execute(), strict=True))
+        out: list[TrailEntry] = []
         for (kind, ident), data in zip(refs, records, strict=True):
-            text = next(texts) if with_text and kind == "out" else None
             # a record that aged out (or was only half re-created by a late receipt) is skipped
-            required = _INBOUND_FIELDS if kind == "in" else _OUTBOUND_FIELDS
-            if data and required <= data.keys():
-                if text is not None:
-                    data["text"] = text
-                out.append({**data, "record": kind, "id": ident})
+            if kind == "in" and data and _INBOUND_FIELDS <= data.keys():
+                out.append(InboundRecord.from_fields(ident, data))
+            elif kind == "out" and data and _OUTBOUND_FIELDS <= data.keys():
+                out.append(OutboundRecord.from_fields(ident, data, texts.get(ident)))
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRecord:
+    """An inbound message in a conversation's audit trail."""
+
+    id: str
+    sender: str
+    parts: int
+    received_at: float
+    text: str | None = None
+    record: Literal["in"] = "in"
+
+    @classmethod
+    def from_fields(cls, ident: str, data: dict[str, Any]) -> InboundRecord:
+        return cls(
+            id=ident,
+            sender=str(data["from"]),
+            parts=int(data.get("parts", 1)),
+            received_at=float(data["received_at"]),
+            text=data.get("text"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRecord:
+    """A send in a conversation's audit trail, with its delivery state."""
+
+    id: str
+    kind: str | None
+    sender: str
+    recipient: str
+    state: str | None
+    parts: int
+    attempts: int
+    created_at: float
+    submitted_at: float | None = None
+    error_code: str | None = None
+    error_reason: str | None = None
+    text: str | None = None
+    record: Literal["out"] = "out"
+
+    @classmethod
+    def from_fields(cls, ident: str, data: dict[str, Any], text: str | None) -> OutboundRecord:
+        return cls(
+            id=ident,
+            kind=data.get("kind"),
+            sender=str(data["from"]),
+            recipient=str(data["to"]),
+            state=data.get("state"),
+            parts=int(data.get("parts", 0)),
+            attempts=int(data.get("attempts", 0)),
+            created_at=float(data["created_at"]),
+            submitted_at=float(data["submitted_at"]) if "submitted_at" in data else None,
+            error_code=data.get("error_code"),
+            error_reason=data.get("error_reason"),
+            text=text,
+        )
+
+
+TrailEntry = InboundRecord | OutboundRecord
 
 
 _INBOUND_FIELDS = frozenset({"from", "received_at"})

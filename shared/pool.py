@@ -13,13 +13,16 @@ from dataclasses import dataclass, field, replace
 
 import redis
 
-from shared.domain import Conversation, ConversationStatus, MessageKind, OutboundSms
+from shared import outbound
+from shared.conversation_store import ConversationStore
+from shared.domain import Conversation, ConversationStatus
 from shared.keys import Keys
 from shared.messages import MessageLog
 from shared.metrics import Counters
-from shared.phone import mask, to_e164
+from shared.phone import mask
+from shared.pool_inventory import PoolInventory
+from shared.routes import RouteTable
 from shared.settings import Settings
-from shared.store import ConversationStore
 from shared.vonage_gateway import OwnedNumber, VonageFailure, VonagePort
 
 log = logging.getLogger(__name__)
@@ -80,14 +83,18 @@ class PoolKeeper:
     def __init__(
         self,
         client: redis.Redis,
-        store: ConversationStore,
+        conversations: ConversationStore,
+        routes: RouteTable,
+        inventory: PoolInventory,
         messages: MessageLog,
         counters: Counters,
         policy: PoolPolicy,
         keys: Keys | None = None,
     ) -> None:
         self._redis = client
-        self._store = store
+        self._conversations = conversations
+        self._routes = routes
+        self._inventory = inventory
         self._messages = messages
         self._counters = counters
         self._policy = policy
@@ -118,8 +125,8 @@ class PoolKeeper:
         report = PoolReport()
         owned = {n.msisdn: n for n in vonage.owned_numbers()}
         self._reconcile(vonage, owned, policy, report)
-        for country in sorted(set(policy.targets) | set(self._store.pool_countries())):
-            missing = policy.wanted(country) - self._store.pool_size(country)
+        for country in sorted(set(policy.targets) | set(self._inventory.countries())):
+            missing = policy.wanted(country) - self._inventory.size(country)
             if missing > 0:
                 self._buy(vonage, country, missing, policy, report)
             elif missing < 0 and policy.release:
@@ -142,7 +149,7 @@ class PoolKeeper:
         policy: PoolPolicy,
         report: PoolReport,
     ) -> None:
-        known = {n.msisdn: n for n in self._store.pool_numbers()}
+        known = {n.msisdn: n for n in self._inventory.numbers()}
         for msisdn in sorted(set(known) - set(owned)):
             self._fail_over(msisdn, known[msisdn].country, policy, report)
         for number in owned.values():
@@ -152,7 +159,7 @@ class PoolKeeper:
                 ours = policy.inbound_url is not None and number.inbound_url == policy.inbound_url
                 if not (ours or policy.adopt):
                     continue
-                self._store.add_pool_number(number.msisdn, number.country)
+                self._inventory.add(number.msisdn, number.country)
                 report.adopted.append(number.msisdn)
             if policy.inbound_url and number.inbound_url != policy.inbound_url:
                 vonage.set_inbound_url(number.country, number.msisdn, policy.inbound_url)
@@ -162,30 +169,27 @@ class PoolKeeper:
         self, lost: str, country: str, policy: PoolPolicy, report: PoolReport
     ) -> None:
         """The account no longer owns `lost`: move its live routes, tell the people affected."""
-        self._store.drain_number(lost)
-        for conversation in self._store.live_conversations():
+        self._inventory.drain(lost)
+        for conversation in self._conversations.live_conversations():
             for index, participant in enumerate(conversation.participants):
                 if participant.proxy_number != lost:
                     continue
-                countries = [participant.country or country, *self._store.pool_countries()]
-                moved = self._store.reroute(conversation.id, participant.number, lost, countries)
+                countries = [participant.country or country, *self._inventory.countries()]
+                moved = self._routes.reroute(conversation.id, participant.number, lost, countries)
                 if moved is None:
-                    self._store.finish(conversation.id, ConversationStatus.FAILED, "number_lost")
+                    self._conversations.finish(
+                        conversation.id, ConversationStatus.FAILED, "number_lost"
+                    )
                     self._counters.incr("smsproxy.pool.conversations_lost")
                     continue
-                self._store.transition(conversation.id, _proxy_changer(index, moved))
-                message = OutboundSms(
-                    id=f"renumber-{conversation.id}-{index}-{lost}",
-                    conversation_id=conversation.id,
-                    kind=MessageKind.NUMBER_CHANGE,
-                    sender=moved,
-                    recipient=participant.number,
-                    text=policy.number_change_template.replace("{number}", to_e164(moved)),
+                self._conversations.transition(conversation.id, _proxy_changer(index, moved))
+                message = outbound.number_change(
+                    conversation, index, lost, moved, policy.number_change_template
                 )
                 self._messages.owe(message)
                 report.sends.append(message.id)
                 self._counters.incr("smsproxy.pool.rerouted")
-        self._store.forget_number(lost)
+        self._inventory.forget(lost)
         report.lost.append(lost)
         self._counters.incr("smsproxy.pool.lost")
         log.warning("number %s is no longer owned; its routes were moved", mask(lost))
@@ -200,7 +204,7 @@ class PoolKeeper:
         if not lock.acquire():
             return False
         try:
-            if self._store.pool_size(country) > seen_size:
+            if self._inventory.size(country) > seen_size:
                 return True
             if self._policy.maximums.get(country, seen_size + 1) <= seen_size:
                 return False
@@ -212,7 +216,7 @@ class PoolKeeper:
             lock.release()
 
     def _monthly_spend(self) -> float:
-        return sum(_cost(number.monthly_cost) for number in self._store.pool_numbers())
+        return sum(_cost(number.monthly_cost) for number in self._inventory.numbers())
 
     def _buy(
         self,
@@ -241,7 +245,7 @@ class PoolKeeper:
                 continue
             if policy.inbound_url:
                 vonage.set_inbound_url(candidate.country, candidate.msisdn, policy.inbound_url)
-            self._store.add_pool_number(
+            self._inventory.add(
                 candidate.msisdn, candidate.country, monthly_cost=candidate.monthly_cost
             )
             report.bought.append(candidate.msisdn)
@@ -253,18 +257,18 @@ class PoolKeeper:
 
     def _drain_surplus(self, country: str, surplus: int, report: PoolReport) -> None:
         """Stop allocating on the least-used numbers above the target."""
-        active = [n for n in self._store.pool_numbers(country) if n.state == "active"]
+        active = [n for n in self._inventory.numbers(country) if n.state == "active"]
         for number in sorted(active, key=lambda n: (n.routes, n.msisdn))[:surplus]:
-            self._store.drain_number(number.msisdn)
+            self._inventory.drain(number.msisdn)
             report.drained.append(number.msisdn)
 
     def _cancel_drained(self, vonage: VonagePort, report: PoolReport) -> None:
         """Cancel drained numbers once no live route uses them; never one with a live route."""
-        for number in self._store.pool_numbers():
+        for number in self._inventory.numbers():
             if number.state != "draining" or number.routes > 0:
                 continue
             vonage.cancel_number(number.country, number.msisdn)
-            self._store.forget_number(number.msisdn)
+            self._inventory.forget(number.msisdn)
             report.cancelled.append(number.msisdn)
             self._counters.incr("smsproxy.pool.cancelled")
 

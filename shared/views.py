@@ -1,4 +1,5 @@
-"""The public JSON shape of a conversation: the same for the API and the status callbacks."""
+"""The public JSON shapes: a conversation (the same for the API and the status callbacks) and
+its audit trail's entries."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.domain import Conversation
+from shared.messages import TrailEntry
 from shared.phone import to_e164
 
 
@@ -35,3 +37,33 @@ def conversation_view(conversation: Conversation) -> dict[str, Any]:
         "created_at": iso_time(conversation.created_at),
         "expires_at": iso_time(conversation.expires_at),
     }
+
+
+def trail_entry_view(entry: TrailEntry, *, with_text: bool) -> dict[str, Any]:
+    """One audit-trail entry; the body only when bodies are retained."""
+    rendered: dict[str, Any] = {
+        "id": entry.id,
+        "direction": "inbound" if entry.record == "in" else "outbound",
+    }
+    if entry.record == "in":
+        rendered.update({
+            "from": to_e164(entry.sender),
+            "parts": entry.parts,
+            "received_at": iso_time(entry.received_at),
+        })
+    else:
+        rendered.update({
+            "kind": entry.kind,
+            "from": to_e164(entry.sender),
+            "to": to_e164(entry.recipient),
+            "status": entry.state,
+            "parts": entry.parts,
+            "attempts": entry.attempts,
+            "created_at": iso_time(entry.created_at),
+            "submitted_at": iso_time(entry.submitted_at),
+            "error_code": entry.error_code,
+            "error_reason": entry.error_reason,
+        })
+    if with_text and entry.text is not None:
+        rendered["text"] = entry.text
+    return rendered

@@ -12,6 +12,7 @@ import redis
 
 from devtools.redis_server import RedisServer
 from shared.settings import Settings
+from shared.wiring import Services
 
 SettingsFactory = Callable[..., Settings]
 
@@ -61,3 +62,15 @@ def real_redis(redis_url: str) -> Iterator[redis.Redis]:
         client.flushdb()  # our own server: everything in it was made by this test run
     yield client
     client.close()
+
+
+@pytest.fixture
+def make_services(
+    fake_redis: redis.Redis, make_settings: SettingsFactory
+) -> Callable[..., Services]:
+    """Every store and service of one process over fakeredis, with settings from `env`."""
+
+    def build(**env: str) -> Services:
+        return Services.from_settings(make_settings(**env), fake_redis)
+
+    return build

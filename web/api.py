@@ -13,15 +13,16 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 
-from shared.conversations import RequestError, intro_id, parse_create_request
+from shared.clock import now
+from shared.conversations import RequestError, parse_create_request
 from shared.domain import Conversation, ConversationStatus
 from shared.jobs import TaskName
+from shared.outbound import intro_ids
 from shared.phone import InvalidNumber, to_e164, to_msisdn
-from shared.store import now
-from shared.views import conversation_view, iso_time
+from shared.views import conversation_view, trail_entry_view
 from web.errors import error_response
 from web.queue import QueueUnavailable
-from web.services import services
+from web.services import publisher, services
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
@@ -60,7 +61,7 @@ def _unauthorized(message: str) -> Response:
 def _find(conversation_id: str) -> Conversation | None:
     if not _CONVERSATION_ID.match(conversation_id):
         return None
-    return services().store.get(conversation_id)
+    return services().conversation_store.get(conversation_id)
 
 
 def _not_found(conversation_id: str) -> Response:
@@ -86,24 +87,26 @@ def create_conversation() -> Response | tuple[Response, int]:
             return error_response(400, "invalid_field", "Idempotency-Key: 1 to 128 visible "
                                   "ASCII characters", field="Idempotency-Key")
         fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
-        earlier = svc.store.remember_idempotency_key(
+        earlier = svc.idempotency.remember(
             key, fingerprint, conversation.id, IDEMPOTENCY_TTL_SECONDS
         )
         if earlier is not None:
             if earlier[0] != fingerprint:
                 return error_response(409, "idempotency_conflict",
                                       "Idempotency-Key was used with a different body")
-            existing = svc.store.get(earlier[1])
+            existing = svc.conversation_store.get(earlier[1])
             if existing is not None:
                 return jsonify(conversation_view(existing)), 202
 
-    svc.store.add(conversation)
+    svc.conversation_store.add(conversation)
     try:
-        svc.publisher.publish(TaskName.CREATE_CONVERSATION, conversation.id)
+        publisher().publish(TaskName.CREATE_CONVERSATION, conversation.id)
     except QueueUnavailable:
-        svc.store.finish(conversation.id, ConversationStatus.FAILED, "queue_unavailable")
+        svc.conversation_store.finish(
+            conversation.id, ConversationStatus.FAILED, "queue_unavailable"
+        )
         if key is not None:
-            svc.store.forget_idempotency_key(key)
+            svc.idempotency.forget(key)
         raise
     svc.counters.incr("smsproxy.conversations.requested")
     response = jsonify(conversation_view(conversation))
@@ -139,7 +142,7 @@ def list_conversations() -> Response:
         cursor = _decode_cursor(args["cursor"])
         if cursor is None:
             return _bad_query("cursor", "is not a cursor this API gave out")
-    page, after = services().store.page(
+    page, after = services().conversation_store.page(
         status=status, participant=participant, cursor=cursor, limit=int(raw_limit)
     )
     return jsonify({
@@ -186,7 +189,7 @@ def close_conversation(conversation_id: str) -> Response:
     closed = services().conversations.close(conversation_id)
     if closed is not None and closed.callback_url:
         try:
-            services().publisher.publish(
+            publisher().publish(
                 TaskName.NOTIFY_CALLBACK, {"conversation_id": closed.id, "event": "closed"}
             )
         except QueueUnavailable:
@@ -204,44 +207,10 @@ def conversation_messages(conversation_id: str) -> Response:
         return _not_found(conversation_id)
     retain = services().settings.retain_bodies
     trail = services().messages.trail(
-        conversation_id, first=[intro_id(conversation_id, i) for i in range(2)], with_text=retain
+        conversation_id, first=intro_ids(conversation_id), with_text=retain
     )
-    entries = [_render_entry(e, retain) for e in trail]
+    entries = [trail_entry_view(e, with_text=retain) for e in trail]
     return jsonify({"conversation_id": conversation_id, "messages": entries})
-
-
-def _render_entry(entry: dict[str, Any], retain: bool) -> dict[str, Any]:
-    rendered: dict[str, Any] = {
-        "id": entry["id"],
-        "direction": "inbound" if entry["record"] == "in" else "outbound",
-    }
-    if entry["record"] == "in":
-        rendered.update(
-            {
-                "from": to_e164(entry["from"]),
-                "parts": int(entry.get("parts", 1)),
-                "received_at": iso_time(float(entry["received_at"])),
-            }
-        )
-    else:
-        rendered.update(
-            {
-                "kind": entry.get("kind"),
-                "from": to_e164(entry["from"]),
-                "to": to_e164(entry["to"]),
-                "status": entry.get("state"),
-                "parts": int(entry.get("parts", 0)),
-                "attempts": int(entry.get("attempts", 0)),
-                "created_at": iso_time(float(entry["created_at"])),
-                "submitted_at": iso_time(float(entry["submitted_at"]))
-                if "submitted_at" in entry else None,
-                "error_code": entry.get("error_code"),
-                "error_reason": entry.get("error_reason"),
-            }
-        )
-    if retain and "text" in entry:
-        rendered["text"] = entry["text"]
-    return rendered
 
 
 @bp.get("/numbers")
@@ -257,7 +226,7 @@ def numbers() -> Response:
                     "state": n.state,
                     "monthly_cost": n.monthly_cost,
                 }
-                for n in services().store.pool_numbers()
+                for n in services().inventory.numbers()
             ]
         }
     )

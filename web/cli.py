@@ -7,9 +7,8 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from shared.jobs import TaskName
-from shared.pool import PoolKeeper, PoolPolicy
 from shared.vonage_gateway import VonageFailure, VonageGateway
-from web.services import services
+from web.services import publisher, services
 
 pool = AppGroup("pool", help="Inspect and maintain the pool of virtual numbers.")
 
@@ -22,24 +21,22 @@ def register_cli(app: Flask) -> None:
 def pool_status() -> None:
     """Each number with its country, state, live routes and monthly cost."""
     svc = services()
-    numbers = svc.store.pool_numbers()
+    numbers = svc.inventory.numbers()
     click.echo(f"{'number':<16} {'country':<7} {'state':<9} {'routes':>6} {'cost':>6}")
     for n in numbers:
         click.echo(f"+{n.msisdn:<15} {n.country:<7} {n.state:<9} {n.routes:>6} "
                    f"{n.monthly_cost or '-':>6}")
-    for country in svc.store.pool_countries():
+    for country in svc.inventory.countries():
         target = svc.settings.pool_targets.get(country, 0)
-        click.echo(f"{country}: {svc.store.pool_size(country)} allocatable, target {target}")
+        click.echo(f"{country}: {svc.inventory.size(country)} allocatable, target {target}")
 
 
 @pool.command("sync")
 def pool_sync() -> None:
     """Run pool maintenance now, in this process (beat runs it every minute)."""
     svc = services()
-    keeper = PoolKeeper(svc.redis, svc.store, svc.messages, svc.counters,
-                        PoolPolicy.from_settings(svc.settings))
     try:
-        report = keeper.maintain(VonageGateway(svc.settings))
+        report = svc.pool_keeper.maintain(VonageGateway(svc.settings))
     except VonageFailure as failure:
         raise click.ClickException(
             f"maintenance stopped: {failure.code} {failure.reason}"
@@ -51,6 +48,6 @@ def pool_sync() -> None:
     if report.shortfall:
         click.echo(f"short: {report.shortfall}")
     for outbound_id in report.sends:
-        svc.publisher.publish(TaskName.SEND_SMS, outbound_id)
+        publisher().publish(TaskName.SEND_SMS, outbound_id)
     if report.sends:
         click.echo(f"number-change SMS queued: {len(report.sends)}")

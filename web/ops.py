@@ -10,7 +10,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
-from web.services import Services, services
+from shared.wiring import Services
+from web.services import publisher, services
 
 bp = Blueprint("ops", __name__)
 
@@ -27,7 +28,7 @@ def readyz() -> tuple[Response, int]:
         redis_ok = bool(svc.redis.ping())
     except RedisError:
         redis_ok = False
-    broker_ok = svc.publisher.ping()
+    broker_ok = publisher().ping()
     ready = redis_ok and broker_ok
     body = {"status": "ready" if ready else "unavailable", "redis": redis_ok, "broker": broker_ok}
     return jsonify(body), 200 if ready else 503
@@ -53,12 +54,12 @@ class SharedCounters(Collector):
         routes = GaugeMetricFamily(
             "smsproxy_pool_live_routes", "live routes on pool numbers", labels=["country"]
         )
-        numbers = self._svc.store.pool_numbers()
-        for country in self._svc.store.pool_countries():
+        numbers = self._svc.inventory.numbers()
+        for country in self._svc.inventory.countries():
             mine = [n for n in numbers if n.country == country]
             for state in ("active", "draining"):
                 size.add_metric([country, state], sum(1 for n in mine if n.state == state))
-            free.add_metric([country], self._svc.store.pool_size(country))
+            free.add_metric([country], self._svc.inventory.size(country))
             routes.add_metric([country], sum(n.routes for n in mine))
         yield size
         yield free

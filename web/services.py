@@ -1,31 +1,26 @@
-"""What the views need, built once per app and reached through `services()`."""
+"""What the views need, built once per app: the domain services and the door to the broker."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from flask import Flask, current_app
 
-import redis
-from flask import current_app
-
-from shared.conversations import Conversations
-from shared.messages import MessageLog
-from shared.metrics import Counters
-from shared.settings import Settings
-from shared.store import ConversationStore
+from shared.wiring import Services
 from web.queue import Publisher
 
+_SERVICES = "smsproxy.services"
+_PUBLISHER = "smsproxy.publisher"
 
-@dataclass(frozen=True, slots=True)
-class Services:
-    settings: Settings
-    redis: redis.Redis
-    store: ConversationStore
-    messages: MessageLog
-    counters: Counters
-    conversations: Conversations
-    publisher: Publisher
+
+def install(app: Flask, built: Services, door: Publisher) -> None:
+    app.extensions[_SERVICES] = built
+    app.extensions[_PUBLISHER] = door
 
 
 def services() -> Services:
-    found: Services = current_app.extensions["smsproxy"]
+    found: Services = current_app.extensions[_SERVICES]
+    return found
+
+
+def publisher() -> Publisher:
+    found: Publisher = current_app.extensions[_PUBLISHER]
     return found

@@ -15,7 +15,7 @@ from shared.messages import WebhookClaim
 from shared.signatures import verify
 from web.errors import error_response
 from web.queue import QueueUnavailable, WebhookOutcome
-from web.services import services
+from web.services import publisher, services
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
@@ -68,8 +68,9 @@ def _authenticate(params: dict[str, str], kind: str) -> Response | None:
 def _accept(kind: str, message_id: str, task: TaskName, payload: dict[str, str | None]) -> Response:
     """Enqueue once per messageId; acknowledge only after the broker has the job."""
     svc = services()
-    if svc.publisher.atomic_webhooks:
-        outcome = svc.publisher.enqueue_webhook(
+    door = publisher()
+    if door.atomic_webhooks:
+        outcome = door.enqueue_webhook(
             kind, message_id, task, payload, svc.settings.dedupe_ttl_seconds
         )
         if outcome is WebhookOutcome.IN_PROGRESS:
@@ -97,7 +98,7 @@ def _accept_in_two_steps(
         svc.counters.incr(f"smsproxy.webhooks.{kind}.duplicate")
         return jsonify({"status": "duplicate"})
     try:
-        svc.publisher.publish(task, payload)
+        publisher().publish(task, payload)
     except QueueUnavailable as exc:
         # Unless the job may yet reach the broker (a hung Redis: then the claim expires on its
         # own, which limits how soon a second copy can be queued), take the retry at once.

@@ -12,6 +12,7 @@ from kombu.entity import Queue as KombuQueue
 from shared.jobs import QUEUE_OF, Queue
 from shared.logging import configure_logging
 from shared.settings import Settings
+from workers import runtime
 from workers.schedule import beat_schedule
 
 # How often kombu looks for messages stranded by a dead worker (their visibility timeout past).
@@ -19,7 +20,9 @@ RESTORE_SWEEP_SECONDS = 5
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("smsproxy", broker=settings.broker_url, set_as_current=True)
+    app = Celery(
+        "smsproxy", broker=settings.broker_url, set_as_current=True, include=["workers.tasks"]
+    )
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -49,6 +52,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         task_queues=[KombuQueue(q.value) for q in Queue],  # type: ignore[no-untyped-call]
         task_default_queue=Queue.CONVERSATIONS.value,
+        # The one place that says which queue a task goes to (beat and retries included).
         task_routes={name.value: {"queue": queue.value} for name, queue in QUEUE_OF.items()},
         beat_schedule=beat_schedule(settings),
     )
@@ -57,11 +61,9 @@ def make_celery(settings: Settings) -> Celery:
 
 settings = Settings.from_env(os.environ)
 app = make_celery(settings)
+runtime.install(runtime.Runtime(settings, runtime.CeleryQueue(app.send_task)))
 
 
 @setup_logging.connect
 def _logging(**_: Any) -> None:
     configure_logging(settings.log_level)
-
-
-import workers.tasks  # noqa: E402,F401  (registers the tasks on the app)

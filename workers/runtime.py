@@ -1,73 +1,80 @@
-"""Per-process dependencies of the tasks; the Vonage client is per thread (the SDK is not safe)."""
+"""What the tasks run against: the services, per-thread clients, and the queue they enqueue on.
+
+One `Runtime` is installed per worker process (`workers/celery_app.py`); a test installs its
+own (`install`) with its own Redis, Vonage double and queue, and then calls the tasks.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import cached_property
+from typing import Any, Protocol
 
-import redis
 import requests
 
-from shared.conversations import Conversations
-from shared.messages import MessageLog
-from shared.metrics import Counters
-from shared.pool import PoolKeeper, PoolPolicy
-from shared.relay import Relay
+from shared.jobs import TaskName
 from shared.settings import Settings
-from shared.store import ConversationStore
-from shared.sweeper import Sweeper
 from shared.vonage_gateway import VonageGateway, VonagePort
+from shared.wiring import Services
+
+# What monitoring tools (Flower, `celery events`) show of a task's arguments: never numbers.
+HIDDEN_ARGS = "[…]"
+HIDDEN_KWARGS = "{…}"
+
+
+class TaskQueue(Protocol):
+    """Where tasks enqueue follow-up tasks, by name (routing comes from the app's task_routes)."""
+
+    def enqueue(
+        self,
+        task: TaskName,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        countdown: float | None = None,
+    ) -> None: ...
+
+
+class CeleryQueue:
+    """The real queue: Celery's own publish, with the arguments hidden from monitoring tools."""
+
+    def __init__(self, send_task: Callable[..., Any]) -> None:
+        self._send_task = send_task
+
+    def enqueue(
+        self,
+        task: TaskName,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        countdown: float | None = None,
+    ) -> None:
+        self._send_task(
+            task.value, args=args, kwargs=kwargs or {}, countdown=countdown,
+            argsrepr=HIDDEN_ARGS if args else "()",
+            kwargsrepr=HIDDEN_KWARGS if kwargs else "{}",
+        )
 
 
 class Runtime:
     """Built lazily in each worker process, after the fork, from the one settings object."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: TaskQueue,
+        *,
+        services: Services | None = None,
+        vonage_factory: Callable[[Settings], VonagePort] = VonageGateway,
+    ) -> None:
         self.settings = settings
+        self.queue = queue
+        self._given = services
+        self._vonage_factory = vonage_factory
         self._local = threading.local()
 
     @cached_property
-    def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(
-            self.settings.redis_url,
-            decode_responses=True,
-            socket_connect_timeout=5,
-            socket_timeout=10,
-            health_check_interval=30,
-        )
-
-    @cached_property
-    def store(self) -> ConversationStore:
-        return ConversationStore(self.redis)
-
-    @cached_property
-    def messages(self) -> MessageLog:
-        return MessageLog(self.redis)
-
-    @cached_property
-    def counters(self) -> Counters:
-        return Counters(self.redis)
-
-    @cached_property
-    def conversations(self) -> Conversations:
-        return Conversations(
-            self.store, self.messages, self.counters, self.settings, buyer=self.pool_keeper
-        )
-
-    @cached_property
-    def relay(self) -> Relay:
-        return Relay(self.redis, self.store, self.messages, self.counters, self.settings)
-
-    @cached_property
-    def pool_keeper(self) -> PoolKeeper:
-        return PoolKeeper(
-            self.redis, self.store, self.messages, self.counters,
-            PoolPolicy.from_settings(self.settings),
-        )
-
-    @cached_property
-    def sweeper(self) -> Sweeper:
-        return Sweeper(self.redis, self.settings)
+    def services(self) -> Services:
+        return self._given or Services.from_settings(self.settings)
 
     def http(self) -> requests.Session:
         """This thread's own HTTP session for callbacks to the marketplace."""
@@ -78,9 +85,24 @@ class Runtime:
         return session
 
     def vonage(self) -> VonagePort:
-        """This thread's own Vonage client."""
+        """This thread's own Vonage client: the SDK's client is not safe across threads."""
         gateway: VonagePort | None = getattr(self._local, "vonage", None)
         if gateway is None:
-            gateway = VonageGateway(self.settings)
+            gateway = self._vonage_factory(self.settings)
             self._local.vonage = gateway
         return gateway
+
+
+_installed: Runtime | None = None
+
+
+def install(runtime: Runtime) -> None:
+    """Make `runtime` the one the tasks of this process use."""
+    global _installed
+    _installed = runtime
+
+
+def current() -> Runtime:
+    if _installed is None:
+        raise RuntimeError("no runtime installed: import workers.celery_app first")
+    return _installed

@@ -141,13 +141,16 @@ def test_expiry_sweep_ends_conversations_and_frees_routes(stack, receiver):
     # Bring the expiry forward in the store rather than wait a minute.
     import redis
 
-    from shared.store import ConversationStore
+    from shared.settings import Settings
+    from shared.wiring import Services
 
-    store = ConversationStore(redis.Redis.from_url(stack.env["REDIS_URL"], decode_responses=True))
-    store.transition(conversation_id, lambda c: c.with_status(c.status, expires_at=time.time()))
+    client = redis.Redis.from_url(stack.env["REDIS_URL"], decode_responses=True)
+    svc = Services.from_settings(Settings.from_env({}), client)
+    svc.conversation_store.transition(
+        conversation_id, lambda c: c.with_status(c.status, expires_at=time.time()))
     expired = stack.wait_for_status(conversation_id, "expired", timeout=40)
     person = active["participants"][0]
-    assert store.find_route(person["number"][1:], person["proxy_number"][1:]) is None
+    assert svc.routes.find(person["number"][1:], person["proxy_number"][1:]) is None
     assert expired["status"] == "expired"
     deadline = time.monotonic() + 30
     while not any(e["id"] == f"{conversation_id}:expired" for e in _Receiver.events):

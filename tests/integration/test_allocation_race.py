@@ -8,12 +8,9 @@ from collections import Counter
 import pytest
 import redis
 
-from shared.conversations import Conversations
 from shared.domain import Conversation, ConversationStatus, Participant
-from shared.messages import MessageLog
-from shared.metrics import Counters
 from shared.settings import Settings
-from shared.store import ConversationStore
+from shared.wiring import Services
 from tests.doubles import FakeVonage
 
 pytestmark = pytest.mark.integration
@@ -24,13 +21,13 @@ PROCESSES, PER_PROCESS = 5, 10
 
 def _create_many(redis_url: str, worker: int, barrier, results) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    store = ConversationStore(client)
     settings = Settings.from_env({"SMSPROXY_API_TOKENS": "t"})
-    conversations = Conversations(store, MessageLog(client), Counters(client), settings)
+    svc = Services.from_settings(settings, client)
+    conversations = svc.conversations
     ids = []
     for i in range(PER_PROCESS):
         conversation_id = f"{worker:02d}{i:030d}"
-        store.add(Conversation(
+        svc.conversation_store.add(Conversation(
             id=conversation_id,
             participants=(Participant(PERSON), Participant(f"4474002{worker:02d}{i:03d}")),
             status=ConversationStatus.PENDING, created_at=1.0, ttl_seconds=3600,
@@ -43,9 +40,9 @@ def _create_many(redis_url: str, worker: int, barrier, results) -> None:
 
 
 def test_fifty_concurrent_creates_never_reuse_a_persons_proxy(real_redis, redis_url):
-    store = ConversationStore(real_redis)
+    svc = Services.from_settings(Settings.from_env({}), real_redis)
     for n in range(60):
-        store.add_pool_number(f"4477009{n:05d}", "GB")
+        svc.inventory.add(f"4477009{n:05d}", "GB")
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(PROCESSES), context.Queue()
     workers = [context.Process(target=_create_many, args=(redis_url, w, barrier, results))
@@ -57,13 +54,13 @@ def test_fifty_concurrent_creates_never_reuse_a_persons_proxy(real_redis, redis_
         process.join(timeout=30)
         assert process.exitcode == 0
 
-    conversations = [store.get(i) for i in ids]
+    conversations = [svc.conversation_store.get(i) for i in ids]
     assert all(c.status is ConversationStatus.ACTIVE for c in conversations)
     proxies = [c.participants[0].proxy_number for c in conversations]
     assert len(proxies) == 50 and len(set(proxies)) == 50, Counter(proxies).most_common(3)
     for conversation in conversations:
         person, other = conversation.participants
-        assert store.find_route(person.number, person.proxy_number) == conversation.id
-        assert store.find_route(other.number, other.proxy_number) == conversation.id
+        assert svc.routes.find(person.number, person.proxy_number) == conversation.id
+        assert svc.routes.find(other.number, other.proxy_number) == conversation.id
     # every live route is counted once against its number
-    assert sum(n.routes for n in store.pool_numbers("GB")) == 100
+    assert sum(n.routes for n in svc.inventory.numbers("GB")) == 100

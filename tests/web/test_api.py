@@ -2,7 +2,8 @@ import pytest
 
 from shared.domain import Conversation, ConversationStatus, Participant
 from shared.jobs import TaskName
-from shared.store import ConversationStore
+from shared.keys import Keys
+from shared.wiring import Services
 from tests.doubles import BadPublisher
 from tests.web.conftest import AUTH
 
@@ -95,28 +96,29 @@ def test_idempotency_key_same_body_same_conversation_different_body_409(client, 
     assert len(publisher.published) == 1
 
 
-def test_broker_down_on_create_is_503_and_nothing_is_left_pending(make_client, fake_redis):
+def test_broker_down_on_create_is_503_and_nothing_is_left_pending(make_client, fake_redis,
+                                                                   make_settings):
     client = make_client(publisher=BadPublisher())
     response = client.post("/v1/conversations", json=BODY, headers=AUTH)
     assert response.status_code == 503
-    store = ConversationStore(fake_redis)
-    ids = fake_redis.zrange(store.keys.conversations(), 0, -1)
-    assert [store.get(i).status for i in ids] == [ConversationStatus.FAILED]
+    svc = Services.from_settings(make_settings(), fake_redis)
+    ids = fake_redis.zrange(Keys().conversations(), 0, -1)
+    assert [svc.conversation_store.get(i).status for i in ids] == [ConversationStatus.FAILED]
 
 
-def test_delete_closes_and_frees_routes(client, fake_redis):
-    store = ConversationStore(fake_redis)
-    store.add_pool_number("447700900100", "GB")
+def test_delete_closes_and_frees_routes(client, fake_redis, make_settings):
+    svc = Services.from_settings(make_settings(), fake_redis)
+    svc.inventory.add("447700900100", "GB")
     a, b = "447400123456", "447400654321"
-    store.add(Conversation("b" * 32, (Participant(a), Participant(b)),
+    svc.conversation_store.add(Conversation("b" * 32, (Participant(a), Participant(b)),
                            ConversationStatus.PENDING, 1.0, 3600))
-    pa, pb = store.allocate("b" * 32, ((a, IN_GB), (b, IN_GB)))
-    store.transition("b" * 32, lambda c: c.with_status(
+    pa, pb = svc.routes.allocate("b" * 32, ((a, IN_GB), (b, IN_GB)))
+    svc.conversation_store.transition("b" * 32, lambda c: c.with_status(
         ConversationStatus.ACTIVE, participants=(Participant(a, pa), Participant(b, pb)),
         expires_at=2e9))
     response = client.delete(f"/v1/conversations/{'b' * 32}", headers=AUTH)
     assert response.status_code == 200 and response.json["status"] == "closed"
-    assert store.find_route(a, pa) is None
+    assert svc.routes.find(a, pa) is None
     again = client.delete(f"/v1/conversations/{'b' * 32}", headers=AUTH)
     assert again.status_code == 200 and again.json["status"] == "closed"
     numbers = client.get("/v1/numbers", headers=AUTH).json["numbers"]

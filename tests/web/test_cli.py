@@ -1,14 +1,14 @@
 """The operators' CLI: `flask --app web.wsgi pool status|sync`."""
 
-from shared.store import ConversationStore
+from shared.pool_inventory import PoolInventory
 from tests.doubles import FakePublisher
 from web.app import create_app
 
 
 def test_pool_status_lists_numbers_and_targets(fake_redis, make_settings):
-    store = ConversationStore(fake_redis)
-    store.add_pool_number("447700900100", "GB", monthly_cost="1.25")
-    store.add_pool_number("447700900101", "GB")
+    inventory = PoolInventory(fake_redis)
+    inventory.add("447700900100", "GB", monthly_cost="1.25")
+    inventory.add("447700900101", "GB")
     app = create_app(make_settings(SMSPROXY_POOL_TARGETS="GB=3"), redis_client=fake_redis,
                      publisher=FakePublisher())
     result = app.test_cli_runner().invoke(args=["pool", "status"])

@@ -25,12 +25,11 @@ from shared.domain import (
     OutboundSms,
     Participant,
 )
-from shared.messages import MessageLog
-from shared.store import ConversationStore
 from tests.doubles import BadPublisher, FakePublisher
 from tests.web.conftest import AUTH
 from web.app import create_app
 from web.openapi import EXAMPLE_ID, openapi_document
+from web.services import services
 
 CREATE_EXAMPLE = openapi_document()["components"]["schemas"]["CreateConversation"]["example"]
 ENV = {"SMSPROXY_RETAIN_BODIES": "true", "SMSPROXY_CALLBACK_SECRET": "cb-secret"}
@@ -85,11 +84,11 @@ BOUNDED = settings(
 def seed(app) -> None:
     """A conversation under the documented example id, with a full audit trail, and a pool
     number: so that the 200 answers (not only the 404s) are checked against their schemas."""
-    services = app.extensions["smsproxy"]
-    store: ConversationStore = services.store
-    messages: MessageLog = services.messages
+    with app.app_context():
+        svc = services()
+    messages = svc.messages
     created = time.time()
-    store.add(Conversation(
+    svc.conversation_store.add(Conversation(
         id=EXAMPLE_ID,
         participants=(
             Participant(number="447400123456", proxy_number="447700900001", country="GB",
@@ -112,8 +111,8 @@ def seed(app) -> None:
             messages.mark_submitted(outbound_id, ["v1", "v2"], retain_body=True)
         elif outcome == "failed":
             messages.mark_failed(outbound_id, "4", "invalid credentials", retain_body=False)
-    store.add_pool_number("447700900001", "GB", monthly_cost="0.90")
-    store.add_pool_number("447700900002", "GB")
+    svc.inventory.add("447700900001", "GB", monthly_cost="0.90")
+    svc.inventory.add("447700900002", "GB")
 
 
 @pytest.fixture
@@ -261,7 +260,8 @@ class FromSeededState(SCHEMA.as_state_machine()):
         # would meet the idempotency keys and conversations of earlier scenarios and take
         # another path.
         app = APP_UNDER_TEST.target
-        app.extensions["smsproxy"].redis.flushall()
+        with app.app_context():
+            services().redis.flushall()
         seed(app)
 
 

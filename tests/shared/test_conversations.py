@@ -13,49 +13,47 @@ from shared.callbacks import (
     out_of_session_event,
     sign_event,
 )
-from shared.conversations import Conversations, RequestError, parse_create_request
+from shared.conversations import RequestError, parse_create_request
 from shared.domain import Conversation, ConversationStatus, InboundSms, Participant
 from shared.messages import MessageLog
-from shared.metrics import Counters
-from shared.pool import PoolKeeper, PoolPolicy
-from shared.relay import Relay
-from shared.store import ConversationStore
-from shared.vonage_gateway import AvailableNumber
+from shared.outbound import intro_id
+from shared.vonage_gateway import AvailableNumber, VonageFailure
+from shared.wiring import Services
 from tests.doubles import FakeVonage
+from tests.shared.conftest import A as WORLD_A
+from tests.shared.conftest import B as WORLD_B
 
 GB_A, GB_B, US_C = "447400100001", "447400100002", "12015550199"
 
 
 def build(fake_redis, settings, pool=(("447700900100", "GB"),)):
-    store = ConversationStore(fake_redis)
+    svc = Services.from_settings(settings, fake_redis)
     for number, country in pool:
-        store.add_pool_number(number, country)
-    messages, counters = MessageLog(fake_redis), Counters(fake_redis)
-    keeper = PoolKeeper(fake_redis, store, messages, counters, PoolPolicy.from_settings(settings))
-    return store, Conversations(store, messages, counters, settings, buyer=keeper), counters
+        svc.inventory.add(number, country)
+    return svc, svc.conversations, svc.counters
 
 
-def pending(store, conversation_id, a, b, **extra):
+def pending(svc, conversation_id, a, b, **extra):
     conversation = Conversation(
         id=conversation_id, participants=(Participant(a), Participant(b)),
         status=ConversationStatus.PENDING, created_at=float(len(conversation_id)),
         ttl_seconds=3600, **extra,
     )
-    store.add(conversation)
+    svc.conversation_store.add(conversation)
     return conversation
 
 
 def test_geo_match_prefers_own_country(fake_redis, settings):
-    store, conversations, _ = build(
+    svc, conversations, _ = build(
         fake_redis, settings, pool=(("447700900100", "GB"), ("12015550100", "US")))
-    pending(store, "c1", GB_A, US_C)
+    pending(svc, "c1", GB_A, US_C)
     active = conversations.establish("c1", FakeVonage()).conversation
     assert [p.proxy_number for p in active.participants] == ["447700900100", "12015550100"]
 
 
 def test_without_fallback_a_country_with_no_pool_fails(fake_redis, settings):
-    store, conversations, counters = build(fake_redis, settings)
-    pending(store, "c1", GB_A, US_C)
+    svc, conversations, counters = build(fake_redis, settings)
+    pending(svc, "c1", GB_A, US_C)
     outcome = conversations.establish("c1", FakeVonage())
     assert outcome.changed and outcome.conversation.status is ConversationStatus.FAILED
     assert outcome.conversation.failure_reason == "pool_exhausted"
@@ -63,19 +61,19 @@ def test_without_fallback_a_country_with_no_pool_fails(fake_redis, settings):
 
 
 def test_with_fallback_another_countrys_number_is_used(fake_redis, make_settings):
-    store, conversations, _ = build(fake_redis, make_settings(SMSPROXY_COUNTRY_FALLBACK="true"))
-    pending(store, "c1", GB_A, US_C)
+    svc, conversations, _ = build(fake_redis, make_settings(SMSPROXY_COUNTRY_FALLBACK="true"))
+    pending(svc, "c1", GB_A, US_C)
     active = conversations.establish("c1", FakeVonage()).conversation
     assert active.status is ConversationStatus.ACTIVE
     assert active.participants[1].proxy_number == "447700900100"
 
 
 def test_pool_short_buys_on_demand_when_allowed(fake_redis, make_settings):
-    store, conversations, counters = build(
+    svc, conversations, counters = build(
         fake_redis, make_settings(SMSPROXY_BUY_ON_DEMAND="true"))
     vonage = FakeVonage(available=[AvailableNumber("447700900150", "GB", "1.25")])
-    pending(store, "c1", GB_A, GB_B)
-    pending(store, "c2", GB_A, "447400100003")  # A's second conversation needs a second number
+    pending(svc, "c1", GB_A, GB_B)
+    pending(svc, "c2", GB_A, "447400100003")  # A's second conversation needs a second number
     conversations.establish("c1", vonage)
     second = conversations.establish("c2", vonage).conversation
     assert second.status is ConversationStatus.ACTIVE
@@ -86,9 +84,9 @@ def test_pool_short_buys_on_demand_when_allowed(fake_redis, make_settings):
 
 
 def test_intro_text_per_conversation(fake_redis, settings):
-    store, conversations, _ = build(fake_redis, settings)
-    pending(store, "c1", GB_A, GB_B, intro_text="Your courier {counterpart} - reply here.")
-    store.transition("c1", lambda c: c.with_status(c.status, participants=(
+    svc, conversations, _ = build(fake_redis, settings)
+    pending(svc, "c1", GB_A, GB_B, intro_text="Your courier {counterpart} - reply here.")
+    svc.conversation_store.transition("c1", lambda c: c.with_status(c.status, participants=(
         Participant(GB_A), Participant(GB_B, display_name="Sam"))))
     conversations.establish("c1", FakeVonage())
     first = MessageLog(fake_redis).outbound("intro-c1-0")
@@ -97,34 +95,33 @@ def test_intro_text_per_conversation(fake_redis, settings):
 
 def test_activity_extends_expiry_when_enabled(fake_redis, make_settings, monkeypatch):
     settings = make_settings(SMSPROXY_EXTEND_ON_ACTIVITY="true")
-    store, conversations, counters = build(fake_redis, settings)
-    pending(store, "c1", GB_A, GB_B)
+    svc, conversations, counters = build(fake_redis, settings)
+    pending(svc, "c1", GB_A, GB_B)
     active = conversations.establish("c1", FakeVonage()).conversation
-    relay = Relay(fake_redis, store, MessageLog(fake_redis), counters, settings)
-    monkeypatch.setattr("shared.relay.now", lambda: active.expires_at + 100 - 3600)
-    relay.plan(relay.reassemble(InboundSms.from_params(
+    monkeypatch.setattr("shared.inbound.now", lambda: active.expires_at + 100 - 3600)
+    svc.inbound.handle(svc.reassembler.reassemble(InboundSms.from_params(
         {"msisdn": GB_A, "to": active.participants[0].proxy_number, "messageId": "m"})))
-    assert store.get("c1").expires_at == pytest.approx(active.expires_at + 100)
+    assert svc.conversation_store.get("c1").expires_at == pytest.approx(active.expires_at + 100)
 
 
 def test_listing_filters_and_pages_without_gaps(fake_redis, settings):
-    store, _, _ = build(fake_redis, settings)
+    svc, _, _ = build(fake_redis, settings)
     for i in range(25):
         conversation = Conversation(
             id=f"{i:032x}", participants=(Participant(GB_A if i % 2 else GB_B), Participant(US_C)),
             status=ConversationStatus.PENDING, created_at=1000.0 + i // 3, ttl_seconds=60)
-        store.add(conversation)
+        svc.conversation_store.add(conversation)
     seen, cursor = [], None
     while True:
-        page, cursor = store.page(limit=4, cursor=cursor)
+        page, cursor = svc.conversation_store.page(limit=4, cursor=cursor)
         seen += [c.id for c in page]
         if cursor is None or not page:
             break
     assert len(seen) == len(set(seen)) == 25
-    mine, _ = store.page(participant=GB_A, limit=100)
+    mine, _ = svc.conversation_store.page(participant=GB_A, limit=100)
     assert len(mine) == 12
-    store.finish(f"{3:032x}", ConversationStatus.CLOSED)
-    closed, _ = store.page(status=ConversationStatus.CLOSED, limit=10)
+    svc.conversation_store.finish(f"{3:032x}", ConversationStatus.CLOSED)
+    closed, _ = svc.conversation_store.page(status=ConversationStatus.CLOSED, limit=10)
     assert [c.id for c in closed] == [f"{3:032x}"]
 
 
@@ -159,3 +156,58 @@ def test_out_of_session_event_carries_numbers_but_no_body():
     event = out_of_session_event("447400100001", "447700900100", "m-9")
     assert event == {"id": "out_of_session:m-9", "type": "message.out_of_session",
                      "from": "+447400100001", "to": "+447700900100", "message_id": "m-9"}
+
+
+# -- establishing: Number Insight, allocation, intros ------------------------------------------
+
+
+def test_establish_allocates_and_owes_two_intros(world):
+    intro_ids, conversation = world.start()
+    assert conversation.status is ConversationStatus.ACTIVE
+    assert intro_ids == [intro_id(conversation.id, 0), intro_id(conversation.id, 1)]
+    first = world.services.messages.outbound(intro_ids[0])
+    assert first.recipient == WORLD_A
+    assert first.sender == conversation.participants[0].proxy_number
+    assert "Driver" in first.text
+    # running it again owes nothing new and keeps the same proxies
+    outcome = world.services.conversations.establish(conversation.id, world.vonage)
+    assert not outcome.changed
+    assert list(outcome.intro_ids) == intro_ids
+    assert world.services.conversation_store.get(conversation.id) == conversation
+
+
+def test_invalid_number_fails_the_conversation_naming_the_participant(world):
+    world.vonage.invalid.add(WORLD_B)
+    intro_ids, conversation = world.start()
+    assert intro_ids == []
+    assert conversation.status is ConversationStatus.FAILED
+    assert conversation.failure_reason.startswith("participant 2: invalid number")
+
+
+def test_transient_insight_failure_propagates_for_retry(world):
+    world.vonage.basic_insight = lambda msisdn: (_ for _ in ()).throw(
+        VonageFailure("1", "busy", transient=True))
+    with pytest.raises(VonageFailure):
+        world.start()
+
+
+def test_expire_due_ends_conversations_and_frees_routes(world, monkeypatch):
+    _, conversation = world.start()
+    monkeypatch.setattr("shared.conversations.now", lambda: conversation.expires_at + 1)
+    conversations, store = world.services.conversations, world.services.conversation_store
+    assert [c.id for c in conversations.expire_due()] == [conversation.id]
+    assert store.get(conversation.id).status is ConversationStatus.EXPIRED
+    a = conversation.participants[0]
+    assert world.services.routes.find(a.number, a.proxy_number) is None
+
+
+def test_pending_conversations_are_indexed_until_they_leave_pending(world):
+    store = world.services.conversation_store
+    pending = Conversation(id="p" * 32, participants=(Participant(WORLD_A), Participant(WORLD_B)),
+                           status=ConversationStatus.PENDING, created_at=5.0, ttl_seconds=3600)
+    store.add(pending)
+    assert store.pending_since(10.0) == [pending.id]
+    assert [c.id for c in store.live_conversations()] == [pending.id]
+    world.services.conversations.establish(pending.id, world.vonage)
+    assert store.pending_since(10.0) == []
+    assert [c.id for c in store.live_conversations()] == [pending.id]  # now via expiry

@@ -1,0 +1,116 @@
+"""What an inbound message leads to: a pipeline of small rules, one decision.
+
+Each rule looks at what is known about a whole inbound message (`InboundContext`) and the
+decision so far, and returns the decision it should become: relay this text, reply with that,
+drop it for a reason, notify the marketplace. A rule that settles the matter marks the decision
+final and the rules after it do not run. Rules do no I/O; `shared/inbound.py` gathers the
+context and carries the decision out.
+
+To add a rule: write a function `(InboundContext, Decision) -> Decision` here, test it alone,
+and put it in `RULES` where it belongs in the order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from shared.domain import Conversation, MessageKind, Participant
+from shared.reassembly import Reassembled
+from shared.settings import Settings
+
+
+class DropReason(StrEnum):
+    UNROUTED = "unrouted"  # no live route from the sender through this virtual number
+
+
+class Event(StrEnum):
+    """Events for the marketplace that an inbound message can cause."""
+
+    OUT_OF_SESSION = "message.out_of_session"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundContext:
+    """A whole inbound message and what the stores know about it."""
+
+    message: Reassembled
+    settings: Settings
+    conversation: Conversation | None = None  # the live conversation its route leads to
+    sender: Participant | None = None  # the participant who texted, in that conversation
+    counterpart: Participant | None = None  # the one it would be relayed to
+
+    @property
+    def routed(self) -> bool:
+        return (
+            self.conversation is not None
+            and self.conversation.status.is_live
+            and self.counterpart is not None
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A text back to the sender, from the virtual number they texted."""
+
+    kind: MessageKind
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one inbound message."""
+
+    relay: str | None  # the text to send the counterpart; None: nothing is relayed
+    replies: tuple[Reply, ...] = ()
+    dropped: DropReason | None = None
+    events: tuple[Event, ...] = ()
+    final: bool = False
+
+    def drop(self, reason: DropReason, *replies: Reply, events: tuple[Event, ...] = ()) -> Decision:
+        """Relay nothing, for `reason`; no later rule runs."""
+        return replace(
+            self, relay=None, dropped=reason, replies=self.replies + replies,
+            events=self.events + events, final=True,
+        )
+
+
+Rule = Callable[[InboundContext, Decision], Decision]
+
+
+def require_live_route(context: InboundContext, decision: Decision) -> Decision:
+    """A text with no live route is never relayed; it may get the out-of-session reply."""
+    if context.routed:
+        return decision
+    settings = context.settings
+    replies = (
+        (Reply(MessageKind.OUT_OF_SESSION, settings.out_of_session_reply),)
+        if settings.out_of_session_reply else ()
+    )
+    events = (Event.OUT_OF_SESSION,) if settings.out_of_session_callback_url else ()
+    return decision.drop(DropReason.UNROUTED, *replies, events=events)
+
+
+def add_relay_prefix(context: InboundContext, decision: Decision) -> Decision:
+    """The operator's prefix (SMSPROXY_RELAY_PREFIX) goes before every relayed text."""
+    prefix = context.settings.relay_prefix
+    if decision.relay is None or not prefix:
+        return decision
+    return replace(decision, relay=prefix + decision.relay)
+
+
+RULES: tuple[Rule, ...] = (
+    require_live_route,
+    add_relay_prefix,
+)
+
+
+def decide(context: InboundContext, rules: Sequence[Rule] = RULES) -> Decision:
+    """Run the rules in order, from "relay the text as it came", until one is final."""
+    decision = Decision(relay=context.message.text)
+    for rule in rules:
+        decision = rule(context, decision)
+        if decision.final:
+            break
+    return decision

@@ -1,0 +1,198 @@
+"""Routes and allocation: who reaches which conversation by texting which virtual number.
+
+A route is (a person's real number, the virtual number they text) -> conversation id, one hash
+per person, so a lookup is one HGET whatever the number of live conversations. Allocation
+reserves a virtual number per participant that none of that person's other live routes uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+
+from shared.domain import Conversation
+from shared.keys import Keys
+
+# How long the proxies a pair last used are remembered: a pair that never talks again is
+# forgotten.
+PAIR_RETENTION_SECONDS = 30 * 24 * 3600
+
+# Allocation must be atomic: two creates involving the same person must never both take the
+# same free number. One script reads the person's live routes and the pool and writes the new
+# routes in a single step. It is idempotent per conversation: a re-run returns what it gave.
+_ALLOCATE = """
+local prefix, conv = ARGV[1], ARGV[2]
+local function existing(routes)
+  local all = redis.call('HGETALL', routes)
+  for i = 1, #all, 2 do
+    if all[i + 1] == conv then return all[i] end
+  end
+  return false
+end
+local function pick(routes, pools, sticky)
+  for _, pool in ipairs(pools) do
+    if sticky ~= '' and redis.call('ZSCORE', pool, sticky)
+        and redis.call('HEXISTS', routes, sticky) == 0 then
+      return sticky, pool
+    end
+  end
+  -- least-loaded first within each country, countries in order of preference
+  for _, pool in ipairs(pools) do
+    for _, n in ipairs(redis.call('ZRANGE', pool, 0, -1)) do
+      if redis.call('HEXISTS', routes, n) == 0 then return n, pool end
+    end
+  end
+  return false, false
+end
+-- ARGV[5] = how many pool countries the first participant may use, then those countries,
+-- then the same for the second participant.
+local pools, at = {{}, {}}, 5
+for i = 1, 2 do
+  local count = tonumber(ARGV[at])
+  for j = 1, count do table.insert(pools[i], prefix .. 'pool:' .. ARGV[at + j]) end
+  at = at + count + 1
+end
+local got = {existing(KEYS[1]), existing(KEYS[2])}
+if got[1] and got[2] then return {'ok', got[1], got[2]} end
+local chosen, chosen_pool = {}, {}
+for i = 1, 2 do
+  if got[i] then
+    chosen[i] = got[i]
+  else
+    chosen[i], chosen_pool[i] = pick(KEYS[i], pools[i], ARGV[i + 2])
+    if not chosen[i] then return {'exhausted', tostring(i - 1), ''} end
+  end
+end
+for i = 1, 2 do
+  if not got[i] then
+    redis.call('HSET', KEYS[i], chosen[i], conv)
+    redis.call('HINCRBY', prefix .. 'number:' .. chosen[i], 'routes', 1)
+    redis.call('ZINCRBY', chosen_pool[i], 1, chosen[i])
+  end
+end
+return {'ok', chosen[1], chosen[2]}
+"""
+
+# Releasing checks the route still belongs to this conversation, so that a late or repeated
+# close never frees a route a newer conversation now holds.
+_RELEASE = """
+local prefix, conv = ARGV[1], ARGV[2]
+local freed = 0
+for i = 1, #KEYS do
+  local proxy = ARGV[i + 2]
+  if proxy ~= '' and redis.call('HGET', KEYS[i], proxy) == conv then
+    redis.call('HDEL', KEYS[i], proxy)
+    local number = prefix .. 'number:' .. proxy
+    redis.call('HINCRBY', number, 'routes', -1)
+    local country = redis.call('HGET', number, 'country')
+    if country then
+      local pool = prefix .. 'pool:' .. country
+      if redis.call('ZSCORE', pool, proxy) then redis.call('ZINCRBY', pool, -1, proxy) end
+    end
+    freed = freed + 1
+  end
+end
+return freed
+"""
+
+
+# Moves one participant of a live conversation off a number the account lost, onto a free number
+# of the given countries (not one the person already uses), keeping route counts exact.
+_REROUTE = """
+local prefix, conv, lost = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('HGET', KEYS[1], lost) ~= conv then return false end
+for i = 5, 4 + tonumber(ARGV[4]) do
+  local pool = prefix .. 'pool:' .. ARGV[i]
+  for _, n in ipairs(redis.call('ZRANGE', pool, 0, -1)) do
+    if n ~= lost and redis.call('HEXISTS', KEYS[1], n) == 0 then
+      redis.call('HDEL', KEYS[1], lost)
+      redis.call('HINCRBY', prefix .. 'number:' .. lost, 'routes', -1)
+      redis.call('HSET', KEYS[1], n, conv)
+      redis.call('HINCRBY', prefix .. 'number:' .. n, 'routes', 1)
+      redis.call('ZINCRBY', pool, 1, n)
+      return n
+    end
+  end
+end
+return false
+"""
+
+
+class PoolExhausted(Exception):
+    """No free number for a participant; `index` says which (0 or 1)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"no free proxy number for participant {index + 1}")
+        self.index = index
+
+
+class RouteTable:
+    """Each person's live routes, and the atomic scripts that take, free and move them."""
+
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+        self._redis = client
+        self._keys = keys or Keys()
+        self._allocate = client.register_script(_ALLOCATE)
+        self._release = client.register_script(_RELEASE)
+        self._reroute = client.register_script(_REROUTE)
+
+    def find(self, real_number: str, virtual_number: str) -> str | None:
+        """The live conversation a person reaches by texting a virtual number: one HGET."""
+        found = self._redis.hget(self._keys.routes(real_number), virtual_number)
+        return str(found) if found is not None else None
+
+    def sticky_proxies(self, first: str, second: str) -> tuple[str, str]:
+        """The proxies `first` and `second` had the last time they talked, or empty strings."""
+        found = self._redis.hmget(self._keys.pair(first, second), [first, second])
+        return (str(found[0] or ""), str(found[1] or ""))
+
+    def allocate(
+        self,
+        conversation_id: str,
+        participants: tuple[tuple[str, Sequence[str]], tuple[str, Sequence[str]]],
+    ) -> tuple[str, str]:
+        """Reserve a proxy for each (real number, pool countries in order of preference).
+
+        Raises PoolExhausted naming the participant for whom no country had a free number.
+        """
+        (first, first_countries), (second, second_countries) = participants
+        if isinstance(first_countries, str) or isinstance(second_countries, str):
+            raise TypeError("countries must be a sequence of country codes, not one string")
+        sticky = self.sticky_proxies(first, second)
+        result = self._allocate(
+            keys=[self._keys.routes(first), self._keys.routes(second)],
+            args=[
+                self._keys.prefix, conversation_id, sticky[0], sticky[1],
+                len(first_countries), *first_countries,
+                len(second_countries), *second_countries,
+            ],
+        )
+        status, a, b = (str(x) for x in result)
+        if status == "exhausted":
+            raise PoolExhausted(int(a))
+        pair = self._keys.pair(first, second)
+        pipe = self._redis.pipeline()
+        pipe.hset(pair, mapping={first: a, second: b})
+        pipe.expire(pair, PAIR_RETENTION_SECONDS)
+        pipe.execute()
+        return a, b
+
+    def release(self, conversation: Conversation) -> int:
+        """Free a conversation's routes at once; returns how many were still held."""
+        keys, proxies = [], []
+        for participant in conversation.participants:
+            keys.append(self._keys.routes(participant.number))
+            proxies.append(participant.proxy_number or "")
+        return int(self._release(keys=keys, args=[self._keys.prefix, conversation.id, *proxies]))
+
+    def reroute(
+        self, conversation_id: str, person: str, lost: str, countries: Sequence[str]
+    ) -> str | None:
+        """Move a person's route in a conversation off `lost`; the new number, or None if full."""
+        moved = self._reroute(
+            keys=[self._keys.routes(person)],
+            args=[self._keys.prefix, conversation_id, lost, len(countries), *countries],
+        )
+        return str(moved) if moved else None
+

@@ -1,0 +1,149 @@
+"""Making the one Vonage call each owed send gets: rate limit, claim, call, record.
+
+Every send is recorded first (shared/messages.py `owe`), under an id derived from what caused
+it, so re-enqueuing it is harmless; the claim makes the call happen at most once per lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import redis
+
+from shared.domain import DeliveryState
+from shared.keys import Keys
+from shared.messages import MessageLog
+from shared.metrics import Counters
+from shared.phone import mask
+from shared.ratelimit import RateLimiter
+from shared.settings import Settings
+from shared.vonage_gateway import VonageFailure, VonagePort
+
+log = logging.getLogger(__name__)
+
+
+class RetryLater(Exception):
+    """A transient failure: the task should run again after a backoff."""
+
+    def __init__(self, reason: str, attempts: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.attempts = attempts
+
+
+class InDoubt(Exception):
+    """Another attempt holds the send, or held it and died mid-call: look again in `wait`
+    seconds, when either a delivery receipt has settled it or the lease has run out."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"in doubt for {wait:.1f} s")
+        self.wait = wait
+
+
+class RecordLater(Exception):
+    """Vonage took the send but Redis failed to record it: record these ids later, do not send
+    again."""
+
+    def __init__(self, message_ids: list[str]) -> None:
+        super().__init__("send accepted, not yet recorded")
+        self.message_ids = message_ids
+
+
+class Throttled(Exception):
+    """The shared send rate is used up: run again in `wait` seconds (no attempt was spent)."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"throttled for {wait:.3f} s")
+        self.wait = wait
+
+
+class Sender:
+    """Sends owed messages through the Vonage port, at most once each."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        messages: MessageLog,
+        counters: Counters,
+        settings: Settings,
+        keys: Keys | None = None,
+    ) -> None:
+        self._messages = messages
+        self._counters = counters
+        self._settings = settings
+        self._limiter = RateLimiter(
+            client,
+            settings.vonage_api_key or "default",
+            settings.send_rate_per_second,
+            settings.send_burst,
+            keys or Keys(),
+        )
+
+    def send(self, outbound_id: str, vonage: VonagePort) -> None:
+        """Make the one Vonage call an outbound message is owed, at most once.
+
+        Raises Throttled when the shared rate limit says wait, and RetryLater on a transient
+        failure while attempts remain; a message past its attempts or age is recorded failed.
+        """
+        message = self._messages.outbound(outbound_id)
+        if message is None:
+            return  # unknown, or already finished (its body is gone once sent)
+        retain = self._settings.retain_bodies
+        if time.time() - message.created_at > self._settings.send_max_age_seconds:
+            # Late is worse than never for a chat message, and Vonage's own retries are over.
+            self._messages.mark_failed(outbound_id, "expired", "not sent in time",
+                                       retain_body=retain)
+            self._counters.incr("smsproxy.outbound.expired")
+            return
+        wait = self._limiter.take()
+        if wait > 0:
+            self._counters.incr("smsproxy.outbound.throttled")
+            raise Throttled(wait)
+        claim = self._messages.claim_send(outbound_id, self.lease_seconds)
+        if not claim.acquired:
+            if claim.state in {DeliveryState.QUEUED.value, DeliveryState.SENDING.value}:
+                # Held by a live attempt, or by one whose worker died mid-call: wait for the
+                # lease rather than guess (a receipt may settle it meanwhile).
+                raise InDoubt(self._messages.claim_remaining(outbound_id) + 1.0)
+            log.info("send %s already %s", outbound_id, claim.state)
+            return
+        try:
+            sent = vonage.send_sms(
+                sender=message.sender,
+                recipient=message.recipient,
+                text=message.text,
+                client_ref=outbound_id,
+                callback=self._settings.receipt_url,
+            )
+        except VonageFailure as failure:
+            if failure.transient and claim.attempts < self._settings.send_max_attempts:
+                self._messages.release_claim(outbound_id)
+                self._counters.incr("smsproxy.outbound.retried")
+                raise RetryLater(failure.reason, claim.attempts) from failure
+            self._messages.mark_failed(outbound_id, failure.code, failure.reason,
+                                       retain_body=retain)
+            self._counters.incr("smsproxy.outbound.failed")
+            log.warning("send %s failed: %s %s", outbound_id, failure.code, failure.reason)
+            return
+        try:
+            self.record_sent(outbound_id, sent.message_ids)
+        except redis.RedisError as exc:
+            raise RecordLater(sent.message_ids) from exc
+        log.info("sent %s to %s in %d part(s)", outbound_id, mask(message.recipient),
+                 len(sent.message_ids))
+
+    @property
+    def lease_seconds(self) -> int:
+        """How long one attempt owns a send: past the Vonage call's timeout, and longer than
+        the visibility timeout, so that a redelivered task finds the lease of a dead attempt
+        still held and waits (InDoubt) for a receipt to settle it instead of sending again."""
+        return max(3 * self._settings.vonage_timeout_seconds,
+                   2 * self._settings.visibility_timeout_seconds)
+
+    def record_sent(self, outbound_id: str, message_ids: list[str]) -> None:
+        """Vonage accepted the send: record it (again, harmlessly, if it already was)."""
+        self._messages.mark_submitted(
+            outbound_id, message_ids, retain_body=self._settings.retain_bodies
+        )
+        self._counters.incr("smsproxy.outbound.sent")

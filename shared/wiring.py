@@ -1,0 +1,115 @@
+"""Building the services from settings: one Redis client policy, one construction path.
+
+web, the workers and the operator CLI all build their services here, so a store or a rule
+added to the proxy is wired once, and every Redis client behaves the same way on failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+import redis.backoff
+import redis.exceptions
+import redis.retry
+from redis import Redis
+
+from shared.conversation_store import ConversationStore
+from shared.conversations import Conversations
+from shared.idempotency import IdempotencyKeys
+from shared.inbound import InboundHandler
+from shared.messages import MessageLog
+from shared.metrics import Counters
+from shared.pool import PoolKeeper, PoolPolicy
+from shared.pool_inventory import PoolInventory
+from shared.reassembly import Reassembler
+from shared.routes import RouteTable
+from shared.sending import Sender
+from shared.settings import Settings
+from shared.sweeper import Sweeper
+
+# A worker's commands may wait longer than a webhook's: a worker has nobody waiting on a reply,
+# a webhook must answer 503 quickly so that Vonage retries.
+WORKER_SOCKET_TIMEOUT_SECONDS = 10.0
+WORKER_CONNECT_TIMEOUT_SECONDS = 5.0
+MIN_FAIL_FAST_SECONDS = 0.5
+
+
+def connect_redis(settings: Settings, *, fail_fast: bool) -> redis.Redis:
+    """The store's client. `fail_fast` bounds every command by the publish timeout (web).
+
+    Retries are stated, not inherited: redis-py's defaults moved between releases (8.x's
+    constructor retries 10 times with backoff). One immediate retry, on a refused or reset
+    connection only, rides over a pooled socket that died with a Redis restart. Never on a
+    timeout: a hung Redis would cost a second timeout, and the command may yet run (a SET NX or
+    an LPUSH twice). Tasks retry through Redis outages at their own level, with backoff.
+    """
+    if fail_fast:
+        timeout = max(settings.publish_timeout_seconds, MIN_FAIL_FAST_SECONDS)
+        connect_timeout = timeout
+    else:
+        timeout, connect_timeout = WORKER_SOCKET_TIMEOUT_SECONDS, WORKER_CONNECT_TIMEOUT_SECONDS
+    return redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=timeout,
+        health_check_interval=30,
+        retry=redis.retry.Retry(
+            redis.backoff.NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Every store and domain service of one process, over one Redis client."""
+
+    settings: Settings
+    redis: redis.Redis
+    routes: RouteTable
+    conversation_store: ConversationStore
+    inventory: PoolInventory
+    idempotency: IdempotencyKeys
+    messages: MessageLog
+    counters: Counters
+    conversations: Conversations
+    reassembler: Reassembler
+    inbound: InboundHandler
+    sender: Sender
+    pool_keeper: PoolKeeper
+    sweeper: Sweeper
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, client: Redis | None = None, *, fail_fast: bool = False
+    ) -> Services:
+        """Build everything over `client`, or over a new client made by `connect_redis`."""
+        client = client if client is not None else connect_redis(settings, fail_fast=fail_fast)
+        routes = RouteTable(client)
+        store = ConversationStore(client, routes)
+        inventory = PoolInventory(client)
+        messages = MessageLog(client)
+        counters = Counters(client)
+        pool_keeper = PoolKeeper(
+            client, store, routes, inventory, messages, counters,
+            PoolPolicy.from_settings(settings),
+        )
+        return cls(
+            settings=settings,
+            redis=client,
+            routes=routes,
+            conversation_store=store,
+            inventory=inventory,
+            idempotency=IdempotencyKeys(client),
+            messages=messages,
+            counters=counters,
+            conversations=Conversations(
+                store, routes, inventory, messages, counters, settings, buyer=pool_keeper
+            ),
+            reassembler=Reassembler(client, counters, settings),
+            inbound=InboundHandler(routes, store, messages, counters, settings),
+            sender=Sender(client, messages, counters, settings),
+            pool_keeper=pool_keeper,
+            sweeper=Sweeper(client, settings),
+        )

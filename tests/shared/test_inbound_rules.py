@@ -1,0 +1,84 @@
+"""The inbound rules, each alone and in the pipeline: pure functions, no Redis."""
+
+import pytest
+
+from shared.domain import Conversation, ConversationStatus, MessageKind, Participant
+from shared.inbound_rules import (
+    RULES,
+    Decision,
+    DropReason,
+    Event,
+    InboundContext,
+    Reply,
+    add_relay_prefix,
+    decide,
+    require_live_route,
+)
+from shared.reassembly import Reassembled
+
+A, B, PROXY_A, PROXY_B = "447400100001", "447400100002", "447700900100", "447700900101"
+MESSAGE = Reassembled("m1", A, PROXY_A, "hello", 1)
+
+
+def conversation(status=ConversationStatus.ACTIVE):
+    return Conversation(
+        id="c" * 32,
+        participants=(Participant(A, proxy_number=PROXY_A), Participant(B, proxy_number=PROXY_B)),
+        status=status, created_at=1.0, ttl_seconds=3600,
+    )
+
+
+def routed(settings, status=ConversationStatus.ACTIVE):
+    c = conversation(status)
+    return InboundContext(MESSAGE, settings, c, c.participants[0], c.participants[1])
+
+
+def test_a_routed_message_is_relayed_as_it_came(settings):
+    decision = decide(routed(settings))
+    assert decision == Decision(relay="hello")
+
+
+def test_no_route_drops_with_reason_and_nothing_else_by_default(settings):
+    decision = require_live_route(InboundContext(MESSAGE, settings), Decision(relay="hello"))
+    assert decision.relay is None and decision.final
+    assert decision.dropped is DropReason.UNROUTED
+    assert decision.replies == () and decision.events == ()
+
+
+def test_no_route_gets_the_configured_reply_and_event(make_settings):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.",
+                             SMSPROXY_OUT_OF_SESSION_CALLBACK_URL="https://example.com/oos",
+                             SMSPROXY_CALLBACK_SECRET="s" * 32)
+    decision = require_live_route(InboundContext(MESSAGE, settings), Decision(relay="hello"))
+    assert decision.replies == (Reply(MessageKind.OUT_OF_SESSION, "Ended."),)
+    assert decision.events == (Event.OUT_OF_SESSION,)
+
+
+@pytest.mark.parametrize("status", [ConversationStatus.CLOSED, ConversationStatus.EXPIRED,
+                                    ConversationStatus.FAILED])
+def test_a_finished_conversation_is_no_route(settings, status):
+    assert decide(routed(settings, status)).dropped is DropReason.UNROUTED
+
+
+def test_prefix_goes_before_the_text_and_never_onto_nothing(make_settings):
+    settings = make_settings(SMSPROXY_RELAY_PREFIX="[Ride] ")
+    context = routed(settings)
+    assert add_relay_prefix(context, Decision(relay="hi")).relay == "[Ride] hi"
+    assert add_relay_prefix(context, Decision(relay=None)).relay is None
+
+
+def test_a_final_decision_stops_the_rules_after_it(settings):
+    seen = []
+
+    def record(context, decision):
+        seen.append(decision)
+        return decision
+
+    decide(InboundContext(MESSAGE, settings), rules=(require_live_route, record))
+    assert seen == []
+    decide(routed(settings), rules=(require_live_route, record))
+    assert seen == [Decision(relay="hello")]
+
+
+def test_the_route_check_comes_first():
+    assert RULES[0] is require_live_route

@@ -1,0 +1,118 @@
+"""The one Vonage call per owed send: retries, bounds, rate limit, doubt, late records."""
+
+import time
+
+import pytest
+import redis as redis_module
+
+from shared.domain import MessageKind, OutboundSms
+from shared.sending import InDoubt, RecordLater, RetryLater, Throttled
+from shared.vonage_gateway import VonageFailure
+from tests.doubles import FakeVonage
+from tests.shared.conftest import A
+
+
+def owed(world, message_id, text):
+    _, conversation = world.start()
+    return world.relay(A, conversation.participants[0].proxy_number, message_id, text)
+
+
+def test_transient_send_failure_retries_then_permanent_failure_is_recorded(world):
+    outbound = owed(world, "m3", "retry me")
+    sender, vonage, messages = world.services.sender, world.vonage, world.services.messages
+    vonage.failures = [VonageFailure("1", "Throttled", transient=True),
+                       VonageFailure("7", "Number barred", transient=False)]
+    with pytest.raises(RetryLater):
+        sender.send(outbound.id, vonage)
+    sender.send(outbound.id, vonage)
+    assert messages.outbound_state(outbound.id) == "failed"
+    sender.send(outbound.id, vonage)  # a redelivery does nothing more
+    assert vonage.sent == []
+
+
+def test_attempts_are_bounded(world):
+    outbound = owed(world, "m5", "keeps failing")
+    sender, vonage = world.services.sender, world.vonage
+    vonage.failures = [VonageFailure("5", "Internal", transient=True) for _ in range(20)]
+    retries = 0
+    while True:
+        try:
+            sender.send(outbound.id, vonage)
+        except RetryLater as exc:
+            retries += 1
+            assert exc.attempts == retries
+            continue
+        break
+    assert retries == 7  # the 8th attempt (SMSPROXY_SEND_MAX_ATTEMPTS) is final
+    assert world.services.messages.outbound_state(outbound.id) == "failed"
+
+
+def test_too_old_message_is_failed_not_sent(world, monkeypatch):
+    outbound = owed(world, "m6", "late")
+    real_time = time.time
+    monkeypatch.setattr("shared.sending.time.time", lambda: real_time() + 3601)
+    world.services.sender.send(outbound.id, world.vonage)
+    assert world.vonage.sent == []
+    assert world.services.messages.outbound_state(outbound.id) == "failed"
+
+
+def test_shared_rate_limit_throttles_without_spending_attempts(make_services):
+    services = make_services(SMSPROXY_SEND_RATE_PER_SECOND="1", SMSPROXY_SEND_BURST="1")
+    messages = services.messages
+    for i in range(2):
+        messages.owe(OutboundSms(f"o{i}", None, MessageKind.RELAY, "447700900100", A, "x",
+                                 created_at=time.time()))
+    vonage = FakeVonage()
+    services.sender.send("o0", vonage)
+    with pytest.raises(Throttled) as info:
+        services.sender.send("o1", vonage)
+    assert 0 < info.value.wait <= 1.0
+    assert messages.outbound_state("o1") == "queued"
+
+
+def test_a_send_in_doubt_waits_for_the_lease_and_a_receipt_settles_it(world):
+    outbound = owed(world, "m7", "in doubt")
+    sender, vonage, messages = world.services.sender, world.vonage, world.services.messages
+    # an attempt claimed it and died mid-call
+    assert messages.claim_send(outbound.id, sender.lease_seconds).acquired
+    with pytest.raises(InDoubt) as info:
+        sender.send(outbound.id, vonage)
+    assert info.value.wait > 30  # the lease outlives the visibility timeout
+    # Vonage had taken it: its receipt names the send by client-ref and settles the doubt
+    assert messages.apply_receipt(outbound.id, "v-late", "delivered", "0") == outbound.id
+    assert messages.outbound_state(outbound.id) == "delivered"
+    sender.send(outbound.id, vonage)
+    assert vonage.sent == []  # never sent a second time
+
+
+def test_a_send_vonage_took_but_redis_could_not_record_is_recorded_later(world, monkeypatch):
+    outbound = owed(world, "m8", "record me")
+    sender, vonage, messages = world.services.sender, world.vonage, world.services.messages
+
+    def broken(*_, **__):
+        raise redis_module.ConnectionError("restarting")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(messages, "mark_submitted", broken)
+        with pytest.raises(RecordLater) as info:
+            sender.send(outbound.id, vonage)
+    sender.record_sent(outbound.id, info.value.message_ids)
+    assert messages.outbound_state(outbound.id) == "submitted"
+    sender.send(outbound.id, vonage)
+    assert len(vonage.sent) == 1
+
+
+def test_receipts_complete_the_audit_trail(world):
+    _, conversation = world.start()
+    outbound = world.relay(A, conversation.participants[0].proxy_number, "m4", "track me")
+    messages = world.services.messages
+    world.services.sender.send(outbound.id, world.vonage)
+    assert messages.apply_receipt(outbound.id, "v1", "delivered", "0") == outbound.id
+    from shared.outbound import intro_ids
+
+    trail = messages.trail(conversation.id, first=intro_ids(conversation.id))
+    assert [e.record for e in trail] == ["out", "out", "in", "out"]
+    assert trail[-1].state == "delivered"
+    assert trail[-1].text is None  # bodies are not retained by default
+    assert messages.apply_receipt("unknown", "v9", "delivered", "0") is None
+    assert messages.apply_receipt(None, "v1", "delivered", "0") is None
