@@ -269,8 +269,15 @@ class State:
         """Apply a partial update; raise ValueError (and change nothing) on a bad value."""
         with self._lock:
             faults = replace(self._faults, sms_script=list(self._faults.sms_script))
+            reseed: int | None = None
             for key, value in changes.items():
-                if key == "latency_ms":
+                if key == "seed":
+                    # A test that injects random faults restarts the generator, so that what
+                    # it meets does not depend on what earlier tests drew from it.
+                    if isinstance(value, bool) or not isinstance(value, int):
+                        raise ValueError("seed must be a whole number")
+                    reseed = value
+                elif key == "latency_ms":
                     if not _is_number(value) or value < 0:
                         raise ValueError("latency_ms must be a number >= 0")
                     faults.latency_ms = int(value)
@@ -285,6 +292,8 @@ class State:
                 else:
                     raise ValueError(f"unknown fault {key!r}")
             self._faults = faults
+            if reseed is not None:
+                self._rng = random.Random(reseed)  # noqa: S311
             return replace(faults, sms_script=list(faults.sms_script))
 
     def next_scripted_outcome(self) -> str | None:

@@ -13,6 +13,7 @@ from shared import outbound
 from shared.clock import now
 from shared.conversation_store import ConversationStore
 from shared.domain import Conversation, ConversationStatus, Participant
+from shared.insight_cache import InsightCache
 from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.phone import InvalidNumber, mask, to_msisdn
@@ -21,6 +22,8 @@ from shared.routes import PoolExhausted, RouteTable
 from shared.settings import Settings
 from shared.vonage_gateway import VonageFailure, VonagePort
 
+# Transient failures one participant's Number Insight lookup may meet before the create fails.
+INSIGHT_MAX_ATTEMPTS = 8
 MAX_METADATA_BYTES = 4096
 MAX_DISPLAY_NAME = 64
 MAX_INTRO_TEXT = 480
@@ -174,14 +177,16 @@ class Conversations:
     messages: MessageLog
     counters: Counters
     settings: Settings
+    insights: InsightCache
     buyer: NumberBuyer | None = None
 
     def establish(self, conversation_id: str, vonage: VonagePort) -> Established:
         """Validate numbers, allocate proxies and activate.
 
         Safe to run again: an active conversation returns its intro ids (re-enqueuing a send
-        is harmless), a finished one nothing. Transient Vonage failures propagate so that the
-        task retries.
+        is harmless), a finished one nothing. A transient Vonage failure propagates so that the
+        task retries, until that participant's lookup has used INSIGHT_MAX_ATTEMPTS; then the
+        conversation fails with `number_insight_unavailable`.
         """
         conversation = self.store.get(conversation_id)
         if conversation is None:
@@ -194,14 +199,15 @@ class Conversations:
         checked: list[Participant] = []
         for index, participant in enumerate(conversation.participants):
             try:
-                insight = vonage.basic_insight(participant.number)
+                country = self._country_of(participant.number, vonage)
             except VonageFailure as failure:
-                if failure.transient:
-                    raise
-                return self._fail(
-                    conversation.id, f"participant {index + 1}: invalid number ({failure.reason})"
-                )
-            checked.append(replace(participant, country=insight.country))
+                if not failure.transient:
+                    return self._fail(conversation.id, f"participant {index + 1}: invalid "
+                                      f"number ({failure.reason})")
+                if self.insights.failed_attempt(conversation.id, index) >= INSIGHT_MAX_ATTEMPTS:
+                    return self._fail(conversation.id, "number_insight_unavailable")
+                raise
+            checked.append(replace(participant, country=country))
 
         first, second = checked
         try:
@@ -229,6 +235,16 @@ class Conversations:
         self.counters.incr("smsproxy.conversations.active")
         self._owe_intros(active)
         return Established(active, changed=True, intro_ids=self._intro_ids(active))
+
+    def _country_of(self, msisdn: str, vonage: VonagePort) -> str:
+        """The number's country: remembered from an earlier lookup, or asked of Vonage."""
+        country = self.insights.country(msisdn)
+        if country is not None:
+            self.counters.incr("smsproxy.insight.cached")
+            return country
+        insight = vonage.basic_insight(msisdn)
+        self.insights.remember(msisdn, insight.country)
+        return insight.country
 
     def _countries_for(self, participant: Participant) -> list[str]:
         """The participant's own country first; others only when fallback is allowed."""

@@ -55,6 +55,14 @@ class Keys:
     def number(self, msisdn: str) -> str:
         return f"{self.prefix}number:{msisdn}"
 
+    def insight(self, msisdn: str) -> str:
+        """A number's cached Number Insight country."""
+        return f"{self.prefix}ni:{msisdn}"
+
+    def insight_attempts(self, conversation_id: str) -> str:
+        """Hash of participant index -> failed Number Insight lookups, for one create."""
+        return f"{self.prefix}ni:tries:{conversation_id}"
+
     def idempotency(self, key: str) -> str:
         return f"{self.prefix}idem:{key}"
 

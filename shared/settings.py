@@ -145,6 +145,10 @@ class Settings:
     max_ttl_seconds: int = _setting(
         "SMSPROXY_MAX_TTL_SECONDS", _positive_int, "the longest ttl_seconds a client may ask for"
     )
+    insight_cache_seconds: int = _setting(
+        "SMSPROXY_INSIGHT_CACHE_SECONDS", _positive_int,
+        "how long a number's Number Insight answer (its country) is reused",
+    )
     intro_template: str = _setting(
         "SMSPROXY_INTRO_TEMPLATE", str, "intro SMS; {counterpart} is the other side's name"
     )
@@ -297,6 +301,7 @@ _DEFAULTS: dict[str, str] = {
         "Please text that number from now on."
     ),
     "SMSPROXY_MAX_TTL_SECONDS": "2592000",
+    "SMSPROXY_INSIGHT_CACHE_SECONDS": "86400",
     "SMSPROXY_INTRO_TEMPLATE": (
         "You are connected with {counterpart}. Text this number to reach them; "
         "your own number stays private."

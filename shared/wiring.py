@@ -18,6 +18,7 @@ from shared.conversation_store import ConversationStore
 from shared.conversations import Conversations
 from shared.idempotency import IdempotencyKeys
 from shared.inbound import InboundHandler
+from shared.insight_cache import InsightCache
 from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.pool import PoolKeeper, PoolPolicy
@@ -105,7 +106,8 @@ class Services:
             messages=messages,
             counters=counters,
             conversations=Conversations(
-                store, routes, inventory, messages, counters, settings, buyer=pool_keeper
+                store, routes, inventory, messages, counters, settings,
+                InsightCache(client, settings.insight_cache_seconds), buyer=pool_keeper,
             ),
             reassembler=Reassembler(client, counters, settings),
             inbound=InboundHandler(routes, store, messages, counters, settings),

@@ -22,6 +22,7 @@ from shared.callbacks import (
     deliver_event,
     out_of_session_event,
 )
+from shared.conversations import INSIGHT_MAX_ATTEMPTS
 from shared.domain import (
     Conversation,
     ConversationStatus,
@@ -39,9 +40,11 @@ from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-CREATE_MAX_RETRIES = 6
-CALLBACK_MAX_RETRIES = 8
 REDIS_MAX_RETRIES = 10
+# Number Insight attempts are bounded per participant by the domain (INSIGHT_MAX_ATTEMPTS);
+# this backstop only stops a create that keeps failing for other reasons.
+CREATE_MAX_RETRIES = 2 * INSIGHT_MAX_ATTEMPTS + REDIS_MAX_RETRIES
+CALLBACK_MAX_RETRIES = 8
 SEND_LATER = (Throttled, RetryLater, InDoubt, RecordLater)
 P = ParamSpec("P")
 

@@ -161,8 +161,9 @@ def test_expiry_sweep_ends_conversations_and_frees_routes(stack, receiver):
 def test_busy_number_insight_and_throttled_sends_are_retried(stack):
     """Sandbox answers NI status 1 / SMS status 1 half the time: the conversation still opens."""
     sandbox = stack.sandbox.client
-    # NI and SMS throttled at random, and the first two sends forced to fail transiently
-    sandbox.set_faults(throttle_rate=0.5, sms_script=["1", "http500"])
+    # NI and SMS throttled at random (from a generator restarted here, so that what this test
+    # meets does not depend on the tests before it), and the first two sends forced to fail
+    sandbox.set_faults(throttle_rate=0.5, sms_script=["1", "http500"], seed=1201)
     try:
         conversation_id = _create(stack, "447400133333", "447400122222")
         stack.wait_for_status(conversation_id, "active", timeout=60)

@@ -98,7 +98,8 @@ def test_vonage_throttles_fails_and_is_slow(tmp_path):
         assert stack.sandbox is not None
         # conversations first: the faults hit Number Insight and the Numbers API too
         conversations = open_conversations(stack, CONVERSATIONS)
-        stack.sandbox.client.set_faults(throttle_rate=0.2, error_rate=0.05, latency_ms=150)
+        stack.sandbox.client.set_faults(throttle_rate=0.2, error_rate=0.05, latency_ms=150,
+                                        seed=94)
         stream = run_stream(stack, conversations, TEXTS, rate=10)
         outcome = check_exactly_once(stack, stream, timeout=60)
         stats = stack.sandbox.client.stats()

@@ -75,3 +75,25 @@ def test_throttle_is_status_1_and_errors_are_http_500(sb: SandboxProcess, vonage
     sb.client.set_faults(throttle_rate=0, error_rate=1.0)
     with pytest.raises(ServerError):
         vonage.number_insight.get_basic_info(request)
+
+
+def test_a_seed_makes_random_faults_repeatable(sb: SandboxProcess, vonage: Vonage) -> None:
+    request = BasicInsightRequest(number="447700900001")
+
+    def outcomes() -> list[int]:
+        seen = []
+        for _ in range(24):
+            try:
+                seen.append(vonage.number_insight.get_basic_info(request).status)
+            except NumberInsightError:
+                seen.append(vonage.http_client.last_response.json()["status"])
+        return seen
+
+    try:
+        sb.client.set_faults(throttle_rate=0.5, seed=7)
+        first = outcomes()
+        sb.client.set_faults(seed=7)
+        assert outcomes() == first
+        assert set(first) == {0, 1}  # both outcomes occur: the faults really are random
+    finally:
+        sb.client.set_faults(throttle_rate=0.0)

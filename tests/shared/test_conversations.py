@@ -211,3 +211,73 @@ def test_pending_conversations_are_indexed_until_they_leave_pending(world):
     world.services.conversations.establish(pending.id, world.vonage)
     assert store.pending_since(10.0) == []
     assert [c.id for c in store.live_conversations()] == [pending.id]  # now via expiry
+
+
+class CountingVonage(FakeVonage):
+    """Counts Number Insight calls per number; `busy` numbers fail transiently `busy` times."""
+
+    def __init__(self, busy: dict[str, int] | None = None) -> None:
+        super().__init__()
+        self.lookups: dict[str, int] = {}
+        self.busy = dict(busy or {})
+
+    def basic_insight(self, msisdn):
+        self.lookups[msisdn] = self.lookups.get(msisdn, 0) + 1
+        if self.busy.get(msisdn, 0) > 0:
+            self.busy[msisdn] -= 1
+            raise VonageFailure("1", "busy", transient=True)
+        return super().basic_insight(msisdn)
+
+
+def test_a_retried_create_redoes_only_the_lookup_that_failed(fake_redis, settings):
+    svc, conversations, counters = build(fake_redis, settings)
+    pending(svc, "c1", GB_A, GB_B)
+    vonage = CountingVonage(busy={GB_B: 3})
+    for _ in range(3):
+        with pytest.raises(VonageFailure):
+            conversations.establish("c1", vonage)
+    assert conversations.establish("c1", vonage).conversation.status is ConversationStatus.ACTIVE
+    assert vonage.lookups == {GB_A: 1, GB_B: 4}
+
+
+def test_a_participant_seen_recently_costs_no_lookup(fake_redis, settings):
+    svc, conversations, counters = build(fake_redis, settings, pool=(
+        ("447700900100", "GB"), ("447700900101", "GB")))
+    vonage = CountingVonage()
+    pending(svc, "c1", GB_A, GB_B)
+    conversations.establish("c1", vonage)
+    pending(svc, "c2", GB_A, "447400100003")
+    conversations.establish("c2", vonage)
+    assert vonage.lookups[GB_A] == 1
+    assert counters.snapshot()["smsproxy.insight.cached"] == 1
+    assert 0 < fake_redis.ttl(f"smsproxy:ni:{GB_A}") <= settings.insight_cache_seconds
+
+
+def test_each_participants_lookup_has_its_own_attempts(fake_redis, settings):
+    from shared.conversations import INSIGHT_MAX_ATTEMPTS
+
+    svc, conversations, _ = build(fake_redis, settings)
+    pending(svc, "c1", GB_A, GB_B)
+    # A's lookup uses all but one of its attempts; B's still has all of its own
+    vonage = CountingVonage(busy={GB_A: INSIGHT_MAX_ATTEMPTS - 1, GB_B: INSIGHT_MAX_ATTEMPTS - 1})
+    while True:
+        try:
+            outcome = conversations.establish("c1", vonage)
+            break
+        except VonageFailure:
+            continue
+    assert outcome.conversation.status is ConversationStatus.ACTIVE
+
+
+def test_a_lookup_busy_past_its_attempts_fails_the_conversation(fake_redis, settings):
+    from shared.conversations import INSIGHT_MAX_ATTEMPTS
+
+    svc, conversations, _ = build(fake_redis, settings)
+    pending(svc, "c1", GB_A, GB_B)
+    vonage = CountingVonage(busy={GB_B: 100})
+    for _ in range(INSIGHT_MAX_ATTEMPTS - 1):
+        with pytest.raises(VonageFailure):
+            conversations.establish("c1", vonage)
+    outcome = conversations.establish("c1", vonage)
+    assert outcome.changed
+    assert outcome.conversation.failure_reason == "number_insight_unavailable"
