@@ -88,7 +88,7 @@ class Keys:
         return f"{self.prefix}claim:{outbound_id}"
 
     def pending_jobs(self) -> str:
-        """Hash of webhook job -> its broker message, until a worker has handled it."""
+        """Hash of webhook job -> its queue and broker message, until a worker has handled it."""
         return f"{self.prefix}pending:jobs"
 
     def pending_due(self) -> str:

@@ -4,38 +4,33 @@ A webhook may answer 2xx only once its job is in the broker, and must answer 503
 the broker is down or hung, so that Vonage retries. Celery and kombu each have retry loops whose
 defaults ignore a caller's deadline (kombu 5.7):
 
-* `Producer.publish(retry=True)` wraps the publish in `Connection.ensure` (kombu/messaging.py
-  349-351), which on a connection error reconnects through `_ensure_connection` *without* a
-  timeout (kombu/connection.py 654-660) and replays the publish; a command that timed out may
-  already have been executed by Redis, so a replay can enqueue the job twice, and each replay
-  waits a whole socket timeout on a hung Redis (measured: 4 x the timeout).
-* `retry_over_time` checks its deadline only between attempts and then sleeps a full interval
-  (kombu/utils/functional.py 328-351): its `timeout` is not a bound.
-* `Connection.default_channel` reconnects with `_extract_failover_opts()`: `max_retries` from
-  the transport options, otherwise forever until `connect_timeout` plus an interval of up to
-  30 s (kombu/connection.py 988-1003, 1052-1053).
+* `Producer.publish(retry=True)` wraps the publish in `Connection.ensure`, which on a
+  connection error reconnects with no time limit and replays the publish; a command that timed
+  out may already have been executed by Redis, so a replay can enqueue the job twice, and each
+  replay waits a whole socket timeout on a hung Redis (measured: 4 x the timeout).
+* `retry_over_time` checks its deadline only between attempts and then sleeps a full interval:
+  its `timeout` is not a bound.
+* `Connection.default_channel` reconnects with the failover options: `max_retries` from the
+  transport options, otherwise forever, until `connect_timeout` plus an interval of up to 30 s.
 * `app.send_task` waits forever for a free producer when `broker_pool_acquire_timeout` is None,
-  the default (celery/app/base.py 1371, celery/app/defaults.py 102).
+  Celery's default.
 
 So the publish runs with kombu's retries off (`retry=False`, `max_retries=0`), every socket
 operation bounded by the timeout, and the (few, quick) retries are ours, under one deadline.
 
-When the broker is the store's Redis (the default), the door skips kombu altogether: it writes
-Celery's message (task protocol 2, the JSON envelope kombu's Redis transport reads; a test keeps
-it equal to what Celery itself writes) with one LPUSH, and for a webhook, dedupe, enqueue, marker
-and counter run as one Lua script: one round trip, and all or nothing, so a Redis that hangs
-mid-call can neither lose the message nor queue it twice.
+When the broker is the store's Redis (the two URLs name the same database; the default), the door
+skips kombu's connection altogether: shared/broker_messages.py builds the very message Celery
+would write (with Celery's and kombu's own code; a test keeps it equal to `app.send_task`'s),
+and it goes on its queue with one LPUSH; for a webhook, dedupe, enqueue, marker, counter and
+outbox entry run as one Lua script: one round trip, and all or nothing, so a Redis that hangs
+mid-call can neither lose the message nor queue it twice. Either way the task's argument never
+reaches `argsrepr`, which monitoring tools show: it holds phone numbers.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
@@ -45,10 +40,11 @@ import redis.exceptions
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
-from shared.jobs import QUEUE_OF, TaskName
+from shared.broker_messages import BrokerMessages, same_redis_database, send_task_options
+from shared.jobs import TaskName
 from shared.keys import Keys
-from shared.settings import Settings
-from shared.sweeper import job_name, republish_after
+from shared.settings import Settings, SettingsError
+from shared.sweeper import job_name, outbox_entry, republish_after
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +77,8 @@ class WebhookOutcome(StrEnum):
 
 
 # KEYS: dedupe marker, queue list, metrics hash, pending jobs hash, pending due zset.
-# ARGV: envelope, marker TTL, counter names, job name, seconds until a re-publish is due.
+# ARGV: message, marker TTL, counter names, job name, seconds until a re-publish is due,
+# outbox entry.
 # The job is also kept in an outbox until a worker settles it: kombu's Redis transport pops a
 # message before it records it as unacknowledged, so a worker dying in between loses it
 # (celery#7950); the sweeper re-publishes what stays unsettled (shared/sweeper.py).
@@ -96,61 +93,25 @@ redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[1], 'queued', 'EX', ARGV[2])
 redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 local now = redis.call('TIME')
-redis.call('HSET', KEYS[4], ARGV[5], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[5], ARGV[7])
 redis.call('ZADD', KEYS[5], tonumber(now[1]) + tonumber(ARGV[6]), ARGV[5])
 return 'queued'
 """
-
-_ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
-
-
-def celery_envelope(task: TaskName, payload: Any) -> str:
-    """Celery's task message (protocol 2) in kombu's Redis envelope, ready for LPUSH.
-
-    The task's argument is left out of `argsrepr` (monitoring tools show it; it holds numbers).
-    """
-    task_id = str(uuid.uuid4())
-    args = [] if payload is None else [payload]
-    body = json.dumps(
-        [args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}],
-        separators=(",", ":"),
-    )
-    return json.dumps(
-        {
-            "body": base64.b64encode(body.encode()).decode(),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": {
-                "lang": "py", "task": task.value, "id": task_id, "shadow": None, "eta": None,
-                "expires": None, "group": None, "group_index": None, "retries": 0,
-                "timelimit": [None, None], "root_id": task_id, "parent_id": None,
-                "argsrepr": "[…]" if args else "[]", "kwargsrepr": "{}", "origin": _ORIGIN,
-                "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None,
-                "stamps": {},
-            },
-            "properties": {
-                "correlation_id": task_id,
-                "reply_to": "",
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": QUEUE_OF[task].value},
-                "priority": 0,
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        },
-        separators=(",", ":"),
-    )
 
 
 class Publisher:
     """Sends tasks by name (web/ never imports workers/), failing fast when the broker is down."""
 
     def __init__(self, settings: Settings, store: redis.Redis | None = None) -> None:
+        """`store` is the client of REDIS_URL; without it, every job goes through Celery."""
         timeout = max(settings.publish_timeout_seconds, MIN_TIMEOUT_SECONDS)
         self._timeout = timeout
-        # The direct path needs the broker to be the store's Redis (same URL, so same database).
-        self._direct = store if store is not None and settings.broker_url == settings.redis_url \
-            else None
+        try:
+            same_database = same_redis_database(settings.redis_url, settings.broker_url)
+        except ValueError as exc:
+            raise SettingsError(f"REDIS_URL or CELERY_BROKER_URL: {exc}") from None
+        # The direct path needs the broker to be the store's Redis, down to the database.
+        self._direct = store if store is not None and same_database else None
         self._enqueue_once = (
             self._direct.register_script(_ENQUEUE_ONCE) if self._direct is not None else None
         )
@@ -179,6 +140,8 @@ class Publisher:
             },
             task_serializer="json",
         )
+        # after the configuration: messages follow its serializer and transport options
+        self._messages = BrokerMessages(self._app)
 
     @property
     def atomic_webhooks(self) -> bool:
@@ -191,13 +154,15 @@ class Publisher:
         """Dedupe on messageId and enqueue, as one step; raises QueueUnavailable on failure."""
         if self._enqueue_once is None:
             raise RuntimeError("the broker is not the store's Redis: use the two-step path")
+        message = self._messages.build(task, payload)
         try:
             outcome = self._enqueue_once(
-                keys=[self._keys.dedupe(kind, message_id), QUEUE_OF[task].value,
+                keys=[self._keys.dedupe(kind, message_id), message.queue,
                       self._keys.metrics(), self._keys.pending_jobs(), self._keys.pending_due()],
-                args=[celery_envelope(task, payload), dedupe_ttl,
+                args=[message.body, dedupe_ttl,
                       f"smsproxy.webhooks.{kind}.accepted", f"smsproxy.webhooks.{kind}.duplicate",
-                      job_name(kind, message_id), self._republish_after],
+                      job_name(kind, message_id), self._republish_after,
+                      outbox_entry(message.queue, message.body)],
             )
         except redis.exceptions.RedisError as exc:
             raise self._unavailable(task, exc) from exc
@@ -210,8 +175,9 @@ class Publisher:
         Redis has answered the LPUSH: the job is in the broker.
         """
         if self._direct is not None:
+            message = self._messages.build(task, payload)
             try:
-                self._direct.lpush(QUEUE_OF[task].value, celery_envelope(task, payload))
+                self._direct.lpush(message.queue, message.body)
             except redis.exceptions.RedisError as exc:
                 raise self._unavailable(task, exc) from exc
             return
@@ -221,8 +187,7 @@ class Publisher:
             try:
                 self._app.send_task(
                     task.value,
-                    args=[] if payload is None else [payload],
-                    queue=QUEUE_OF[task].value,
+                    **send_task_options(task, payload),
                     retry=False,  # kombu's ensure() would replay unbounded; see module doc
                 )
                 return

@@ -9,6 +9,7 @@ from celery import Celery
 from celery.signals import setup_logging
 from kombu.entity import Queue as KombuQueue
 
+from shared.broker_messages import refuse_key_renaming
 from shared.jobs import QUEUE_OF, Queue
 from shared.logging import configure_logging
 from shared.settings import Settings
@@ -56,6 +57,8 @@ def make_celery(settings: Settings) -> Celery:
         task_routes={name.value: {"queue": queue.value} for name, queue in QUEUE_OF.items()},
         beat_schedule=beat_schedule(settings),
     )
+    # the web writes jobs straight onto the queue lists: no option may move them
+    refuse_key_renaming(app.conf.broker_transport_options)
     return app
 
 

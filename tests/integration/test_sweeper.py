@@ -13,7 +13,7 @@ from shared.domain import MessageKind, OutboundSms
 from shared.jobs import TaskName
 from shared.messages import MessageLog
 from shared.settings import Settings
-from shared.sweeper import Sweeper, republish_after
+from shared.sweeper import Sweeper, outbox_entry, republish_after
 from web.queue import Publisher
 
 pytestmark = pytest.mark.integration
@@ -39,6 +39,32 @@ def test_lost_job_is_republished_and_settled_job_is_not(real_redis, redis_url):
     # and not again before its next due time
     assert sweeper.sweep(time.time()).republished == 0
     assert republish_after(settings) < 60
+
+
+def test_sweeper_pushes_to_the_queue_the_outbox_names(real_redis, redis_url):
+    # not the one in the message's envelope: the sweeper does not read Celery's format
+    settings = Settings.from_env({"REDIS_URL": redis_url})
+    message = json.dumps({"properties": {"delivery_info": {"routing_key": "inbound"}}})
+    real_redis.hset("smsproxy:pending:jobs", "inbound:m1", outbox_entry("elsewhere", message))
+    real_redis.zadd("smsproxy:pending:due", {"inbound:m1": 0})
+    assert Sweeper(real_redis, settings).sweep(time.time()).republished == 1
+    assert real_redis.lrange("elsewhere", 0, -1) == [message]
+    assert real_redis.llen("inbound") == 0
+
+
+def test_job_stored_by_the_previous_release_is_republished_once(real_redis, redis_url):
+    # then the outbox held the bare message; its queue comes from the message, once
+    settings = Settings.from_env({"REDIS_URL": redis_url})
+    publisher, sweeper = Publisher(settings, real_redis), Sweeper(real_redis, settings)
+    publisher.enqueue_webhook("receipt", "r1", TaskName.RECORD_RECEIPT, {"messageId": "r1"}, 60)
+    message = real_redis.lpop("receipts")
+    real_redis.hset("smsproxy:pending:jobs", "receipt:r1", message)
+    real_redis.zadd("smsproxy:pending:due", {"receipt:r1": 0})
+    assert sweeper.sweep(time.time()).republished == 1
+    assert real_redis.lrange("receipts", 0, -1) == [message]
+    assert real_redis.hget("smsproxy:pending:jobs", "receipt:r1") == outbox_entry("receipts",
+                                                                                  message)
+    assert sweeper.sweep(time.time()).republished == 0  # due again only later
 
 
 def test_unfinished_send_is_requeued_finished_one_is_not(real_redis, redis_url):

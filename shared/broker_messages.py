@@ -1,0 +1,222 @@
+"""Celery's task messages as kombu's Redis transport stores them: the one owner of the wire format.
+
+The web's fast path puts a job on its queue from a Lua script rather than through kombu
+(web/queue.py says why), so it needs the very string kombu would LPUSH. It is built here with
+Celery's and kombu's own code, the steps `app.send_task` takes, without a connection:
+
+* `app.amqp.as_task_v2` makes the task message (protocol 2: headers, properties, body);
+* kombu's serializer registry serializes the body, as `Producer.publish` does;
+* a kombu Redis channel that has no connection prepares the message and adds what its
+  `basic_publish` adds (the body encoding, delivery_info, a delivery tag); where the transport
+  would LPUSH the result, the channel hands back the list and the serialized envelope instead.
+
+tests/integration/test_publisher.py keeps the result equal, field by field, to what
+`app.send_task` writes. Also here: whether two Redis URLs name the same database (the fast path
+needs the broker to be the store's Redis), and the guard against transport options that would
+move the queues to keys the fast path does not write.
+"""
+
+# kombu's transport and serialization functions carry no annotations.
+# mypy: disallow-untyped-calls=False
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from celery import Celery
+from kombu import serialization
+from kombu.compression import compress
+from kombu.entity import maybe_delivery_mode
+from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps as dumps_envelope
+from kombu.utils.uuid import uuid
+
+from shared.jobs import QUEUE_OF, TaskName
+from shared.settings import SettingsError
+
+# What monitoring tools (Flower, `celery events`) show of a task's arguments: never the
+# payload itself, which holds phone numbers.
+MASKED_ARGSREPR = "[…]"
+NO_ARGSREPR = "[]"
+NO_KWARGSREPR = "{}"
+# Stated in every message: no result backend is configured and no caller reads a result.
+IGNORE_RESULT = True
+
+# Transport options that rename the Redis keys of the queues in a way the message cannot carry:
+# kombu adds `global_keyprefix` to every key in its Redis client, on the way out, so the fast
+# path's LPUSH (through the store's plain client) and the sweeper's re-push would land on lists
+# no worker reads. `sep` and `priority_steps` also shape list names, but only through the
+# channel's list naming, which `BrokerMessages` runs with the same options: they are followed.
+KEY_RENAMING_OPTIONS = ("global_keyprefix",)
+
+DEFAULT_REDIS_PORT = 6379
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerMessage:
+    """A job ready for the broker: the Redis list it goes on and what to LPUSH there."""
+
+    queue: str
+    body: str
+
+
+def send_task_options(task: TaskName, payload: Any) -> dict[str, Any]:
+    """The arguments of `app.send_task` for a job: the same call `BrokerMessages.build` writes."""
+    args = _args(payload)
+    return {"args": args, "queue": QUEUE_OF[task].value, "ignore_result": IGNORE_RESULT,
+            **_reprs(args)}
+
+
+def refuse_key_renaming(options: Mapping[str, Any]) -> None:
+    """Raise SettingsError, at start, for a broker transport option that renames the queues."""
+    for name in KEY_RENAMING_OPTIONS:
+        if options.get(name):
+            raise SettingsError(
+                f"broker_transport_options[{name!r}]: renames kombu's Redis keys, so the "
+                "web's one-step enqueue and the outbox sweeper (which write the queue lists "
+                "themselves) would put jobs where no worker looks; it is not supported"
+            )
+
+
+def legacy_queue_of(message: str) -> str:
+    """The list of a message stored before the outbox recorded queues beside messages.
+
+    Those were all written with kombu's anonymous exchange and priority 0, so the list is the
+    routing key.
+    """
+    queue = json.loads(message)["properties"]["delivery_info"]["routing_key"]
+    if not isinstance(queue, str) or not queue:
+        raise ValueError("the message names no queue")
+    return queue
+
+
+class _DetachedChannel(kombu_redis.Channel):
+    """kombu's Redis channel without a connection, used only to prepare messages.
+
+    kombu's own `__init__` connects (it pings Redis); this one only takes the transport options,
+    as kombu's virtual channel does. No state changes per message, so threads may share it.
+    """
+
+    def __init__(self, transport_options: Mapping[str, Any]) -> None:
+        for name in self.from_transport_options:
+            if name in transport_options:
+                setattr(self, name, transport_options[name])
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> tuple[str, str]:
+        """What the transport would LPUSH, and onto which list, instead of pushing it."""
+        priority = self._get_message_priority(message, reverse=False)
+        return self._q_for_pri(queue, priority), dumps_envelope(message)
+
+
+class BrokerMessages:
+    """Builds the broker messages of one Celery app's jobs; made once, no broker connection."""
+
+    def __init__(self, app: Celery) -> None:
+        transport_options = app.conf.broker_transport_options or {}
+        refuse_key_renaming(transport_options)
+        self._app = app
+        self._channel = _DetachedChannel(transport_options)
+        self._serializer = app.conf.task_serializer
+        self._compression = app.conf.task_compression
+        self._delivery_mode = maybe_delivery_mode(app.conf.task_default_delivery_mode)
+
+    def build(self, task: TaskName, payload: Any) -> BrokerMessage:
+        """The message `app.send_task(task, **send_task_options(task, payload))` would write."""
+        args = _args(payload)
+        reprs = _reprs(args)
+        headers, properties, body, _ = self._app.amqp.as_task_v2(
+            uuid(), task.value, args=args, kwargs={},
+            # send_task answers to the app's per-thread id when no reply_to is given
+            reply_to=self._app.thread_oid, ignore_result=IGNORE_RESULT, **reprs,
+        )
+        # send_task passes the options it does not consume on as message properties too
+        properties.update(reprs)
+        # Producer.publish: serialize, compress, delivery mode
+        content_type, content_encoding, data = serialization.dumps(
+            body, serializer=self._serializer
+        )
+        if self._compression:
+            data, headers["compression"] = compress(data, self._compression)
+        properties["delivery_mode"] = self._delivery_mode
+        # Producer._publish, with kombu's anonymous exchange (what Celery uses for a direct
+        # queue): the routing key is the queue
+        message = self._channel.prepare_message(
+            data, None, content_type, content_encoding, headers, properties
+        )
+        queue, envelope = self._channel.basic_publish(
+            message, exchange="", routing_key=QUEUE_OF[task].value
+        )
+        return BrokerMessage(queue, envelope)
+
+
+def _args(payload: Any) -> list[Any]:
+    return [] if payload is None else [payload]
+
+
+def _reprs(args: list[Any]) -> dict[str, str]:
+    return {"argsrepr": MASKED_ARGSREPR if args else NO_ARGSREPR, "kwargsrepr": NO_KWARGSREPR}
+
+
+@dataclass(frozen=True, slots=True)
+class _RedisDatabase:
+    """Where a Redis URL leads: the server, the database number and who logs in."""
+
+    scheme: str  # "redis", "rediss" (TLS) or "unix"
+    server: str  # "host:port", or a socket's path
+    db: int
+    username: str
+    password: str | None
+
+
+def same_redis_database(first: str, second: str) -> bool:
+    """Whether two Redis URLs (redis-py's or kombu's forms) name the same database of one server,
+    reached the same way by the same user.
+
+    Loopback names (localhost, 127.0.0.1, [::1]) are one host; the port defaults to 6379 and the
+    database to 0 (from the path, or `?db=`, which wins as in redis-py); `rediss://` is not
+    `redis://`; a unix socket (`unix://` or kombu's `redis+socket://`) is its path. A URL of any
+    other scheme (sentinel, another broker) is never the same. Raises ValueError for a Redis URL
+    with a malformed port or database.
+    """
+    a, b = _redis_database(first), _redis_database(second)
+    return a is not None and a == b
+
+
+def _redis_database(url: str) -> _RedisDatabase | None:
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
+    username = unquote(parts.username) if parts.username else query.get("username")
+    password = unquote(parts.password) if parts.password else query.get("password")
+    if scheme in {"redis", "rediss"}:
+        server = f"{_host(parts.hostname)}:{parts.port or DEFAULT_REDIS_PORT}"  # .port checks it
+        db = query.get("db", parts.path.strip("/"))
+    elif scheme in {"unix", "redis+socket"}:
+        if not parts.path:
+            raise ValueError("a unix socket URL needs the socket's path")
+        scheme, server = "unix", posixpath.normpath(parts.path)
+        db = query.get("db", query.get("virtual_host", ""))
+    else:
+        return None
+    try:
+        number = int(db or 0)
+    except ValueError:
+        raise ValueError(f"the Redis database must be a number, not {db!r}") from None
+    # no username is Redis's default user
+    return _RedisDatabase(scheme, server, number, username or "default", password or None)
+
+
+def _host(name: str | None) -> str:
+    if not name or name.lower() in {"localhost", "localhost."}:
+        return "loopback"
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return name.lower().rstrip(".")
+    return "loopback" if address.is_loopback else address.compressed

@@ -1,0 +1,137 @@
+"""The wire format's owner: messages built without a broker, the same-database rule, the guard."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from celery import Celery
+
+from shared.broker_messages import (
+    BrokerMessages,
+    legacy_queue_of,
+    refuse_key_renaming,
+    same_redis_database,
+    send_task_options,
+)
+from shared.jobs import QUEUE_OF, TaskName
+from shared.settings import SettingsError
+
+# nothing listens there: building a message must not need the broker
+NOWHERE = "redis://127.0.0.1:9/0"
+
+
+def app(**transport_options: object) -> Celery:
+    celery = Celery("test", broker=NOWHERE, set_as_current=False)
+    celery.conf.update(task_serializer="json", broker_transport_options=transport_options)
+    return celery
+
+
+@pytest.mark.parametrize("task", list(TaskName))
+def test_message_goes_on_the_tasks_queue_without_a_connection(task):
+    payload = None if task is TaskName.MAINTAIN_POOL else {"from": "447400123456"}
+    message = BrokerMessages(app()).build(task, payload)
+    envelope = json.loads(message.body)
+    assert message.queue == QUEUE_OF[task].value
+    assert envelope["properties"]["delivery_info"] == {"exchange": "", "routing_key": message.queue}
+    assert envelope["headers"]["task"] == task.value
+    args = json.loads(base64.b64decode(envelope["body"]))[0]
+    assert args == ([] if payload is None else [payload])
+    assert envelope["headers"]["argsrepr"] == ("[]" if payload is None else "[…]")
+    assert "447400123456" not in json.dumps(envelope["headers"])
+
+
+def test_each_message_has_its_own_ids():
+    builder = BrokerMessages(app())
+    first, second = (json.loads(builder.build(TaskName.SEND_SMS, "o-1").body) for _ in "ab")
+    assert first["headers"]["id"] != second["headers"]["id"]
+    assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+
+
+def test_send_task_gets_the_same_masked_call():
+    assert send_task_options(TaskName.RELAY_INBOUND, {"msisdn": "447400123456"}) == {
+        "args": [{"msisdn": "447400123456"}], "queue": "inbound", "ignore_result": True,
+        "argsrepr": "[…]", "kwargsrepr": "{}",
+    }
+
+
+def test_transport_options_that_shape_messages_are_followed():
+    # kombu's own channel code runs with the app's options: body encoding, priority lists
+    message = BrokerMessages(app(body_encoding=None, priority_steps=[3, 6], sep=":")).build(
+        TaskName.SEND_SMS, "o-1")
+    envelope = json.loads(message.body)
+    assert json.loads(envelope["body"])[0] == ["o-1"]  # not base64
+    assert message.queue == "outbound:6"  # kombu's list for priority 0 with those steps
+
+
+@pytest.mark.parametrize("prefix", ["smsproxy:", "x"])
+def test_a_global_key_prefix_is_refused_at_start(prefix):
+    with pytest.raises(SettingsError, match=r"broker_transport_options\['global_keyprefix'\]"):
+        refuse_key_renaming({"global_keyprefix": prefix})
+    with pytest.raises(SettingsError, match="global_keyprefix"):
+        BrokerMessages(app(global_keyprefix=prefix))
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"global_keyprefix": ""}, {"visibility_timeout": 30, "queue_order_strategy": "sorted"},
+    {"unacked_key": "u", "fanout_prefix": True},
+])
+def test_options_that_keep_the_queue_lists_are_accepted(options):
+    refuse_key_renaming(options)
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+    ("redis://localhost:6379/0", "redis://127.0.0.1:6379/0"),
+    ("redis://[::1]:6379/0", "redis://localhost/0"),
+    ("redis://LOCALHOST", "redis://127.0.0.1:6379/0"),
+    ("redis://", "redis://127.0.0.1:6379/0"),
+    ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379/"),
+    ("redis://h:6379/2", "redis://h/2"),
+    ("redis://H.example:6380/1", "redis://h.example:6380/1"),
+    ("redis://h:6379?db=3", "redis://h:6379/3"),
+    ("redis://h:6379/1?db=3", "redis://h/3"),  # ?db= wins, as in redis-py
+    ("redis://:secret@h/0", "redis://default:secret@h/0"),
+    ("redis://u:p%40ss@h/0", "redis://u:p@ss@h/0"),
+    ("rediss://h:6380/0", "rediss://h:6380/0?ssl_cert_reqs=required"),
+    ("unix:///run/redis.sock?db=2", "redis+socket:///run/redis.sock?virtual_host=2"),
+    ("unix:///run/redis.sock", "unix:///run/../run/redis.sock?db=0"),
+    ("redis://h/0 ", " redis://h/0"),
+])
+def test_same_database(first, second):
+    assert same_redis_database(first, second)
+    assert same_redis_database(second, first)
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/1"),
+    ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6380/0"),
+    ("redis://127.0.0.1/0", "redis://10.0.0.1/0"),
+    ("redis://h/0", "rediss://h/0"),
+    ("redis://h/0?db=1", "redis://h/0"),
+    ("redis://:a@h/0", "redis://:b@h/0"),
+    ("redis://:a@h/0", "redis://h/0"),
+    ("redis://alice:a@h/0", "redis://bob:a@h/0"),
+    ("unix:///run/a.sock", "unix:///run/b.sock"),
+    ("unix:///run/a.sock?db=1", "unix:///run/a.sock"),
+    ("unix:///run/a.sock", "redis://localhost/0"),
+    ("sentinel://h:26379/0", "sentinel://h:26379/0"),
+    ("amqp://h//", "redis://h/0"),
+])
+def test_different_databases(first, second):
+    assert not same_redis_database(first, second)
+    assert not same_redis_database(second, first)
+
+
+@pytest.mark.parametrize("url", ["redis://h:port/0", "redis://h/zero", "unix://", "redis://h/0?db=x"])
+def test_malformed_redis_url_is_an_error(url):
+    with pytest.raises(ValueError, match=r"."):
+        same_redis_database(url, "redis://h/0")
+
+
+def test_queue_of_a_message_stored_by_the_previous_release():
+    stored = json.dumps({"properties": {"delivery_info": {"exchange": "", "routing_key": "pool"}}})
+    assert legacy_queue_of(stored) == "pool"
+    with pytest.raises(ValueError):
+        legacy_queue_of(json.dumps({"properties": {"delivery_info": {"routing_key": ""}}}))
