@@ -12,6 +12,7 @@ from functools import cached_property
 from typing import Any, Protocol
 
 import requests
+from celery import Task
 
 from shared.jobs import TaskName
 from shared.settings import Settings
@@ -21,6 +22,18 @@ from shared.wiring import Services
 # What monitoring tools (Flower, `celery events`) show of a task's arguments: never numbers.
 HIDDEN_ARGS = "[…]"
 HIDDEN_KWARGS = "{…}"
+
+
+class HiddenArgsTask(Task):  # type: ignore[misc]
+    """A task whose arguments monitoring tools never see, however it is published: by us, by
+    Celery's own retry (which re-publishes through `apply_async`) or by beat."""
+
+    def apply_async(
+        self, args: Any = None, kwargs: Any = None, *rest: Any, **options: Any
+    ) -> Any:
+        options.setdefault("argsrepr", HIDDEN_ARGS if args else "()")
+        options.setdefault("kwargsrepr", HIDDEN_KWARGS if kwargs else "{}")
+        return super().apply_async(args, kwargs, *rest, **options)
 
 
 class TaskQueue(Protocol):

@@ -36,7 +36,7 @@ from shared.reassembly import MISSING_PART_MARKER, Pending, Reassembled
 from shared.sending import InDoubt, RecordLater, RetryLater, Throttled
 from shared.vonage_gateway import VonageFailure
 from workers import runtime
-from workers.runtime import Runtime
+from workers.runtime import HiddenArgsTask, Runtime
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,11 @@ CREATE_MAX_RETRIES = 2 * INSIGHT_MAX_ATTEMPTS + REDIS_MAX_RETRIES
 CALLBACK_MAX_RETRIES = 8
 SEND_LATER = (Throttled, RetryLater, InDoubt, RecordLater)
 P = ParamSpec("P")
+
+
+def proxy_task(**options: Any) -> Any:
+    """Celery's `shared_task` for this app's tasks: arguments hidden from monitoring tools."""
+    return shared_task(base=HiddenArgsTask, **options)
 
 
 def backoff(retries: int, rt: Runtime) -> float:
@@ -102,7 +107,7 @@ def _notify(rt: Runtime, conversation: Conversation | None) -> None:
         )
 
 
-@shared_task(name=TaskName.CREATE_CONVERSATION.value, bind=True,
+@proxy_task(name=TaskName.CREATE_CONVERSATION.value, bind=True,
              max_retries=CREATE_MAX_RETRIES)
 @survives_redis_outages
 def create_conversation(self: Task[Any, Any], conversation_id: str) -> None:
@@ -141,7 +146,7 @@ def _post_event(task: Task[Any, Any], rt: Runtime, url: str, event: dict[str, An
     counters.incr("smsproxy.callbacks.delivered")
 
 
-@shared_task(name=TaskName.NOTIFY_CALLBACK.value, bind=True, max_retries=CALLBACK_MAX_RETRIES)
+@proxy_task(name=TaskName.NOTIFY_CALLBACK.value, bind=True, max_retries=CALLBACK_MAX_RETRIES)
 def notify_callback(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt = runtime.current()
     conversation = rt.services.conversation_store.get(str(payload.get("conversation_id", "")))
@@ -150,7 +155,7 @@ def notify_callback(self: Task[Any, Any], payload: dict[str, str]) -> None:
         _post_event(self, rt, conversation.callback_url, event)
 
 
-@shared_task(name=TaskName.NOTIFY_OUT_OF_SESSION.value, bind=True,
+@proxy_task(name=TaskName.NOTIFY_OUT_OF_SESSION.value, bind=True,
              max_retries=CALLBACK_MAX_RETRIES)
 def notify_out_of_session(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt = runtime.current()
@@ -189,7 +194,7 @@ def _relay(rt: Runtime, whole: Reassembled) -> None:
         )
 
 
-@shared_task(name=TaskName.RELAY_INBOUND.value, bind=True, max_retries=REDIS_MAX_RETRIES)
+@proxy_task(name=TaskName.RELAY_INBOUND.value, bind=True, max_retries=REDIS_MAX_RETRIES)
 @survives_redis_outages
 def relay_inbound(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt = runtime.current()
@@ -209,7 +214,7 @@ def relay_inbound(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt.services.sweeper.settle("inbound", inbound.message_id)
 
 
-@shared_task(name=TaskName.FLUSH_CONCAT.value, bind=True, max_retries=REDIS_MAX_RETRIES)
+@proxy_task(name=TaskName.FLUSH_CONCAT.value, bind=True, max_retries=REDIS_MAX_RETRIES)
 @survives_redis_outages
 def flush_concat(self: Task[Any, Any], group: str) -> None:
     rt = runtime.current()
@@ -223,7 +228,7 @@ def flush_concat(self: Task[Any, Any], group: str) -> None:
 # Attempts and age are bounded by the outbound record (SMSPROXY_SEND_MAX_ATTEMPTS and
 # SMSPROXY_SEND_MAX_AGE_SECONDS), not by Celery's retry count, which also counts waits for the
 # rate limit.
-@shared_task(name=TaskName.SEND_SMS.value, bind=True, max_retries=None)
+@proxy_task(name=TaskName.SEND_SMS.value, bind=True, max_retries=None)
 @survives_redis_outages
 def send_sms(
     self: Task[Any, Any], outbound_id: str, accepted_ids: list[str] | None = None
@@ -241,7 +246,7 @@ def send_sms(
         raise self.retry(args=(outbound_id,), kwargs=kwargs, countdown=countdown) from exc
 
 
-@shared_task(name=TaskName.RECORD_RECEIPT.value, bind=True, max_retries=REDIS_MAX_RETRIES)
+@proxy_task(name=TaskName.RECORD_RECEIPT.value, bind=True, max_retries=REDIS_MAX_RETRIES)
 @survives_redis_outages
 def record_receipt(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt = runtime.current()
@@ -260,7 +265,7 @@ def record_receipt(self: Task[Any, Any], payload: dict[str, str]) -> None:
     svc.sweeper.settle("receipt", f"{receipt.message_id}:{receipt.status}")
 
 
-@shared_task(name=TaskName.MAINTAIN_POOL.value)
+@proxy_task(name=TaskName.MAINTAIN_POOL.value)
 def maintain_pool() -> None:
     rt = runtime.current()
     try:
@@ -270,7 +275,7 @@ def maintain_pool() -> None:
     _enqueue_sends(rt, report.sends)
 
 
-@shared_task(name=TaskName.SWEEP_STRANDED.value, max_retries=0)
+@proxy_task(name=TaskName.SWEEP_STRANDED.value, max_retries=0)
 def sweep_stranded() -> None:
     """Re-publish webhook jobs the broker lost and re-queue sends nobody finished."""
     rt = runtime.current()
@@ -278,7 +283,7 @@ def sweep_stranded() -> None:
     _enqueue_sends(rt, report.sends_requeued)
 
 
-@shared_task(name=TaskName.EXPIRE_CONVERSATIONS.value, bind=True,
+@proxy_task(name=TaskName.EXPIRE_CONVERSATIONS.value, bind=True,
              max_retries=REDIS_MAX_RETRIES)
 @survives_redis_outages
 def expire_conversations(self: Task[Any, Any]) -> None:
