@@ -41,6 +41,16 @@ class ConversationStore:
             pipe.zadd(self._keys.person_conversations(participant.number), entry)
         pipe.execute()
 
+    def discard(self, conversation: Conversation) -> None:
+        """Remove a pending conversation that was never published (a lost idempotency race)."""
+        pipe = self._redis.pipeline()
+        pipe.delete(self._keys.conversation(conversation.id))
+        pipe.zrem(self._keys.conversations(), conversation.id)
+        pipe.zrem(self._keys.pending_conversations(), conversation.id)
+        for participant in conversation.participants:
+            pipe.zrem(self._keys.person_conversations(participant.number), conversation.id)
+        pipe.execute()
+
     def page(
         self,
         *,

@@ -13,6 +13,7 @@ from shared import outbound
 from shared.clock import now
 from shared.conversation_store import ConversationStore
 from shared.domain import Conversation, ConversationStatus, Participant
+from shared.idempotency import IdempotencyKeys
 from shared.insight_cache import InsightCache
 from shared.messages import MessageLog
 from shared.metrics import Counters
@@ -22,6 +23,8 @@ from shared.routes import PoolExhausted, RouteTable
 from shared.settings import Settings
 from shared.vonage_gateway import VonageFailure, VonagePort
 
+# How long an Idempotency-Key stays bound to the conversation it created.
+IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # Transient failures one participant's Number Insight lookup may meet before the create fails.
 INSIGHT_MAX_ATTEMPTS = 8
 MAX_METADATA_BYTES = 4096
@@ -161,6 +164,19 @@ class Established:
     intro_ids: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A create request's conversation; `new` when this request stored it (and so must have
+    its create job published), False when an earlier request with the same key did."""
+
+    conversation: Conversation
+    new: bool
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was bound to a request with a different body."""
+
+
 class NumberBuyer(Protocol):
     """Buys one number for a country on the fly (the pool keeper); True if the pool grew."""
 
@@ -178,7 +194,46 @@ class Conversations:
     counters: Counters
     settings: Settings
     insights: InsightCache
+    idempotency: IdempotencyKeys
     buyer: NumberBuyer | None = None
+
+    def open(
+        self, new: NewConversation, created_at: float, idempotency: tuple[str, str] | None
+    ) -> Opened:
+        """Store a requested conversation (pending), once per (Idempotency-Key, body).
+
+        `idempotency` is (the client's key, a fingerprint of the body). The conversation is
+        stored before the key is bound: whichever concurrent request loses the race for the
+        key then always finds the winner's conversation, and drops its own unpublished one.
+        Raises IdempotencyConflict when the key was used with another body.
+        """
+        conversation = new.build(created_at)
+        self.store.add(conversation)
+        if idempotency is None:
+            return Opened(conversation, new=True)
+        key, fingerprint = idempotency
+        for _ in range(2):
+            earlier = self.idempotency.remember(
+                key, fingerprint, conversation.id, IDEMPOTENCY_TTL_SECONDS
+            )
+            if earlier is None:
+                return Opened(conversation, new=True)
+            if earlier[0] != fingerprint:
+                self.store.discard(conversation)
+                raise IdempotencyConflict(key)
+            existing = self.store.get(earlier[1])
+            if existing is not None:
+                self.store.discard(conversation)
+                return Opened(existing, new=False)
+            # bound to a conversation that aged out: the key is free again
+            self.idempotency.forget(key)
+        return Opened(conversation, new=True)
+
+    def abandon(self, conversation_id: str, idempotency_key: str | None, reason: str) -> None:
+        """Its create job could not be published: fail it, and free the key for a retry."""
+        self.store.finish(conversation_id, ConversationStatus.FAILED, reason)
+        if idempotency_key is not None:
+            self.idempotency.forget(idempotency_key)
 
     def establish(self, conversation_id: str, vonage: VonagePort) -> Established:
         """Validate numbers, allocate proxies and activate.

@@ -92,6 +92,7 @@ class Services:
         inventory = PoolInventory(client)
         messages = MessageLog(client)
         counters = Counters(client)
+        idempotency = IdempotencyKeys(client)
         pool_keeper = PoolKeeper(
             client, store, routes, inventory, messages, counters,
             PoolPolicy.from_settings(settings),
@@ -102,12 +103,13 @@ class Services:
             routes=routes,
             conversation_store=store,
             inventory=inventory,
-            idempotency=IdempotencyKeys(client),
+            idempotency=idempotency,
             messages=messages,
             counters=counters,
             conversations=Conversations(
                 store, routes, inventory, messages, counters, settings,
-                InsightCache(client, settings.insight_cache_seconds), buyer=pool_keeper,
+                InsightCache(client, settings.insight_cache_seconds), idempotency,
+                buyer=pool_keeper,
             ),
             reassembler=Reassembler(client, counters, settings),
             inbound=InboundHandler(routes, store, messages, counters, settings),

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, jsonify, request
 
 from shared.clock import now
-from shared.conversations import RequestError, parse_create_request
+from shared.conversations import IdempotencyConflict, RequestError, parse_create_request
 from shared.domain import Conversation, ConversationStatus
 from shared.jobs import TaskName
 from shared.outbound import intro_ids
@@ -26,7 +26,6 @@ from web.services import publisher, services
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
-IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 MAX_PAGE = 100
 _CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
@@ -80,33 +79,26 @@ def create_conversation() -> Response | tuple[Response, int]:
     except RequestError as exc:
         return error_response(400, "invalid_field", str(exc), field=exc.field)
 
-    conversation = new.build(now())
     key = request.headers.get("Idempotency-Key")
+    idempotency = None
     if key is not None:
         if not _IDEMPOTENCY_KEY.match(key):
             return error_response(400, "invalid_field", "Idempotency-Key: 1 to 128 visible "
                                   "ASCII characters", field="Idempotency-Key")
         fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
-        earlier = svc.idempotency.remember(
-            key, fingerprint, conversation.id, IDEMPOTENCY_TTL_SECONDS
-        )
-        if earlier is not None:
-            if earlier[0] != fingerprint:
-                return error_response(409, "idempotency_conflict",
-                                      "Idempotency-Key was used with a different body")
-            existing = svc.conversation_store.get(earlier[1])
-            if existing is not None:
-                return jsonify(conversation_view(existing)), 202
-
-    svc.conversation_store.add(conversation)
+        idempotency = (key, fingerprint)
+    try:
+        opened = svc.conversations.open(new, now(), idempotency)
+    except IdempotencyConflict:
+        return error_response(409, "idempotency_conflict",
+                              "Idempotency-Key was used with a different body")
+    conversation = opened.conversation
+    if not opened.new:
+        return jsonify(conversation_view(conversation)), 202
     try:
         publisher().publish(TaskName.CREATE_CONVERSATION, conversation.id)
     except QueueUnavailable:
-        svc.conversation_store.finish(
-            conversation.id, ConversationStatus.FAILED, "queue_unavailable"
-        )
-        if key is not None:
-            svc.idempotency.forget(key)
+        svc.conversations.abandon(conversation.id, key, "queue_unavailable")
         raise
     svc.counters.incr("smsproxy.conversations.requested")
     response = jsonify(conversation_view(conversation))
