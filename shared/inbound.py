@@ -18,7 +18,7 @@ from shared.inbound_rules import Decision, Event, InboundContext, decide
 from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.phone import mask
-from shared.reassembly import Reassembled
+from shared.reassembly import LatePart, Reassembled
 from shared.routes import RouteTable
 from shared.settings import Settings
 
@@ -98,3 +98,15 @@ class InboundHandler:
             self._messages.owe(answer)
             sends.append(answer.id)
         return Carried(tuple(sends), decision.events)
+
+    def record_late(self, part: LatePart) -> None:
+        """A part that came after its message was relayed without it: into the audit trail
+        (never relayed on its own, which would send a fragment out of context)."""
+        conversation_id = self._routes.find(part.sender, part.virtual_number)
+        if conversation_id is None:
+            return
+        self._messages.record_inbound(
+            conversation_id, part.message_id, part.sender, 1, None,
+            late_part_of=part.whole_message_id,
+        )
+        log.info("late part %d of %s recorded, not relayed", part.part, part.whole_message_id)

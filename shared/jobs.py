@@ -18,7 +18,8 @@ class TaskName(StrEnum):
     CREATE_CONVERSATION = "smsproxy.create_conversation"
     # payload: InboundSms.to_payload()
     RELAY_INBOUND = "smsproxy.relay_inbound"
-    # payload: a multi-part group id; runs after SMSPROXY_CONCAT_TIMEOUT_SECONDS
+    # payload: a multi-part group id and the instance (opening) of it to flush; runs after
+    # SMSPROXY_CONCAT_TIMEOUT_SECONDS
     FLUSH_CONCAT = "smsproxy.flush_concat"
     # payload: outbound message id (the record is in Redis)
     SEND_SMS = "smsproxy.send_sms"

@@ -84,6 +84,10 @@ class Keys:
         """Hash of part number -> text for one multi-part message being reassembled."""
         return f"{self.prefix}concat:{group}"
 
+    def concat_finished(self, group: str) -> str:
+        """A finished multi-part group's tombstone: its parts' messageIds, for a while."""
+        return f"{self.prefix}concat:{group}:done"
+
     def send_claim(self, outbound_id: str) -> str:
         return f"{self.prefix}claim:{outbound_id}"
 

@@ -71,9 +71,13 @@ class MessageLog:
     # -- inbound records -------------------------------------------------------------------
 
     def record_inbound(
-        self, conversation_id: str, message_id: str, sender: str, parts: int, text: str | None
+        self, conversation_id: str, message_id: str, sender: str, parts: int, text: str | None,
+        *, late_part_of: str | None = None,
     ) -> bool:
-        """Add an inbound message to its conversation's trail once; False if already there."""
+        """Add an inbound message to its conversation's trail once; False if already there.
+
+        `late_part_of` marks a part that came after its message (that id) was relayed.
+        """
         key = self._keys.inbound(message_id)
         fields: dict[Any, Any] = {
             "conversation_id": conversation_id,
@@ -84,6 +88,8 @@ class MessageLog:
         }
         if text is not None:
             fields["text"] = text
+        if late_part_of is not None:
+            fields["late_part_of"] = late_part_of
         if not self._redis.hsetnx(key, "conversation_id", conversation_id):
             return False
         pipe = self._redis.pipeline()
@@ -312,6 +318,7 @@ class InboundRecord:
     parts: int
     received_at: float
     text: str | None = None
+    late_part_of: str | None = None  # a part that came after this message was relayed
     record: Literal["in"] = "in"
 
     @classmethod
@@ -322,6 +329,7 @@ class InboundRecord:
             parts=int(data.get("parts", 1)),
             received_at=float(data["received_at"]),
             text=data.get("text"),
+            late_part_of=data.get("late_part_of"),
         )
 
 

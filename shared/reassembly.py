@@ -4,6 +4,14 @@ A handset splits a long text into parts that arrive as separate webhooks, in any
 part is added to its group's hash; the part that completes the group takes the whole message,
 exactly once. A group that stays incomplete is flushed after SMSPROXY_CONCAT_TIMEOUT_SECONDS
 with a visible marker for each missing part.
+
+A handset's `concat-ref` is a small counter that wraps (8 or 16 bits), so (sender, virtual
+number, ref) names a group only while it is open: each opening gets its own instance id (the
+messageId of the part that opened it), and the whole message is named by it. A finished group
+leaves a tombstone for FINISHED_GROUP_SECONDS that remembers its parts' messageIds: a part
+redelivered after the group finished is a duplicate, a part the flushed message lacked is a
+late part (counted and recorded, never relayed on its own), and any other part opens a new
+message.
 """
 
 from __future__ import annotations
@@ -18,31 +26,73 @@ from shared.keys import Keys
 from shared.metrics import Counters
 from shared.settings import Settings
 
-# Adds one part. When the last one is in, hands back all parts exactly once: the group is deleted
-# in the same step, so two workers holding the final two parts cannot both relay it. The first
-# part of a group says so, so that its caller schedules the timeout that flushes a partial one.
+# How long a finished group remembers its parts: far past a redelivered task (the visibility
+# timeout) or a re-published one (the outbox sweeper's delay). A wrapped concat-ref from the
+# same sender to the same number within this time, with the same part count and a part number
+# the flushed message lacked, would be taken for a late part: with an 8-bit ref that needs 256
+# long messages in this time from one person to one number.
+FINISHED_GROUP_SECONDS = 3600
+
+# KEYS: the open group, its tombstone. ARGV: part, text, total, ttl, sender, to, message id,
+# tombstone ttl. The completing part hands back all parts exactly once: the group is deleted and
+# its tombstone written in the same step, so two workers holding the final two parts cannot both
+# relay it. The part that opens a group says so, so that its caller schedules the flush.
 _ADD_PART = """
-local existed = redis.call('EXISTS', KEYS[1]) == 1
-redis.call('HSET', KEYS[1], 'p' .. ARGV[1], ARGV[2], 'sender', ARGV[5], 'to', ARGV[6],
-           'total', ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-local all = redis.call('HGETALL', KEYS[1])
+local open, done, part, mid = KEYS[1], KEYS[2], ARGV[1], ARGV[7]
+if redis.call('HEXISTS', done, 'm:' .. mid) == 1 then return {'duplicate'} end
+local existed = redis.call('EXISTS', open) == 1
+if existed then
+  if redis.call('HEXISTS', open, 'm:' .. mid) == 1 then return {'duplicate'} end
+elseif redis.call('HGET', done, 'flushed') == '1' and redis.call('HGET', done, 'total') == ARGV[3]
+    and redis.call('HEXISTS', done, 'p' .. part) == 0 then
+  redis.call('HSET', done, 'm:' .. mid, part)
+  return {'late', redis.call('HGET', done, 'id')}
+end
+if not existed then redis.call('HSET', open, 'id', mid) end
+redis.call('HSET', open, 'p' .. part, ARGV[2], 'm:' .. mid, part, 'sender', ARGV[5],
+           'to', ARGV[6], 'total', ARGV[3])
+redis.call('EXPIRE', open, ARGV[4])
+local all = redis.call('HGETALL', open)
 local parts = 0
 for i = 1, #all, 2 do
   if string.sub(all[i], 1, 1) == 'p' then parts = parts + 1 end
 end
 if parts >= tonumber(ARGV[3]) then
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', open, done)
+  for i = 1, #all, 2 do
+    local k = all[i]
+    if string.sub(k, 1, 2) == 'm:' or k == 'id' or k == 'total' then
+      redis.call('HSET', done, k, all[i + 1])
+    elseif string.sub(k, 1, 1) == 'p' then
+      redis.call('HSET', done, k, '1')
+    end
+  end
+  redis.call('HSET', done, 'flushed', '0')
+  redis.call('EXPIRE', done, ARGV[8])
   return {'complete', unpack(all)}
 end
-if existed then return {'waiting'} end
-return {'first'}
+if existed then return {'waiting', redis.call('HGET', open, 'id')} end
+return {'first', mid}
 """
 
-# Takes whatever parts arrived, once (the timeout's flush and the last part race for the group).
+# Takes whatever parts arrived to one opening of a group, once (the timeout's flush and the last
+# part race for it), and leaves the tombstone that recognises its late parts.
+# KEYS: the open group, its tombstone. ARGV: the instance id, tombstone ttl.
 _TAKE_PARTS = """
-local all = redis.call('HGETALL', KEYS[1])
-redis.call('DEL', KEYS[1])
+local open, done = KEYS[1], KEYS[2]
+if redis.call('HGET', open, 'id') ~= ARGV[1] then return {} end
+local all = redis.call('HGETALL', open)
+redis.call('DEL', open, done)
+for i = 1, #all, 2 do
+  local k = all[i]
+  if string.sub(k, 1, 2) == 'm:' or k == 'id' or k == 'total' then
+    redis.call('HSET', done, k, all[i + 1])
+  elseif string.sub(k, 1, 1) == 'p' then
+    redis.call('HSET', done, k, '1')
+  end
+end
+redis.call('HSET', done, 'flushed', '1')
+redis.call('EXPIRE', done, ARGV[2])
 return all
 """
 
@@ -56,10 +106,28 @@ def _opaque(*values: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A part stored while its siblings are awaited; `group` names the multi-part message."""
+    """A part stored while its siblings are awaited; `group` and `instance` name the opening
+    of the multi-part message it belongs to; `first` when this part opened it."""
 
     group: str
+    instance: str
     first: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A part already taken (a redelivered task): nothing to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class LatePart:
+    """A part that arrived after its message was relayed without it."""
+
+    message_id: str  # the part's own messageId
+    whole_message_id: str  # the message it belonged to
+    sender: str
+    virtual_number: str
+    part: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +141,19 @@ class Reassembled:
     parts: int
 
 
-def _assemble(group: str, flat: list[str]) -> Reassembled:
+def whole_message_id(instance: str) -> str:
+    """The id of a multi-part message: from the messageId of the part that opened it."""
+    return f"c-{instance}"
+
+
+def _assemble(flat: list[str]) -> Reassembled:
     """Join a group's parts in order; a missing part becomes a visible marker."""
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
     parts = {int(k[1:]): v for k, v in fields.items() if k.startswith("p")}
     total = max(int(fields.get("total", "0")), max(parts, default=0))
     text = "".join(parts.get(n, MISSING_PART_MARKER) for n in range(1, total + 1))
-    return Reassembled(f"c{group}", fields["sender"], fields["to"], text, len(parts))
+    return Reassembled(whole_message_id(fields["id"]), fields["sender"], fields["to"], text,
+                       len(parts))
 
 
 class Reassembler:
@@ -98,7 +172,7 @@ class Reassembler:
         self._add_part = client.register_script(_ADD_PART)
         self._take_parts = client.register_script(_TAKE_PARTS)
 
-    def reassemble(self, inbound: InboundSms) -> Reassembled | Pending:
+    def reassemble(self, inbound: InboundSms) -> Reassembled | Pending | LatePart | Duplicate:
         """The whole message once all its parts are in; Pending while parts are missing."""
         if inbound.concat is None:
             return Reassembled(
@@ -108,18 +182,29 @@ class Reassembler:
         # kept past the flush time, so that the flush always finds what arrived
         ttl = self._settings.concat_timeout_seconds * 2 + 60
         found = self._add_part(
-            keys=[self._keys.concat_parts(group)],
+            keys=[self._keys.concat_parts(group), self._keys.concat_finished(group)],
             args=[inbound.concat.part, inbound.text, inbound.concat.total, ttl,
-                  inbound.sender, inbound.virtual_number],
+                  inbound.sender, inbound.virtual_number, inbound.message_id,
+                  FINISHED_GROUP_SECONDS],
         )
-        if found[0] != "complete":
-            return Pending(group, first=found[0] == "first")
-        return _assemble(group, [str(x) for x in found[1:]])
+        outcome = str(found[0])
+        if outcome == "duplicate":
+            return Duplicate()
+        if outcome == "late":
+            self._counters.incr("smsproxy.inbound.concat_late")
+            return LatePart(inbound.message_id, whole_message_id(str(found[1])),
+                            inbound.sender, inbound.virtual_number, inbound.concat.part)
+        if outcome != "complete":
+            return Pending(group, str(found[1]), first=outcome == "first")
+        return _assemble([str(x) for x in found[1:]])
 
-    def flush_partial(self, group: str) -> Reassembled | None:
+    def flush_partial(self, group: str, instance: str) -> Reassembled | None:
         """After the timeout: whatever parts arrived, with a marker for each missing one."""
-        found = self._take_parts(keys=[self._keys.concat_parts(group)])
+        found = self._take_parts(
+            keys=[self._keys.concat_parts(group), self._keys.concat_finished(group)],
+            args=[instance, FINISHED_GROUP_SECONDS],
+        )
         if not found:
             return None  # completed in time (or already flushed)
         self._counters.incr("smsproxy.inbound.concat_incomplete")
-        return _assemble(group, [str(x) for x in found])
+        return _assemble([str(x) for x in found])

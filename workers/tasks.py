@@ -32,7 +32,7 @@ from shared.domain import (
 )
 from shared.inbound_rules import Event
 from shared.jobs import TaskName
-from shared.reassembly import MISSING_PART_MARKER, Pending, Reassembled
+from shared.reassembly import MISSING_PART_MARKER, LatePart, Pending, Reassembled
 from shared.sending import InDoubt, RecordLater, RetryLater, Throttled
 from shared.vonage_gateway import VonageFailure
 from workers import runtime
@@ -207,18 +207,20 @@ def relay_inbound(self: Task[Any, Any], payload: dict[str, str]) -> None:
     if isinstance(result, Pending):
         if result.first:
             # the countdown stays below the visibility timeout (settings enforce it)
-            rt.queue.enqueue(TaskName.FLUSH_CONCAT, (result.group,),
+            rt.queue.enqueue(TaskName.FLUSH_CONCAT, (result.group, result.instance),
                              countdown=rt.settings.concat_timeout_seconds)
-    else:
+    elif isinstance(result, LatePart):
+        rt.services.inbound.record_late(result)
+    elif isinstance(result, Reassembled):
         _relay(rt, result)
     rt.services.sweeper.settle("inbound", inbound.message_id)
 
 
 @proxy_task(name=TaskName.FLUSH_CONCAT.value, bind=True, max_retries=REDIS_MAX_RETRIES)
 @survives_redis_outages
-def flush_concat(self: Task[Any, Any], group: str) -> None:
+def flush_concat(self: Task[Any, Any], group: str, instance: str) -> None:
     rt = runtime.current()
-    whole = rt.services.reassembler.flush_partial(group)
+    whole = rt.services.reassembler.flush_partial(group, instance)
     if whole is not None:
         log.info("relaying multi-part message %s with %d part(s) missing", whole.message_id,
                  whole.text.count(MISSING_PART_MARKER))
