@@ -13,6 +13,7 @@ import redis
 
 from shared.domain import DeliveryState, MessageKind, OutboundSms
 from shared.keys import Keys
+from shared.vonage_gateway import sms_parts
 
 # Records outlive the conversation so that the audit trail can be read afterwards, but not forever.
 RECORD_TTL_SECONDS = 30 * 24 * 3600
@@ -37,12 +38,37 @@ class SendClaim:
     attempts: int = 0
 
 
+# One part's receipt, and the message's state from all its parts' receipts so far, in one step:
+# receipts for the parts of one message are handled concurrently, and a read-modify-write of
+# the receipts would lose one. Delivered once every part is; failed once any part failed.
+_RECORD_RECEIPT = """
+local receipts = cjson.decode(redis.call('HGET', KEYS[1], 'receipts') or '{}')
+receipts[ARGV[1]] = ARGV[2]
+local parts = tonumber(redis.call('HGET', KEYS[1], 'parts') or '1')
+local seen, failed, delivered = 0, false, true
+for _, status in pairs(receipts) do
+  seen = seen + 1
+  if status == 'failed' or status == 'rejected' or status == 'expired' then failed = true end
+  if status ~= 'delivered' then delivered = false end
+end
+redis.call('HSET', KEYS[1], 'receipts', cjson.encode(receipts), 'receipt_at', ARGV[4])
+if failed then
+  redis.call('HSET', KEYS[1], 'state', 'failed')
+elseif delivered and seen >= parts then
+  redis.call('HSET', KEYS[1], 'state', 'delivered')
+end
+if ARGV[3] ~= '' and ARGV[3] ~= '0' then redis.call('HSET', KEYS[1], 'receipt_error', ARGV[3]) end
+return 1
+"""
+
+
 class MessageLog:
     """Dedupe markers, outbound records and the per-conversation audit trail."""
 
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         self._redis = client
         self._keys = keys or Keys()
+        self._record_receipt = client.register_script(_RECORD_RECEIPT)
 
     # -- webhook dedupe --------------------------------------------------------------------
     #
@@ -121,6 +147,9 @@ class MessageLog:
                 "to": message.recipient,
                 "created_at": time.time(),
                 "attempts": 0,
+                # what Vonage will split it into: a receipt that settles an in-doubt send
+                # (no answer was seen) then still waits for every part's receipt
+                "expected_parts": sms_parts(message.text),
             },
         )
         pipe.set(self._keys.outbound_text(message.id), message.text, ex=RECORD_TTL_SECONDS)
@@ -190,11 +219,13 @@ class MessageLog:
         self._redis.delete(self._keys.send_claim(outbound_id))
 
     def mark_submitted(
-        self, outbound_id: str, vonage_ids: list[str], *, retain_body: bool
+        self, outbound_id: str, vonage_ids: list[str], *, retain_body: bool,
+        parts: int | None = None,
     ) -> None:
         """Vonage accepted the send: remember its message ids to match delivery receipts.
 
-        Once only: a record already completed (by a receipt that came first) is left alone.
+        `parts` defaults to one per id Vonage answered with. Once only: a record already
+        completed (by a receipt that came first) is left alone.
         """
         key = self._keys.outbound(outbound_id)
         if self._redis.hexists(key, "vonage_ids"):
@@ -206,7 +237,7 @@ class MessageLog:
             mapping={
                 "state": DeliveryState.SUBMITTED.value,
                 "vonage_ids": json.dumps(vonage_ids),
-                "parts": len(vonage_ids),
+                "parts": parts if parts is not None else len(vonage_ids),
                 "submitted_at": time.time(),
                 "receipts": json.dumps({}),
             },
@@ -260,19 +291,11 @@ class MessageLog:
         if not self._redis.hexists(key, "vonage_ids"):
             if self.outbound_state(outbound_id) != DeliveryState.SENDING.value:
                 return None  # not ours, never sent, or aged out: do not create half a record
-            # the number of parts is unknown here: each later receipt adds its own
-            self.mark_submitted(outbound_id, [vonage_id], retain_body=retain_body)
-        data = self._redis.hmget(key, ["receipts", "parts"])
-        receipts: dict[str, str] = json.loads(data[0] or "{}")
-        receipts[vonage_id] = status
-        parts = int(data[1] or 1)
-        overall = _overall_state(receipts, parts)
-        mapping: dict[Any, Any] = {"receipts": json.dumps(receipts), "receipt_at": time.time()}
-        if overall is not None:
-            mapping["state"] = overall.value
-        if err_code not in {"", "0"}:
-            mapping["receipt_error"] = err_code
-        self._redis.hset(key, mapping=mapping)
+            # Vonage's answer was never seen: the part count is what the text splits into
+            expected = self._redis.hget(key, "expected_parts")
+            self.mark_submitted(outbound_id, [vonage_id], retain_body=retain_body,
+                                parts=int(expected) if expected else None)
+        self._record_receipt(keys=[key], args=[vonage_id, status, err_code, time.time()])
         return outbound_id
 
     # -- audit trail -----------------------------------------------------------------------
@@ -374,12 +397,3 @@ TrailEntry = InboundRecord | OutboundRecord
 
 _INBOUND_FIELDS = frozenset({"from", "received_at"})
 _OUTBOUND_FIELDS = frozenset({"from", "to", "created_at"})
-
-
-def _overall_state(receipts: dict[str, str], parts: int) -> DeliveryState | None:
-    """A message is delivered when every part is; failed as soon as one part failed."""
-    if any(s in {"failed", "rejected", "expired"} for s in receipts.values()):
-        return DeliveryState.FAILED
-    if len(receipts) >= parts and all(s == "delivered" for s in receipts.values()):
-        return DeliveryState.DELIVERED
-    return None

@@ -96,6 +96,31 @@ def is_gsm7(text: str) -> bool:
     return all(ch in _GSM7 for ch in text)
 
 
+def sms_parts(text: str) -> int:
+    """How many parts Vonage splits a text into (each billed, each with its own receipt).
+
+    GSM-7: 160 septets in one part, 153 per part when concatenated, an extension character
+    (^{}\\[~]|€ and form feed) taking two; anything else goes as UCS-2: 70 UTF-16 units, 67
+    per part. An extension character's two septets never straddle two parts.
+    """
+    if is_gsm7(text):
+        units = [2 if ch in _GSM7_EXTENSION else 1 for ch in text]
+        single, per_part = 160, 153
+    else:
+        units = [len(ch.encode("utf-16-le")) // 2 for ch in text]
+        single, per_part = 70, 67
+    if sum(units) <= single:
+        return 1
+    parts, used = 1, 0
+    for size in units:
+        if used + size > per_part:
+            parts, used = parts + 1, 0
+        used += size
+    return parts
+
+
+_GSM7_EXTENSION = frozenset("^{}\\[~]|€\f")
+
 _GSM7 = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"

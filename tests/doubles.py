@@ -13,6 +13,7 @@ from shared.vonage_gateway import (
     OwnedNumber,
     SentSms,
     VonageFailure,
+    sms_parts,
 )
 from web.queue import QueueUnavailable
 
@@ -62,7 +63,9 @@ class FakeVonage:
         if self.failures:
             raise self.failures.pop(0)
         self.sent.append({"from": sender, "to": recipient, "text": text, "client_ref": client_ref})
-        return SentSms(message_ids=[f"v{len(self.sent)}"])
+        # one id per part, as Vonage answers
+        return SentSms(message_ids=[f"v{len(self.sent)}" + (f"-{i}" if i else "")
+                                    for i in range(sms_parts(text))])
 
     def basic_insight(self, msisdn: str) -> NumberInsight:
         if msisdn in self.invalid:

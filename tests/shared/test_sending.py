@@ -116,3 +116,29 @@ def test_receipts_complete_the_audit_trail(world):
     assert trail[-1].text is None  # bodies are not retained by default
     assert messages.apply_receipt("unknown", "v9", "delivered", "0") is None
     assert messages.apply_receipt(None, "v1", "delivered", "0") is None
+
+
+def test_a_multipart_send_settled_in_doubt_is_delivered_only_with_every_part(world):
+    _, conversation = world.start()
+    long_text = "x" * 300  # two GSM-7 parts of 153 septets
+    outbound = world.relay(A, conversation.participants[0].proxy_number, "m9", long_text)
+    messages = world.services.messages
+    # an attempt claimed it and died mid-call: Vonage's answer (two message ids) was never seen
+    assert messages.claim_send(outbound.id, world.services.sender.lease_seconds).acquired
+    messages.apply_receipt(outbound.id, "v-part-1", "delivered", "0")
+    assert messages.outbound_state(outbound.id) == "submitted"
+    messages.apply_receipt(outbound.id, "v-part-2", "delivered", "0")
+    assert messages.outbound_state(outbound.id) == "delivered"
+
+
+def test_a_multipart_send_is_delivered_only_when_every_part_is(world):
+    _, conversation = world.start()
+    outbound = world.relay(A, conversation.participants[0].proxy_number, "m10", "y" * 400)
+    world.services.sender.send(outbound.id, world.vonage)
+    messages = world.services.messages
+    messages.apply_receipt(outbound.id, "v1", "delivered", "0")
+    assert messages.outbound_state(outbound.id) == "submitted"
+    messages.apply_receipt(outbound.id, "v1-1", "delivered", "0")
+    assert messages.outbound_state(outbound.id) == "submitted"  # three parts
+    messages.apply_receipt(outbound.id, "v1-2", "failed", "6")
+    assert messages.outbound_state(outbound.id) == "failed"
