@@ -1,15 +1,12 @@
-"""Conversation rules: validating a create request, establishing, closing and expiring."""
+"""Conversation rules: opening (once per Idempotency-Key), establishing, closing, expiring."""
 
 from __future__ import annotations
 
-import json
-import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from typing import Protocol
 
 from shared import outbound
+from shared.api_models import NewConversation
 from shared.clock import now
 from shared.conversation_store import ConversationStore
 from shared.domain import Conversation, ConversationStatus, Participant
@@ -17,7 +14,7 @@ from shared.idempotency import IdempotencyKeys
 from shared.insight_cache import InsightCache
 from shared.messages import MessageLog
 from shared.metrics import Counters
-from shared.phone import InvalidNumber, mask, to_msisdn
+from shared.phone import mask
 from shared.pool_inventory import PoolInventory
 from shared.routes import PoolExhausted, RouteTable
 from shared.settings import Settings
@@ -27,131 +24,6 @@ from shared.vonage_gateway import VonageFailure, VonagePort
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # Transient failures one participant's Number Insight lookup may meet before the create fails.
 INSIGHT_MAX_ATTEMPTS = 8
-MAX_METADATA_BYTES = 4096
-MAX_DISPLAY_NAME = 64
-MAX_INTRO_TEXT = 480
-_CREATE_FIELDS = frozenset(
-    {"participants", "ttl_seconds", "callback_url", "metadata", "intro_text"}
-)
-_PARTICIPANT_FIELDS = frozenset({"number", "display_name"})
-
-
-class RequestError(ValueError):
-    """A client error in an API request; `field` names the offending part."""
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-
-@dataclass(frozen=True, slots=True)
-class NewConversation:
-    """A validated create request."""
-
-    participants: tuple[Participant, Participant]
-    ttl_seconds: int
-    callback_url: str | None
-    metadata: Mapping[str, Any]
-    intro_text: str | None = None
-
-    def build(self, created_at: float) -> Conversation:
-        return Conversation(
-            id=uuid.uuid4().hex,
-            participants=self.participants,
-            status=ConversationStatus.PENDING,
-            created_at=created_at,
-            ttl_seconds=self.ttl_seconds,
-            callback_url=self.callback_url,
-            metadata=self.metadata,
-            intro_text=self.intro_text,
-        )
-
-
-def parse_create_request(body: Any, settings: Settings) -> NewConversation:
-    """Validate `POST /v1/conversations`; raise RequestError naming the first problem."""
-    if not isinstance(body, dict):
-        raise RequestError("body", "must be a JSON object")
-    unknown = sorted(set(body) - _CREATE_FIELDS)
-    if unknown:
-        raise RequestError(unknown[0], "is not a known field")
-    raw_participants = body.get("participants")
-    if not isinstance(raw_participants, list):
-        raise RequestError("participants", "must be a list of two participants")
-    if len(raw_participants) != 2:
-        raise RequestError("participants", "must have exactly two participants")
-    participants = tuple(_parse_participant(i, p) for i, p in enumerate(raw_participants))
-    first, second = participants
-    if first.number == second.number:
-        raise RequestError("participants", "must be two different numbers")
-
-    ttl = body.get("ttl_seconds", settings.default_ttl_seconds)
-    if isinstance(ttl, float) and ttl.is_integer():
-        ttl = int(ttl)  # JSON has one number type: 3600.0 is a whole number of seconds
-    if isinstance(ttl, bool) or not isinstance(ttl, int):
-        raise RequestError("ttl_seconds", "must be a whole number of seconds")
-    if not 60 <= ttl <= settings.max_ttl_seconds:
-        raise RequestError("ttl_seconds", f"must be between 60 and {settings.max_ttl_seconds}")
-
-    callback_url = body.get("callback_url")
-    if callback_url is not None:
-        if not isinstance(callback_url, str) or len(callback_url) > 2048:
-            raise RequestError("callback_url", "must be an http(s) URL")
-        parts = urlsplit(callback_url)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise RequestError("callback_url", "must be an http(s) URL")
-        if not settings.callback_secret:
-            raise RequestError(
-                "callback_url", "needs SMSPROXY_CALLBACK_SECRET set on the proxy to sign events"
-            )
-
-    intro_text = body.get("intro_text")
-    if intro_text is not None and (
-        not isinstance(intro_text, str) or not 0 < len(intro_text) <= MAX_INTRO_TEXT
-    ):
-        raise RequestError("intro_text", f"must be 1 to {MAX_INTRO_TEXT} characters")
-
-    metadata = body.get("metadata", {})
-    if not isinstance(metadata, dict):
-        raise RequestError("metadata", "must be a JSON object")
-    try:
-        size = len(_compact_json(metadata))
-    except ValueError:
-        raise RequestError("metadata", "must not contain NaN or Infinity") from None
-    if size > MAX_METADATA_BYTES:
-        raise RequestError("metadata", f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
-    return NewConversation(
-        participants=(first, second),
-        ttl_seconds=ttl,
-        callback_url=callback_url,
-        metadata=metadata,
-        intro_text=intro_text,
-    )
-
-
-def _parse_participant(index: int, raw: Any) -> Participant:
-    where = f"participants[{index}]"
-    if not isinstance(raw, dict):
-        raise RequestError(where, "must be an object with a number")
-    unknown = sorted(set(raw) - _PARTICIPANT_FIELDS)
-    if unknown:
-        raise RequestError(f"{where}.{unknown[0]}", "is not a known field")
-    number = raw.get("number")
-    if not isinstance(number, str) or len(number) > 32:
-        raise RequestError(f"{where}.number", "must be a phone number in E.164 form")
-    try:
-        msisdn = to_msisdn(number)
-    except InvalidNumber as exc:
-        raise RequestError(f"{where}.number", str(exc)) from None
-    name = raw.get("display_name")
-    if name is not None and (not isinstance(name, str) or not 0 < len(name) <= MAX_DISPLAY_NAME):
-        raise RequestError(f"{where}.display_name", f"must be 1 to {MAX_DISPLAY_NAME} characters")
-    return Participant(number=msisdn, display_name=name)
-
-
-def _compact_json(value: Any) -> bytes:
-    # NaN and Infinity are not JSON: accepting them would poison every later view of the data
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
 
 
 @dataclass(frozen=True, slots=True)

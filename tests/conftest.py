@@ -17,19 +17,21 @@ from shared.wiring import Services
 SettingsFactory = Callable[..., Settings]
 
 
+def build_settings(**env: str) -> Settings:
+    """Test settings: a token, sandbox credentials, a base URL, and whatever `env` adds."""
+    base = {
+        "SMSPROXY_API_TOKENS": "test-token",
+        "VONAGE_API_KEY": "sandbox-key",
+        "VONAGE_API_SECRET": "sandbox-secret",
+        "PUBLIC_BASE_URL": "http://127.0.0.1:9",
+    }
+    base.update(env)
+    return Settings.from_env(base)
+
+
 @pytest.fixture
 def make_settings() -> SettingsFactory:
-    def build(**env: str) -> Settings:
-        base = {
-            "SMSPROXY_API_TOKENS": "test-token",
-            "VONAGE_API_KEY": "sandbox-key",
-            "VONAGE_API_SECRET": "sandbox-secret",
-            "PUBLIC_BASE_URL": "http://127.0.0.1:9",
-        }
-        base.update(env)
-        return Settings.from_env(base)
-
-    return build
+    return build_settings
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -12,13 +11,22 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
+from pydantic import ValidationError
 
+from shared.api_models import (
+    CONVERSATION_ID_PATTERN,
+    IDEMPOTENCY_KEY,
+    RequestError,
+    encode_cursor,
+    parse_create_request,
+    parse_list_query,
+)
 from shared.clock import now
-from shared.conversations import IdempotencyConflict, RequestError, parse_create_request
-from shared.domain import Conversation, ConversationStatus
+from shared.conversations import IdempotencyConflict
+from shared.domain import Conversation
 from shared.jobs import TaskName
 from shared.outbound import intro_ids
-from shared.phone import InvalidNumber, to_e164, to_msisdn
+from shared.phone import to_e164
 from shared.views import conversation_view, trail_entry_view
 from web.errors import error_response
 from web.queue import QueueUnavailable
@@ -26,9 +34,7 @@ from web.services import publisher, services
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
-MAX_PAGE = 100
-_CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
-_IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
+_CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 
 View = TypeVar("View", bound=Callable[..., Response | tuple[Response, int]])
 
@@ -82,7 +88,9 @@ def create_conversation() -> Response | tuple[Response, int]:
     key = request.headers.get("Idempotency-Key")
     idempotency = None
     if key is not None:
-        if not _IDEMPOTENCY_KEY.match(key):
+        try:
+            IDEMPOTENCY_KEY.validate_python(key)
+        except ValidationError:
             return error_response(400, "invalid_field", "Idempotency-Key: 1 to 128 visible "
                                   "ASCII characters", field="Idempotency-Key")
         fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
@@ -109,58 +117,17 @@ def create_conversation() -> Response | tuple[Response, int]:
 @bp.get("/conversations")
 @require_token
 def list_conversations() -> Response:
-    args = request.args
-    unknown = sorted(set(args) - {"status", "participant", "limit", "cursor"})
-    if unknown:
-        return _bad_query(unknown[0], "is not a known parameter")
-    status = None
-    if "status" in args:
-        try:
-            status = ConversationStatus(args["status"])
-        except ValueError:
-            allowed = ", ".join(s.value for s in ConversationStatus)
-            return _bad_query("status", f"must be one of {allowed}")
-    participant = None
-    if "participant" in args:
-        try:
-            participant = to_msisdn(args["participant"])
-        except InvalidNumber as exc:
-            return _bad_query("participant", str(exc))
-    raw_limit = args.get("limit", "50")
-    if not re.fullmatch(r"[0-9]{1,3}", raw_limit) or not 1 <= int(raw_limit) <= MAX_PAGE:
-        return _bad_query("limit", f"must be a whole number from 1 to {MAX_PAGE}")
-    cursor = None
-    if "cursor" in args:
-        cursor = _decode_cursor(args["cursor"])
-        if cursor is None:
-            return _bad_query("cursor", "is not a cursor this API gave out")
+    try:
+        query = parse_list_query(request.args.to_dict())
+    except RequestError as exc:
+        return error_response(400, "invalid_field", str(exc), field=exc.field)
     page, after = services().conversation_store.page(
-        status=status, participant=participant, cursor=cursor, limit=int(raw_limit)
+        status=query.status, participant=query.participant, cursor=query.cursor, limit=query.limit
     )
     return jsonify({
         "conversations": [conversation_view(c) for c in page],
-        "next_cursor": _encode_cursor(after) if after is not None else None,
+        "next_cursor": encode_cursor(after) if after is not None else None,
     })
-
-
-def _bad_query(field: str, problem: str) -> Response:
-    return error_response(400, "invalid_field", f"{field}: {problem}", field=field)
-
-
-def _encode_cursor(cursor: tuple[float, str]) -> str:
-    return base64.urlsafe_b64encode(f"{cursor[0]!r}|{cursor[1]}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(raw: str) -> tuple[float, str] | None:
-    try:
-        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
-        score, _, conversation_id = text.partition("|")
-        value = float(score)
-    except ValueError:  # bad base64, bad UTF-8 or not a number
-        return None
-    if not _CONVERSATION_ID.match(conversation_id) or value != value:  # NaN
-        return None
-    return value, conversation_id
 
 
 @bp.get("/conversations/<conversation_id>")

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from shared.api_models import RequestError, parse_create_request
 from shared.callbacks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -13,7 +14,6 @@ from shared.callbacks import (
     out_of_session_event,
     sign_event,
 )
-from shared.conversations import RequestError, parse_create_request
 from shared.domain import Conversation, ConversationStatus, InboundSms, Participant
 from shared.messages import MessageLog
 from shared.outbound import intro_id

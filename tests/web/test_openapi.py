@@ -18,6 +18,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from shared.api_models import EXAMPLE_ID
 from shared.domain import (
     Conversation,
     ConversationStatus,
@@ -25,14 +26,20 @@ from shared.domain import (
     OutboundSms,
     Participant,
 )
+from tests.conftest import build_settings
 from tests.doubles import BadPublisher, FakePublisher
 from tests.web.conftest import AUTH
 from web.app import create_app
-from web.openapi import EXAMPLE_ID, openapi_document
+from web.openapi import openapi_document
 from web.services import services
 
-CREATE_EXAMPLE = openapi_document()["components"]["schemas"]["CreateConversation"]["example"]
-ENV = {"SMSPROXY_RETAIN_BODIES": "true", "SMSPROXY_CALLBACK_SECRET": "cb-secret"}
+# A short maximum ttl, so that generated requests meet both ends of the documented range.
+SETTINGS = build_settings(SMSPROXY_RETAIN_BODIES="true", SMSPROXY_CALLBACK_SECRET="cb-secret",
+                          SMSPROXY_MAX_TTL_SECONDS="7200", SMSPROXY_DEFAULT_TTL_SECONDS="600")
+# The document as the app under test serves it, with the limits of its settings (schemathesis
+# writes into the dict it is given: it gets a copy of its own).
+DOCUMENT = openapi_document(SETTINGS)
+CREATE_EXAMPLE = DOCUMENT["components"]["schemas"]["CreateConversation"]["examples"][0]
 
 
 class AppUnderTest:
@@ -60,7 +67,7 @@ def serving(app) -> Iterator[None]:
         APP_UNDER_TEST.target = None
 
 
-SCHEMA = schemathesis.openapi.from_dict(openapi_document())
+SCHEMA = schemathesis.openapi.from_dict(openapi_document(SETTINGS))
 SCHEMA.app = APP_UNDER_TEST
 # Every default check stays on (no 5xx; documented statuses, headers and bodies; invalid input
 # rejected; undocumented methods 405; auth not ignored) but two that judge intended behaviour:
@@ -116,8 +123,8 @@ def seed(app) -> None:
 
 
 @pytest.fixture
-def app(fake_redis, make_settings):
-    app = create_app(make_settings(**ENV), redis_client=fake_redis, publisher=FakePublisher())
+def app(fake_redis):
+    app = create_app(SETTINGS, redis_client=fake_redis, publisher=FakePublisher())
     seed(app)
     with serving(app):
         yield app
@@ -131,7 +138,7 @@ def flask_path(rule: str) -> str:
 def documented_operations() -> set[tuple[str, str]]:
     return {
         (path, method)
-        for path, item in openapi_document()["paths"].items()
+        for path, item in DOCUMENT["paths"].items()
         for method in item
         if method != "parameters"
     }
@@ -139,8 +146,8 @@ def documented_operations() -> set[tuple[str, str]]:
 
 def test_served_document_is_valid_openapi(app):
     served = schemathesis.openapi.from_wsgi("/v1/openapi.json", app)
-    assert served.raw_schema == openapi_document()
-    served.validate()  # against the OpenAPI 3.0 meta-schema; raises on any mistake
+    assert served.raw_schema == DOCUMENT
+    served.validate()  # against the OpenAPI 3.1 meta-schema; raises on any mistake
     loaded = {result.ok().label for result in served.get_all_operations()}  # raises if unusable
     # Loaded from its own URL, schemathesis leaves the document's operation out.
     assert loaded == {f"{m.upper()} {p}" for p, m in documented_operations()} - {
@@ -181,11 +188,11 @@ def test_every_operation_but_the_document_itself_documents_401_and_answers_it(ap
                                                      response_schema_conformance])
 
 
-def test_every_operation_answers_the_documented_503_when_redis_is_down(make_settings):
+def test_every_operation_answers_the_documented_503_when_redis_is_down():
     # Nothing listens on the discard port; no retries, so every Redis call fails at once.
     dead = redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.5,
                        retry=Retry(NoBackoff(), 0))
-    app = create_app(make_settings(**ENV), redis_client=dead, publisher=FakePublisher())
+    app = create_app(SETTINGS, redis_client=dead, publisher=FakePublisher())
     with serving(app):
         for result in SCHEMA.get_all_operations():
             operation = result.ok()
@@ -200,8 +207,8 @@ def test_every_operation_answers_the_documented_503_when_redis_is_down(make_sett
                                                      response_schema_conformance])
 
 
-def test_create_answers_the_documented_503_when_the_broker_is_down(make_settings, fake_redis):
-    app = create_app(make_settings(**ENV), redis_client=fake_redis, publisher=BadPublisher())
+def test_create_answers_the_documented_503_when_the_broker_is_down(fake_redis):
+    app = create_app(SETTINGS, redis_client=fake_redis, publisher=BadPublisher())
     with serving(app):
         case = SCHEMA["/v1/conversations"]["POST"].Case(body=CREATE_EXAMPLE,
                                                          media_type="application/json")
@@ -267,3 +274,19 @@ class FromSeededState(SCHEMA.as_state_machine()):
 
 def test_linked_sequences_are_answered_as_documented(app):
     FromSeededState.run(settings=settings(BOUNDED, max_examples=30, stateful_step_count=6))
+
+
+def test_the_document_states_the_ttl_range_and_default_the_api_applies(app):
+    # The one rule stated twice (validated with the settings as context, documented from the
+    # settings): both must follow the settings.
+    ttl = DOCUMENT["components"]["schemas"]["CreateConversation"]["properties"]["ttl_seconds"]
+    assert (ttl["minimum"], ttl["maximum"], ttl["default"]) == (60, 7200, 600)
+    client = app.test_client()
+    body = {"participants": CREATE_EXAMPLE["participants"]}
+    for value, status in [(59, 400), (60, 202), (7200, 202), (7201, 400)]:
+        response = client.post("/v1/conversations", json={**body, "ttl_seconds": value},
+                               headers=AUTH)
+        assert response.status_code == status, value
+    assert client.post("/v1/conversations", json=body, headers=AUTH).json["ttl_seconds"] == 600
+    assert "maximum" not in openapi_document()["components"]["schemas"]["CreateConversation"][
+        "properties"]["ttl_seconds"]

@@ -1,0 +1,518 @@
+"""The /v1 API's request and response shapes, as pydantic models.
+
+One source for two uses: the create body and the list query are validated through these models,
+and web/openapi.py builds its schemas from them, so the document cannot state other rules than
+those the API applies. The response models only describe what web/api.py and shared/views.py
+render; tests/web/test_openapi.py checks every answer against them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from shared import domain
+from shared.domain import ConversationStatus, DeliveryState, MessageKind
+from shared.phone import InvalidNumber, to_msisdn
+from shared.settings import Settings
+
+MAX_METADATA_BYTES = 4096
+MAX_DISPLAY_NAME = 64
+MAX_INTRO_TEXT = 480
+MAX_CALLBACK_URL = 2048
+MIN_TTL_SECONDS = 60
+MAX_PAGE = 100
+DEFAULT_PAGE = 50
+CONVERSATION_ID_PATTERN = "^[0-9a-f]{32}$"  # every id the API gives out: uuid4().hex
+# The id the document's examples show; tests/web/test_openapi.py seeds a conversation under it.
+EXAMPLE_ID = "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f"
+_E164_EXAMPLE = "+447400123456"
+
+
+class RequestError(ValueError):
+    """A client error in an API request; `field` names the offending part."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
+# The type of the errors our own validators raise: their message is already the API's wording.
+_RULE = "smsproxy_rule"
+
+
+def _broken(problem: str) -> PydanticCustomError:
+    return PydanticCustomError(_RULE, "{problem}", {"problem": problem})
+
+
+def _settings(info: ValidationInfo) -> Settings:
+    if not isinstance(info.context, Settings):
+        raise TypeError("validate with context=<the proxy's Settings>")
+    return info.context
+
+
+def _msisdn(number: str) -> str:
+    try:
+        return to_msisdn(number)
+    except InvalidNumber as exc:
+        raise _broken(str(exc)) from None
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON has one number type: 3600.0 is a whole number of seconds.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _ttl_schema(schema: dict[str, Any]) -> None:
+    # The maximum and the default are settings: CreateConversation.document_settings adds them.
+    _no_default(schema)
+    schema["minimum"] = MIN_TTL_SECONDS
+
+
+def _sometimes(description: str) -> Any:
+    """A key an answer sometimes leaves out (never null): optional, with no default to state."""
+    return Field(default=None, description=description, json_schema_extra=_no_default)
+
+
+ConversationId = Annotated[str, Field(pattern=CONVERSATION_ID_PATTERN, examples=[EXAMPLE_ID])]
+E164 = Annotated[str, Field(examples=[_E164_EXAMPLE])]
+IdempotencyKey = Annotated[str, Field(
+    pattern="^[!-~]{1,128}$",
+    description="1 to 128 visible ASCII characters. The same key and body answer the same "
+                "conversation for 24 h; the same key with another body answers 409.",
+)]
+IDEMPOTENCY_KEY: TypeAdapter[str] = TypeAdapter(IdempotencyKey)
+
+
+# Requests
+
+
+class NewParticipant(BaseModel):
+    """One participant of a new conversation."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    # After validation: the msisdn (digits only), whatever written form was sent.
+    number: Annotated[str, Field(
+        max_length=32,
+        description="A phone number in international form: E.164, or with spaces or a 00 "
+                    "prefix; must be a possible number for its country.",
+        examples=[_E164_EXAMPLE],
+    ), AfterValidator(_msisdn)]
+    display_name: str | None = Field(
+        None, min_length=1, max_length=MAX_DISPLAY_NAME,
+        description="How the other participant's intro names this one.",
+    )
+
+
+class CreateConversation(BaseModel):
+    """The body of `POST /v1/conversations`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{
+        "participants": [
+            {"number": "+447400123456", "display_name": "Rita"},
+            {"number": "+447400654321", "display_name": "Dev"},
+        ],
+        "ttl_seconds": 3600,
+    }]})
+
+    # Fields in the order they are judged: the first problem is the one reported.
+    participants: list[NewParticipant] = Field(
+        min_length=2, max_length=2, description="Exactly two participants with different numbers."
+    )
+    # Absent, it is the settings' default, which _default_ttl puts in (the 0 only marks absence
+    # and never comes out of validation); null is refused like any other non-integer.
+    ttl_seconds: Annotated[int, BeforeValidator(_whole_number)] = Field(
+        default=0,
+        description="From 60 to SMSPROXY_MAX_TTL_SECONDS; defaults to "
+                    "SMSPROXY_DEFAULT_TTL_SECONDS.",
+        json_schema_extra=_ttl_schema,
+    )
+    callback_url: str | None = Field(
+        None, max_length=MAX_CALLBACK_URL,
+        description="An http(s) URL for signed status events; needs SMSPROXY_CALLBACK_SECRET "
+                    "set on the proxy.",
+    )
+    intro_text: str | None = Field(
+        None, min_length=1, max_length=MAX_INTRO_TEXT,
+        description="Replaces the intro template for this conversation; {counterpart} is the "
+                    "other participant's display name.",
+    )
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Any JSON object of at most {MAX_METADATA_BYTES} bytes, echoed back.",
+    )
+
+    @field_validator("participants", mode="before")
+    @classmethod
+    def _count_first(cls, value: Any) -> Any:
+        # pydantic counts only once every item passed; one bad participant of one is first of
+        # all one too few.
+        if isinstance(value, list) and len(value) != 2:
+            raise _broken("must have exactly two participants")
+        return value
+
+    @field_validator("participants")
+    @classmethod
+    def _different_numbers(cls, participants: list[NewParticipant]) -> list[NewParticipant]:
+        first, second = participants
+        if first.number == second.number:
+            raise _broken("must be two different numbers")
+        return participants
+
+    @field_validator("ttl_seconds")
+    @classmethod
+    def _ttl_in_range(cls, ttl: int, info: ValidationInfo) -> int:
+        longest = _settings(info).max_ttl_seconds
+        if not MIN_TTL_SECONDS <= ttl <= longest:
+            raise _broken(f"must be between {MIN_TTL_SECONDS} and {longest}")
+        return ttl
+
+    @model_validator(mode="after")
+    def _default_ttl(self, info: ValidationInfo) -> CreateConversation:
+        if "ttl_seconds" not in self.model_fields_set:
+            self.ttl_seconds = _settings(info).default_ttl_seconds
+        return self
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        if url is None:
+            return None
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # such as an unclosed IPv6 bracket
+            raise _broken("must be an http(s) URL") from None
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise _broken("must be an http(s) URL")
+        if not _settings(info).callback_secret:
+            raise _broken("needs SMSPROXY_CALLBACK_SECRET set on the proxy to sign events")
+        return url
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        try:
+            # NaN and Infinity are not JSON: accepting them would poison every later view
+            size = len(json.dumps(metadata, separators=(",", ":"), allow_nan=False).encode())
+        except ValueError:
+            raise _broken("must not contain NaN or Infinity") from None
+        if size > MAX_METADATA_BYTES:
+            raise _broken(f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
+        return metadata
+
+    @classmethod
+    def document_settings(cls, schema: dict[str, Any], settings: Settings) -> None:
+        """State in this model's JSON schema the limits that come from the proxy's settings,
+        those _ttl_in_range and _default_ttl apply."""
+        ttl = schema["properties"]["ttl_seconds"]
+        ttl["maximum"] = settings.max_ttl_seconds
+        ttl["default"] = settings.default_ttl_seconds
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    """A validated create request."""
+
+    participants: tuple[domain.Participant, domain.Participant]
+    ttl_seconds: int
+    callback_url: str | None
+    metadata: Mapping[str, Any]
+    intro_text: str | None = None
+
+    def build(self, created_at: float) -> domain.Conversation:
+        return domain.Conversation(
+            id=uuid.uuid4().hex,
+            participants=self.participants,
+            status=ConversationStatus.PENDING,
+            created_at=created_at,
+            ttl_seconds=self.ttl_seconds,
+            callback_url=self.callback_url,
+            metadata=self.metadata,
+            intro_text=self.intro_text,
+        )
+
+
+# What the API says for pydantic's own errors, by field ("Input should be a valid integer"
+# names Python types, not the rule); the validators above word their own.
+_CREATE_WORDING = {
+    "body": "must be a JSON object",
+    "participants": "must be a list of two participants",
+    "participants[]": "must be an object with a number",
+    "participants[].number": "must be a phone number in E.164 form",
+    "participants[].display_name": f"must be 1 to {MAX_DISPLAY_NAME} characters",
+    "ttl_seconds": "must be a whole number of seconds",
+    "callback_url": "must be an http(s) URL",
+    "intro_text": f"must be 1 to {MAX_INTRO_TEXT} characters",
+    "metadata": "must be a JSON object",
+}
+
+
+def parse_create_request(body: Any, settings: Settings) -> NewConversation:
+    """Validate `POST /v1/conversations`; raise RequestError naming the first problem."""
+    try:
+        request = CreateConversation.model_validate(body, context=settings)
+    except ValidationError as exc:
+        raise _request_error(exc, _CREATE_WORDING, "is not a known field") from None
+    first, second = (
+        domain.Participant(number=p.number, display_name=p.display_name)
+        for p in request.participants
+    )
+    return NewConversation(
+        participants=(first, second),
+        ttl_seconds=request.ttl_seconds,
+        callback_url=request.callback_url,
+        metadata=request.metadata,
+        intro_text=request.intro_text,
+    )
+
+
+def encode_cursor(cursor: tuple[float, str]) -> str:
+    """The `next_cursor` of a page that ends at (score, conversation id)."""
+    return base64.urlsafe_b64encode(f"{cursor[0]!r}|{cursor[1]}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(raw: str) -> tuple[float, str] | None:
+    """The position encode_cursor gave out, or None for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+        score, _, conversation_id = text.partition("|")
+        value = float(score)
+    except ValueError:  # bad base64, bad UTF-8 or not a number
+        return None
+    if not re.match(CONVERSATION_ID_PATTERN, conversation_id) or value != value:  # NaN
+        return None
+    return value, conversation_id
+
+
+def _page_size(value: Any) -> Any:
+    # Only plain ASCII digits: int() would take "²", "1_0" and 5000-digit numbers.
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,3}", value):
+        raise ValueError("not 1 to 3 digits")
+    return int(value) if isinstance(value, str) else value
+
+
+def _cursor(value: Any) -> tuple[float, str]:
+    decoded = decode_cursor(value) if isinstance(value, str) else None
+    if decoded is None:
+        raise _broken("is not a cursor this API gave out")
+    return decoded
+
+
+class ListConversationsQuery(BaseModel):
+    """The query of `GET /v1/conversations`; every parameter is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: ConversationStatus | None = None
+    participant: Annotated[str, AfterValidator(_msisdn)] | None = Field(
+        None, description="Only conversations with this number (E.164)."
+    )
+    limit: Annotated[int, BeforeValidator(_page_size)] = Field(
+        DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="How many conversations a page holds."
+    )
+    cursor: Annotated[
+        tuple[float, str], PlainValidator(_cursor), WithJsonSchema({"type": "string"})
+    ] | None = Field(None, description="`next_cursor` of the previous page.")
+
+
+_LIST_WORDING = {
+    "status": f"must be one of {', '.join(s.value for s in ConversationStatus)}",
+    "limit": f"must be a whole number from 1 to {MAX_PAGE}",
+}
+
+
+def parse_list_query(args: Mapping[str, str]) -> ListConversationsQuery:
+    """Validate the query of `GET /v1/conversations`; raise RequestError naming the first
+    problem."""
+    try:
+        return ListConversationsQuery.model_validate(dict(args))
+    except ValidationError as exc:
+        raise _request_error(exc, _LIST_WORDING, "is not a known parameter") from None
+
+
+def _request_error(
+    exc: ValidationError, wording: Mapping[str, str], unknown: str
+) -> RequestError:
+    error = _first_problem(exc.errors())
+    if error["type"] == "extra_forbidden":
+        problem = unknown
+    elif error["type"] == _RULE:
+        problem = error["msg"]
+    else:
+        problem = wording.get(_path(error["loc"], indexed=False), error["msg"])
+    return RequestError(_path(error["loc"]), problem)
+
+
+def _first_problem(errors: Sequence[ErrorDetails]) -> ErrorDetails:
+    """The one error to report, as a reader checking top down would meet it: a container's own
+    problem before its contents', an unknown field before its siblings' (a typo usually
+    explains them), then fields and items in order (pydantic reports them in that order)."""
+    position: dict[tuple[int | str, ...], int] = {}
+    for index, error in enumerate(errors):
+        loc = tuple(error["loc"])
+        for depth in range(1, len(loc) + 1):
+            position.setdefault(loc[:depth], index)
+
+    def rank(error: ErrorDetails) -> list[tuple[int, int, str]]:
+        loc = tuple(error["loc"])
+        key = [(1, position[loc[:depth]], "") for depth in range(1, len(loc) + 1)]
+        if error["type"] == "extra_forbidden":  # unknown fields first, by name
+            key[-1] = (0, 0, str(loc[-1]))
+        return key
+
+    return min(errors, key=rank)
+
+
+def _path(loc: tuple[int | str, ...], *, indexed: bool = True) -> str:
+    """("participants", 1, "number") -> "participants[1].number" (or "participants[].number")."""
+    if not loc:
+        return "body"
+    path = str(loc[0])
+    for part in loc[1:]:
+        path += (f"[{part}]" if indexed else "[]") if isinstance(part, int) else f".{part}"
+    return path
+
+
+# Responses. The views build plain dicts (shared/views.py, web/api.py); these models describe
+# them for the document, and docstrings and descriptions are what API clients read.
+
+
+class Participant(BaseModel):
+    """One side of a conversation."""
+
+    number: E164 = Field(description="The participant's own number.")
+    proxy_number: E164 | None = Field(
+        description="The number this participant texts; null until the conversation is active."
+    )
+    display_name: str | None
+    country: str | None = Field(description="ISO 3166 alpha-2.")
+
+
+class Conversation(BaseModel):
+    """A conversation: the same shape in answers and in status callbacks."""
+
+    id: ConversationId
+    status: ConversationStatus
+    failure_reason: str | None
+    participants: list[Participant] = Field(min_length=2, max_length=2)
+    ttl_seconds: int
+    callback_url: str | None
+    metadata: dict[str, Any]
+    created_at: datetime = Field(description="When it was requested (UTC).")
+    expires_at: datetime | None = Field(
+        description="When it ends unless used; null until active."
+    )
+
+
+class ConversationPage(BaseModel):
+    """A page of conversations, newest first."""
+
+    conversations: list[Conversation]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class InboundMessage(BaseModel):
+    """A text a participant sent to their proxy number."""
+
+    id: str
+    direction: Literal["inbound"]
+    from_: E164 = Field(alias="from", description="Who sent it.")
+    parts: int
+    received_at: datetime = Field(description="When the proxy received it.")
+    text: str = _sometimes("Only with SMSPROXY_RETAIN_BODIES=true.")
+
+
+class OutboundMessage(BaseModel):
+    """A text the proxy sent: an intro or a relay."""
+
+    id: str
+    direction: Literal["outbound"]
+    kind: MessageKind | None
+    from_: E164 = Field(alias="from", description="The proxy number it was sent from.")
+    to: E164 = Field(description="The recipient.")
+    status: DeliveryState | None
+    parts: int
+    attempts: int
+    created_at: datetime = Field(description="When the send was owed.")
+    submitted_at: datetime | None = Field(description="When Vonage accepted it.")
+    error_code: str | None
+    error_reason: str | None
+    text: str = _sometimes("Only with SMSPROXY_RETAIN_BODIES=true.")
+
+
+class MessageTrail(BaseModel):
+    """A conversation's audit trail."""
+
+    conversation_id: ConversationId
+    messages: list[
+        Annotated[InboundMessage | OutboundMessage, Field(discriminator="direction")]
+    ] = Field(description="Oldest first.")
+
+
+class PoolNumber(BaseModel):
+    """A virtual number of the pool."""
+
+    number: E164 = Field(description="The virtual number.")
+    country: str = Field(description="ISO 3166 alpha-2.")
+    live_routes: int = Field(ge=0)
+    state: str
+    monthly_cost: str | None = Field(description="As Vonage quotes it.")
+
+
+class NumberList(BaseModel):
+    """The pool."""
+
+    numbers: list[PoolNumber]
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong; some errors add more strings, such as `id`."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, str]
+
+    code: str = Field(examples=["invalid_field"])
+    message: str
+    field: str = _sometimes("The offending part of the request.")
+
+
+class Error(BaseModel):
+    """Every error answer."""
+
+    error: ErrorDetail
+
+
+RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
+    Conversation, ConversationPage, MessageTrail, NumberList, Error
+)
