@@ -2,7 +2,7 @@
 
 One source for two uses: the create body and the list query are validated through these models,
 and web/openapi.py builds its schemas from them, so the document cannot state other rules than
-those the API applies. The response models only describe what web/api.py and shared/views.py
+those the API applies. The response models only describe what web/api.py and shared/public_json.py
 render; tests/web/test_openapi.py checks every answer against them.
 """
 
@@ -402,7 +402,7 @@ def _path(loc: tuple[int | str, ...], *, indexed: bool = True) -> str:
     return path
 
 
-# Responses. The views build plain dicts (shared/views.py, web/api.py); these models describe
+# Responses. The views build plain dicts (shared/public_json.py, web/api.py); these models describe
 # them for the document, and docstrings and descriptions are what API clients read.
 
 
@@ -451,6 +451,10 @@ class InboundMessage(BaseModel):
     parts: int
     received_at: datetime = Field(description="When the proxy received it.")
     text: str = _sometimes("Only with SMSPROXY_RETAIN_BODIES=true.")
+    late_part_of: str = _sometimes(
+        "Only for a part of a long text that arrived after the text was relayed without it: "
+        "the id of that text. Such a part is recorded, never relayed on its own."
+    )
 
 
 class OutboundMessage(BaseModel):

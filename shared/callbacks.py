@@ -13,7 +13,7 @@ import requests
 
 from shared.domain import Conversation
 from shared.phone import to_e164
-from shared.views import conversation_view
+from shared.public_json import conversation_view
 
 SIGNATURE_HEADER = "X-Smsproxy-Signature"
 TIMESTAMP_HEADER = "X-Smsproxy-Timestamp"

@@ -27,7 +27,7 @@ from shared.domain import Conversation
 from shared.jobs import TaskName
 from shared.outbound import intro_ids
 from shared.phone import to_e164
-from shared.views import conversation_view, trail_entry_view
+from shared.public_json import conversation_view, trail_entry_view
 from web.errors import error_response
 from web.queue import QueueUnavailable
 from web.services import publisher, services

@@ -51,6 +51,8 @@ def trail_entry_view(entry: TrailEntry, *, with_text: bool) -> dict[str, Any]:
             "parts": entry.parts,
             "received_at": iso_time(entry.received_at),
         })
+        if entry.late_part_of is not None:
+            rendered["late_part_of"] = entry.late_part_of
     else:
         rendered.update({
             "kind": entry.kind,
