@@ -45,6 +45,7 @@ from shared.settings import SettingsError
 MASKED_ARGSREPR = "[…]"
 NO_ARGSREPR = "[]"
 NO_KWARGSREPR = "{}"
+MASKED_KWARGSREPR = "{…}"
 # Stated in every message: no result backend is configured and no caller reads a result.
 IGNORE_RESULT = True
 
@@ -128,10 +129,22 @@ class BrokerMessages:
 
     def build(self, task: TaskName, payload: Any) -> BrokerMessage:
         """The message `app.send_task(task, **send_task_options(task, payload))` would write."""
-        args = _args(payload)
+        return self.build_call(task, _args(payload))
+
+    def build_call(
+        self,
+        task: TaskName,
+        args: list[Any] | tuple[Any, ...],
+        kwargs: Mapping[str, Any] | None = None,
+        countdown: float | None = None,
+    ) -> BrokerMessage:
+        """The message of a call with any arguments, run no sooner than `countdown` seconds."""
+        args = list(args)
         reprs = _reprs(args)
+        if kwargs:
+            reprs["kwargsrepr"] = MASKED_KWARGSREPR
         headers, properties, body, _ = self._app.amqp.as_task_v2(
-            uuid(), task.value, args=args, kwargs={},
+            uuid(), task.value, args=args, kwargs=dict(kwargs or {}), countdown=countdown,
             # send_task answers to the app's per-thread id when no reply_to is given
             reply_to=self._app.thread_oid, ignore_result=IGNORE_RESULT, **reprs,
         )

@@ -22,6 +22,9 @@ from shared.vonage_gateway import VonageFailure, VonagePort
 
 # How long an Idempotency-Key stays bound to the conversation it created.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
+# A create that has not finished this long after its request fails with `create_timeout`:
+# far past its Number Insight attempts and its retries through a Redis outage.
+PENDING_DEADLINE_SECONDS = 900
 # Transient failures one participant's Number Insight lookup may meet before the create fails.
 INSIGHT_MAX_ATTEMPTS = 8
 
@@ -224,6 +227,20 @@ class Conversations:
         if closed is not None:
             self.counters.incr("smsproxy.conversations.closed")
         return closed
+
+    def fail_overdue(self, at: float, limit: int = 500) -> list[Conversation]:
+        """Fail every conversation still pending PENDING_DEADLINE_SECONDS after its request
+        (its create job was lost for good, or keeps failing): none stays pending forever."""
+        failed = []
+        for conversation_id in self.store.pending_since(at - PENDING_DEADLINE_SECONDS, limit):
+            finished = self.store.finish(
+                conversation_id, ConversationStatus.FAILED, "create_timeout"
+            )
+            if finished is not None:
+                failed.append(finished)
+        if failed:
+            self.counters.incr("smsproxy.conversations.failed", len(failed))
+        return failed
 
     def expire_due(self, limit: int = 500) -> list[Conversation]:
         """End every live conversation past its expiry; returns those this call ended."""

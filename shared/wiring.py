@@ -7,6 +7,7 @@ added to the proxy is wired once, and every Redis client behaves the same way on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import redis
 import redis.backoff
@@ -14,6 +15,7 @@ import redis.exceptions
 import redis.retry
 from redis import Redis
 
+from shared.broker_messages import same_redis_database
 from shared.conversation_store import ConversationStore
 from shared.conversations import Conversations
 from shared.idempotency import IdempotencyKeys
@@ -21,13 +23,13 @@ from shared.inbound import InboundHandler
 from shared.insight_cache import InsightCache
 from shared.messages import MessageLog
 from shared.metrics import Counters
+from shared.outbox import Outbox
 from shared.pool import PoolKeeper, PoolPolicy
 from shared.pool_inventory import PoolInventory
 from shared.reassembly import Reassembler
 from shared.routes import RouteTable
 from shared.sending import Sender
 from shared.settings import Settings
-from shared.sweeper import Sweeper
 
 # A worker's commands may wait longer than a webhook's: a worker has nobody waiting on a reply,
 # a webhook must answer 503 quickly so that Vonage retries.
@@ -62,6 +64,24 @@ def connect_redis(settings: Settings, *, fail_fast: bool) -> redis.Redis:
     )
 
 
+def broker_redis(settings: Settings) -> redis.Redis | None:
+    """A client of the broker when it is a Redis other than the store (the outbox re-publishes
+    there); None when the broker is the store's Redis, or not a Redis at all."""
+    if same_redis_database(settings.redis_url, settings.broker_url):
+        return None
+    if urlsplit(settings.broker_url).scheme not in {"redis", "rediss"}:
+        return None
+    return redis.Redis.from_url(
+        settings.broker_url,
+        decode_responses=True,
+        socket_connect_timeout=WORKER_CONNECT_TIMEOUT_SECONDS,
+        socket_timeout=WORKER_SOCKET_TIMEOUT_SECONDS,
+        retry=redis.retry.Retry(
+            redis.backoff.NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """Every store and domain service of one process, over one Redis client."""
@@ -79,7 +99,7 @@ class Services:
     inbound: InboundHandler
     sender: Sender
     pool_keeper: PoolKeeper
-    sweeper: Sweeper
+    outbox: Outbox
 
     @classmethod
     def from_settings(
@@ -115,5 +135,5 @@ class Services:
             inbound=InboundHandler(routes, store, messages, counters, settings),
             sender=Sender(client, messages, counters, settings),
             pool_keeper=pool_keeper,
-            sweeper=Sweeper(client, settings),
+            outbox=Outbox(client, settings, broker=broker_redis(settings)),
         )

@@ -25,7 +25,7 @@ class FakePublisher:
     published: list[tuple[TaskName, Any]] = field(default_factory=list)
     atomic_webhooks = False  # the web tests exercise the two-step path; see tests/integration
 
-    def publish(self, task: TaskName, payload: Any) -> None:
+    def publish(self, task: TaskName, payload: Any, *, job: str | None = None) -> None:
         self.published.append((task, payload))
 
     def ping(self) -> bool:
@@ -37,7 +37,7 @@ class BadPublisher:
 
     atomic_webhooks = False
 
-    def publish(self, task: TaskName, payload: Any) -> None:
+    def publish(self, task: TaskName, payload: Any, *, job: str | None = None) -> None:
         raise QueueUnavailable(task.value)
 
     def ping(self) -> bool:

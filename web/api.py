@@ -26,6 +26,7 @@ from shared.conversations import IdempotencyConflict
 from shared.domain import Conversation
 from shared.jobs import TaskName
 from shared.outbound import intro_ids
+from shared.outbox import job_name
 from shared.phone import to_e164
 from shared.public_json import conversation_view, trail_entry_view
 from web.errors import error_response
@@ -104,7 +105,8 @@ def create_conversation() -> Response | tuple[Response, int]:
     if not opened.new:
         return jsonify(conversation_view(conversation)), 202
     try:
-        publisher().publish(TaskName.CREATE_CONVERSATION, conversation.id)
+        publisher().publish(TaskName.CREATE_CONVERSATION, conversation.id,
+                            job=job_name("create", conversation.id))
     except QueueUnavailable:
         svc.conversations.abandon(conversation.id, key, "queue_unavailable")
         raise
@@ -149,7 +151,8 @@ def close_conversation(conversation_id: str) -> Response:
     if closed is not None and closed.callback_url:
         try:
             publisher().publish(
-                TaskName.NOTIFY_CALLBACK, {"conversation_id": closed.id, "event": "closed"}
+                TaskName.NOTIFY_CALLBACK, {"conversation_id": closed.id, "event": "closed"},
+                job=job_name("callback", f"{closed.id}:closed"),
             )
         except QueueUnavailable:
             # The close itself succeeded; only the courtesy event is lost.

@@ -43,8 +43,8 @@ from kombu.exceptions import KombuError, OperationalError
 from shared.broker_messages import BrokerMessages, same_redis_database, send_task_options
 from shared.jobs import TaskName
 from shared.keys import Keys
+from shared.outbox import Outbox, job_name, outbox_entry, republish_after
 from shared.settings import Settings, SettingsError
-from shared.sweeper import job_name, outbox_entry, republish_after
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class WebhookOutcome(StrEnum):
 # outbox entry.
 # The job is also kept in an outbox until a worker settles it: kombu's Redis transport pops a
 # message before it records it as unacknowledged, so a worker dying in between loses it
-# (celery#7950); the sweeper re-publishes what stays unsettled (shared/sweeper.py).
+# (celery#7950); the sweeper re-publishes what stays unsettled (shared/outbox.py).
 _ENQUEUE_ONCE = """
 local seen = redis.call('GET', KEYS[1])
 if seen then
@@ -117,6 +117,7 @@ class Publisher:
         )
         self._keys = Keys()
         self._republish_after = republish_after(settings)
+        self._outbox = Outbox(store, settings) if store is not None else None
         self._app = Celery("smsproxy-web", broker=settings.broker_url, set_as_current=False)
         self._app.conf.update(
             # Consumer-side settings; a producer-only app states them so nothing waits on them.
@@ -168,19 +169,43 @@ class Publisher:
             raise self._unavailable(task, exc) from exc
         return WebhookOutcome(str(outcome))
 
-    def publish(self, task: TaskName, payload: Any = None) -> None:
+    def publish(self, task: TaskName, payload: Any = None, *, job: str | None = None) -> None:
         """Put one job on its queue; raises QueueUnavailable if the broker did not take it.
 
-        `payload` is the task's one argument (None for tasks that take none). Returns only once
-        Redis has answered the LPUSH: the job is in the broker.
+        `payload` is the task's one argument (None for tasks that take none). `job` names the
+        job in the outbox (shared/outbox.py), which keeps it until its task settles it: with
+        the broker in the store's Redis, the job and its entry are written in one step; with a
+        broker apart, the entry is written first (a job is never published without one), and
+        dropped again when the broker surely did not take the job. Returns only once the broker
+        has answered: the job is in it.
         """
+        message = self._messages.build(task, payload)
         if self._direct is not None:
-            message = self._messages.build(task, payload)
             try:
-                self._direct.lpush(message.queue, message.body)
+                if job is not None and self._outbox is not None:
+                    self._outbox.publish(job, message)
+                else:
+                    self._direct.lpush(message.queue, message.body)
             except redis.exceptions.RedisError as exc:
                 raise self._unavailable(task, exc) from exc
             return
+        if job is not None and self._outbox is not None:
+            try:
+                self._outbox.track(job, message)
+            except redis.exceptions.RedisError as exc:
+                raise self._unavailable(task, exc) from exc
+        try:
+            self._send(task, payload)
+        except QueueUnavailable as exc:
+            if job is not None and self._outbox is not None and not exc.maybe_published:
+                try:
+                    self._outbox.forget(job)
+                except redis.exceptions.RedisError:
+                    log.warning("outbox entry %s kept; it will be re-published", job)
+            raise
+
+    def _send(self, task: TaskName, payload: Any) -> None:
+        """Celery's own publish, under our deadline and with kombu's replays off."""
         deadline = time.monotonic() + self._timeout
         pauses = iter(RETRY_PAUSES_SECONDS)
         while True:

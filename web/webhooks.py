@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from shared.domain import DeliveryReceipt, InboundSms, WebhookFieldError
 from shared.jobs import TaskName
 from shared.messages import WebhookClaim
+from shared.outbox import job_name
 from shared.signatures import verify
 from web.errors import error_response
 from web.queue import QueueUnavailable, WebhookOutcome
@@ -98,7 +99,7 @@ def _accept_in_two_steps(
         svc.counters.incr(f"smsproxy.webhooks.{kind}.duplicate")
         return jsonify({"status": "duplicate"})
     try:
-        publisher().publish(task, payload)
+        publisher().publish(task, payload, job=job_name(kind, message_id))
     except QueueUnavailable as exc:
         # Unless the job may yet reach the broker (a hung Redis: then the claim expires on its
         # own, which limits how soon a second copy can be queued), take the retry at once.

@@ -64,7 +64,9 @@ def make_celery(settings: Settings) -> Celery:
 
 settings = Settings.from_env(os.environ)
 app = make_celery(settings)
-runtime.install(runtime.Runtime(settings, runtime.CeleryQueue(app.send_task)))
+runtime.install(runtime.Runtime(
+    settings, runtime.CeleryQueue(app, settings, outbox=lambda: runtime.current().services.outbox)
+))
 
 
 @setup_logging.connect

@@ -12,16 +12,22 @@ from functools import cached_property
 from typing import Any, Protocol
 
 import requests
-from celery import Task
+from celery import Celery, Task
 
+from shared.broker_messages import (
+    MASKED_ARGSREPR,
+    MASKED_KWARGSREPR,
+    BrokerMessages,
+    same_redis_database,
+)
 from shared.jobs import TaskName
+from shared.outbox import Outbox
 from shared.settings import Settings
 from shared.vonage_gateway import VonageGateway, VonagePort
 from shared.wiring import Services
 
 # What monitoring tools (Flower, `celery events`) show of a task's arguments: never numbers.
-HIDDEN_ARGS = "[…]"
-HIDDEN_KWARGS = "{…}"
+HIDDEN_ARGS, HIDDEN_KWARGS = MASKED_ARGSREPR, MASKED_KWARGSREPR
 
 
 class HiddenArgsTask(Task):  # type: ignore[misc]
@@ -37,7 +43,11 @@ class HiddenArgsTask(Task):  # type: ignore[misc]
 
 
 class TaskQueue(Protocol):
-    """Where tasks enqueue follow-up tasks, by name (routing comes from the app's task_routes)."""
+    """Where tasks enqueue follow-up tasks, by name (routing comes from the app's task_routes).
+
+    `job` names the job in the outbox (shared/outbox.py), which keeps it until the task that
+    runs it settles it; sends need none (the owed-sends index covers them).
+    """
 
     def enqueue(
         self,
@@ -45,14 +55,20 @@ class TaskQueue(Protocol):
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         countdown: float | None = None,
+        job: str | None = None,
     ) -> None: ...
 
 
 class CeleryQueue:
-    """The real queue: Celery's own publish, with the arguments hidden from monitoring tools."""
+    """The real queue: Celery's own publish, the arguments hidden from monitoring tools, and
+    outbox entries for the jobs that name one."""
 
-    def __init__(self, send_task: Callable[..., Any]) -> None:
-        self._send_task = send_task
+    def __init__(self, app: Celery, settings: Settings, outbox: Callable[[], Outbox]) -> None:
+        self._app = app
+        self._messages = BrokerMessages(app)
+        # With the broker in the store's Redis, a job and its entry are written in one step.
+        self._direct = same_redis_database(settings.redis_url, settings.broker_url)
+        self._outbox = outbox
 
     def enqueue(
         self,
@@ -60,8 +76,15 @@ class CeleryQueue:
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         countdown: float | None = None,
+        job: str | None = None,
     ) -> None:
-        self._send_task(
+        if job is not None:
+            message = self._messages.build_call(task, args, kwargs, countdown)
+            if self._direct:
+                self._outbox().publish(job, message, countdown)
+                return
+            self._outbox().track(job, message, countdown)  # before the publish, never after
+        self._app.send_task(
             task.value, args=args, kwargs=kwargs or {}, countdown=countdown,
             argsrepr=HIDDEN_ARGS if args else "()",
             kwargsrepr=HIDDEN_KWARGS if kwargs else "{}",

@@ -32,6 +32,7 @@ from shared.domain import (
 )
 from shared.inbound_rules import Event
 from shared.jobs import TaskName
+from shared.outbox import job_name
 from shared.reassembly import MISSING_PART_MARKER, LatePart, Pending, Reassembled
 from shared.sending import InDoubt, RecordLater, RetryLater, Throttled
 from shared.vonage_gateway import VonageFailure
@@ -101,9 +102,10 @@ def _enqueue_sends(rt: Runtime, outbound_ids: list[str] | tuple[str, ...]) -> No
 def _notify(rt: Runtime, conversation: Conversation | None) -> None:
     """Queue a status callback when the marketplace asked for them."""
     if conversation is not None and conversation.callback_url:
+        event = conversation.status.value
         rt.queue.enqueue(
-            TaskName.NOTIFY_CALLBACK,
-            ({"conversation_id": conversation.id, "event": conversation.status.value},),
+            TaskName.NOTIFY_CALLBACK, ({"conversation_id": conversation.id, "event": event},),
+            job=job_name("callback", f"{conversation.id}:{event}"),
         )
 
 
@@ -120,16 +122,23 @@ def create_conversation(self: Task[Any, Any], conversation_id: str) -> None:
             _notify(rt, svc.conversation_store.finish(
                 conversation_id, ConversationStatus.FAILED, "number_insight_unavailable"
             ))
+            svc.outbox.settle("create", conversation_id)
             return
         log.info("create %s: transient %s, retrying", conversation_id, failure.code)
-        raise self.retry(countdown=backoff(self.request.retries, rt)) from failure
+        countdown = backoff(self.request.retries, rt)
+        svc.outbox.postpone("create", conversation_id, countdown)
+        raise self.retry(countdown=countdown) from failure
     _enqueue_sends(rt, outcome.intro_ids)
     if outcome.changed:
         _notify(rt, outcome.conversation)
+    svc.outbox.settle("create", conversation_id)
 
 
-def _post_event(task: Task[Any, Any], rt: Runtime, url: str, event: dict[str, Any]) -> None:
-    """Deliver a signed event to the marketplace, retried with backoff, then dropped."""
+def _post_event(
+    task: Task[Any, Any], rt: Runtime, url: str, event: dict[str, Any], job: tuple[str, str]
+) -> None:
+    """Deliver a signed event to the marketplace, retried with backoff, then dropped; `job` is
+    its (kind, id) in the outbox."""
     secret = rt.settings.callback_secret
     if not secret:
         return
@@ -142,17 +151,21 @@ def _post_event(task: Task[Any, Any], rt: Runtime, url: str, event: dict[str, An
             log.warning("event %s dropped: %s", event["id"], failure)
             return
         counters.incr("smsproxy.callbacks.retried")
-        raise task.retry(countdown=backoff(task.request.retries, rt)) from failure
+        countdown = backoff(task.request.retries, rt)
+        rt.services.outbox.postpone(*job, countdown)
+        raise task.retry(countdown=countdown) from failure
     counters.incr("smsproxy.callbacks.delivered")
 
 
 @proxy_task(name=TaskName.NOTIFY_CALLBACK.value, bind=True, max_retries=CALLBACK_MAX_RETRIES)
 def notify_callback(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt = runtime.current()
-    conversation = rt.services.conversation_store.get(str(payload.get("conversation_id", "")))
+    conversation_id, status = str(payload.get("conversation_id", "")), str(payload.get("event", ""))
+    conversation = rt.services.conversation_store.get(conversation_id)
     if conversation is not None and conversation.callback_url:
-        event = conversation_event(conversation, str(payload.get("event", "")))
-        _post_event(self, rt, conversation.callback_url, event)
+        _post_event(self, rt, conversation.callback_url, conversation_event(conversation, status),
+                    ("callback", f"{conversation_id}:{status}"))
+    rt.services.outbox.settle("callback", f"{conversation_id}:{status}")
 
 
 @proxy_task(name=TaskName.NOTIFY_OUT_OF_SESSION.value, bind=True,
@@ -162,7 +175,8 @@ def notify_out_of_session(self: Task[Any, Any], payload: dict[str, str]) -> None
     url = rt.settings.out_of_session_callback_url
     if url:
         event = out_of_session_event(payload["from"], payload["to"], payload["message_id"])
-        _post_event(self, rt, url, event)
+        _post_event(self, rt, url, event, ("oos", payload["message_id"]))
+    rt.services.outbox.settle("oos", payload["message_id"])
 
 
 def _send_now_or_later(rt: Runtime, outbound_id: str) -> None:
@@ -191,6 +205,7 @@ def _relay(rt: Runtime, whole: Reassembled) -> None:
         rt.queue.enqueue(
             TaskName.NOTIFY_OUT_OF_SESSION,
             ({"from": whole.sender, "to": whole.virtual_number, "message_id": whole.message_id},),
+            job=job_name("oos", whole.message_id),
         )
 
 
@@ -208,12 +223,13 @@ def relay_inbound(self: Task[Any, Any], payload: dict[str, str]) -> None:
         if result.first:
             # the countdown stays below the visibility timeout (settings enforce it)
             rt.queue.enqueue(TaskName.FLUSH_CONCAT, (result.group, result.instance),
-                             countdown=rt.settings.concat_timeout_seconds)
+                             countdown=rt.settings.concat_timeout_seconds,
+                             job=job_name("flush", f"{result.group}:{result.instance}"))
     elif isinstance(result, LatePart):
         rt.services.inbound.record_late(result)
     elif isinstance(result, Reassembled):
         _relay(rt, result)
-    rt.services.sweeper.settle("inbound", inbound.message_id)
+    rt.services.outbox.settle("inbound", inbound.message_id)
 
 
 @proxy_task(name=TaskName.FLUSH_CONCAT.value, bind=True, max_retries=REDIS_MAX_RETRIES)
@@ -225,6 +241,7 @@ def flush_concat(self: Task[Any, Any], group: str, instance: str) -> None:
         log.info("relaying multi-part message %s with %d part(s) missing", whole.message_id,
                  whole.text.count(MISSING_PART_MARKER))
         _relay(rt, whole)
+    rt.services.outbox.settle("flush", f"{group}:{instance}")
 
 
 # Attempts and age are bounded by the outbound record (SMSPROXY_SEND_MAX_ATTEMPTS and
@@ -264,7 +281,7 @@ def record_receipt(self: Task[Any, Any], payload: dict[str, str]) -> None:
     )
     if matched is None:
         svc.counters.incr("smsproxy.receipts.unmatched")
-    svc.sweeper.settle("receipt", f"{receipt.message_id}:{receipt.status}")
+    svc.outbox.settle("receipt", f"{receipt.message_id}:{receipt.status}")
 
 
 @proxy_task(name=TaskName.MAINTAIN_POOL.value)
@@ -279,10 +296,15 @@ def maintain_pool() -> None:
 
 @proxy_task(name=TaskName.SWEEP_STRANDED.value, max_retries=0)
 def sweep_stranded() -> None:
-    """Re-publish webhook jobs the broker lost and re-queue sends nobody finished."""
+    """Re-publish jobs the broker lost, re-queue sends nobody finished, fail creates that never
+    finished."""
     rt = runtime.current()
-    report = rt.services.sweeper.sweep(time.time())
+    now = time.time()
+    report = rt.services.outbox.sweep(now)
     _enqueue_sends(rt, report.sends_requeued)
+    for conversation in rt.services.conversations.fail_overdue(now):
+        log.warning("create %s did not finish in time; failed", conversation.id)
+        _notify(rt, conversation)
 
 
 @proxy_task(name=TaskName.EXPIRE_CONVERSATIONS.value, bind=True,

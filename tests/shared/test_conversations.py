@@ -281,3 +281,18 @@ def test_a_lookup_busy_past_its_attempts_fails_the_conversation(fake_redis, sett
     outcome = conversations.establish("c1", vonage)
     assert outcome.changed
     assert outcome.conversation.failure_reason == "number_insight_unavailable"
+
+
+def test_a_create_that_never_finishes_fails_after_the_deadline(world):
+    from shared.conversations import PENDING_DEADLINE_SECONDS
+
+    store = world.services.conversation_store
+    stuck = Conversation(id="s" * 32, participants=(Participant(WORLD_A), Participant(WORLD_B)),
+                         status=ConversationStatus.PENDING, created_at=1000.0, ttl_seconds=3600)
+    store.add(stuck)
+    conversations = world.services.conversations
+    assert conversations.fail_overdue(1000.0 + PENDING_DEADLINE_SECONDS - 1) == []
+    (failed,) = conversations.fail_overdue(1000.0 + PENDING_DEADLINE_SECONDS + 1)
+    assert failed.status is ConversationStatus.FAILED
+    assert failed.failure_reason == "create_timeout"
+    assert store.pending_since(1e12) == []
