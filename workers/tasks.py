@@ -79,14 +79,21 @@ def survives_redis_outages(
 
 
 def send_again(exc: Exception, rt: Runtime) -> tuple[float, dict[str, Any]]:
-    """When to try a send again and with what: one policy for the inline and the queued path."""
+    """When to try a send again and with what: one policy for the inline and the queued path.
+
+    No wait exceeds the backoff cap (a third of the visibility timeout): a longer countdown has
+    the broker hand the waiting task out again and again (kombu#337). A send woken before its
+    token or its lease is due finds it so and waits again.
+    """
+    ceiling = rt.settings.max_backoff_seconds
     if isinstance(exc, Throttled):
         # spread the waiters over the next second rather than waking them all at once
-        return exc.wait + random.uniform(0, 1.0), {}  # noqa: S311
+        return min(ceiling, exc.wait + random.uniform(0, 1.0)), {}  # noqa: S311
     if isinstance(exc, RetryLater):
         return backoff(exc.attempts, rt), {}
     if isinstance(exc, InDoubt):
-        return exc.wait, {}
+        # the lease outlives the visibility timeout on purpose: wait for it in steps below it
+        return min(ceiling, exc.wait), {}
     if isinstance(exc, RecordLater):
         # Vonage took it; only the record is missing: the retry records, never re-sends.
         return backoff(0, rt), {"accepted_ids": exc.message_ids}
