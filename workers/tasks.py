@@ -56,7 +56,8 @@ def proxy_task(**options: Any) -> Any:
 
 def backoff(retries: int, rt: Runtime) -> float:
     """Exponential backoff with full jitter, capped well below the visibility timeout."""
-    ceiling = min(rt.settings.max_backoff_seconds, 2.0 ** retries)
+    # send_sms retries without bound (rate-limit waits count): 2.0 ** 1024 overflows a float
+    ceiling = min(rt.settings.max_backoff_seconds, 2.0 ** min(retries, 64))
     return random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not security)
 
 
