@@ -154,7 +154,10 @@ def _post_event(task: Task[Any, Any], rt: Runtime, url: str, event: dict[str, An
     counters.incr("smsproxy.callbacks.delivered")
 
 
+# Retried through a Redis restart as well, so that the event is not lost to one (a repeat of an
+# event already delivered is harmless: its id is stable).
 @proxy_task(name=TaskName.NOTIFY_CALLBACK.value, bind=True, max_retries=CALLBACK_MAX_RETRIES)
+@survives_redis_outages
 def notify_callback(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt = runtime.current()
     conversation = rt.services.conversation_store.get(str(payload.get("conversation_id", "")))
@@ -165,6 +168,7 @@ def notify_callback(self: Task[Any, Any], payload: dict[str, str]) -> None:
 
 @proxy_task(name=TaskName.NOTIFY_OUT_OF_SESSION.value, bind=True,
              max_retries=CALLBACK_MAX_RETRIES)
+@survives_redis_outages
 def notify_out_of_session(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt = runtime.current()
     url = rt.settings.out_of_session_callback_url
