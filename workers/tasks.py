@@ -125,9 +125,12 @@ def create_conversation(self: Task[Any, Any], conversation_id: str) -> None:
         outcome = svc.conversations.establish(conversation_id, rt.vonage())
     except VonageFailure as failure:
         if self.request.retries >= CREATE_MAX_RETRIES:
-            _notify(rt, svc.conversation_store.finish(
+            failed = svc.conversation_store.finish(
                 conversation_id, ConversationStatus.FAILED, "number_insight_unavailable"
-            ))
+            )
+            if failed is not None:  # counted like the failures the domain decides
+                svc.counters.incr("smsproxy.conversations.failed")
+            _notify(rt, failed)
             return
         log.info("create %s: transient %s, retrying", conversation_id, failure.code)
         raise self.retry(countdown=backoff(self.request.retries, rt)) from failure
