@@ -11,7 +11,9 @@ messageId of the part that opened it), and the whole message is named by it. A f
 leaves a tombstone for FINISHED_GROUP_SECONDS that remembers its parts' messageIds: a part
 redelivered after the group finished is a duplicate, a part the flushed message lacked is a
 late part (counted and recorded, never relayed on its own), and any other part opens a new
-message.
+message. Until the whole message's relay is recorded (`release`), the tombstone also keeps the
+texts: a task that fails (or dies) after taking the whole message gets it again when it runs
+again, instead of finding it gone.
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ FINISHED_GROUP_SECONDS = 3600
 # relay it. The part that opens a group says so, so that its caller schedules the flush.
 _ADD_PART = """
 local open, done, part, mid = KEYS[1], KEYS[2], ARGV[1], ARGV[7]
-if redis.call('HEXISTS', done, 'm:' .. mid) == 1 then return {'duplicate'} end
+if redis.call('HEXISTS', done, 'm:' .. mid) == 1 then
+  -- a part of a finished message, again: the whole message, while its relay is unrecorded
+  if redis.call('HEXISTS', done, 'sender') == 1 then
+    return {'complete', unpack(redis.call('HGETALL', done))}
+  end
+  return {'duplicate'}
+end
 local existed = redis.call('EXISTS', open) == 1
 if existed then
   if redis.call('HEXISTS', open, 'm:' .. mid) == 1 then return {'duplicate'} end
@@ -59,14 +67,7 @@ for i = 1, #all, 2 do
 end
 if parts >= tonumber(ARGV[3]) then
   redis.call('DEL', open, done)
-  for i = 1, #all, 2 do
-    local k = all[i]
-    if string.sub(k, 1, 2) == 'm:' or k == 'id' or k == 'total' then
-      redis.call('HSET', done, k, all[i + 1])
-    elseif string.sub(k, 1, 1) == 'p' then
-      redis.call('HSET', done, k, '1')
-    end
-  end
+  redis.call('HSET', done, unpack(all))
   redis.call('HSET', done, 'flushed', '0')
   redis.call('EXPIRE', done, ARGV[8])
   return {'complete', unpack(all)}
@@ -76,24 +77,40 @@ return {'first', mid}
 """
 
 # Takes whatever parts arrived to one opening of a group, once (the timeout's flush and the last
-# part race for it), and leaves the tombstone that recognises its late parts.
+# part race for it), and leaves the tombstone that recognises its late parts. A flush that runs
+# again before its relay was recorded gets the same parts again.
 # KEYS: the open group, its tombstone. ARGV: the instance id, tombstone ttl.
 _TAKE_PARTS = """
 local open, done = KEYS[1], KEYS[2]
-if redis.call('HGET', open, 'id') ~= ARGV[1] then return {} end
+if redis.call('HGET', open, 'id') ~= ARGV[1] then
+  if redis.call('HGET', done, 'id') == ARGV[1] and redis.call('HGET', done, 'flushed') == '1'
+      and redis.call('HEXISTS', done, 'sender') == 1 then
+    return redis.call('HGETALL', done)
+  end
+  return {}
+end
 local all = redis.call('HGETALL', open)
 redis.call('DEL', open, done)
-for i = 1, #all, 2 do
-  local k = all[i]
-  if string.sub(k, 1, 2) == 'm:' or k == 'id' or k == 'total' then
-    redis.call('HSET', done, k, all[i + 1])
-  elseif string.sub(k, 1, 1) == 'p' then
-    redis.call('HSET', done, k, '1')
-  end
-end
+redis.call('HSET', done, unpack(all))
 redis.call('HSET', done, 'flushed', '1')
 redis.call('EXPIRE', done, ARGV[2])
 return all
+"""
+
+# The whole message's relay is recorded: the tombstone keeps only what recognises its parts.
+# KEYS: the tombstone. ARGV: the instance id.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return 0 end
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local k = all[i]
+  if k == 'sender' or k == 'to' then
+    redis.call('HDEL', KEYS[1], k)
+  elseif string.sub(k, 1, 1) == 'p' then
+    redis.call('HSET', KEYS[1], k, '1')
+  end
+end
+return 1
 """
 
 MISSING_PART_MARKER = "[…]"
@@ -132,13 +149,16 @@ class LatePart:
 
 @dataclass(frozen=True, slots=True)
 class Reassembled:
-    """A whole inbound message: one webhook's text, or every part of a multi-part one."""
+    """A whole inbound message: one webhook's text, or every part of a multi-part one (then
+    `group` and `instance` name it, for `Reassembler.release`)."""
 
     message_id: str
     sender: str
     virtual_number: str
     text: str
     parts: int
+    group: str | None = None
+    instance: str | None = None
 
 
 def whole_message_id(instance: str) -> str:
@@ -146,14 +166,14 @@ def whole_message_id(instance: str) -> str:
     return f"c-{instance}"
 
 
-def _assemble(flat: list[str]) -> Reassembled:
+def _assemble(group: str, flat: list[str]) -> Reassembled:
     """Join a group's parts in order; a missing part becomes a visible marker."""
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    parts = {int(k[1:]): v for k, v in fields.items() if k.startswith("p")}
+    parts = {int(k[1:]): v for k, v in fields.items() if k[:1] == "p" and k[1:].isdigit()}
     total = max(int(fields.get("total", "0")), max(parts, default=0))
     text = "".join(parts.get(n, MISSING_PART_MARKER) for n in range(1, total + 1))
     return Reassembled(whole_message_id(fields["id"]), fields["sender"], fields["to"], text,
-                       len(parts))
+                       len(parts), group, fields["id"])
 
 
 class Reassembler:
@@ -171,6 +191,7 @@ class Reassembler:
         self._settings = settings
         self._add_part = client.register_script(_ADD_PART)
         self._take_parts = client.register_script(_TAKE_PARTS)
+        self._release = client.register_script(_RELEASE)
 
     def reassemble(self, inbound: InboundSms) -> Reassembled | Pending | LatePart | Duplicate:
         """The whole message once all its parts are in; Pending while parts are missing."""
@@ -196,7 +217,7 @@ class Reassembler:
                             inbound.sender, inbound.virtual_number, inbound.concat.part)
         if outcome != "complete":
             return Pending(group, str(found[1]), first=outcome == "first")
-        return _assemble([str(x) for x in found[1:]])
+        return _assemble(group, [str(x) for x in found[1:]])
 
     def flush_partial(self, group: str, instance: str) -> Reassembled | None:
         """After the timeout: whatever parts arrived, with a marker for each missing one."""
@@ -205,6 +226,11 @@ class Reassembler:
             args=[instance, FINISHED_GROUP_SECONDS],
         )
         if not found:
-            return None  # completed in time (or already flushed)
+            return None  # completed in time (or already flushed and relayed)
         self._counters.incr("smsproxy.inbound.concat_incomplete")
-        return _assemble([str(x) for x in found])
+        return _assemble(group, [str(x) for x in found])
+
+    def release(self, whole: Reassembled) -> None:
+        """The whole message's relay is recorded: its texts need not be kept any longer."""
+        if whole.group is not None and whole.instance is not None:
+            self._release(keys=[self._keys.concat_finished(whole.group)], args=[whole.instance])

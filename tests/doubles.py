@@ -95,3 +95,44 @@ class FakeVonage:
     def cancel_number(self, country: str, msisdn: str) -> None:
         self.owned = [n for n in self.owned if n.msisdn != msisdn]
         self.cancelled.append(msisdn)
+
+
+@dataclass
+class FakeQueue:
+    """A workers.runtime.TaskQueue that records what tasks enqueue, in order, as
+    `(task, args, kwargs, countdown)`, and the outbox job each named (`jobs`)."""
+
+    enqueued: list[tuple[TaskName, tuple[Any, ...], dict[str, Any], float | None]] = field(
+        default_factory=list
+    )
+    jobs: list[str | None] = field(default_factory=list)
+
+    def enqueue(
+        self,
+        task: TaskName,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        countdown: float | None = None,
+        job: str | None = None,
+    ) -> None:
+        self.enqueued.append((task, tuple(args), dict(kwargs or {}), countdown))
+        self.jobs.append(job)
+
+    def of(self, task: TaskName) -> list[tuple[tuple[Any, ...], dict[str, Any], float | None]]:
+        """The `(args, kwargs, countdown)` of what was enqueued for `task`."""
+        return [(a, k, c) for t, a, k, c in self.enqueued if t is task]
+
+
+@dataclass
+class FlakyInsightVonage(FakeVonage):
+    """A FakeVonage whose next `insight_failures` Number Insight lookups fail transiently."""
+
+    insight_failures: int = 0
+    insight_calls: int = 0
+
+    def basic_insight(self, msisdn: str) -> NumberInsight:
+        self.insight_calls += 1
+        if self.insight_failures:
+            self.insight_failures -= 1
+            raise VonageFailure("1", "throttled", transient=True)
+        return super().basic_insight(msisdn)

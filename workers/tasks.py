@@ -57,7 +57,8 @@ def proxy_task(**options: Any) -> Any:
 
 def backoff(retries: int, rt: Runtime) -> float:
     """Exponential backoff with full jitter, capped well below the visibility timeout."""
-    ceiling = min(rt.settings.max_backoff_seconds, 2.0 ** retries)
+    # send_sms retries without bound (rate-limit waits count): 2.0 ** 1024 overflows a float
+    ceiling = min(rt.settings.max_backoff_seconds, 2.0 ** min(retries, 64))
     return random.uniform(ceiling / 2, ceiling)  # noqa: S311 (jitter, not security)
 
 
@@ -80,14 +81,21 @@ def survives_redis_outages(
 
 
 def send_again(exc: Exception, rt: Runtime) -> tuple[float, dict[str, Any]]:
-    """When to try a send again and with what: one policy for the inline and the queued path."""
+    """When to try a send again and with what: one policy for the inline and the queued path.
+
+    No wait exceeds the backoff cap (a third of the visibility timeout): a longer countdown has
+    the broker hand the waiting task out again and again (kombu#337). A send woken before its
+    token or its lease is due finds it so and waits again.
+    """
+    ceiling = rt.settings.max_backoff_seconds
     if isinstance(exc, Throttled):
         # spread the waiters over the next second rather than waking them all at once
-        return exc.wait + random.uniform(0, 1.0), {}  # noqa: S311
+        return min(ceiling, exc.wait + random.uniform(0, 1.0)), {}  # noqa: S311
     if isinstance(exc, RetryLater):
         return backoff(exc.attempts, rt), {}
     if isinstance(exc, InDoubt):
-        return exc.wait, {}
+        # the lease outlives the visibility timeout on purpose: wait for it in steps below it
+        return min(ceiling, exc.wait), {}
     if isinstance(exc, RecordLater):
         # Vonage took it; only the record is missing: the retry records, never re-sends.
         return backoff(0, rt), {"accepted_ids": exc.message_ids}
@@ -119,9 +127,12 @@ def create_conversation(self: Task[Any, Any], conversation_id: str) -> None:
         outcome = svc.conversations.establish(conversation_id, rt.vonage())
     except VonageFailure as failure:
         if self.request.retries >= CREATE_MAX_RETRIES:
-            _notify(rt, svc.conversation_store.finish(
+            failed = svc.conversation_store.finish(
                 conversation_id, ConversationStatus.FAILED, "number_insight_unavailable"
-            ))
+            )
+            if failed is not None:  # counted like the failures the domain decides
+                svc.counters.incr("smsproxy.conversations.failed")
+            _notify(rt, failed)
             svc.outbox.settle("create", conversation_id)
             return
         log.info("create %s: transient %s, retrying", conversation_id, failure.code)
@@ -157,7 +168,10 @@ def _post_event(
     counters.incr("smsproxy.callbacks.delivered")
 
 
+# Retried through a Redis restart as well, so that the event is not lost to one (a repeat of an
+# event already delivered is harmless: its id is stable).
 @proxy_task(name=TaskName.NOTIFY_CALLBACK.value, bind=True, max_retries=CALLBACK_MAX_RETRIES)
+@survives_redis_outages
 def notify_callback(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt = runtime.current()
     conversation_id, status = str(payload.get("conversation_id", "")), str(payload.get("event", ""))
@@ -170,6 +184,7 @@ def notify_callback(self: Task[Any, Any], payload: dict[str, str]) -> None:
 
 @proxy_task(name=TaskName.NOTIFY_OUT_OF_SESSION.value, bind=True,
              max_retries=CALLBACK_MAX_RETRIES)
+@survives_redis_outages
 def notify_out_of_session(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt = runtime.current()
     url = rt.settings.out_of_session_callback_url
@@ -199,6 +214,7 @@ def _send_now_or_later(rt: Runtime, outbound_id: str) -> None:
 def _relay(rt: Runtime, whole: Reassembled) -> None:
     """Carry out what the inbound rules decided for one whole message."""
     carried = rt.services.inbound.handle(whole)
+    rt.services.reassembler.release(whole)  # recorded: a run from here on owes nothing new
     for outbound_id in carried.sends:
         _send_now_or_later(rt, outbound_id)
     if Event.OUT_OF_SESSION in carried.events:

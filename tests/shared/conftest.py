@@ -42,6 +42,7 @@ class World:
         """Carry an inbound message through the rules; the sends it is owed, still unsent."""
         assert isinstance(whole, Reassembled)
         carried = self.services.inbound.handle(whole)
+        self.services.reassembler.release(whole)  # as the relay task does once it is recorded
         owed = [self.services.messages.outbound(i) for i in carried.sends]
         assert all(o is not None for o in owed), "a send owed is already finished"
         return [o for o in owed if o is not None]

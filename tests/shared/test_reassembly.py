@@ -62,9 +62,15 @@ def test_a_redelivered_part_of_a_finished_message_is_a_duplicate(world):
     reassembler = world.services.reassembler
     proxy = conversation.participants[0].proxy_number
     webhooks = parts(proxy, "9", ["x", "y"], "c")
-    for part in webhooks:
-        reassembler.reassemble(part)
+    whole = [reassembler.reassemble(part) for part in webhooks][-1]
+    # until its relay is recorded, a part run again gets the whole message again...
+    again = reassembler.reassemble(webhooks[1])
+    assert isinstance(again, Reassembled) and again.message_id == whole.message_id
+    assert again.text == "xy"
+    world.handle(again)
+    # ...and once it is, nothing
     assert isinstance(reassembler.reassemble(webhooks[0]), Duplicate)
+    assert isinstance(reassembler.reassemble(webhooks[1]), Duplicate)
     pending = parts(proxy, "10", ["x", "y"], "d")[0]
     assert isinstance(reassembler.reassemble(pending), Pending)
     assert isinstance(reassembler.reassemble(pending), Duplicate)  # redelivered while open
@@ -88,3 +94,15 @@ def test_a_part_after_its_message_was_flushed_is_recorded_not_relayed(world):
     assert trail[-1].late_part_of == partial.message_id
     assert services.counters.snapshot()["smsproxy.inbound.concat_late"] == 1
     assert isinstance(reassembler.reassemble(second), Duplicate)  # the late part, redelivered
+
+
+def test_a_flush_run_again_before_its_relay_was_recorded_gets_the_parts_again(world):
+    _, conversation = world.start()
+    reassembler = world.services.reassembler
+    proxy = conversation.participants[0].proxy_number
+    opened = reassembler.reassemble(parts(proxy, "12", ["a", "b"], "f")[0])
+    first = reassembler.flush_partial(opened.group, opened.instance)
+    again = reassembler.flush_partial(opened.group, opened.instance)
+    assert again == first and first.text == "a[…]"
+    world.handle(again)
+    assert reassembler.flush_partial(opened.group, opened.instance) is None
