@@ -1,5 +1,6 @@
 """Number Insight basic: `GET /ni/basic/json`."""
 
+import re
 import uuid
 from typing import Any
 
@@ -9,6 +10,10 @@ from sandbox.api_common import install_faults, valid_credentials, vonage_params
 from sandbox.config import SandboxConfig
 from sandbox.phones import lookup
 from sandbox.state import State
+
+# Vonage's definition lets `number` carry spaces, dashes and brackets ("+1 (201) 555-0123").
+_NUMBER = re.compile(r"[0-9\-+()\s]*")
+_PUNCTUATION = re.compile(r"[\-()\s]")
 
 
 def insight_blueprint(config: SandboxConfig, state: State) -> Blueprint:
@@ -35,7 +40,8 @@ def _basic(params: dict[str, str], config: SandboxConfig, state: State) -> dict[
     number = params.get("number", "")
     if not number:
         return _failure(3, "Invalid request :: number is missing", request_id)
-    info = lookup(number, params.get("country"))
+    readable = _NUMBER.fullmatch(number)
+    info = lookup(_PUNCTUATION.sub("", number), params.get("country")) if readable else None
     if info is None:
         return _failure(
             3, f"Invalid request :: Not valid number format detected [ {number} ]", request_id

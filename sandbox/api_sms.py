@@ -44,7 +44,7 @@ ERROR_TEXTS: dict[int, str] = {
     33: "Number De-activated",
 }
 
-_ALPHANUMERIC_SENDER = re.compile(r"^[A-Za-z0-9 ]{1,11}$")
+_ALPHANUMERIC_SENDER = re.compile(r"^[A-Za-z0-9]{1,11}$")
 _CALLBACK = re.compile(r"^https?://[^\s]+$")
 _BOOLEANS = {"true", "false", "1", "0"}
 
@@ -120,7 +120,7 @@ def _validate(params: dict[str, str], config: SandboxConfig, state: State) -> No
         raise Rejection(2, "text is required")
     if not is_msisdn(params["to"]):
         raise Rejection(3, "to must be an international number: digits, no + or 00")
-    sender = params["from"]
+    sender = _sender(params["from"])
     if not (is_msisdn(sender) or _ALPHANUMERIC_SENDER.match(sender)):
         raise Rejection(3, "from must be a number or up to 11 letters and digits")
     if len(params["text"]) > MAX_TEXT_LENGTH:
@@ -150,7 +150,7 @@ def _accept(
     network, price = tariff(params["to"])
     client_ref = params.get("client-ref")
     message = SentMessage(
-        from_=params["from"],
+        from_=_sender(params["from"]),
         to=params["to"],
         text=text,
         type=str(encoding),
@@ -180,6 +180,11 @@ def _accept(
     if receipt_url and params.get("status-report-req", "true").lower() in ("true", "1"):
         carrier.send_receipts(message, receipt_url, network, price)
     return {"message-count": str(len(replies)), "messages": replies}
+
+
+def _sender(given: str) -> str:
+    """The sender id as sent: Vonage ignores the spaces of an alphanumeric one."""
+    return given if is_msisdn(given) else given.replace(" ", "")
 
 
 def _money(amount: Decimal) -> str:

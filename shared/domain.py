@@ -147,11 +147,24 @@ def _required(params: Mapping[str, str], name: str) -> str:
     return value
 
 
+def _is_digits(value: str) -> bool:
+    # str.isdigit() alone also takes "²" or "٣", which int() then refuses or misreads
+    return value.isascii() and value.isdigit()
+
+
 def _digits(params: Mapping[str, str], name: str) -> str:
     value = _required(params, name).lstrip("+")
-    if not value.isdigit() or len(value) > 20:
+    if not _is_digits(value) or len(value) > 20:
         raise WebhookFieldError(name, "must be a phone number of digits")
     return value
+
+
+class InboundType(StrEnum):
+    """What an inbound SMS carries: GSM-7 or UCS-2 text, or octets (`data` and `udh`)."""
+
+    TEXT = "text"
+    UNICODE = "unicode"
+    BINARY = "binary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +183,14 @@ class InboundSms:
     sender: str
     virtual_number: str
     message_id: str
-    text: str
-    type: str
+    text: str  # empty for a binary message: its `data` and `udh` are never kept
+    type: InboundType
     concat: ConcatInfo | None = None
+
+    @property
+    def is_binary(self) -> bool:
+        """Octets, not text: never to be relayed as a text message."""
+        return self.type is InboundType.BINARY
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> InboundSms:
@@ -191,12 +209,13 @@ class InboundSms:
             )
             if concat.part > concat.total:
                 raise WebhookFieldError("concat-part", "must not exceed concat-total")
+        kind = _inbound_type(params)
         return cls(
             sender=sender,
             virtual_number=virtual,
             message_id=message_id,
-            text=params.get("text", ""),
-            type=params.get("type", "text") or "text",
+            text="" if kind is InboundType.BINARY else params.get("text", ""),
+            type=kind,
             concat=concat,
         )
 
@@ -207,7 +226,7 @@ class InboundSms:
             "to": self.virtual_number,
             "messageId": self.message_id,
             "text": self.text,
-            "type": self.type,
+            "type": self.type.value,
         }
         if self.concat:
             payload.update(
@@ -221,9 +240,17 @@ class InboundSms:
         return payload
 
 
+def _inbound_type(params: Mapping[str, str]) -> InboundType:
+    raw = params.get("type", "").strip().lower() or InboundType.TEXT.value
+    try:
+        return InboundType(raw)
+    except ValueError:
+        raise WebhookFieldError("type", "must be text, unicode or binary") from None
+
+
 def _small_int(params: Mapping[str, str], name: str) -> int:
     raw = _required(params, name)
-    if not raw.isdigit() or not 1 <= int(raw) <= 255:
+    if not _is_digits(raw) or not 1 <= int(raw) <= 255:
         raise WebhookFieldError(name, "must be a whole number from 1 to 255")
     return int(raw)
 
