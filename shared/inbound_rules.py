@@ -23,6 +23,7 @@ from shared.settings import Settings
 
 class DropReason(StrEnum):
     UNROUTED = "unrouted"  # no live route from the sender through this virtual number
+    BINARY = "binary"  # octets (a ringtone, a WAP push...), which a text cannot carry
 
 
 class Event(StrEnum):
@@ -92,6 +93,13 @@ def require_live_route(context: InboundContext, decision: Decision) -> Decision:
     return decision.drop(DropReason.UNROUTED, *replies, events=events)
 
 
+def never_relay_binary(context: InboundContext, decision: Decision) -> Decision:
+    """A binary message is recorded and counted, never relayed (as text it would be garbage)."""
+    if not context.message.binary:
+        return decision
+    return decision.drop(DropReason.BINARY)
+
+
 def add_relay_prefix(context: InboundContext, decision: Decision) -> Decision:
     """The operator's prefix (SMSPROXY_RELAY_PREFIX) goes before every relayed text."""
     prefix = context.settings.relay_prefix
@@ -102,6 +110,7 @@ def add_relay_prefix(context: InboundContext, decision: Decision) -> Decision:
 
 RULES: tuple[Rule, ...] = (
     require_live_route,
+    never_relay_binary,
     add_relay_prefix,
 )
 

@@ -159,6 +159,7 @@ class Reassembled:
     parts: int
     group: str | None = None
     instance: str | None = None
+    binary: bool = False  # octets, not text (each part stands alone: it is never relayed)
 
 
 def whole_message_id(instance: str) -> str:
@@ -195,9 +196,10 @@ class Reassembler:
 
     def reassemble(self, inbound: InboundSms) -> Reassembled | Pending | LatePart | Duplicate:
         """The whole message once all its parts are in; Pending while parts are missing."""
-        if inbound.concat is None:
+        if inbound.concat is None or inbound.is_binary:
             return Reassembled(
-                inbound.message_id, inbound.sender, inbound.virtual_number, inbound.text, 1
+                inbound.message_id, inbound.sender, inbound.virtual_number, inbound.text, 1,
+                binary=inbound.is_binary,
             )
         group = _opaque(inbound.sender, inbound.virtual_number, inbound.concat.ref)
         # kept past the flush time, so that the flush always finds what arrived

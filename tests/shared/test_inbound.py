@@ -2,7 +2,7 @@
 
 import pytest
 
-from shared.domain import ConversationStatus
+from shared.domain import ConversationStatus, InboundSms
 from tests.shared.conftest import A, B, inbound
 
 
@@ -70,3 +70,15 @@ def test_the_prefix_setting_reaches_the_relayed_text(make_services, prefix):
         inbound(A, conversation.participants[0].proxy_number, "m4", "hi"))
     assert decide(services.inbound.context(whole)).relay == prefix + "hi"
     assert conversation.status is ConversationStatus.ACTIVE
+
+
+def test_a_binary_message_is_recorded_and_counted_not_relayed(world):
+    _, conversation = world.start()
+    proxy = conversation.participants[0].proxy_number
+    binary = InboundSms.from_params({"msisdn": A, "to": proxy, "messageId": "b1",
+                                     "type": "binary", "data": "0605040b8423f0", "udh": "06"})
+    whole = world.services.reassembler.reassemble(binary)
+    assert world.handle(whole) == []
+    trail = world.services.messages.trail(conversation.id)
+    assert [(e.record, e.id) for e in trail] == [("in", "b1")]
+    assert world.services.counters.snapshot()["smsproxy.inbound.binary"] == 1

@@ -82,3 +82,15 @@ def test_a_final_decision_stops_the_rules_after_it(settings):
 
 def test_the_route_check_comes_first():
     assert RULES[0] is require_live_route
+
+
+def test_a_binary_message_is_never_relayed(settings):
+    from shared.inbound_rules import never_relay_binary
+
+    c = conversation()
+    binary = Reassembled("m2", A, PROXY_A, "", 1, binary=True)
+    context = InboundContext(binary, settings, c, c.participants[0], c.participants[1])
+    decision = never_relay_binary(context, Decision(relay=""))
+    assert decision.relay is None and decision.dropped is DropReason.BINARY and decision.final
+    assert decide(context).dropped is DropReason.BINARY
+    assert never_relay_binary(routed(settings), Decision(relay="x")) == Decision(relay="x")
