@@ -126,6 +126,24 @@ class Conversations:
         if conversation.status is not ConversationStatus.PENDING:
             return Established(conversation)
 
+        checked = self._check_numbers(conversation, vonage)
+        if isinstance(checked, Established):
+            return checked
+        first, second = checked
+        try:
+            proxy_a, proxy_b = self._allocate(conversation.id, first, second, vonage)
+        except PoolExhausted:
+            self.counters.incr("smsproxy.pool.exhausted")
+            return self._fail(conversation.id, "pool_exhausted")
+        return self._activate(
+            conversation,
+            (replace(first, proxy_number=proxy_a), replace(second, proxy_number=proxy_b)),
+        )
+
+    def _check_numbers(
+        self, conversation: Conversation, vonage: VonagePort
+    ) -> tuple[Participant, Participant] | Established:
+        """Each participant with the country Number Insight gives, or the failed conversation."""
         checked: list[Participant] = []
         for index, participant in enumerate(conversation.participants):
             try:
@@ -138,15 +156,13 @@ class Conversations:
                     return self._fail(conversation.id, "number_insight_unavailable")
                 raise
             checked.append(replace(participant, country=country))
-
         first, second = checked
-        try:
-            proxy_a, proxy_b = self._allocate(conversation.id, first, second, vonage)
-        except PoolExhausted:
-            self.counters.incr("smsproxy.pool.exhausted")
-            return self._fail(conversation.id, "pool_exhausted")
+        return first, second
 
-        participants = (replace(first, proxy_number=proxy_a), replace(second, proxy_number=proxy_b))
+    def _activate(
+        self, conversation: Conversation, participants: tuple[Participant, Participant]
+    ) -> Established:
+        """Pending to active with its proxies, and the intros owed; unless it was closed."""
         started = now()
         active = self.store.transition(
             conversation.id,

@@ -11,7 +11,7 @@ import time
 
 import redis
 
-from shared.domain import DeliveryState
+from shared.domain import DeliveryState, OutboundSms
 from shared.keys import Keys
 from shared.messages import MessageLog
 from shared.metrics import Counters
@@ -89,11 +89,10 @@ class Sender:
         message = self._messages.outbound(outbound_id)
         if message is None:
             return  # unknown, or already finished (its body is gone once sent)
-        retain = self._settings.retain_bodies
         if time.time() - message.created_at > self._settings.send_max_age_seconds:
             # Late is worse than never for a chat message, and Vonage's own retries are over.
             self._messages.mark_failed(outbound_id, "expired", "not sent in time",
-                                       retain_body=retain)
+                                       retain_body=self._settings.retain_bodies)
             self._counters.incr("smsproxy.outbound.expired")
             return
         wait = self._limiter.take()
@@ -108,29 +107,33 @@ class Sender:
                 raise InDoubt(self._messages.claim_remaining(outbound_id) + 1.0)
             log.info("send %s already %s", outbound_id, claim.state)
             return
+        self._call(message, claim.attempts, vonage)
+
+    def _call(self, message: OutboundSms, attempts: int, vonage: VonagePort) -> None:
+        """The Vonage call of a claimed send, and what its outcome means for the record."""
         try:
             sent = vonage.send_sms(
                 sender=message.sender,
                 recipient=message.recipient,
                 text=message.text,
-                client_ref=outbound_id,
+                client_ref=message.id,
                 callback=self._settings.receipt_url,
             )
         except VonageFailure as failure:
-            if failure.transient and claim.attempts < self._settings.send_max_attempts:
-                self._messages.release_claim(outbound_id)
+            if failure.transient and attempts < self._settings.send_max_attempts:
+                self._messages.release_claim(message.id)
                 self._counters.incr("smsproxy.outbound.retried")
-                raise RetryLater(failure.reason, claim.attempts) from failure
-            self._messages.mark_failed(outbound_id, failure.code, failure.reason,
-                                       retain_body=retain)
+                raise RetryLater(failure.reason, attempts) from failure
+            self._messages.mark_failed(message.id, failure.code, failure.reason,
+                                       retain_body=self._settings.retain_bodies)
             self._counters.incr("smsproxy.outbound.failed")
-            log.warning("send %s failed: %s %s", outbound_id, failure.code, failure.reason)
+            log.warning("send %s failed: %s %s", message.id, failure.code, failure.reason)
             return
         try:
-            self.record_sent(outbound_id, sent.message_ids)
+            self.record_sent(message.id, sent.message_ids)
         except redis.RedisError as exc:
             raise RecordLater(sent.message_ids) from exc
-        log.info("sent %s to %s in %d part(s)", outbound_id, mask(message.recipient),
+        log.info("sent %s to %s in %d part(s)", message.id, mask(message.recipient),
                  len(sent.message_ids))
 
     @property
