@@ -29,6 +29,7 @@ from shared.outbound import intro_ids
 from shared.outbox import job_name
 from shared.phone import to_e164
 from shared.public_json import conversation_view, trail_entry_view
+from web import json_body
 from web.errors import error_response
 from web.queue import QueueUnavailable
 from web.services import publisher, services
@@ -78,7 +79,12 @@ def _not_found(conversation_id: str) -> Response:
 @require_token
 def create_conversation() -> Response | tuple[Response, int]:
     svc = services()
-    body = request.get_json(silent=True)
+    if not request.is_json:
+        return error_response(400, "invalid_json", "body must be a JSON object", field="body")
+    try:
+        body = json_body.request_json()
+    except json_body.JsonBodyError as exc:
+        return error_response(400, "invalid_json", str(exc), field="body")
     if body is None:
         return error_response(400, "invalid_json", "body must be a JSON object", field="body")
     try:

@@ -14,6 +14,7 @@ from shared.jobs import TaskName
 from shared.messages import WebhookClaim
 from shared.outbox import job_name
 from shared.signatures import verify
+from web import json_body
 from web.errors import error_response
 from web.queue import QueueUnavailable, WebhookOutcome
 from web.services import publisher, services
@@ -38,7 +39,10 @@ def _params() -> dict[str, str]:
     params: dict[str, str] = dict(request.args.items())
     if request.method == "POST":
         if request.is_json:
-            body = request.get_json(silent=True)
+            try:
+                body = json_body.request_json()
+            except json_body.JsonBodyError as exc:
+                raise _BadPayload(str(exc)) from None
             if not isinstance(body, dict):
                 raise _BadPayload("body must be a JSON object")
             for key, value in body.items():
