@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -152,6 +153,31 @@ def _is_digits(value: str) -> bool:
     return value.isascii() and value.isdigit()
 
 
+# Vonage's message ids are hex ("0A0000000123ABCD1") or UUIDs. An id becomes part of Redis keys
+# and job names (`in:{id}`, `out:relay-{id}`, `seen:inbound:{id}`, the outbox's `inbound:{id}`),
+# where a `:` could name another record's key (`out:relay-X:text` is relay-X's body).
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_CLIENT_REF = re.compile(r"[A-Za-z0-9._-]{1,100}")  # Vonage's limit; every id we send fits
+
+
+def _message_id(params: Mapping[str, str]) -> str:
+    value = _required(params, "messageId")
+    if len(value) > 64:
+        raise WebhookFieldError("messageId", "is too long")
+    if not _ID.fullmatch(value):
+        raise WebhookFieldError(
+            "messageId", "must be 1 to 64 ASCII letters, digits, '.', '_' or '-'"
+        )
+    return value
+
+
+def _client_ref(params: Mapping[str, str]) -> str | None:
+    """Our send's id, or None: a reference of another shape was not set by us (another
+    application on the account may send with any `client-ref`), so the receipt is not ours."""
+    value = params.get("client-ref") or None
+    return value if value is not None and _CLIENT_REF.fullmatch(value) else None
+
+
 def _digits(params: Mapping[str, str], name: str) -> str:
     value = _required(params, name).lstrip("+")
     if not _is_digits(value) or len(value) > 20:
@@ -197,9 +223,7 @@ class InboundSms:
         """Validate webhook parameters, raising WebhookFieldError naming the first bad field."""
         sender = _digits(params, "msisdn")
         virtual = _digits(params, "to")
-        message_id = _required(params, "messageId")
-        if len(message_id) > 64:
-            raise WebhookFieldError("messageId", "is too long")
+        message_id = _message_id(params)
         concat = None
         if params.get("concat", "").lower() == "true":
             concat = ConcatInfo(
@@ -267,14 +291,12 @@ class DeliveryReceipt:
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> DeliveryReceipt:
-        message_id = _required(params, "messageId")
-        if len(message_id) > 64:
-            raise WebhookFieldError("messageId", "is too long")
+        message_id = _message_id(params)
         return cls(
             message_id=message_id,
             status=_required(params, "status").lower(),
             err_code=params.get("err-code", "0") or "0",
-            client_ref=params.get("client-ref") or None,
+            client_ref=_client_ref(params),
             recipient=_digits(params, "msisdn"),
         )
 

@@ -85,3 +85,40 @@ def test_every_receipt_status_of_the_definition_round_trips(status):
 def test_a_receipt_for_a_message_never_sent_changes_nothing(fake_redis, status, client_ref):
     assert MessageLog(fake_redis).apply_receipt(client_ref, "0A0000001234567B", status, "0") is None
     assert fake_redis.dbsize() == 0
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    ["0A0000000123ABCD1", "0A0000001234567B", "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee", "m-1",
+     "a.b_c-d", "x" * 64],
+)
+def test_vonage_message_ids_are_taken(message_id):
+    assert InboundSms.from_params({**BASE, "messageId": message_id}).message_id == message_id
+    receipt = DeliveryReceipt.from_params({**BASE, "messageId": message_id, "status": "delivered"})
+    assert receipt.message_id == message_id
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    # `X:text` would make the relay's record `out:relay-X:text`: relay-X's body
+    ["X:text", "a b", "a/b", "a\x00b", "a\nb", "٣", "ｍ1", "a*", "{a}", "x" * 65],
+)
+def test_a_message_id_outside_the_strict_set_names_the_field(message_id):
+    for parse, params in ((InboundSms.from_params, BASE),
+                          (DeliveryReceipt.from_params, {**BASE, "status": "delivered"})):
+        with pytest.raises(WebhookFieldError) as raised:
+            parse({**params, "messageId": message_id})
+        assert raised.value.field == "messageId"
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("relay-0A0000000123ABCD1", "relay-0A0000000123ABCD1"),
+     ("intro-3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f-0", "intro-3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f-0"),
+     ("", None), ("relay-X:text", None), ("order 42", None), ("x" * 101, None), ("٣", None)],
+)
+def test_a_client_ref_we_could_not_have_sent_is_no_reference(given, kept):
+    # Another application on the account may send with any client-ref: the receipt is then
+    # acknowledged as not ours, never matched to a key it happens to spell.
+    receipt = DeliveryReceipt.from_params({**BASE, "status": "delivered", "client-ref": given})
+    assert receipt.client_ref == kept
