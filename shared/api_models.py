@@ -123,8 +123,8 @@ class NewParticipant(BaseModel):
     # After validation: the msisdn (digits only), whatever written form was sent.
     number: Annotated[str, Field(
         max_length=32,
-        description="A phone number in international form: E.164, or with spaces or a 00 "
-                    "prefix; must be a possible number for its country.",
+        description="A phone number in international form in ASCII digits: E.164, or with "
+                    "spaces or a 00 prefix; must be a possible number for its country.",
         examples=[_E164_EXAMPLE],
     ), AfterValidator(_msisdn)]
     display_name: str | None = Field(
@@ -308,7 +308,7 @@ def decode_cursor(raw: str) -> tuple[float, str] | None:
         value = float(score)
     except ValueError:  # bad base64, bad UTF-8 or not a number
         return None
-    if not re.match(CONVERSATION_ID_PATTERN, conversation_id) or value != value:  # NaN
+    if not re.fullmatch(CONVERSATION_ID_PATTERN, conversation_id) or value != value:  # NaN
         return None
     return value, conversation_id
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import phonenumbers
+
+# How people write a number: ASCII digits and the usual separators. phonenumbers itself also
+# reads other scripts' digits ("+٤٤..." is +44...), full-width digits and letters ("+1 800
+# FLOWERS"): a number must be written with the digits it is.
+_WRITTEN = re.compile(r"[0-9 +().-]+")
 
 
 class InvalidNumber(ValueError):
@@ -12,6 +19,10 @@ class InvalidNumber(ValueError):
 def to_msisdn(raw: str, default_region: str | None = None) -> str:
     """Normalise any common written form (`+44 7700 900001`, `0044...`) to digits-only E.164."""
     text = raw.strip()
+    if not _WRITTEN.fullmatch(text) and any(ch.isdigit() for ch in text):
+        raise InvalidNumber(
+            "must be written with ASCII digits 0-9 (spaces, +, -, . and parentheses allowed)"
+        )
     if text.startswith("00"):
         text = "+" + text[2:]
     try:

@@ -66,7 +66,7 @@ def _unauthorized(message: str) -> Response:
 
 
 def _find(conversation_id: str) -> Conversation | None:
-    if not _CONVERSATION_ID.match(conversation_id):
+    if not _CONVERSATION_ID.fullmatch(conversation_id):
         return None
     return services().conversation_store.get(conversation_id)
 

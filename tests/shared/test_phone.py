@@ -31,3 +31,21 @@ def test_country_and_mask():
     assert mask(None) == "-"
     assert "123456" not in mask("447400123456")
 
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+٤٤٧٤٠٠١٢٣٤٥٦",  # Arabic-Indic digits: phonenumbers reads them as +447400123456
+        "+44 ٧٤٠٠ 123456",
+        "+۴۴۷۴۰۰۱۲۳۴۵۶",  # Extended Arabic-Indic (Persian)
+        "+４４７４００１２３４５６",  # full-width
+        "+44\u00a07400123456",  # a no-break space
+        "+1 800 FLOWERS",  # letters
+        "tel:+447400123456",
+        "+44\x007400123456",
+    ],
+)
+def test_only_ascii_digits_make_a_number(raw):
+    with pytest.raises(InvalidNumber, match="ASCII digits"):
+        to_msisdn(raw)
