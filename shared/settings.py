@@ -113,6 +113,10 @@ class Settings:
     api_tokens: frozenset[str] = _setting(
         "SMSPROXY_API_TOKENS", _tokens, "comma-separated bearer tokens for /v1"
     )
+    metrics_token: str | None = _setting(
+        "SMSPROXY_METRICS_TOKEN", _optional_text,
+        "when set, /metrics and /readyz require Authorization: Bearer <it> (/healthz stays open)",
+    )
     pool_targets: Mapping[str, int] = _setting(
         "SMSPROXY_POOL_TARGETS", _pool_targets, "numbers to hold per country, e.g. GB=3,US=2"
     )

@@ -24,6 +24,7 @@ class FakePublisher:
 
     published: list[tuple[TaskName, Any]] = field(default_factory=list)
     atomic_webhooks = False  # the web tests exercise the two-step path; see tests/integration
+    broker_is_store = False
 
     def publish(self, task: TaskName, payload: Any, *, job: str | None = None) -> None:
         self.published.append((task, payload))
@@ -36,6 +37,7 @@ class BadPublisher:
     """A broker that is down."""
 
     atomic_webhooks = False
+    broker_is_store = False
 
     def publish(self, task: TaskName, payload: Any, *, job: str | None = None) -> None:
         raise QueueUnavailable(task.value)

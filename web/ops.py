@@ -1,19 +1,44 @@
-"""Operations endpoints: liveness, readiness and Prometheus metrics."""
+"""Operations endpoints: liveness, readiness and Prometheus metrics.
+
+They share the webhook listener, which faces the internet: with SMSPROXY_METRICS_TOKEN set,
+/metrics (volumes, pool sizes) and /readyz (which reaches Redis and the broker) answer only a
+bearer of that token. /healthz stays open: it reveals nothing and touches nothing.
+"""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from shared.wiring import Services
+from web.errors import error_response
 from web.services import publisher, services
 
 bp = Blueprint("ops", __name__)
+
+_OPEN = frozenset({"ops.healthz"})
+
+
+@bp.before_request
+def _require_metrics_token() -> Response | None:
+    expected = services().settings.metrics_token
+    if expected is None or request.endpoint in _OPEN:
+        return None
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    # compare_digest: the time taken does not tell how much of a guess was right
+    if scheme.lower() == "bearer" and hmac.compare_digest(
+        presented.strip().encode(), expected.encode()
+    ):
+        return None
+    response = error_response(401, "unauthorized", "missing or invalid bearer token")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="smsproxy-operations"'
+    return response
 
 
 @bp.get("/healthz")
@@ -28,7 +53,10 @@ def readyz() -> tuple[Response, int]:
         redis_ok = bool(svc.redis.ping())
     except RedisError:
         redis_ok = False
-    broker_ok = publisher().ping()
+    door = publisher()
+    # One PING on the store's pooled client answers for a broker that is the same Redis; a
+    # broker apart is checked at most once every few seconds (Publisher.ping), not per hit.
+    broker_ok = redis_ok if door.broker_is_store else door.ping()
     ready = redis_ok and broker_ok
     body = {"status": "ready" if ready else "unavailable", "redis": redis_ok, "broker": broker_ok}
     return jsonify(body), 200 if ready else 503

@@ -30,6 +30,7 @@ reaches `argsrepr`, which monitoring tools show: it holds phone numbers.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from enum import StrEnum
@@ -53,6 +54,8 @@ MIN_TIMEOUT_SECONDS = 0.1
 # Pauses between attempts after a refused connection (a restarting or failing-over Redis);
 # cut short by the deadline. Small: a thread waiting here is a web thread not serving.
 RETRY_PAUSES_SECONDS = (0.05, 0.15, 0.3, 0.5)
+# How long /readyz reuses the answer of a broker apart from the store (a new connection each).
+BROKER_CHECK_SECONDS = 2.0
 
 _BROKER_ERRORS = (OperationalError, KombuError, redis.exceptions.RedisError, OSError)
 
@@ -116,6 +119,8 @@ class Publisher:
             self._direct.register_script(_ENQUEUE_ONCE) if self._direct is not None else None
         )
         self._keys = Keys()
+        self._ping_lock = threading.Lock()
+        self._pinged: tuple[float, bool] | None = None  # (when, whether the broker answered)
         self._republish_after = republish_after(settings)
         self._outbox = Outbox(store, settings) if store is not None else None
         self._app = Celery("smsproxy-web", broker=settings.broker_url, set_as_current=False)
@@ -143,6 +148,11 @@ class Publisher:
         )
         # after the configuration: messages follow its serializer and transport options
         self._messages = BrokerMessages(self._app)
+
+    @property
+    def broker_is_store(self) -> bool:
+        """Whether the broker is the store's Redis (and its client): one PING checks both."""
+        return self._direct is not None
 
     @property
     def atomic_webhooks(self) -> bool:
@@ -237,7 +247,26 @@ class Publisher:
         return QueueUnavailable(task.value, maybe_published=maybe_published)
 
     def ping(self) -> bool:
-        """Whether the broker answers now (for /readyz), within the publish timeout."""
+        """Whether the broker answers (for /readyz), within the publish timeout.
+
+        The store's own Redis is one PING on its pooled client. A broker apart takes a new
+        connection to check, so its answer is reused for BROKER_CHECK_SECONDS: however often
+        /readyz is hit, a process opens at most one broker connection per interval.
+        """
+        if self._direct is not None:
+            try:
+                return bool(self._direct.ping())
+            except redis.exceptions.RedisError:
+                return False
+        with self._ping_lock:
+            now = time.monotonic()
+            if self._pinged is not None and now - self._pinged[0] < BROKER_CHECK_SECONDS:
+                return self._pinged[1]
+            answered = self._connect_once()
+            self._pinged = (time.monotonic(), answered)
+            return answered
+
+    def _connect_once(self) -> bool:
         try:
             with self._app.connection_for_write() as connection:
                 # max_retries=0: one attempt; the default interval_start would sleep 2 s.

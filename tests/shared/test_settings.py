@@ -53,3 +53,9 @@ def test_readme_documents_every_setting():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     listed = set(re.findall(r"^\| `([A-Z_]+)`", readme, flags=re.M))
     assert set(documented_variables()) <= listed
+
+
+def test_metrics_token_is_off_unless_set():
+    assert Settings.from_env({}).metrics_token is None
+    assert Settings.from_env({"SMSPROXY_METRICS_TOKEN": "  "}).metrics_token is None
+    assert Settings.from_env({"SMSPROXY_METRICS_TOKEN": " m-token "}).metrics_token == "m-token"

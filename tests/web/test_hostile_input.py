@@ -205,3 +205,10 @@ def test_huge_headers_on_webhooks_change_nothing(client, path):
                            headers={"Content-Type": "application/json; charset=" + HUGE})
     assert response.status_code < 500
 
+
+
+def test_huge_headers_on_operations_endpoints_are_never_a_5xx(make_client):
+    guarded = make_client(SMSPROXY_METRICS_TOKEN="m" * 40)
+    for path in ("/metrics", "/readyz"):
+        assert guarded.get(path, headers={"Authorization": "Bearer " + HUGE}).status_code == 401
+    assert guarded.get("/healthz", headers={"X-Anything": HUGE}).status_code == 200
