@@ -1,9 +1,13 @@
-"""The Procfile, docker-compose.yml and Dockerfile reference only commands that exist."""
+"""The Procfile, docker-compose.yml and Dockerfile reference only commands that exist, and
+deploy safely: loopback ports, a Redis with a password that never evicts, pinned images, no
+root, runtime dependencies only, no history or secrets in the image."""
 
 from __future__ import annotations
 
 import importlib
+import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import yaml
@@ -49,3 +53,78 @@ def test_compose_parses_and_runs_only_real_commands(monkeypatch):
     environment = services["web"]["environment"]
     assert environment["VONAGE_CA_BUNDLE"].startswith("/sandbox-state")
     assert (ROOT / "Dockerfile").exists()
+
+
+def _compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def _pins(lock: str) -> dict[str, str]:
+    text = (ROOT / lock).read_text()
+    return {name.lower(): version for name, version in
+            re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", text, flags=re.M)}
+
+
+def test_published_ports_are_bound_to_loopback():
+    for name, service in _compose()["services"].items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every address"
+
+
+def test_compose_redis_needs_a_password_and_never_evicts():
+    compose = _compose()
+    command = compose["services"]["redis"]["command"]
+    password = command[command.index("--requirepass") + 1]
+    assert re.fullmatch(r"\$\{REDIS_PASSWORD:-[^}]+\}", password), password
+    assert command[command.index("--maxmemory") + 1]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    for name in ("web", "worker", "beat"):
+        url = compose["services"][name]["environment"]["REDIS_URL"]
+        assert url.startswith(f"redis://:{password}@redis:"), (name, url)
+
+
+def test_images_are_pinned_to_exact_releases():
+    redis_image = _compose()["services"]["redis"]["image"]
+    assert re.fullmatch(r"redis:7\.\d+\.\d+(-[a-z0-9]+)?", redis_image), redis_image
+    [base] = re.findall(r"^FROM\s+(\S+)", (ROOT / "Dockerfile").read_text(), flags=re.M)
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
+
+
+def test_no_process_runs_as_root():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, flags=re.M)
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, users
+    for name, service in _compose()["services"].items():
+        assert str(service.get("user", "")).split(":")[0] not in {"root", "0"}, name
+
+
+def test_the_image_gets_runtime_dependencies_only():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    installs = re.findall(r"pip install[^\n]*", dockerfile)
+    assert any("-r requirements-runtime.lock" in line for line in installs), installs
+    assert not any(re.search(r"\brequirements\.lock", line) for line in installs), installs
+    assert not any(".[" in line or "-e " in line for line in installs), installs
+    runtime, everything = _pins("requirements-runtime.lock"), _pins("requirements.lock")
+    for tool in ("pytest", "mypy", "ruff", "schemathesis", "hypothesis", "fakeredis", "pyyaml"):
+        assert tool not in runtime and tool in everything, tool
+    # compiled against requirements.lock: the image runs exactly the versions the tests ran
+    assert {name: everything.get(name) for name in runtime} == runtime
+    header = (ROOT / "requirements-runtime.lock").read_text().splitlines()[1]
+    assert "uv pip compile pyproject.toml" in header and "--extra" not in header
+
+
+def test_project_dependencies_are_all_in_the_runtime_lock():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = _pins("requirements-runtime.lock")
+    for requirement in project["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_.-]+", requirement).group().lower()
+        assert name in runtime, name
+
+
+def test_dockerignore_keeps_history_environments_and_secrets_out():
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert {".git", ".venv", ".devstack", ".sandbox", "*.pem", "*.key", ".env"} <= ignored
+    # and keeps what the image builds from
+    assert not ignored & {"README.md", "pyproject.toml", "requirements-runtime.lock",
+                          "gunicorn.conf.py", "shared", "web", "workers", "sandbox"}
