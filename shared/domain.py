@@ -171,6 +171,24 @@ def _message_id(params: Mapping[str, str]) -> str:
     return value
 
 
+_STATUS = re.compile(r"[a-z_-]{1,32}")  # Vonage's are words: delivered, expired, failed, ...
+_ERR_CODE = re.compile(r"[0-9]{1,8}")
+
+
+def _receipt_status(params: Mapping[str, str]) -> str:
+    value = _required(params, "status").lower()
+    if not _STATUS.fullmatch(value):
+        raise WebhookFieldError("status", "must be a word such as delivered or failed")
+    return value
+
+
+def _err_code(params: Mapping[str, str]) -> str:
+    value = params.get("err-code", "").strip() or "0"
+    if not _ERR_CODE.fullmatch(value):
+        raise WebhookFieldError("err-code", "must be ASCII digits")
+    return value
+
+
 def _client_ref(params: Mapping[str, str]) -> str | None:
     """Our send's id, or None: a reference of another shape was not set by us (another
     application on the account may send with any `client-ref`), so the receipt is not ours."""
@@ -294,8 +312,8 @@ class DeliveryReceipt:
         message_id = _message_id(params)
         return cls(
             message_id=message_id,
-            status=_required(params, "status").lower(),
-            err_code=params.get("err-code", "0") or "0",
+            status=_receipt_status(params),
+            err_code=_err_code(params),
             client_ref=_client_ref(params),
             recipient=_digits(params, "msisdn"),
         )

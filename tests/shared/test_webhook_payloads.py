@@ -122,3 +122,20 @@ def test_a_client_ref_we_could_not_have_sent_is_no_reference(given, kept):
     # acknowledged as not ours, never matched to a key it happens to spell.
     receipt = DeliveryReceipt.from_params({**BASE, "status": "delivered", "client-ref": given})
     assert receipt.client_ref == kept
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("status", "delivered\x00"), ("status", "x:y"), ("status", "délivré"), ("status", "a" * 33),
+     ("err-code", "٣"), ("err-code", "1\x00"), ("err-code", "-1"), ("err-code", "9" * 9)],
+)
+def test_a_receipt_status_or_error_code_of_another_shape_names_the_field(field, value):
+    params = {**BASE, "status": "delivered", "err-code": "0", field: value}
+    with pytest.raises(WebhookFieldError) as raised:
+        DeliveryReceipt.from_params(params)
+    assert raised.value.field == field
+
+
+def test_a_receipt_without_an_error_code_has_code_0():
+    receipt = DeliveryReceipt.from_params({**BASE, "status": "DELIVERED", "err-code": ""})
+    assert (receipt.status, receipt.err_code) == ("delivered", "0")
