@@ -1,6 +1,8 @@
 """Bad input at scale against a running stack (gunicorn, one Celery worker, Redis, the sandbox):
-over 5,000 generated requests to the webhooks (GET, form and JSON; signed and unsigned) and to
-/v1 (schemathesis, from the OpenAPI document, valid and invalid). No 5xx at all (no dependency is
+over 5,000 generated requests to the webhooks (GET, form and JSON; signed and unsigned), hostile
+classes to the webhooks, /v1 and the operations endpoints (deep nesting, non-ASCII digits, NUL
+bytes, invalid UTF-8, duplicate JSON keys, oversized headers), and to /v1 (schemathesis, from the
+OpenAPI document, valid and invalid). No 5xx at all (no dependency is
 down), and afterwards no poisoned task loops: the broker queues drain and stay empty, and the
 worker is alive and still relays a normal text."""
 
@@ -9,6 +11,8 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from dataclasses import dataclass, field
+from urllib.parse import quote_from_bytes, urlencode
 
 import pytest
 import requests
@@ -81,6 +85,183 @@ def webhooks(draw, numbers: list[str]):
     return path, how, params, body, raw
 
 
+# Classes of hostile input (issue 12 item 5), sent to the webhooks, /v1 and the operations
+# endpoints alike; tests/web/test_hostile_input.py has one fast test of each.
+HOSTILE_REQUESTS = 900
+HOSTILE_CLASSES = ("deep", "digits", "nul", "utf8", "dupkeys", "headers")
+WEBHOOK_PATHS = ("/webhooks/inbound-sms", "/webhooks/delivery-receipt")
+V1_PATHS = ("/v1/conversations", "/v1/numbers", "/v1/conversations/" + "a" * 32,
+            "/v1/conversations/" + "a" * 32 + "/messages", "/metrics", "/readyz", "/healthz")
+OTHER_DIGITS = st.text(st.characters(categories=["Nd"], exclude_characters="0123456789"),
+                       min_size=1, max_size=16)
+JSON_TYPE = {"Content-Type": "application/json"}
+FORM_TYPE = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@dataclass
+class Hostile:
+    kind: str
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    query: dict[str, str] | None = None
+
+    def describe(self) -> str:
+        return (f"{self.kind} {self.method} {self.path} query={self.query!r:.80} "
+                f"headers={ {k: v[:40] for k, v in self.headers.items()} } "
+                f"body={self.body!r:.120}")
+
+
+def _signed(params: dict[str, str]) -> dict[str, str]:
+    params = {"timestamp": str(int(time.time())), "nonce": "n1",
+              **{k: v for k, v in params.items() if k != "sig"}}
+    params["sig"] = sign(params, SECRET, SignatureMethod.SHA256)
+    return params
+
+
+def _webhook_params(draw, numbers: list[str], path: str) -> dict[str, str]:
+    params = {"msisdn": draw(st.sampled_from(numbers)), "to": draw(st.sampled_from(numbers)),
+              "messageId": draw(st.from_regex(r"[0-9A-F]{18}", fullmatch=True))}
+    if path.endswith("inbound-sms"):
+        params |= {"text": "hostile", "type": "text"}
+    else:
+        params |= {"status": "delivered", "err-code": "0", "client-ref": "relay-x"}
+    return params
+
+
+def _as_webhook(draw, kind: str, path: str, params: dict[str, str]) -> Hostile:
+    """The same parameters as a signed query, form or JSON webhook."""
+    params = _signed(params)
+    how = draw(st.sampled_from(["query", "form", "json"]))
+    if how == "query":
+        return Hostile(kind, "GET", path, query=params)
+    if how == "form":
+        return Hostile(kind, "POST", path, dict(FORM_TYPE),
+                       urlencode(params, encoding="utf-8").encode())
+    return Hostile(kind, "POST", path, dict(JSON_TYPE), json.dumps(params).encode())
+
+
+def _nested(draw) -> bytes:
+    depth = draw(st.sampled_from([33, 64, 1000, 5000, 20000]))
+    opening = draw(st.sampled_from([b"[", b'{"a":', b'[{"b":', b'{"msisdn":[']))
+    return opening * depth + (b"" if draw(st.booleans()) else b"1")
+
+
+@st.composite
+def hostile_requests(draw, numbers: list[str]) -> Hostile:
+    kind = draw(st.sampled_from(HOSTILE_CLASSES))
+    to_webhook = draw(st.booleans())
+    path = draw(st.sampled_from(WEBHOOK_PATHS))
+    params = _webhook_params(draw, numbers, path)
+    create = {"participants": [{"number": f"+{numbers[0]}"}, {"number": f"+{numbers[1]}"}]}
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    if kind == "deep":
+        body = _nested(draw)
+        if to_webhook:
+            return Hostile(kind, "POST", path, dict(JSON_TYPE), body)
+        if draw(st.booleans()):
+            return Hostile(kind, "POST", "/v1/conversations", {**JSON_TYPE, **auth}, body)
+        metadata = json.loads("[" * 40 + "]" * 40)
+        return Hostile(kind, "POST", "/v1/conversations", {**JSON_TYPE, **auth},
+                       json.dumps({**create, "metadata": {"m": metadata}}).encode())
+    if kind == "digits":
+        digits = draw(OTHER_DIGITS)
+        if to_webhook:
+            name = draw(st.sampled_from(["msisdn", "to", "messageId", "concat-part",
+                                         "concat-total", "err-code", "timestamp"]))
+            if name.startswith("concat"):
+                params |= {"concat": "true", "concat-ref": "1", "concat-total": "2",
+                           "concat-part": "1"}
+            return _as_webhook(draw, kind, path, {**params, name: digits})
+        where = draw(st.sampled_from(["number", "participant", "limit", "id"]))
+        if where == "number":
+            body = {"participants": [{"number": "+" + digits}, create["participants"][1]]}
+            return Hostile(kind, "POST", "/v1/conversations", {**JSON_TYPE, **auth},
+                           json.dumps(body, ensure_ascii=draw(st.booleans())).encode())
+        if where == "id":
+            return Hostile(kind, "GET", "/v1/conversations/" + (digits * 32)[:32], auth)
+        return Hostile(kind, "GET", "/v1/conversations", auth,
+                       query={where: ("+" if where == "participant" else "") + digits})
+    if kind == "nul":
+        if to_webhook:
+            name = draw(st.sampled_from(sorted(params)))
+            value = params[name]
+            at = draw(st.integers(0, len(value)))
+            return _as_webhook(draw, kind, path,
+                               {**params, name: value[:at] + "\x00" + value[at:]})
+        choice = draw(st.sampled_from(["number", "metadata", "path", "query", "intro"]))
+        if choice == "path":
+            return Hostile(kind, "GET", "/v1/conversations/%00" + "a" * 31, auth)
+        if choice == "query":
+            return Hostile(kind, "GET", "/v1/conversations", auth,
+                           query={"status": "active\x00", "participant": "+44\x00"})
+        body = {
+            "number": {"participants": [{"number": f"+{numbers[0]}\x00"},
+                                        create["participants"][1]]},
+            "metadata": {**create, "metadata": {"\x00": "\x00"}},
+            "intro": {**create, "intro_text": "hi\x00"},
+        }[choice]
+        return Hostile(kind, "POST", "/v1/conversations", {**JSON_TYPE, **auth},
+                       json.dumps(body).encode())
+    if kind == "utf8":
+        junk = draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+                                     b"\xc0\xaf"])) + draw(st.binary(max_size=8))
+        encoded = json.dumps(params if to_webhook else create).encode()
+        at = draw(st.integers(1, len(encoded) - 1))
+        body = encoded[:at] + junk + encoded[at:]
+        if to_webhook:
+            style = draw(st.sampled_from(["json", "form", "query"]))
+            if style == "json":
+                return Hostile(kind, "POST", path, dict(JSON_TYPE), body)
+            signed = urlencode(_signed(params))
+            if style == "form":
+                return Hostile(kind, "POST", path, dict(FORM_TYPE),
+                               signed.encode() + b"&text=" + junk)
+            return Hostile(kind, "GET", f"{path}?{signed}&text={quote_from_bytes(junk)}")
+        return Hostile(kind, "POST", "/v1/conversations", {**JSON_TYPE, **auth}, body)
+    if kind == "dupkeys":
+        if to_webhook:
+            name = draw(st.sampled_from(sorted(params)))
+            text = json.dumps(_signed(params))
+            body = text[:-1] + f", {json.dumps(name)}: " + json.dumps(params[name] + "x") + "}"
+            return Hostile(kind, "POST", path, dict(JSON_TYPE), body.encode())
+        first, other, second = (json.dumps(f"+{n}") for n in numbers[:3])
+        body = (f'{{"participants": [{{"number": {first}, "number": {other}}}, '
+                f'{{"number": {second}}}], "ttl_seconds": 600, "ttl_seconds": 3600}}')
+        return Hostile(kind, "POST", "/v1/conversations", {**JSON_TYPE, **auth}, body.encode())
+    # oversized headers: one long field, a long Authorization, or very many fields
+    # under gunicorn's 8190-byte limit the app answers; over it gunicorn does (431)
+    size = draw(st.sampled_from([4000, 8000, 8191, 9000, 20000, 70000]))
+    shape = draw(st.sampled_from(["one", "authorization", "content-type", "many",
+                                  "idempotency-key"]))
+    headers = {
+        "one": {"X-Filler": "x" * size},
+        "authorization": {"Authorization": "Bearer " + "t" * size},
+        "content-type": {"Content-Type": "application/json; charset=" + "u" * size},
+        "many": {f"X-Filler-{i}": "x" * 64 for i in range(draw(st.sampled_from([101, 200])))},
+        "idempotency-key": {**auth, "Idempotency-Key": "k" * size},
+    }[shape]
+    if to_webhook:
+        return Hostile(kind, "POST", path, {**FORM_TYPE, **headers},
+                       urlencode(_signed(params)).encode())
+    target = draw(st.sampled_from(V1_PATHS))
+    if target == "/v1/conversations" and draw(st.booleans()):
+        return Hostile(kind, "POST", target, {**JSON_TYPE, **auth, **headers},
+                       json.dumps(create).encode())
+    return Hostile(kind, "GET", target, {**auth, **headers})
+
+
+def _send(session: requests.Session, base_url: str, request: Hostile) -> requests.Response | None:
+    """The response, or None when the server closed the connection instead of answering
+    (gunicorn may, on a header over its limit, before the body is read)."""
+    try:
+        return session.request(request.method, base_url + request.path, params=request.query,
+                               data=request.body, headers=request.headers, timeout=10)
+    except requests.exceptions.ConnectionError:
+        return None
+
+
 def _call(session: requests.Session, url: str, how: str, params, body, raw):
     if how == "get":
         return session.get(url, params=params, timeout=10)
@@ -117,6 +298,24 @@ def test_generated_requests_never_5xx_and_leave_no_poisoned_task(tmp_path):
 
         fuzz_webhooks()
 
+        hostile_statuses: dict[str, Counter[int]] = {k: Counter() for k in HOSTILE_CLASSES}
+        hostile_targets: set[tuple[str, bool]] = set()
+
+        @settings(max_examples=HOSTILE_REQUESTS, **BOUNDED)
+        @given(hostile_requests(numbers))
+        def fuzz_hostile(request: Hostile) -> None:
+            hostile_targets.add((request.kind, request.path.startswith("/webhooks/")))
+            response = _send(session, stack.web_url, request)
+            if response is None:
+                hostile_statuses[request.kind][0] += 1  # 0: closed without an answer
+                return
+            hostile_statuses[request.kind][response.status_code] += 1
+            record(request.describe(), response)
+
+        fuzz_hostile()
+        # a server that closed connections is still serving
+        assert session.get(stack.web_url + "/healthz", timeout=10).status_code == 200
+
         schema = schemathesis.openapi.from_dict(openapi_document())
         operations = [r.ok() for r in schema.get_all_operations()]
         cases = st.one_of([op.as_strategy(generation_mode=mode)
@@ -147,14 +346,19 @@ def test_generated_requests_never_5xx_and_leave_no_poisoned_task(tmp_path):
         earlier = set(relay_sends(stack))  # fuzzed texts on a live route are relayed too
         normal = run_stream(stack, conversations, 4, rate=4)
         relayed = check_exactly_once(stack, normal, timeout=30, before=earlier)
-        line = (f"RELIABILITY fuzz: requests={total} (webhooks {WEBHOOK_REQUESTS}, /v1 "
-                f"{total - WEBHOOK_REQUESTS}) statuses={dict(sorted(statuses.items()))} "
+        hostile_total = sum(sum(c.values()) for c in hostile_statuses.values())
+        hostile = {k: dict(sorted(c.items())) for k, c in hostile_statuses.items()}
+        line = (f"RELIABILITY fuzz: requests={total} (webhooks {WEBHOOK_REQUESTS}, hostile "
+                f"{hostile_total}, /v1 {total - WEBHOOK_REQUESTS - hostile_total}) "
+                f"statuses={dict(sorted(statuses.items()))} hostile_by_class={hostile} "
                 f"5xx={len(server_errors)} queues_drained_in={drained_at:.1f}s "
                 f"tasks_in_5s_after_drain={tasks_after - tasks_before} "
                 f"normal_relay={relayed.describe()} runtime={time.monotonic() - began:.1f}s "
                 f"(fuzzing {fuzz_seconds:.1f}s)")
         print(f"\n{line}")
     assert not server_errors, server_errors[:10]
+    # every class reached both the webhooks and /v1
+    assert hostile_targets == {(k, w) for k in HOSTILE_CLASSES for w in (True, False)}, line
     assert total >= 5000, line
     assert all(n == 0 for n in backlog.values()), backlog
     assert all(n == 0 for n in still.values()), still
