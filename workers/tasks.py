@@ -233,6 +233,9 @@ def relay_inbound(self: Task[Any, Any], payload: dict[str, str]) -> None:
         inbound = InboundSms.from_params(payload)
     except WebhookFieldError as exc:
         log.warning("dropped malformed inbound payload: %s", exc)
+        # settled too, or the sweeper would re-publish it for ever (such as a job queued before
+        # a stricter validation was deployed)
+        rt.services.outbox.settle("inbound", str(payload.get("messageId", "")))
         return
     result = rt.services.reassembler.reassemble(inbound)
     if isinstance(result, Pending):
@@ -290,6 +293,7 @@ def record_receipt(self: Task[Any, Any], payload: dict[str, str]) -> None:
         receipt = DeliveryReceipt.from_params(payload)
     except WebhookFieldError as exc:
         log.warning("dropped malformed receipt payload: %s", exc)
+        svc.outbox.settle("receipt", f"{payload.get('messageId', '')}:{payload.get('status', '')}")
         return
     matched = svc.messages.apply_receipt(
         receipt.client_ref, receipt.message_id, receipt.status, receipt.err_code,

@@ -47,3 +47,12 @@ def test_a_malformed_receipt_is_dropped(worker):
     assert run_task(tasks.record_receipt, payload) is None  # no exception, no retry
     assert worker.services.messages.outbound_state(intro) == "submitted"
     assert worker.counter("smsproxy.receipts.unmatched") == 0
+
+
+def test_a_receipt_web_no_longer_accepts_leaves_the_outbox(worker):
+    # queued before a stricter validation was deployed: dropped, and not re-published for ever
+    intro = sent_intro(worker)
+    job = worker.keep_in_outbox("receipt", "v1:delivered\x00")
+    assert run_task(tasks.record_receipt, receipt(intro, status="delivered\x00")) is None
+    assert worker.services.messages.outbound_state(intro) == "submitted"
+    assert not worker.in_outbox(job)

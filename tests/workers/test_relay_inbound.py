@@ -130,6 +130,15 @@ def test_a_malformed_payload_is_dropped(worker):
     assert worker.services.messages.outbound("relay-m1") is None
 
 
+def test_a_payload_web_no_longer_accepts_leaves_the_outbox(worker):
+    # queued before a stricter validation was deployed: dropped, and not re-published for ever
+    conversation = worker.start()
+    job = worker.keep_in_outbox("inbound", "X:text")
+    payload = inbound_payload(A, conversation.participants[0].proxy_number, "X:text", "hello")
+    assert run_task(tasks.relay_inbound, payload) is None
+    assert worker.vonage.sent == [] and not worker.in_outbox(job)
+
+
 def test_the_webhook_job_is_settled_from_the_outbox(worker):
     conversation = worker.start()
     to = conversation.participants[0].proxy_number
