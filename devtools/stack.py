@@ -121,6 +121,8 @@ class Stack:
         if self.config.signature_secret:
             env["VONAGE_SIGNATURE_SECRET"] = self.config.signature_secret
             env["VONAGE_SIGNATURE_METHOD"] = self.config.signature_method
+        else:  # a stack asked to run unsigned says so, or web refuses to start
+            env["SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS"] = "true"
         env.update(self.config.extra_env)
         return env
 

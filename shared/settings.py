@@ -94,7 +94,13 @@ class Settings:
         "VONAGE_API_SECRET", _optional_text, "account API secret"
     )
     vonage_signature_secret: str | None = _setting(
-        "VONAGE_SIGNATURE_SECRET", _optional_text, "when set, every webhook must be signed"
+        "VONAGE_SIGNATURE_SECRET", _optional_text,
+        "every webhook must be signed with it; web refuses to start without it unless "
+        "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS=true",
+    )
+    allow_unsigned_webhooks: bool = _setting(
+        "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS", _flag,
+        "let web start without VONAGE_SIGNATURE_SECRET (anyone can then post webhooks)",
     )
     vonage_signature_method: SignatureMethod = _setting(
         "VONAGE_SIGNATURE_METHOD", _signature_method, "md5hash, md5, sha1, sha256 or sha512"
@@ -260,6 +266,16 @@ class Settings:
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise SettingsError("PUBLIC_BASE_URL: must start with http:// or https://")
 
+    def validate_for_web(self) -> None:
+        """What web needs beyond the rest: webhooks are authenticated, or explicitly not."""
+        if not self.vonage_signature_secret and not self.allow_unsigned_webhooks:
+            # Without a secret anyone who finds the URL can inject texts and receipts.
+            raise SettingsError(
+                "VONAGE_SIGNATURE_SECRET: must be set (the signature secret of the Vonage "
+                "account) so that webhooks are authenticated; set "
+                "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS=true to run without it (development only)"
+            )
+
     @property
     def max_backoff_seconds(self) -> float:
         """The longest retry delay: far below the visibility timeout, for the same reason."""
@@ -288,6 +304,7 @@ def documented_variables() -> dict[str, str]:
 _DEFAULTS: dict[str, str] = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "VONAGE_SIGNATURE_METHOD": "md5hash",
+    "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS": "false",
     "VONAGE_API_HOST": "api.nexmo.com",
     "VONAGE_REST_HOST": "rest.nexmo.com",
     "SMSPROXY_VONAGE_TIMEOUT_SECONDS": "10",
