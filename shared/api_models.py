@@ -38,6 +38,7 @@ from shared import domain
 from shared.domain import ConversationStatus, DeliveryState, MessageKind
 from shared.phone import InvalidNumber, to_msisdn
 from shared.settings import Settings
+from shared.templates import TemplateError, check_template
 
 MAX_METADATA_BYTES = 4096
 MAX_DISPLAY_NAME = 64
@@ -163,8 +164,9 @@ class CreateConversation(BaseModel):
     )
     intro_text: str | None = Field(
         None, min_length=1, max_length=MAX_INTRO_TEXT,
-        description="Replaces the intro template for this conversation; {counterpart} is the "
-                    "other participant's display name.",
+        description="Replaces the intro template for this conversation: literal text, where "
+                    "each {counterpart} becomes the other participant's display name; no other "
+                    "braces.",
     )
     metadata: dict[str, Any] = Field(
         default_factory=dict,
@@ -216,6 +218,16 @@ class CreateConversation(BaseModel):
         if not _settings(info).callback_secret:
             raise _broken("needs SMSPROXY_CALLBACK_SECRET set on the proxy to sign events")
         return url
+
+    @field_validator("intro_text")
+    @classmethod
+    def _intro_template(cls, text: str | None) -> str | None:
+        if text is None:
+            return None
+        try:
+            return check_template(text, "counterpart")
+        except TemplateError as exc:
+            raise _broken(str(exc)) from None
 
     @field_validator("metadata")
     @classmethod

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from shared.templates import check_template
+
 
 class SettingsError(ValueError):
     """A setting is present but unusable; the message names the variable."""
@@ -79,6 +81,13 @@ def _signature_method(raw: str) -> SignatureMethod:
         raise ValueError(f"must be one of {allowed}") from None
 
 
+def _template_of(placeholder: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        return check_template(raw, placeholder)
+
+    return parse
+
+
 def _setting(env: str, parse: Callable[[str], Any], doc: str) -> Any:
     return field(metadata={"env": env, "parse": parse, "doc": doc})
 
@@ -142,7 +151,7 @@ class Settings:
         "how often beat runs pool maintenance",
     )
     number_change_template: str = _setting(
-        "SMSPROXY_NUMBER_CHANGE_TEMPLATE", str,
+        "SMSPROXY_NUMBER_CHANGE_TEMPLATE", _template_of("number"),
         "SMS sent when a proxy number is lost; {number} is the new number to text",
     )
     default_ttl_seconds: int = _setting(
@@ -156,7 +165,8 @@ class Settings:
         "how long a number's Number Insight answer (its country) is reused",
     )
     intro_template: str = _setting(
-        "SMSPROXY_INTRO_TEMPLATE", str, "intro SMS; {counterpart} is the other side's name"
+        "SMSPROXY_INTRO_TEMPLATE", _template_of("counterpart"),
+        "intro SMS; {counterpart} is the other side's name (no other braces)",
     )
     country_fallback: bool = _setting(
         "SMSPROXY_COUNTRY_FALLBACK", _flag,

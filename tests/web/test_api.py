@@ -181,3 +181,20 @@ def test_metadata_with_nan_is_refused_and_whole_float_ttl_is_accepted(client):
     assert response.status_code == 400 and response.json["error"]["field"] == "metadata"
     ok = client.post("/v1/conversations", json={**BODY, "ttl_seconds": 3600.0}, headers=AUTH)
     assert ok.status_code == 202 and ok.json["ttl_seconds"] == 3600
+
+
+@pytest.mark.parametrize("intro_text", [
+    "{counterpart:>99999999}" * 20, "Hello {0}", "Hi {counterpart!r}", "{}", "a } b",
+])
+def test_an_intro_text_with_other_braces_is_400_naming_it(client, publisher, intro_text):
+    response = client.post("/v1/conversations", json={**BODY, "intro_text": intro_text},
+                           headers=AUTH)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == "intro_text"
+    assert "{counterpart}" in response.json["error"]["message"]
+    assert publisher.published == []
+
+
+def test_an_intro_text_with_bare_counterparts_is_accepted(client):
+    body = {**BODY, "intro_text": "Your driver {counterpart} ({counterpart}) is here"}
+    assert client.post("/v1/conversations", json=body, headers=AUTH).status_code == 202
