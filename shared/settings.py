@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from shared.callback_urls import CallbackPolicy, UnsafeDestination, check_url, parse_hosts
 from shared.templates import check_template
 
 
@@ -183,6 +184,14 @@ class Settings:
         "SMSPROXY_CALLBACK_SECRET", _optional_text,
         "HMAC-SHA256 key signing status callbacks (needed to accept a callback_url)",
     )
+    allow_http_callbacks: bool = _setting(
+        "SMSPROXY_ALLOW_HTTP_CALLBACKS", _flag,
+        "accept plain-http callback URLs (development only: events travel unencrypted)",
+    )
+    callback_allowed_hosts: frozenset[str] = _setting(
+        "SMSPROXY_CALLBACK_ALLOWED_HOSTS", parse_hosts,
+        "comma-separated hosts callbacks may reach whatever their address (local receivers)",
+    )
     out_of_session_reply: str | None = _setting(
         "SMSPROXY_OUT_OF_SESSION_REPLY", _optional_text, "reply to texts with no live route"
     )
@@ -273,6 +282,11 @@ class Settings:
             raise SettingsError(
                 "SMSPROXY_OUT_OF_SESSION_CALLBACK_URL: needs SMSPROXY_CALLBACK_SECRET to sign"
             )
+        if self.out_of_session_callback_url:
+            try:
+                check_url(self.out_of_session_callback_url, self.callback_policy)
+            except UnsafeDestination as exc:
+                raise SettingsError(f"SMSPROXY_OUT_OF_SESSION_CALLBACK_URL: {exc}") from None
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise SettingsError("PUBLIC_BASE_URL: must start with http:// or https://")
 
@@ -285,6 +299,11 @@ class Settings:
                 "account) so that webhooks are authenticated; set "
                 "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS=true to run without it (development only)"
             )
+
+    @property
+    def callback_policy(self) -> CallbackPolicy:
+        """Where status callbacks and out-of-session events may go."""
+        return CallbackPolicy(self.allow_http_callbacks, self.callback_allowed_hosts)
 
     @property
     def max_backoff_seconds(self) -> float:
@@ -339,6 +358,7 @@ _DEFAULTS: dict[str, str] = {
     "SMSPROXY_EXTEND_ON_ACTIVITY": "false",
     "SMSPROXY_DEDUPE_TTL_SECONDS": "172800",
     "SMSPROXY_RETAIN_BODIES": "false",
+    "SMSPROXY_ALLOW_HTTP_CALLBACKS": "false",
     "SMSPROXY_PUBLISH_TIMEOUT_SECONDS": "2",
     "SMSPROXY_SEND_RATE_PER_SECOND": "30",
     "SMSPROXY_SEND_BURST": "5",

@@ -198,3 +198,24 @@ def test_an_intro_text_with_other_braces_is_400_naming_it(client, publisher, int
 def test_an_intro_text_with_bare_counterparts_is_accepted(client):
     body = {**BODY, "intro_text": "Your driver {counterpart} ({counterpart}) is here"}
     assert client.post("/v1/conversations", json=body, headers=AUTH).status_code == 202
+
+
+@pytest.mark.parametrize("url", [
+    "http://market.example/events",  # plain http without the development setting
+    "https://127.0.0.1/events", "https://[::1]/events", "https://169.254.169.254/latest",
+    "https://10.0.0.8/events", "https://[fd00::8]/events", "https://[::ffff:127.0.0.1]/events",
+    "https://2130706433/events", "https://user:pw@market.example/events",
+    "https://localhost/events",
+])
+def test_a_callback_url_to_a_forbidden_destination_is_400_naming_it(make_client, publisher, url):
+    client = make_client(SMSPROXY_CALLBACK_SECRET="cb")
+    response = client.post("/v1/conversations", json={**BODY, "callback_url": url}, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == "callback_url"
+    assert publisher.published == []
+
+
+def test_a_public_https_callback_url_is_accepted(make_client):
+    client = make_client(SMSPROXY_CALLBACK_SECRET="cb")
+    body = {**BODY, "callback_url": "https://market.example/events"}
+    assert client.post("/v1/conversations", json=body, headers=AUTH).status_code == 202
