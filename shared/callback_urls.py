@@ -10,6 +10,7 @@ SMSPROXY_CALLBACK_ALLOWED_HOSTS.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
@@ -17,6 +18,7 @@ from urllib.parse import SplitResult, urlsplit
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # NAT64's well-known prefix carries an IPv4 address in its last 32 bits (RFC 6052).
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_HOST_NAME = re.compile(r"[a-z0-9._-]+")
 
 
 class UnsafeDestination(ValueError):
@@ -94,6 +96,9 @@ def check_url(url: str, policy: CallbackPolicy) -> Destination:
     if "@" in parts.netloc:
         raise UnsafeDestination("must not hold a user name or password")
     host = parts.hostname.rstrip(".")
+    if ":" not in host and not _HOST_NAME.fullmatch(host):
+        # what a resolver, SNI and the Host header all take as is (IDNs written as punycode)
+        raise UnsafeDestination("must name its host in ASCII letters, digits, '.', '-' and '_'")
     allowed = host in allowed_hosts
     if not allowed:
         literal, standard = _literal_address(host)

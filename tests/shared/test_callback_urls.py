@@ -80,6 +80,15 @@ def test_only_https_urls(url):
         check_url(url, STRICT)
 
 
+@pytest.mark.parametrize("url", [
+    "https://exa mple.com/", "https://bücher.example/", "https://a%2fb.example/",
+    "https://1.1.1.1 x/",
+])
+def test_host_names_are_plain_ascii(url):
+    with pytest.raises(UnsafeDestination, match="ASCII"):
+        check_url(url, STRICT)
+
+
 def test_http_only_with_the_development_setting():
     check_url("http://market.example/hooks", DEV)
     with pytest.raises(UnsafeDestination):
