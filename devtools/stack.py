@@ -114,6 +114,9 @@ class Stack:
                 "PUBLIC_BASE_URL": self.web_url,
                 "SMSPROXY_API_TOKENS": API_TOKEN,
                 "SMSPROXY_POOL_TARGETS": self.config.pool_targets,
+                # the marketplace receivers of the dev stack and its tests are local, plain http
+                "SMSPROXY_ALLOW_HTTP_CALLBACKS": "true",
+                "SMSPROXY_CALLBACK_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 "PYTHONPATH": str(ROOT),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -121,6 +124,8 @@ class Stack:
         if self.config.signature_secret:
             env["VONAGE_SIGNATURE_SECRET"] = self.config.signature_secret
             env["VONAGE_SIGNATURE_METHOD"] = self.config.signature_method
+        else:  # a stack asked to run unsigned says so, or web refuses to start
+            env["SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS"] = "true"
         env.update(self.config.extra_env)
         return env
 

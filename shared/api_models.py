@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -35,9 +34,11 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from shared import domain
+from shared.callback_urls import UnsafeDestination, check_url
 from shared.domain import ConversationStatus, DeliveryState, MessageKind
 from shared.phone import InvalidNumber, to_msisdn
 from shared.settings import Settings
+from shared.templates import TemplateError, check_template
 
 MAX_METADATA_BYTES = 4096
 MAX_DISPLAY_NAME = 64
@@ -158,13 +159,16 @@ class CreateConversation(BaseModel):
     )
     callback_url: str | None = Field(
         None, max_length=MAX_CALLBACK_URL,
-        description="An http(s) URL for signed status events; needs SMSPROXY_CALLBACK_SECRET "
-                    "set on the proxy.",
+        description="An https URL for signed status events (plain http only where the proxy "
+                    "allows it); its host must not be a loopback, private or link-local "
+                    "address, nor hold a user name. Needs SMSPROXY_CALLBACK_SECRET set on "
+                    "the proxy.",
     )
     intro_text: str | None = Field(
         None, min_length=1, max_length=MAX_INTRO_TEXT,
-        description="Replaces the intro template for this conversation; {counterpart} is the "
-                    "other participant's display name.",
+        description="Replaces the intro template for this conversation: literal text, where "
+                    "each {counterpart} becomes the other participant's display name; no other "
+                    "braces.",
     )
     metadata: dict[str, Any] = Field(
         default_factory=dict,
@@ -207,15 +211,24 @@ class CreateConversation(BaseModel):
     def _callback_url(cls, url: str | None, info: ValidationInfo) -> str | None:
         if url is None:
             return None
+        settings = _settings(info)
         try:
-            parts = urlsplit(url)
-        except ValueError:  # such as an unclosed IPv6 bracket
-            raise _broken("must be an http(s) URL") from None
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise _broken("must be an http(s) URL")
-        if not _settings(info).callback_secret:
+            check_url(url, settings.callback_policy)
+        except UnsafeDestination as exc:
+            raise _broken(str(exc)) from None
+        if not settings.callback_secret:
             raise _broken("needs SMSPROXY_CALLBACK_SECRET set on the proxy to sign events")
         return url
+
+    @field_validator("intro_text")
+    @classmethod
+    def _intro_template(cls, text: str | None) -> str | None:
+        if text is None:
+            return None
+        try:
+            return check_template(text, "counterpart")
+        except TemplateError as exc:
+            raise _broken(str(exc)) from None
 
     @field_validator("metadata")
     @classmethod
@@ -270,7 +283,7 @@ _CREATE_WORDING = {
     "participants[].number": "must be a phone number in E.164 form",
     "participants[].display_name": f"must be 1 to {MAX_DISPLAY_NAME} characters",
     "ttl_seconds": "must be a whole number of seconds",
-    "callback_url": "must be an http(s) URL",
+    "callback_url": "must be an https URL",
     "intro_text": f"must be 1 to {MAX_INTRO_TEXT} characters",
     "metadata": "must be a JSON object",
 }

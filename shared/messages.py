@@ -39,11 +39,24 @@ class SendClaim:
 
 
 # One part's receipt, and the message's state from all its parts' receipts so far, in one step:
-# receipts for the parts of one message are handled concurrently, and a read-modify-write of
-# the receipts would lose one. Delivered once every part is; failed once any part failed.
+# receipts for the parts of one message are handled concurrently (a read-modify-write would lose
+# one), and race the send's own record of Vonage's answer. A receipt for a send still `sending`
+# proves Vonage took it: it completes the record first, with as many parts as the text splits
+# into (the answer was never seen). Delivered once every part is; failed once any part failed.
+# KEYS: record, claim, text, open sends. ARGV: id, vonage id, status, err-code, now, retain body.
 _RECORD_RECEIPT = """
+if redis.call('HEXISTS', KEYS[1], 'vonage_ids') == 0 then
+  -- not ours, never sent, or aged out: no half a record is made
+  if redis.call('HGET', KEYS[1], 'state') ~= 'sending' then return 0 end
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'state', 'submitted', 'vonage_ids', cjson.encode({ARGV[2]}),
+             'parts', redis.call('HGET', KEYS[1], 'expected_parts') or '1',
+             'submitted_at', ARGV[5], 'receipts', '{}')
+  if ARGV[6] ~= '1' then redis.call('DEL', KEYS[3]) end
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
 local receipts = cjson.decode(redis.call('HGET', KEYS[1], 'receipts') or '{}')
-receipts[ARGV[1]] = ARGV[2]
+receipts[ARGV[2]] = ARGV[3]
 local parts = tonumber(redis.call('HGET', KEYS[1], 'parts') or '1')
 local seen, failed, delivered = 0, false, true
 for _, status in pairs(receipts) do
@@ -51,13 +64,27 @@ for _, status in pairs(receipts) do
   if status == 'failed' or status == 'rejected' or status == 'expired' then failed = true end
   if status ~= 'delivered' then delivered = false end
 end
-redis.call('HSET', KEYS[1], 'receipts', cjson.encode(receipts), 'receipt_at', ARGV[4])
+redis.call('HSET', KEYS[1], 'receipts', cjson.encode(receipts), 'receipt_at', ARGV[5])
 if failed then
   redis.call('HSET', KEYS[1], 'state', 'failed')
 elseif delivered and seen >= parts then
   redis.call('HSET', KEYS[1], 'state', 'delivered')
 end
-if ARGV[3] ~= '' and ARGV[3] ~= '0' then redis.call('HSET', KEYS[1], 'receipt_error', ARGV[3]) end
+if ARGV[4] ~= '' and ARGV[4] ~= '0' then redis.call('HSET', KEYS[1], 'receipt_error', ARGV[4]) end
+return 1
+"""
+
+# Vonage took a send: its ids and part count, once. One step, because the send's own worker and
+# a delivery receipt that arrived first (which completes an in-doubt record) race to do it, and
+# the later one must neither reset the receipts already counted nor the state they gave.
+# KEYS: record, claim, text, open sends. ARGV: id, vonage ids, parts, now, retain body (1/0).
+_MARK_SUBMITTED = """
+redis.call('DEL', KEYS[2])
+if redis.call('HEXISTS', KEYS[1], 'vonage_ids') == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'submitted', 'vonage_ids', ARGV[2], 'parts', ARGV[3],
+           'submitted_at', ARGV[4], 'receipts', '{}')
+if ARGV[5] ~= '1' then redis.call('DEL', KEYS[3]) end
+redis.call('ZREM', KEYS[4], ARGV[1])
 return 1
 """
 
@@ -69,6 +96,7 @@ class MessageLog:
         self._redis = client
         self._keys = keys or Keys()
         self._record_receipt = client.register_script(_RECORD_RECEIPT)
+        self._mark_submitted = client.register_script(_MARK_SUBMITTED)
 
     # -- webhook dedupe --------------------------------------------------------------------
     #
@@ -227,26 +255,13 @@ class MessageLog:
         `parts` defaults to one per id Vonage answered with. Once only: a record already
         completed (by a receipt that came first) is left alone.
         """
-        key = self._keys.outbound(outbound_id)
-        if self._redis.hexists(key, "vonage_ids"):
-            self._redis.delete(self._keys.send_claim(outbound_id))
-            return
-        pipe = self._redis.pipeline()
-        pipe.hset(
-            key,
-            mapping={
-                "state": DeliveryState.SUBMITTED.value,
-                "vonage_ids": json.dumps(vonage_ids),
-                "parts": parts if parts is not None else len(vonage_ids),
-                "submitted_at": time.time(),
-                "receipts": json.dumps({}),
-            },
+        self._mark_submitted(
+            keys=[self._keys.outbound(outbound_id), self._keys.send_claim(outbound_id),
+                  self._keys.outbound_text(outbound_id), self._keys.outbound_open()],
+            args=[outbound_id, json.dumps(vonage_ids),
+                  parts if parts is not None else len(vonage_ids), time.time(),
+                  "1" if retain_body else "0"],
         )
-        if not retain_body:
-            pipe.delete(self._keys.outbound_text(outbound_id))
-        pipe.delete(self._keys.send_claim(outbound_id))
-        pipe.zrem(self._keys.outbound_open(), outbound_id)
-        pipe.execute()
 
     def mark_failed(self, outbound_id: str, code: str, reason: str, *, retain_body: bool) -> None:
         """A permanent failure (or retries used up): recorded with Vonage's code and reason."""
@@ -287,16 +302,13 @@ class MessageLog:
         """
         if not outbound_id:
             return None
-        key = self._keys.outbound(outbound_id)
-        if not self._redis.hexists(key, "vonage_ids"):
-            if self.outbound_state(outbound_id) != DeliveryState.SENDING.value:
-                return None  # not ours, never sent, or aged out: do not create half a record
-            # Vonage's answer was never seen: the part count is what the text splits into
-            expected = self._redis.hget(key, "expected_parts")
-            self.mark_submitted(outbound_id, [vonage_id], retain_body=retain_body,
-                                parts=int(expected) if expected else None)
-        self._record_receipt(keys=[key], args=[vonage_id, status, err_code, time.time()])
-        return outbound_id
+        matched = self._record_receipt(
+            keys=[self._keys.outbound(outbound_id), self._keys.send_claim(outbound_id),
+                  self._keys.outbound_text(outbound_id), self._keys.outbound_open()],
+            args=[outbound_id, vonage_id, status, err_code, time.time(),
+                  "1" if retain_body else "0"],
+        )
+        return outbound_id if matched else None
 
     # -- audit trail -----------------------------------------------------------------------
 

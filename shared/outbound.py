@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from shared.domain import Conversation, MessageKind, OutboundSms, Participant
 from shared.phone import to_e164
+from shared.templates import render
 
 DEFAULT_COUNTERPART_NAME = "your contact"
 
@@ -58,7 +59,7 @@ def intro(conversation: Conversation, index: int, template: str) -> OutboundSms:
     participant = conversation.participants[index]
     other = conversation.participants[1 - index]
     name = other.display_name or DEFAULT_COUNTERPART_NAME
-    text = template.format_map(_Template(counterpart=name))
+    text = render(template, "counterpart", name)
     return OutboundSms(
         id=intro_id(conversation.id, index),
         conversation_id=conversation.id,
@@ -79,12 +80,6 @@ def number_change(
         kind=MessageKind.NUMBER_CHANGE,
         sender=moved_to,
         recipient=conversation.participants[index].number,
-        text=template.replace("{number}", to_e164(moved_to)),
+        text=render(template, "number", to_e164(moved_to)),
     )
 
-
-class _Template(dict[str, str]):
-    """Leaves unknown placeholders in an operator's template as they are, instead of failing."""
-
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"

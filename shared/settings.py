@@ -7,6 +7,9 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from shared.callback_urls import CallbackPolicy, UnsafeDestination, check_url, parse_hosts
+from shared.templates import check_template
+
 
 class SettingsError(ValueError):
     """A setting is present but unusable; the message names the variable."""
@@ -79,6 +82,13 @@ def _signature_method(raw: str) -> SignatureMethod:
         raise ValueError(f"must be one of {allowed}") from None
 
 
+def _template_of(placeholder: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        return check_template(raw, placeholder)
+
+    return parse
+
+
 def _setting(env: str, parse: Callable[[str], Any], doc: str) -> Any:
     return field(metadata={"env": env, "parse": parse, "doc": doc})
 
@@ -94,7 +104,13 @@ class Settings:
         "VONAGE_API_SECRET", _optional_text, "account API secret"
     )
     vonage_signature_secret: str | None = _setting(
-        "VONAGE_SIGNATURE_SECRET", _optional_text, "when set, every webhook must be signed"
+        "VONAGE_SIGNATURE_SECRET", _optional_text,
+        "every webhook must be signed with it; web refuses to start without it unless "
+        "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS=true",
+    )
+    allow_unsigned_webhooks: bool = _setting(
+        "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS", _flag,
+        "let web start without VONAGE_SIGNATURE_SECRET (anyone can then post webhooks)",
     )
     vonage_signature_method: SignatureMethod = _setting(
         "VONAGE_SIGNATURE_METHOD", _signature_method, "md5hash, md5, sha1, sha256 or sha512"
@@ -140,7 +156,7 @@ class Settings:
         "how often beat runs pool maintenance",
     )
     number_change_template: str = _setting(
-        "SMSPROXY_NUMBER_CHANGE_TEMPLATE", str,
+        "SMSPROXY_NUMBER_CHANGE_TEMPLATE", _template_of("number"),
         "SMS sent when a proxy number is lost; {number} is the new number to text",
     )
     default_ttl_seconds: int = _setting(
@@ -154,7 +170,8 @@ class Settings:
         "how long a number's Number Insight answer (its country) is reused",
     )
     intro_template: str = _setting(
-        "SMSPROXY_INTRO_TEMPLATE", str, "intro SMS; {counterpart} is the other side's name"
+        "SMSPROXY_INTRO_TEMPLATE", _template_of("counterpart"),
+        "intro SMS; {counterpart} is the other side's name (no other braces)",
     )
     country_fallback: bool = _setting(
         "SMSPROXY_COUNTRY_FALLBACK", _flag,
@@ -170,6 +187,14 @@ class Settings:
     callback_secret: str | None = _setting(
         "SMSPROXY_CALLBACK_SECRET", _optional_text,
         "HMAC-SHA256 key signing status callbacks (needed to accept a callback_url)",
+    )
+    allow_http_callbacks: bool = _setting(
+        "SMSPROXY_ALLOW_HTTP_CALLBACKS", _flag,
+        "accept plain-http callback URLs (development only: events travel unencrypted)",
+    )
+    callback_allowed_hosts: frozenset[str] = _setting(
+        "SMSPROXY_CALLBACK_ALLOWED_HOSTS", parse_hosts,
+        "comma-separated hosts callbacks may reach whatever their address (local receivers)",
     )
     out_of_session_reply: str | None = _setting(
         "SMSPROXY_OUT_OF_SESSION_REPLY", _optional_text, "reply to texts with no live route"
@@ -261,8 +286,28 @@ class Settings:
             raise SettingsError(
                 "SMSPROXY_OUT_OF_SESSION_CALLBACK_URL: needs SMSPROXY_CALLBACK_SECRET to sign"
             )
+        if self.out_of_session_callback_url:
+            try:
+                check_url(self.out_of_session_callback_url, self.callback_policy)
+            except UnsafeDestination as exc:
+                raise SettingsError(f"SMSPROXY_OUT_OF_SESSION_CALLBACK_URL: {exc}") from None
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise SettingsError("PUBLIC_BASE_URL: must start with http:// or https://")
+
+    def validate_for_web(self) -> None:
+        """What web needs beyond the rest: webhooks are authenticated, or explicitly not."""
+        if not self.vonage_signature_secret and not self.allow_unsigned_webhooks:
+            # Without a secret anyone who finds the URL can inject texts and receipts.
+            raise SettingsError(
+                "VONAGE_SIGNATURE_SECRET: must be set (the signature secret of the Vonage "
+                "account) so that webhooks are authenticated; set "
+                "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS=true to run without it (development only)"
+            )
+
+    @property
+    def callback_policy(self) -> CallbackPolicy:
+        """Where status callbacks and out-of-session events may go."""
+        return CallbackPolicy(self.allow_http_callbacks, self.callback_allowed_hosts)
 
     @property
     def max_backoff_seconds(self) -> float:
@@ -292,6 +337,7 @@ def documented_variables() -> dict[str, str]:
 _DEFAULTS: dict[str, str] = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "VONAGE_SIGNATURE_METHOD": "md5hash",
+    "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS": "false",
     "VONAGE_API_HOST": "api.nexmo.com",
     "VONAGE_REST_HOST": "rest.nexmo.com",
     "SMSPROXY_VONAGE_TIMEOUT_SECONDS": "10",
@@ -316,6 +362,7 @@ _DEFAULTS: dict[str, str] = {
     "SMSPROXY_EXTEND_ON_ACTIVITY": "false",
     "SMSPROXY_DEDUPE_TTL_SECONDS": "172800",
     "SMSPROXY_RETAIN_BODIES": "false",
+    "SMSPROXY_ALLOW_HTTP_CALLBACKS": "false",
     "SMSPROXY_PUBLISH_TIMEOUT_SECONDS": "2",
     "SMSPROXY_SEND_RATE_PER_SECOND": "30",
     "SMSPROXY_SEND_BURST": "5",

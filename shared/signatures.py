@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 
 from shared.settings import SignatureMethod
 
 MAX_SKEW_SECONDS = 300
+# Every name Vonage sends. The signing string joins `&key=value` without escaping keys, so a key
+# holding `&` or `=` would let one signed request be re-split into another that still verifies.
+_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 _HMAC_DIGESTS = {
     SignatureMethod.MD5: hashlib.md5,
@@ -18,12 +22,19 @@ _HMAC_DIGESTS = {
 }
 
 
+def safe_parameter_names(params: Mapping[str, str]) -> bool:
+    """Whether every name is one the signing string cannot confuse (letters, digits, `_`, `-`)."""
+    return all(_PARAMETER_NAME.fullmatch(key) for key in params)
+
+
 def signing_string(params: Mapping[str, str]) -> str:
     """`&k1=v1&k2=v2...` over every parameter but `sig`, sorted, `&` and `=` in values as `_`."""
     parts = []
     for key in sorted(params):
         if key == "sig":
             continue
+        if not _PARAMETER_NAME.fullmatch(key):
+            raise ValueError("parameter names may hold only letters, digits, '_' and '-'")
         value = str(params[key]).replace("&", "_").replace("=", "_")
         parts.append(f"&{key}={value}")
     return "".join(parts)
@@ -45,6 +56,8 @@ def verify(
     given = params.get("sig", "")
     if not given:
         return "missing sig"
+    if not safe_parameter_names(params):
+        return "bad parameter name"
     raw_timestamp = params.get("timestamp", "")
     try:
         timestamp = int(raw_timestamp)

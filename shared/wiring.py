@@ -39,29 +39,12 @@ MIN_FAIL_FAST_SECONDS = 0.5
 
 
 def connect_redis(settings: Settings, *, fail_fast: bool) -> redis.Redis:
-    """The store's client. `fail_fast` bounds every command by the publish timeout (web).
-
-    Retries are stated, not inherited: redis-py's defaults moved between releases (8.x's
-    constructor retries 10 times with backoff). One immediate retry, on a refused or reset
-    connection only, rides over a pooled socket that died with a Redis restart. Never on a
-    timeout: a hung Redis would cost a second timeout, and the command may yet run (a SET NX or
-    an LPUSH twice). Tasks retry through Redis outages at their own level, with backoff.
-    """
+    """The store's client. `fail_fast` bounds every command by the publish timeout (web)."""
     if fail_fast:
         timeout = max(settings.publish_timeout_seconds, MIN_FAIL_FAST_SECONDS)
-        connect_timeout = timeout
-    else:
-        timeout, connect_timeout = WORKER_SOCKET_TIMEOUT_SECONDS, WORKER_CONNECT_TIMEOUT_SECONDS
-    return redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=connect_timeout,
-        socket_timeout=timeout,
-        health_check_interval=30,
-        retry=redis.retry.Retry(
-            redis.backoff.NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)
-        ),
-    )
+        return _client(settings.redis_url, timeout, timeout)
+    return _client(settings.redis_url, WORKER_SOCKET_TIMEOUT_SECONDS,
+                   WORKER_CONNECT_TIMEOUT_SECONDS)
 
 
 def broker_redis(settings: Settings) -> redis.Redis | None:
@@ -71,11 +54,25 @@ def broker_redis(settings: Settings) -> redis.Redis | None:
         return None
     if urlsplit(settings.broker_url).scheme not in {"redis", "rediss"}:
         return None
+    return _client(settings.broker_url, WORKER_SOCKET_TIMEOUT_SECONDS,
+                   WORKER_CONNECT_TIMEOUT_SECONDS)
+
+
+def _client(url: str, timeout: float, connect_timeout: float) -> redis.Redis:
+    """Every Redis client of the proxy, with one retry policy.
+
+    Retries are stated, not inherited: redis-py's defaults moved between releases (8.x's
+    constructor retries 10 times with backoff). One immediate retry, on a refused or reset
+    connection only, rides over a pooled socket that died with a Redis restart. Never on a
+    timeout: a hung Redis would cost a second timeout, and the command may yet run (a SET NX or
+    an LPUSH twice). Tasks retry through Redis outages at their own level, with backoff.
+    """
     return redis.Redis.from_url(
-        settings.broker_url,
+        url,
         decode_responses=True,
-        socket_connect_timeout=WORKER_CONNECT_TIMEOUT_SECONDS,
-        socket_timeout=WORKER_SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=timeout,
+        health_check_interval=30,
         retry=redis.retry.Retry(
             redis.backoff.NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)
         ),

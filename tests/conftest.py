@@ -18,8 +18,13 @@ SettingsFactory = Callable[..., Settings]
 
 
 def build_settings(**env: str) -> Settings:
-    """Test settings: a token, sandbox credentials, a base URL, and whatever `env` adds."""
+    """Test settings: a token, sandbox credentials, a base URL, and whatever `env` adds.
+
+    Unsigned webhooks are allowed explicitly: most web tests post them; the signature tests
+    set VONAGE_SIGNATURE_SECRET and sign.
+    """
     base = {
+        "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS": "true",
         "SMSPROXY_API_TOKENS": "test-token",
         "VONAGE_API_KEY": "sandbox-key",
         "VONAGE_API_SECRET": "sandbox-secret",

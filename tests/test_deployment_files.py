@@ -33,6 +33,7 @@ def _module_exists(command: list[str]) -> None:
 
 def test_procfile_processes_exist(monkeypatch):
     monkeypatch.setenv("SMSPROXY_API_TOKENS", "x")
+    monkeypatch.setenv("VONAGE_SIGNATURE_SECRET", "x")  # web refuses to start without one
     processes = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines()
                      if line.strip())
     assert set(processes) == {"web", "worker", "beat"}
@@ -42,6 +43,7 @@ def test_procfile_processes_exist(monkeypatch):
 
 def test_compose_parses_and_runs_only_real_commands(monkeypatch):
     monkeypatch.setenv("SMSPROXY_API_TOKENS", "x")
+    monkeypatch.setenv("VONAGE_SIGNATURE_SECRET", "x")
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert set(services) == {"redis", "sandbox", "web", "worker", "beat"}
@@ -52,6 +54,10 @@ def test_compose_parses_and_runs_only_real_commands(monkeypatch):
         _module_exists(services[name]["command"])
     environment = services["web"]["environment"]
     assert environment["VONAGE_CA_BUNDLE"].startswith("/sandbox-state")
+    # the sandbox signs with what web verifies: web would refuse to start without a secret
+    sandbox = services["sandbox"]["command"]
+    secret = sandbox[sandbox.index("--signature-secret") + 1]
+    assert secret == environment["VONAGE_SIGNATURE_SECRET"]
     assert (ROOT / "Dockerfile").exists()
 
 

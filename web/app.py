@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from flask import Flask
 
@@ -16,6 +18,8 @@ from web.services import install
 
 MAX_REQUEST_BYTES = 64 * 1024
 
+log = logging.getLogger(__name__)
+
 
 def create_app(
     settings: Settings,
@@ -23,7 +27,14 @@ def create_app(
     redis_client: redis.Redis | None = None,
     publisher: Publisher | None = None,
 ) -> Flask:
+    """The web app; raises SettingsError (naming the variable) when web may not run so."""
+    settings.validate_for_web()
     configure_logging(settings.log_level)
+    if not settings.vonage_signature_secret:
+        log.warning(
+            "VONAGE_SIGNATURE_SECRET is not set and SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS=true: "
+            "webhooks are NOT authenticated; anyone reaching /webhooks can inject messages"
+        )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]

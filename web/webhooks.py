@@ -13,7 +13,7 @@ from shared.domain import DeliveryReceipt, InboundSms, WebhookFieldError
 from shared.jobs import TaskName
 from shared.messages import WebhookClaim
 from shared.outbox import job_name
-from shared.signatures import verify
+from shared.signatures import safe_parameter_names, verify
 from web import json_body
 from web.errors import error_response
 from web.queue import QueueUnavailable, WebhookOutcome
@@ -53,6 +53,9 @@ def _params() -> dict[str, str]:
             params.update(request.form.items())
     if len(params) > MAX_FIELDS or any(len(v) > MAX_VALUE_LENGTH for v in params.values()):
         raise _BadPayload("too many or too long parameters")
+    if not safe_parameter_names(params):
+        # before the signature: such a name could make a re-split request verify
+        raise _BadPayload("parameter names may hold only letters, digits, '_' and '-'")
     return params
 
 

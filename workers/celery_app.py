@@ -14,6 +14,7 @@ from shared.jobs import QUEUE_OF, Queue
 from shared.logging import configure_logging
 from shared.settings import Settings
 from workers import runtime
+from workers.broker_recovery import guard_detached_channels
 from workers.schedule import beat_schedule
 
 # How often kombu looks for messages stranded by a dead worker (their visibility timeout past).
@@ -62,6 +63,8 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
+# before any broker connection: a Redis restart must not end the worker (see the module)
+guard_detached_channels()
 settings = Settings.from_env(os.environ)
 app = make_celery(settings)
 runtime.install(runtime.Runtime(

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import Any, Protocol
 
-import requests
 from celery import Celery, Task
 
 from shared.broker_messages import (
@@ -111,14 +110,6 @@ class Runtime:
     @cached_property
     def services(self) -> Services:
         return self._given or Services.from_settings(self.settings)
-
-    def http(self) -> requests.Session:
-        """This thread's own HTTP session for callbacks to the marketplace."""
-        session: requests.Session | None = getattr(self._local, "http", None)
-        if session is None:
-            session = requests.Session()
-            self._local.http = session
-        return session
 
     def vonage(self) -> VonagePort:
         """This thread's own Vonage client: the SDK's client is not safe across threads."""

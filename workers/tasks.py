@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from shared.callbacks import (
     CallbackFailed,
+    CallbackRefused,
     conversation_event,
     deliver_event,
     out_of_session_event,
@@ -155,7 +156,12 @@ def _post_event(
         return
     counters = rt.services.counters
     try:
-        deliver_event(rt.http(), url, event, secret)
+        deliver_event(url, event, secret, rt.settings.callback_policy)
+    except CallbackRefused as refusal:
+        # not where the proxy may send (an address inside the network): never retried
+        counters.incr("smsproxy.callbacks.refused")
+        log.warning("event %s refused: %s", event["id"], refusal)
+        return
     except CallbackFailed as failure:
         if task.request.retries >= CALLBACK_MAX_RETRIES:
             counters.incr("smsproxy.callbacks.dropped")

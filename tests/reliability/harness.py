@@ -293,6 +293,11 @@ def broker_backlog(stack: Stack) -> dict[str, int]:
         client.close()
 
 
+def exited(stack: Stack) -> dict[str, int | None]:
+    """Processes of the stack (web, workers, beat) that have exited, with their exit codes."""
+    return {name: p.returncode for name, p in stack.processes.items() if p.poll() is not None}
+
+
 def log_lines(stack: Stack, prefix: str, needle: str) -> int:
     """How many lines of the logs of processes named `prefix`* contain `needle`."""
     return sum(

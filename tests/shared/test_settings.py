@@ -59,3 +59,20 @@ def test_metrics_token_is_off_unless_set():
     assert Settings.from_env({}).metrics_token is None
     assert Settings.from_env({"SMSPROXY_METRICS_TOKEN": "  "}).metrics_token is None
     assert Settings.from_env({"SMSPROXY_METRICS_TOKEN": " m-token "}).metrics_token == "m-token"
+
+
+@pytest.mark.parametrize("url", [
+    "http://market.example/oos", "https://127.0.0.1/oos", "https://169.254.169.254/",
+    "https://u:p@market.example/oos",
+])
+def test_an_out_of_session_url_to_a_forbidden_destination_stops_the_process(url):
+    env = {"SMSPROXY_CALLBACK_SECRET": "s", "SMSPROXY_OUT_OF_SESSION_CALLBACK_URL": url}
+    with pytest.raises(SettingsError, match="SMSPROXY_OUT_OF_SESSION_CALLBACK_URL"):
+        Settings.from_env(env)
+
+
+def test_local_out_of_session_receivers_need_both_development_settings():
+    env = {"SMSPROXY_CALLBACK_SECRET": "s",
+           "SMSPROXY_OUT_OF_SESSION_CALLBACK_URL": "http://127.0.0.1:9000/oos",
+           "SMSPROXY_ALLOW_HTTP_CALLBACKS": "true", "SMSPROXY_CALLBACK_ALLOWED_HOSTS": "127.0.0.1"}
+    assert Settings.from_env(env).callback_policy.allowed_hosts == {"127.0.0.1"}

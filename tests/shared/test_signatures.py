@@ -1,5 +1,6 @@
 import hashlib
 import hmac
+import time
 
 import pytest
 
@@ -75,3 +76,15 @@ def test_agrees_with_the_independent_sandbox_signer(method):
         assert sign(params, secret, method) == signature(params, secret, method.value)
 
     agree()
+
+
+@pytest.mark.parametrize("method", list(SignatureMethod))
+def test_a_key_holding_separators_does_not_verify(method):
+    now = int(time.time())
+    genuine = {"msisdn": "447400123456", "nonce": "n", "text": "hi", "timestamp": str(now)}
+    sig = sign(genuine, "s3cret", method)
+    # the same signing string from other parameters: `nonce` absorbs `text`
+    forged = {"msisdn": "447400123456", "nonce=n&text": "hi", "timestamp": str(now), "sig": sig}
+    assert verify(forged, "s3cret", method, now) == "bad parameter name"
+    with pytest.raises(ValueError, match="parameter names"):
+        signing_string(forged)

@@ -181,3 +181,41 @@ def test_metadata_with_nan_is_refused_and_whole_float_ttl_is_accepted(client):
     assert response.status_code == 400 and response.json["error"]["field"] == "metadata"
     ok = client.post("/v1/conversations", json={**BODY, "ttl_seconds": 3600.0}, headers=AUTH)
     assert ok.status_code == 202 and ok.json["ttl_seconds"] == 3600
+
+
+@pytest.mark.parametrize("intro_text", [
+    "{counterpart:>99999999}" * 20, "Hello {0}", "Hi {counterpart!r}", "{}", "a } b",
+])
+def test_an_intro_text_with_other_braces_is_400_naming_it(client, publisher, intro_text):
+    response = client.post("/v1/conversations", json={**BODY, "intro_text": intro_text},
+                           headers=AUTH)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == "intro_text"
+    assert "{counterpart}" in response.json["error"]["message"]
+    assert publisher.published == []
+
+
+def test_an_intro_text_with_bare_counterparts_is_accepted(client):
+    body = {**BODY, "intro_text": "Your driver {counterpart} ({counterpart}) is here"}
+    assert client.post("/v1/conversations", json=body, headers=AUTH).status_code == 202
+
+
+@pytest.mark.parametrize("url", [
+    "http://market.example/events",  # plain http without the development setting
+    "https://127.0.0.1/events", "https://[::1]/events", "https://169.254.169.254/latest",
+    "https://10.0.0.8/events", "https://[fd00::8]/events", "https://[::ffff:127.0.0.1]/events",
+    "https://2130706433/events", "https://user:pw@market.example/events",
+    "https://localhost/events",
+])
+def test_a_callback_url_to_a_forbidden_destination_is_400_naming_it(make_client, publisher, url):
+    client = make_client(SMSPROXY_CALLBACK_SECRET="cb")
+    response = client.post("/v1/conversations", json={**BODY, "callback_url": url}, headers=AUTH)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == "callback_url"
+    assert publisher.published == []
+
+
+def test_a_public_https_callback_url_is_accepted(make_client):
+    client = make_client(SMSPROXY_CALLBACK_SECRET="cb")
+    body = {**BODY, "callback_url": "https://market.example/events"}
+    assert client.post("/v1/conversations", json=body, headers=AUTH).status_code == 202

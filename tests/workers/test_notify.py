@@ -17,10 +17,16 @@ def receiver():
     served.close()
 
 
+# The receiver is plain http on 127.0.0.1: allowed as an operator would allow a local one.
+LOCAL_RECEIVER = {"SMSPROXY_ALLOW_HTTP_CALLBACKS": "true",
+                  "SMSPROXY_CALLBACK_ALLOWED_HOSTS": "127.0.0.1"}
+
+
 @pytest.fixture
 def worker(make_worker, receiver):
     return make_worker(SMSPROXY_CALLBACK_SECRET="s3cret",
-                       SMSPROXY_OUT_OF_SESSION_CALLBACK_URL=f"{receiver.base_url}/oos")
+                       SMSPROXY_OUT_OF_SESSION_CALLBACK_URL=f"{receiver.base_url}/oos",
+                       **LOCAL_RECEIVER)
 
 
 def active(worker, receiver):
@@ -80,7 +86,7 @@ def test_nothing_is_posted_for_an_unknown_conversation_or_one_without_a_url(work
 
 
 def test_nothing_is_posted_without_a_callback_secret(make_worker, receiver):
-    worker = make_worker()  # a conversation stored before the secret was removed
+    worker = make_worker(**LOCAL_RECEIVER)  # a conversation stored before the secret was removed
     conversation = worker.start(callback_url=f"{receiver.base_url}/events")
     run_task(tasks.notify_callback, {"conversation_id": conversation.id, "event": "active"})
     assert receiver.received == []
