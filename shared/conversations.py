@@ -14,7 +14,6 @@ from shared.idempotency import IdempotencyKeys
 from shared.insight_cache import InsightCache
 from shared.messages import MessageLog
 from shared.metrics import Counters
-from shared.phone import mask
 from shared.pool_inventory import PoolInventory
 from shared.routes import PoolExhausted, RouteTable
 from shared.settings import Settings
@@ -268,9 +267,3 @@ class Conversations:
         if ended:
             self.counters.incr("smsproxy.conversations.expired", len(ended))
         return ended
-
-
-def describe(conversation: Conversation) -> str:
-    """A log-safe one-line description."""
-    first, second = conversation.participants
-    return f"{conversation.id} {mask(first.number)}<->{mask(second.number)} {conversation.status}"

@@ -38,22 +38,31 @@ class SendClaim:
     attempts: int = 0
 
 
+# Both scripts below record that Vonage took a send the same way: its ids and part count, the
+# claim and (unless bodies are retained) the body gone, no longer an open send.
+# KEYS: record, claim, text, open sends; ARGV[1]: the send's id.
+_SUBMIT = """
+local function submit(ids, parts, at, retain)
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'state', 'submitted', 'vonage_ids', ids, 'parts', parts,
+             'submitted_at', at, 'receipts', '{}')
+  if retain ~= '1' then redis.call('DEL', KEYS[3]) end
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
+"""
+
 # One part's receipt, and the message's state from all its parts' receipts so far, in one step:
 # receipts for the parts of one message are handled concurrently (a read-modify-write would lose
 # one), and race the send's own record of Vonage's answer. A receipt for a send still `sending`
 # proves Vonage took it: it completes the record first, with as many parts as the text splits
 # into (the answer was never seen). Delivered once every part is; failed once any part failed.
 # KEYS: record, claim, text, open sends. ARGV: id, vonage id, status, err-code, now, retain body.
-_RECORD_RECEIPT = """
+_RECORD_RECEIPT = _SUBMIT + """
 if redis.call('HEXISTS', KEYS[1], 'vonage_ids') == 0 then
   -- not ours, never sent, or aged out: no half a record is made
   if redis.call('HGET', KEYS[1], 'state') ~= 'sending' then return 0 end
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'state', 'submitted', 'vonage_ids', cjson.encode({ARGV[2]}),
-             'parts', redis.call('HGET', KEYS[1], 'expected_parts') or '1',
-             'submitted_at', ARGV[5], 'receipts', '{}')
-  if ARGV[6] ~= '1' then redis.call('DEL', KEYS[3]) end
-  redis.call('ZREM', KEYS[4], ARGV[1])
+  submit(cjson.encode({ARGV[2]}), redis.call('HGET', KEYS[1], 'expected_parts') or '1',
+         ARGV[5], ARGV[6])
 end
 local receipts = cjson.decode(redis.call('HGET', KEYS[1], 'receipts') or '{}')
 receipts[ARGV[2]] = ARGV[3]
@@ -78,13 +87,10 @@ return 1
 # a delivery receipt that arrived first (which completes an in-doubt record) race to do it, and
 # the later one must neither reset the receipts already counted nor the state they gave.
 # KEYS: record, claim, text, open sends. ARGV: id, vonage ids, parts, now, retain body (1/0).
-_MARK_SUBMITTED = """
+_MARK_SUBMITTED = _SUBMIT + """
 redis.call('DEL', KEYS[2])
 if redis.call('HEXISTS', KEYS[1], 'vonage_ids') == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'submitted', 'vonage_ids', ARGV[2], 'parts', ARGV[3],
-           'submitted_at', ARGV[4], 'receipts', '{}')
-if ARGV[5] ~= '1' then redis.call('DEL', KEYS[3]) end
-redis.call('ZREM', KEYS[4], ARGV[1])
+submit(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
 """
 

@@ -13,6 +13,7 @@ from shared.broker_messages import refuse_key_renaming
 from shared.jobs import QUEUE_OF, Queue
 from shared.logging import configure_logging
 from shared.settings import Settings
+from shared.wiring import WORKER_CONNECT_TIMEOUT_SECONDS, WORKER_SOCKET_TIMEOUT_SECONDS
 from workers import runtime
 from workers.broker_recovery import guard_detached_channels
 from workers.schedule import beat_schedule
@@ -43,8 +44,9 @@ def make_celery(settings: Settings) -> Celery:
             # sweep for stranded messages every few seconds, not kombu's default ~100 s
             "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
             "unacked_restore_throttle": 1,
-            "socket_timeout": 10,
-            "socket_connect_timeout": 5,
+            # the same bounds as the workers' store client (shared/wiring.py)
+            "socket_timeout": WORKER_SOCKET_TIMEOUT_SECONDS,
+            "socket_connect_timeout": WORKER_CONNECT_TIMEOUT_SECONDS,
             "health_check_interval": 30,
         },
         # Sends wait on Vonage's round trip: threads keep many in flight per process.
