@@ -86,10 +86,18 @@ return 1
 # KEYS: pending jobs hash, pending due zset, then the queue list to push to (if any).
 # ARGV: job name, outbox entry, seconds until a re-publish is due, then the message to push.
 # One step: a job is never on its queue without its outbox entry (nor the reverse).
-_TRACK = """
-local now = redis.call('TIME')
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], tonumber(now[1]) + tonumber(ARGV[3]), ARGV[1])
+# The outbox entry of a job, for every script that writes one (web's webhook enqueue too): due
+# `due_in` seconds from now on the server's clock, the clock the sweeper reads.
+TRACK_LUA = """
+local function track(jobs, due, job, entry, due_in)
+  local now = redis.call('TIME')
+  redis.call('HSET', jobs, job, entry)
+  redis.call('ZADD', due, tonumber(now[1]) + tonumber(due_in), job)
+end
+"""
+
+_TRACK = TRACK_LUA + """
+track(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 if KEYS[3] then redis.call('LPUSH', KEYS[3], ARGV[4]) end
 return 1
 """

@@ -44,7 +44,7 @@ from kombu.exceptions import KombuError, OperationalError
 from shared.broker_messages import BrokerMessages, same_redis_database, send_task_options
 from shared.jobs import TaskName
 from shared.keys import Keys
-from shared.outbox import Outbox, job_name, outbox_entry, republish_after
+from shared.outbox import TRACK_LUA, Outbox, job_name, outbox_entry, republish_after
 from shared.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class WebhookOutcome(StrEnum):
 # The job is also kept in an outbox until a worker settles it: kombu's Redis transport pops a
 # message before it records it as unacknowledged, so a worker dying in between loses it
 # (celery#7950); the sweeper re-publishes what stays unsettled (shared/outbox.py).
-_ENQUEUE_ONCE = """
+_ENQUEUE_ONCE = TRACK_LUA + """
 local seen = redis.call('GET', KEYS[1])
 if seen then
   if seen == 'claimed' then return 'in_progress' end
@@ -95,9 +95,7 @@ end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[1], 'queued', 'EX', ARGV[2])
 redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
-local now = redis.call('TIME')
-redis.call('HSET', KEYS[4], ARGV[5], ARGV[7])
-redis.call('ZADD', KEYS[5], tonumber(now[1]) + tonumber(ARGV[6]), ARGV[5])
+track(KEYS[4], KEYS[5], ARGV[5], ARGV[7], ARGV[6])
 return 'queued'
 """
 
