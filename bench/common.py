@@ -39,7 +39,7 @@ def private_redis(*, appendonly: bool = False) -> Iterator[tuple[RedisServer, re
 def bench_settings(**env: str) -> Settings:
     """Settings as the workers would read them, with the defaults for everything else."""
     base = {
-        "SMSPROXY_API_TOKENS": "bench-token",
+        "SMSPROXY_API_TOKENS": "bench-token-0123456789abcdef0123456789",
         "VONAGE_API_KEY": "bench-key",
         "VONAGE_API_SECRET": "bench-secret",
         "PUBLIC_BASE_URL": "http://127.0.0.1:9",

@@ -172,7 +172,8 @@ def measure(seconds: int, rounds: int) -> dict[str, float]:
             **{k: v for k, v in os.environ.items() if not k.startswith(("SMSPROXY_", "VONAGE_"))},
             "REDIS_URL": redis_server.url, "PYTHONPATH": str(ROOT),
             "VONAGE_SIGNATURE_SECRET": SECRET, "VONAGE_SIGNATURE_METHOD": METHOD.value,
-            "SMSPROXY_API_TOKENS": "bench", "SMSPROXY_LOG_LEVEL": "WARNING",
+            "SMSPROXY_API_TOKENS": "bench-0123456789abcdef0123456789abcdef",
+            "SMSPROXY_LOG_LEVEL": "WARNING",
         }
         bodies = Path(tmp) / "bodies.txt"
         at = int(time.time())

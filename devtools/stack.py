@@ -23,7 +23,8 @@ from devtools.redis_server import RedisServer
 from sandbox.testing import SandboxProcess, run_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
-API_TOKEN = "dev-token"
+# The dev stack's one /v1 client ("dev"); a development token, not a secret.
+API_TOKEN = "dev-token-not-a-secret-0123456789abcdef"
 
 
 @dataclass
@@ -112,7 +113,7 @@ class Stack:
                 "VONAGE_REST_HOST": self.sandbox.host,
                 "VONAGE_CA_BUNDLE": self.sandbox.ca_path,
                 "PUBLIC_BASE_URL": self.web_url,
-                "SMSPROXY_API_TOKENS": API_TOKEN,
+                "SMSPROXY_API_TOKENS": f"dev:{API_TOKEN}",
                 "SMSPROXY_POOL_TARGETS": self.config.pool_targets,
                 # the marketplace receivers of the dev stack and its tests are local, plain http
                 "SMSPROXY_ALLOW_HTTP_CALLBACKS": "true",

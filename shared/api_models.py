@@ -261,7 +261,7 @@ class NewConversation:
     metadata: Mapping[str, Any]
     intro_text: str | None = None
 
-    def build(self, created_at: float) -> domain.Conversation:
+    def build(self, created_at: float, client: str | None = None) -> domain.Conversation:
         return domain.Conversation(
             id=uuid.uuid4().hex,
             participants=self.participants,
@@ -271,6 +271,7 @@ class NewConversation:
             callback_url=self.callback_url,
             metadata=self.metadata,
             intro_text=self.intro_text,
+            client=client,
         )
 
 
@@ -363,6 +364,16 @@ _LIST_WORDING = {
 }
 
 
+def parse_participant_number(raw: str) -> str:
+    """The msisdn of `/v1/participants/<number>`; RequestError naming `number` otherwise."""
+    if len(raw) > 32:
+        raise RequestError("number", "must be a phone number in E.164 form")
+    try:
+        return to_msisdn(raw)
+    except InvalidNumber as exc:
+        raise RequestError("number", str(exc)) from None
+
+
 def parse_list_query(args: Mapping[str, str]) -> ListConversationsQuery:
     """Validate the query of `GET /v1/conversations`; raise RequestError naming the first
     problem."""
@@ -422,7 +433,9 @@ def _path(loc: tuple[int | str, ...], *, indexed: bool = True) -> str:
 class Participant(BaseModel):
     """One side of a conversation."""
 
-    number: E164 = Field(description="The participant's own number.")
+    number: E164 | None = Field(
+        description="The participant's own number; null once their data was erased."
+    )
     proxy_number: E164 | None = Field(
         description="The number this participant texts; null until the conversation is active."
     )
@@ -460,7 +473,9 @@ class InboundMessage(BaseModel):
 
     id: str
     direction: Literal["inbound"]
-    from_: E164 = Field(alias="from", description="Who sent it.")
+    from_: E164 | None = Field(
+        alias="from", description="Who sent it; null once their data was erased."
+    )
     parts: int
     received_at: datetime = Field(description="When the proxy received it.")
     text: str = _sometimes("Only with SMSPROXY_RETAIN_BODIES=true.")
@@ -477,7 +492,7 @@ class OutboundMessage(BaseModel):
     direction: Literal["outbound"]
     kind: MessageKind | None
     from_: E164 = Field(alias="from", description="The proxy number it was sent from.")
-    to: E164 = Field(description="The recipient.")
+    to: E164 | None = Field(description="The recipient; null once their data was erased.")
     status: DeliveryState | None
     parts: int
     attempts: int
@@ -513,6 +528,22 @@ class NumberList(BaseModel):
     numbers: list[PoolNumber]
 
 
+class Erasure(BaseModel):
+    """What erasing a participant did, in the calling client's conversations."""
+
+    conversations_closed: int = Field(ge=0, description="Live conversations it closed.")
+    conversations_erased: int = Field(
+        ge=0, description="Conversations that no longer hold the number or the name."
+    )
+    messages_erased: int = Field(
+        ge=0, description="Message records that no longer hold the number or a body."
+    )
+    keys_deleted: int = Field(
+        ge=0, description="Store entries about the person deleted outright (pair memory, "
+                          "cached lookup, their index)."
+    )
+
+
 class ErrorDetail(BaseModel):
     """What went wrong; some errors add more strings, such as `id`."""
 
@@ -531,5 +562,5 @@ class Error(BaseModel):
 
 
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
-    Conversation, ConversationPage, MessageTrail, NumberList, Error
+    Conversation, ConversationPage, MessageTrail, NumberList, Erasure, Error
 )

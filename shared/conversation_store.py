@@ -2,58 +2,131 @@
 
 A conversation is live while pending or active. Pending ones are indexed by creation time
 (`pending`), active ones by expiry (`expiry`); a finished one leaves both and stays readable
-for FINISHED_RETENTION_SECONDS. Finishing also frees its routes (shared/routes.py), in the
-same call, so that no caller can end a conversation and forget its numbers.
+for the retention (SMSPROXY_RETENTION_SECONDS). Finishing also frees its routes
+(shared/routes.py), in the same call, so that no caller can end a conversation and forget its
+numbers.
+
+The listing indexes (a client's, each person's) hold ids only; each index lives at least as
+long as the longest-lived record it lists and then expires with it, so that no key naming a
+person outlives the retention.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import redis
 
-from shared.domain import Conversation, ConversationStatus
-from shared.keys import Keys
+from shared.clock import now
+from shared.domain import ERASED, Conversation, ConversationStatus
+from shared.keys import DEFAULT_RETENTION_SECONDS, Keys
 from shared.routes import RouteTable
 
-# A finished conversation stays readable (API, audit) this long, then Redis drops it.
-FINISHED_RETENTION_SECONDS = 30 * 24 * 3600
+# The longest a conversation stays pending (shared/conversations.py fails it after 900 s);
+# with margin, for the lifetime of a new conversation's indexes.
+_PENDING_ALLOWANCE_SECONDS = 3600
+
+# Extend, never shorten, the life of each index in KEYS to ARGV[1] seconds (an index without
+# an expiry, from before indexes had one, gets one).
+_BUMP = """
+local function bump(key, seconds)
+  local ttl = redis.call('TTL', key)
+  if ttl == -1 or (ttl >= 0 and ttl < seconds) then redis.call('EXPIRE', key, seconds) end
+end
+"""
+
+# A new conversation, its listing entries and its place under its client's cap, in one step:
+# two creates at the cap cannot both get in. KEYS: record, listing, pending, the two people's
+# indexes, [the client's live set]. ARGV: record, created_at, id, cap (0: none), index life.
+_ADD = _BUMP + """
+local seconds = tonumber(ARGV[5])
+if KEYS[6] then
+  if tonumber(ARGV[4]) > 0 and redis.call('SCARD', KEYS[6]) >= tonumber(ARGV[4]) then
+    return 0
+  end
+  redis.call('SADD', KEYS[6], ARGV[3])
+end
+redis.call('SET', KEYS[1], ARGV[1])
+for i = 2, 5 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
+for _, i in ipairs({2, 4, 5}) do bump(KEYS[i], seconds) end
+return 1
+"""
+
+_BUMP_ALL = _BUMP + """
+for _, key in ipairs(KEYS) do bump(key, tonumber(ARGV[1])) end
+"""
+
+
+class LiveConversationCap(Exception):
+    """The client already holds as many live conversations as it may."""
 
 
 class ConversationStore:
     """Conversations and their indexes; takes its Redis client in, never builds one."""
 
     def __init__(
-        self, client: redis.Redis, routes: RouteTable, keys: Keys | None = None
+        self, client: redis.Redis, routes: RouteTable, keys: Keys | None = None,
+        *, retention_seconds: int = DEFAULT_RETENTION_SECONDS,
     ) -> None:
         self._redis = client
         self._routes = routes
         self._keys = keys or Keys()
+        self._retention = retention_seconds
+        self._add = client.register_script(_ADD)
+        self._bump = client.register_script(_BUMP_ALL)
 
-    def add(self, conversation: Conversation) -> None:
-        """Store a new conversation (pending) and index it for listing."""
-        pipe = self._redis.pipeline()
-        pipe.set(self._keys.conversation(conversation.id), conversation.to_json())
-        entry = {conversation.id: conversation.created_at}
-        pipe.zadd(self._keys.conversations(), entry)
-        pipe.zadd(self._keys.pending_conversations(), entry)
-        for participant in conversation.participants:
-            pipe.zadd(self._keys.person_conversations(participant.number), entry)
-        pipe.execute()
+    def _listing(self, client: str | None) -> str:
+        return (
+            self._keys.client_conversations(client) if client is not None
+            else self._keys.conversations()
+        )
+
+    def _indexes(self, conversation: Conversation) -> list[str]:
+        """The listing indexes naming this conversation: its client's and each person's."""
+        return [
+            self._listing(conversation.client),
+            *(self._keys.person_conversations(p.number) for p in conversation.participants),
+        ]
+
+    def add(self, conversation: Conversation, max_live: int = 0) -> None:
+        """Store a new conversation (pending) and index it for listing.
+
+        Raises LiveConversationCap when its client already holds `max_live` live ones.
+        """
+        listing, *people = self._indexes(conversation)
+        keys = [
+            self._keys.conversation(conversation.id), listing,
+            self._keys.pending_conversations(), *people,
+        ]
+        if conversation.client is not None:
+            keys.append(self._keys.client_live(conversation.client))
+        life = conversation.ttl_seconds + _PENDING_ALLOWANCE_SECONDS + self._retention
+        added = self._add(keys=keys, args=[
+            conversation.to_json(), conversation.created_at, conversation.id, max_live, life,
+        ])
+        if not added:
+            raise LiveConversationCap(conversation.client)
 
     def discard(self, conversation: Conversation) -> None:
         """Remove a pending conversation that was never published (a lost idempotency race)."""
         pipe = self._redis.pipeline()
         pipe.delete(self._keys.conversation(conversation.id))
-        pipe.zrem(self._keys.conversations(), conversation.id)
         pipe.zrem(self._keys.pending_conversations(), conversation.id)
-        for participant in conversation.participants:
-            pipe.zrem(self._keys.person_conversations(participant.number), conversation.id)
+        for index in self._indexes(conversation):
+            pipe.zrem(index, conversation.id)
+        if conversation.client is not None:
+            pipe.srem(self._keys.client_live(conversation.client), conversation.id)
         pipe.execute()
+
+    def live_count(self, client: str) -> int:
+        """How many live conversations a client holds (against its cap)."""
+        return int(self._redis.scard(self._keys.client_live(client)))
 
     def page(
         self,
         *,
+        client: str | None = None,
         status: ConversationStatus | None = None,
         participant: str | None = None,
         cursor: tuple[float, str] | None = None,
@@ -62,13 +135,16 @@ class ConversationStore:
     ) -> tuple[list[Conversation], tuple[float, str] | None]:
         """Newest first, filtered; returns a page and the cursor after its last item.
 
+        With `client`, only what that client may see: its own conversations (and those from
+        before clients had names, when listing by participant).
+
         The cursor is (created_at, id) of the last item, so that items created meanwhile never
         shift a page. A page may hold fewer than `limit` items when filtering skipped many
         (bounded by `scan_budget`); the next cursor continues from where the scan stopped.
         """
         index = (
             self._keys.person_conversations(participant) if participant
-            else self._keys.conversations()
+            else self._listing(client)
         )
         found: list[Conversation] = []
         high: float | str = "+inf" if cursor is None else cursor[0]
@@ -96,6 +172,8 @@ class ConversationStore:
                     self._redis.zrem(index, conversation_id)  # finished and aged out
                     continue
                 conversation = Conversation.from_json(raw)
+                if client is not None and not conversation.visible_to(client):
+                    continue
                 if status is None or conversation.status is status:
                     found.append(conversation)
                     if len(found) == limit:
@@ -128,17 +206,30 @@ class ConversationStore:
                     pipe.multi()
                     pipe.set(key, changed.to_json())
                     if not changed.status.is_live:
-                        pipe.expire(key, FINISHED_RETENTION_SECONDS)
+                        pipe.expire(key, self._retention)
+                        if changed.client is not None:
+                            pipe.srem(self._keys.client_live(changed.client), changed.id)
                     if changed.status.is_live and changed.expires_at is not None:
                         pipe.zadd(self._keys.expiry(), {changed.id: changed.expires_at})
                     else:
                         pipe.zrem(self._keys.expiry(), changed.id)
                     if changed.status is not ConversationStatus.PENDING:
                         pipe.zrem(self._keys.pending_conversations(), changed.id)
+                    life = self._index_life(changed)
+                    if life is not None:
+                        self._bump(keys=self._indexes(changed), args=[life], client=pipe)
                     pipe.execute()
                     return changed
                 except redis.WatchError:
                     continue
+
+    def _index_life(self, conversation: Conversation) -> int | None:
+        """How long the indexes must live at least for this state of the conversation."""
+        if not conversation.status.is_live:
+            return self._retention
+        if conversation.expires_at is None:
+            return None  # pending: as long as `add` gave them
+        return int(max(0.0, conversation.expires_at - now())) + self._retention
 
     def extend(self, conversation_id: str, at: float) -> Conversation | None:
         """Push a live conversation's expiry to `at` + its TTL (never earlier than it was)."""
@@ -176,6 +267,31 @@ class ConversationStore:
         if finished is not None:
             self._routes.release(finished)
         return finished
+
+    def of_person(self, number: str) -> list[str]:
+        """Ids of every conversation a person's number is listed in (any client's)."""
+        return [str(i) for i in self._redis.zrange(self._keys.person_conversations(number), 0, -1)]
+
+    def redact(self, conversation_id: str, number: str) -> Conversation | None:
+        """Replace a participant's number and name with ERASED in a finished conversation and
+        take it out of their index (also when the record itself is gone); the redacted
+        conversation, or None if there was nothing to do."""
+        def without(c: Conversation) -> Conversation | None:
+            if c.status.is_live or c.counterpart_of(number) is None:
+                return None
+            erased = tuple(
+                replace(p, number=ERASED, display_name=None) if p.number == number else p
+                for p in c.participants
+            )
+            return replace(c, participants=(erased[0], erased[1]))
+
+        redacted = self.transition(conversation_id, without)
+        self._redis.zrem(self._keys.person_conversations(number), conversation_id)
+        return redacted
+
+    def is_listed(self, number: str) -> bool:
+        """Whether a person's index exists (Redis deletes a sorted set with its last member)."""
+        return bool(self._redis.exists(self._keys.person_conversations(number)))
 
     def live_conversations(self) -> Iterator[Conversation]:
         """Every live conversation (pending or active), via the pending and expiry indexes."""

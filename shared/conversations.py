@@ -47,6 +47,17 @@ class Opened:
     new: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What erasing a person did: the live conversations it closed (their `closed` events are
+    owed), and how many conversations, message records and keys lost the person's data."""
+
+    closed: tuple[Conversation, ...] = ()
+    conversations: int = 0
+    messages: int = 0
+    keys: int = 0
+
+
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was bound to a request with a different body."""
 
@@ -72,23 +83,31 @@ class Conversations:
     buyer: NumberBuyer | None = None
 
     def open(
-        self, new: NewConversation, created_at: float, idempotency: tuple[str, str] | None
+        self, new: NewConversation, created_at: float, idempotency: tuple[str, str] | None,
+        client: str,
     ) -> Opened:
-        """Store a requested conversation (pending), once per (Idempotency-Key, body).
+        """Store a requested conversation (pending) of `client`, once per (Idempotency-Key,
+        body).
 
         `idempotency` is (the client's key, a fingerprint of the body). The conversation is
         stored before the key is bound: whichever concurrent request loses the race for the
         key then always finds the winner's conversation, and drops its own unpublished one.
-        Raises IdempotencyConflict when the key was used with another body.
+        Raises IdempotencyConflict when the key was used with another body, and
+        LiveConversationCap when the client holds SMSPROXY_CLIENT_MAX_LIVE_CONVERSATIONS.
         """
-        conversation = new.build(created_at)
-        self.store.add(conversation)
+        conversation = new.build(created_at, client)
+        if idempotency is not None:
+            # A retry of a create that got in must find it, even at the cap.
+            found = self._bound(client, *idempotency)
+            if found is not None:
+                return Opened(found, new=False)
+        self.store.add(conversation, self.settings.client_max_live_conversations)
         if idempotency is None:
             return Opened(conversation, new=True)
         key, fingerprint = idempotency
         for _ in range(2):
             earlier = self.idempotency.remember(
-                key, fingerprint, conversation.id, IDEMPOTENCY_TTL_SECONDS
+                client, key, fingerprint, conversation.id, IDEMPOTENCY_TTL_SECONDS
             )
             if earlier is None:
                 return Opened(conversation, new=True)
@@ -100,14 +119,26 @@ class Conversations:
                 self.store.discard(conversation)
                 return Opened(existing, new=False)
             # bound to a conversation that aged out: the key is free again
-            self.idempotency.forget(key)
+            self.idempotency.forget(client, key)
         return Opened(conversation, new=True)
 
-    def abandon(self, conversation_id: str, idempotency_key: str | None, reason: str) -> None:
+    def _bound(self, client: str, key: str, fingerprint: str) -> Conversation | None:
+        """The conversation an earlier request with this key created, if it still exists;
+        IdempotencyConflict if that request had another body."""
+        earlier = self.idempotency.bound(client, key)
+        if earlier is None:
+            return None
+        if earlier[0] != fingerprint:
+            raise IdempotencyConflict(key)
+        return self.store.get(earlier[1])
+
+    def abandon(
+        self, conversation_id: str, client: str, idempotency_key: str | None, reason: str
+    ) -> None:
         """Its create job could not be published: fail it, and free the key for a retry."""
         self.store.finish(conversation_id, ConversationStatus.FAILED, reason)
         if idempotency_key is not None:
-            self.idempotency.forget(idempotency_key)
+            self.idempotency.forget(client, idempotency_key)
 
     def establish(self, conversation_id: str, vonage: VonagePort) -> Established:
         """Validate numbers, allocate proxies and activate.
@@ -242,6 +273,39 @@ class Conversations:
         if closed is not None:
             self.counters.incr("smsproxy.conversations.closed")
         return closed
+
+    def erase_participant(self, number: str, client: str) -> Erasure:
+        """Erase a person from `client`'s conversations: close the live ones, then take their
+        number and every body they sent or received out of each conversation, its messages,
+        the pair memory and their cached lookup; their index goes once it lists nothing.
+
+        Another client's conversations with the same person are left alone: each marketplace
+        answers for its own. Safe to run again: a second run finds nothing and counts 0.
+        """
+        closed: list[Conversation] = []
+        conversations = messages = keys = 0
+        listed = self.store.is_listed(number)
+        for conversation_id in self.store.of_person(number):
+            conversation = self.store.get(conversation_id)
+            if conversation is not None:
+                if not conversation.visible_to(client):
+                    continue
+                if conversation.status.is_live:
+                    ended = self.close(conversation_id)
+                    if ended is not None:
+                        closed.append(ended)
+                other = conversation.counterpart_of(number)
+                if other is not None:
+                    keys += self.routes.forget_pair(number, other.number)
+                messages += self.messages.redact(
+                    conversation_id, number, outbound.intro_ids(conversation_id)
+                )
+            if self.store.redact(conversation_id, number) is not None:
+                conversations += 1
+        keys += self.insights.forget(number)
+        if listed and not self.store.is_listed(number):
+            keys += 1
+        return Erasure(tuple(closed), conversations, messages, keys)
 
     def fail_overdue(self, at: float, limit: int = 500) -> list[Conversation]:
         """Fail every conversation still pending PENDING_DEADLINE_SECONDS after its request

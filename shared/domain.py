@@ -9,6 +9,10 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+# What stands in for a person's number (and body) in records once they were erased: never a
+# number, so that no route, lookup or send can match it.
+ERASED = "erased"
+
 
 class ConversationStatus(StrEnum):
     PENDING = "pending"
@@ -79,6 +83,12 @@ class Conversation:
     callback_url: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     intro_text: str | None = None
+    # The /v1 client that created it and alone may see it; None for conversations created
+    # before clients had names (every client sees those).
+    client: str | None = None
+
+    def visible_to(self, client: str) -> bool:
+        return self.client is None or self.client == client
 
     def counterpart_of(self, number: str) -> Participant | None:
         """The other side for a participant's real number, or None if it is not in this one."""
@@ -106,6 +116,7 @@ class Conversation:
                 "callback_url": self.callback_url,
                 "metadata": dict(self.metadata),
                 "intro_text": self.intro_text,
+                "client": self.client,
             }),
             separators=(",", ":"),
         )
@@ -125,6 +136,7 @@ class Conversation:
             callback_url=data.get("callback_url"),
             metadata=data.get("metadata") or {},
             intro_text=data.get("intro_text"),
+            client=data.get("client"),
         )
 
 

@@ -31,6 +31,10 @@ class InsightCache:
     def remember(self, msisdn: str, country: str) -> None:
         self._redis.set(self._keys.insight(msisdn), country, ex=self._ttl)
 
+    def forget(self, msisdn: str) -> int:
+        """Drop a number's cached answer (erasure); 1 if there was one."""
+        return int(self._redis.delete(self._keys.insight(msisdn)))
+
     def failed_attempt(self, conversation_id: str, index: int) -> int:
         """Count one transient failure of participant `index`'s lookup; returns the count."""
         key = self._keys.insight_attempts(conversation_id)

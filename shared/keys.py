@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# How long what names or quotes a person outlives its use (SMSPROXY_RETENTION_SECONDS): finished
+# conversations, message records and trails, and every index keyed by a number.
+DEFAULT_RETENTION_SECONDS = 30 * 24 * 3600
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -18,7 +22,17 @@ class Keys:
         return f"{self.prefix}conv:{conversation_id}:log"
 
     def conversations(self) -> str:
+        """Sorted set of conversations that belong to no client (created before clients had
+        names), by creation time."""
         return f"{self.prefix}convs"
+
+    def client_conversations(self, client: str) -> str:
+        """Sorted set of one client's conversations by creation time (its listing)."""
+        return f"{self.prefix}client:{client}:convs"
+
+    def client_live(self, client: str) -> str:
+        """Set of one client's live conversations, for its cap."""
+        return f"{self.prefix}client:{client}:live"
 
     def person_conversations(self, real_number: str) -> str:
         """Sorted set of a person's conversations by creation time (for listing by participant)."""
@@ -63,8 +77,9 @@ class Keys:
         """Hash of participant index -> failed Number Insight lookups, for one create."""
         return f"{self.prefix}ni:tries:{conversation_id}"
 
-    def idempotency(self, key: str) -> str:
-        return f"{self.prefix}idem:{key}"
+    def idempotency(self, client: str, key: str) -> str:
+        """One client's Idempotency-Key: keys of different clients never meet."""
+        return f"{self.prefix}idem:{client}:{key}"
 
     def dedupe(self, kind: str, message_id: str) -> str:
         return f"{self.prefix}seen:{kind}:{message_id}"

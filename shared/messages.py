@@ -11,13 +11,9 @@ from typing import Any, Literal
 
 import redis
 
-from shared.domain import DeliveryState, MessageKind, OutboundSms
-from shared.keys import Keys
+from shared.domain import ERASED, DeliveryState, MessageKind, OutboundSms
+from shared.keys import DEFAULT_RETENTION_SECONDS, Keys
 from shared.vonage_gateway import sms_parts
-
-# Records outlive the conversation so that the audit trail can be read afterwards, but not forever.
-RECORD_TTL_SECONDS = 30 * 24 * 3600
-
 
 _CLAIMED = "claimed"
 _QUEUED = "queued"
@@ -98,9 +94,15 @@ return 1
 class MessageLog:
     """Dedupe markers, outbound records and the per-conversation audit trail."""
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys | None = None,
+        *, retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+    ) -> None:
         self._redis = client
         self._keys = keys or Keys()
+        # Records outlive the conversation so that the audit trail can be read afterwards,
+        # but not forever.
+        self._retention = retention_seconds
         self._record_receipt = client.register_script(_RECORD_RECEIPT)
         self._mark_submitted = client.register_script(_MARK_SUBMITTED)
 
@@ -154,9 +156,9 @@ class MessageLog:
             return False
         pipe = self._redis.pipeline()
         pipe.hset(key, mapping=fields)
-        pipe.expire(key, RECORD_TTL_SECONDS)
+        pipe.expire(key, self._retention)
         pipe.rpush(self._keys.conversation_log(conversation_id), f"in:{message_id}")
-        pipe.expire(self._keys.conversation_log(conversation_id), RECORD_TTL_SECONDS)
+        pipe.expire(self._keys.conversation_log(conversation_id), self._retention)
         pipe.execute()
         return True
 
@@ -186,13 +188,13 @@ class MessageLog:
                 "expected_parts": sms_parts(message.text),
             },
         )
-        pipe.set(self._keys.outbound_text(message.id), message.text, ex=RECORD_TTL_SECONDS)
+        pipe.set(self._keys.outbound_text(message.id), message.text, ex=self._retention)
         pipe.zadd(self._keys.outbound_open(), {message.id: time.time()})
-        pipe.expire(key, RECORD_TTL_SECONDS)
+        pipe.expire(key, self._retention)
         if message.conversation_id and in_trail:
             log = self._keys.conversation_log(message.conversation_id)
             pipe.rpush(log, f"out:{message.id}")
-            pipe.expire(log, RECORD_TTL_SECONDS)
+            pipe.expire(log, self._retention)
         pipe.execute()
         return True
 
@@ -316,6 +318,52 @@ class MessageLog:
         )
         return outbound_id if matched else None
 
+    # -- erasure ---------------------------------------------------------------------------
+
+    def redact(self, conversation_id: str, number: str, first: Sequence[str] = ()) -> int:
+        """Take a person's number and every body they sent or received out of a conversation's
+        message records; returns how many records changed (0 when run again).
+
+        A send still owed is given up (failed, `erased`) and loses its body, so that it is
+        never made: `outbound` answers None for it.
+        """
+        refs = self._refs(conversation_id, first)
+        pipe = self._redis.pipeline()
+        for kind, ident in refs:
+            pipe.hmget(self._record_key(kind, ident), "from", "to", "state")
+        found = pipe.execute()
+        changed = 0
+        owed = {DeliveryState.QUEUED.value, DeliveryState.SENDING.value}
+        for (kind, ident), (sender, recipient, state) in zip(refs, found, strict=True):
+            if number not in (sender, recipient):
+                continue
+            key = self._record_key(kind, ident)
+            fields: dict[Any, Any] = {
+                name: ERASED for name, value in (("from", sender), ("to", recipient))
+                if value == number
+            }
+            if kind == "out" and state in owed:
+                fields.update(state=DeliveryState.FAILED.value, error_code=ERASED,
+                              error_reason="the recipient's data was erased")
+                pipe.zrem(self._keys.outbound_open(), ident)
+            pipe.hset(key, mapping=fields)
+            pipe.hdel(key, "text")
+            if kind == "out":
+                pipe.delete(self._keys.outbound_text(ident))
+            changed += 1
+        pipe.execute()
+        return changed
+
+    def _record_key(self, kind: str, ident: str) -> str:
+        return self._keys.inbound(ident) if kind == "in" else self._keys.outbound(ident)
+
+    def _refs(self, conversation_id: str, first: Sequence[str]) -> list[tuple[str, str]]:
+        """(kind, id) of every record in a conversation's trail, oldest first."""
+        entries = [f"out:{i}" for i in first]
+        entries += [str(e) for e in
+                    self._redis.lrange(self._keys.conversation_log(conversation_id), 0, -1)]
+        return [(kind, ident) for kind, _, ident in (e.partition(":") for e in entries)]
+
     # -- audit trail -----------------------------------------------------------------------
 
     def trail(
@@ -326,13 +374,10 @@ class MessageLog:
         `first` are outbound ids kept out of the log list (the intros); `with_text` adds the
         bodies that were retained.
         """
-        entries = [f"out:{i}" for i in first]
-        entries += [str(e) for e in
-                    self._redis.lrange(self._keys.conversation_log(conversation_id), 0, -1)]
-        refs = [entry.partition(":")[::2] for entry in entries]
+        refs = self._refs(conversation_id, first)
         pipe = self._redis.pipeline()
         for kind, ident in refs:
-            pipe.hgetall(self._keys.inbound(ident) if kind == "in" else self._keys.outbound(ident))
+            pipe.hgetall(self._record_key(kind, ident))
         records = pipe.execute()
         texts: dict[str, str | None] = {}
         if with_text:

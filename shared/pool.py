@@ -206,7 +206,13 @@ class PoolKeeper:
         try:
             if self._inventory.size(country) > seen_size:
                 return True
-            if self._policy.maximums.get(country, seen_size + 1) <= seen_size:
+            maximum = self._policy.maximums.get(country)
+            if maximum is None and not self._policy.monthly_budget:
+                # No ceiling for this country: buying on demand would have no end.
+                log.warning("not buying on demand for %s: it has no maximum and there is no "
+                            "budget", country)
+                return False
+            if maximum is not None and maximum <= seen_size:
                 return False
             report = PoolReport()
             self._buy(vonage, country, 1, self._policy, report)

@@ -6,9 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.domain import Conversation
+from shared.domain import ERASED, Conversation
 from shared.messages import TrailEntry
 from shared.phone import to_e164
+
+
+def _number(msisdn: str) -> str | None:
+    """E.164, or null for a person whose data was erased."""
+    return None if msisdn == ERASED else to_e164(msisdn)
 
 
 def iso_time(timestamp: float | None) -> str | None:
@@ -24,7 +29,7 @@ def conversation_view(conversation: Conversation) -> dict[str, Any]:
         "failure_reason": conversation.failure_reason,
         "participants": [
             {
-                "number": to_e164(p.number),
+                "number": _number(p.number),
                 "proxy_number": to_e164(p.proxy_number) if p.proxy_number else None,
                 "display_name": p.display_name,
                 "country": p.country,
@@ -47,7 +52,7 @@ def trail_entry_view(entry: TrailEntry, *, with_text: bool) -> dict[str, Any]:
     }
     if entry.record == "in":
         rendered.update({
-            "from": to_e164(entry.sender),
+            "from": _number(entry.sender),
             "parts": entry.parts,
             "received_at": iso_time(entry.received_at),
         })
@@ -56,8 +61,8 @@ def trail_entry_view(entry: TrailEntry, *, with_text: bool) -> dict[str, Any]:
     else:
         rendered.update({
             "kind": entry.kind,
-            "from": to_e164(entry.sender),
-            "to": to_e164(entry.recipient),
+            "from": _number(entry.sender),
+            "to": _number(entry.recipient),
             "status": entry.state,
             "parts": entry.parts,
             "attempts": entry.attempts,

@@ -12,11 +12,7 @@ from collections.abc import Sequence
 import redis
 
 from shared.domain import Conversation
-from shared.keys import Keys
-
-# How long the proxies a pair last used are remembered: a pair that never talks again is
-# forgotten.
-PAIR_RETENTION_SECONDS = 30 * 24 * 3600
+from shared.keys import DEFAULT_RETENTION_SECONDS, Keys
 
 # Allocation must be atomic: two creates involving the same person must never both take the
 # same free number. One script reads the person's live routes and the pool and writes the new
@@ -130,9 +126,15 @@ class PoolExhausted(Exception):
 class RouteTable:
     """Each person's live routes, and the atomic scripts that take, free and move them."""
 
-    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys | None = None,
+        *, retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+    ) -> None:
         self._redis = client
         self._keys = keys or Keys()
+        # how long two people's last proxies are remembered: a pair that never talks again is
+        # forgotten
+        self._retention = retention_seconds
         self._allocate = client.register_script(_ALLOCATE)
         self._release = client.register_script(_RELEASE)
         self._reroute = client.register_script(_REROUTE)
@@ -146,6 +148,10 @@ class RouteTable:
         """The proxies `first` and `second` had the last time they talked, or empty strings."""
         found = self._redis.hmget(self._keys.pair(first, second), [first, second])
         return (str(found[0] or ""), str(found[1] or ""))
+
+    def forget_pair(self, first: str, second: str) -> int:
+        """Forget which proxies two people last used (erasure); 1 if it was remembered."""
+        return int(self._redis.delete(self._keys.pair(first, second)))
 
     def allocate(
         self,
@@ -174,7 +180,7 @@ class RouteTable:
         pair = self._keys.pair(first, second)
         pipe = self._redis.pipeline()
         pipe.hset(pair, mapping={first: a, second: b})
-        pipe.expire(pair, PAIR_RETENTION_SECONDS)
+        pipe.expire(pair, self._retention)
         pipe.execute()
         return a, b
 

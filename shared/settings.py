@@ -7,7 +7,10 @@ from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
+from limits import parse_many
+
 from shared.callback_urls import CallbackPolicy, UnsafeDestination, check_url, parse_hosts
+from shared.clients import ApiClients
 from shared.templates import check_template
 
 
@@ -54,8 +57,26 @@ def _flag(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
-def _tokens(raw: str) -> frozenset[str]:
-    return frozenset(token.strip() for token in raw.split(",") if token.strip())
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _rate_limits(raw: str) -> str | None:
+    """`100/second;3000/minute` (the `limits` library's notation: what the limiter accepts, we
+    accept), or `none` for no limit."""
+    text = raw.strip()
+    if text.lower() == "none":
+        return None
+    try:
+        parse_many(text)
+    except ValueError:
+        raise ValueError(
+            "must be rate limits such as 100/second;3000/minute, or none"
+        ) from None
+    return text
 
 
 def _pool_targets(raw: str) -> Mapping[str, int]:
@@ -126,8 +147,24 @@ class Settings:
     public_base_url: str | None = _setting(
         "PUBLIC_BASE_URL", _optional_text, "where Vonage reaches the web receiver"
     )
-    api_tokens: frozenset[str] = _setting(
-        "SMSPROXY_API_TOKENS", _tokens, "comma-separated bearer tokens for /v1"
+    api_clients: ApiClients = _setting(
+        "SMSPROXY_API_TOKENS", ApiClients.parse,
+        "comma-separated `name:token` clients of /v1 (a bare token is a client of its own); "
+        "tokens of at least 32 characters",
+    )
+    api_rate_limit: str | None = _setting(
+        "SMSPROXY_API_RATE_LIMIT", _rate_limits,
+        "requests each client may make to /v1, e.g. 100/second;3000/minute (none: no limit); "
+        "beyond it 429 with Retry-After",
+    )
+    client_max_live_conversations: int = _setting(
+        "SMSPROXY_CLIENT_MAX_LIVE_CONVERSATIONS", _non_negative_int,
+        "the most pending or active conversations one client may hold (0: no cap)",
+    )
+    retention_seconds: int = _setting(
+        "SMSPROXY_RETENTION_SECONDS", _positive_int,
+        "how long finished conversations, message records and every index naming a number "
+        "are kept",
     )
     metrics_token: str | None = _setting(
         "SMSPROXY_METRICS_TOKEN", _optional_text,
@@ -293,6 +330,12 @@ class Settings:
                 raise SettingsError(f"SMSPROXY_OUT_OF_SESSION_CALLBACK_URL: {exc}") from None
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise SettingsError("PUBLIC_BASE_URL: must start with http:// or https://")
+        if self.buy_on_demand and not self.pool_maximums and not self.pool_monthly_budget:
+            # Every create could otherwise rent a number: spend without a ceiling.
+            raise SettingsError(
+                "SMSPROXY_BUY_ON_DEMAND: needs SMSPROXY_POOL_MAXIMUMS (per country) or "
+                "SMSPROXY_POOL_MONTHLY_BUDGET, so that buying has a ceiling"
+            )
 
     def validate_for_web(self) -> None:
         """What web needs beyond the rest: webhooks are authenticated, or explicitly not."""
@@ -362,6 +405,9 @@ _DEFAULTS: dict[str, str] = {
     "SMSPROXY_EXTEND_ON_ACTIVITY": "false",
     "SMSPROXY_DEDUPE_TTL_SECONDS": "172800",
     "SMSPROXY_RETAIN_BODIES": "false",
+    "SMSPROXY_API_RATE_LIMIT": "100/second;3000/minute",
+    "SMSPROXY_CLIENT_MAX_LIVE_CONVERSATIONS": "100000",
+    "SMSPROXY_RETENTION_SECONDS": "2592000",
     "SMSPROXY_ALLOW_HTTP_CALLBACKS": "false",
     "SMSPROXY_PUBLISH_TIMEOUT_SECONDS": "2",
     "SMSPROXY_SEND_RATE_PER_SECOND": "30",

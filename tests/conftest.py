@@ -16,6 +16,10 @@ from shared.wiring import Services
 
 SettingsFactory = Callable[..., Settings]
 
+# The one /v1 client of the test settings (tests/web/conftest.py's AUTH carries its token).
+TEST_CLIENT = "marketplace"
+TEST_TOKEN = "test-token-0123456789abcdef0123456789"
+
 
 def build_settings(**env: str) -> Settings:
     """Test settings: a token, sandbox credentials, a base URL, and whatever `env` adds.
@@ -25,7 +29,7 @@ def build_settings(**env: str) -> Settings:
     """
     base = {
         "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS": "true",
-        "SMSPROXY_API_TOKENS": "test-token",
+        "SMSPROXY_API_TOKENS": f"{TEST_CLIENT}:{TEST_TOKEN}",
         "VONAGE_API_KEY": "sandbox-key",
         "VONAGE_API_SECRET": "sandbox-secret",
         "PUBLIC_BASE_URL": "http://127.0.0.1:9",

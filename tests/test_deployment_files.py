@@ -32,7 +32,7 @@ def _module_exists(command: list[str]) -> None:
 
 
 def test_procfile_processes_exist(monkeypatch):
-    monkeypatch.setenv("SMSPROXY_API_TOKENS", "x")
+    monkeypatch.setenv("SMSPROXY_API_TOKENS", "x-0123456789abcdef0123456789abcdef")
     monkeypatch.setenv("VONAGE_SIGNATURE_SECRET", "x")  # web refuses to start without one
     processes = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines()
                      if line.strip())
@@ -42,7 +42,7 @@ def test_procfile_processes_exist(monkeypatch):
 
 
 def test_compose_parses_and_runs_only_real_commands(monkeypatch):
-    monkeypatch.setenv("SMSPROXY_API_TOKENS", "x")
+    monkeypatch.setenv("SMSPROXY_API_TOKENS", "x-0123456789abcdef0123456789abcdef")
     monkeypatch.setenv("VONAGE_SIGNATURE_SECRET", "x")
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]

@@ -1,14 +1,14 @@
-"""The marketplace REST API under /v1: bearer tokens, JSON in and out, E.164 numbers."""
+"""The marketplace REST API under /v1: bearer tokens, JSON in and out, E.164 numbers.
+
+Each client sees only what it created: another client's conversation answers 404, as if it
+did not exist (web/clients.py says who is calling).
+"""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
-from collections.abc import Callable
-from functools import wraps
-from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
@@ -20,8 +20,10 @@ from shared.api_models import (
     encode_cursor,
     parse_create_request,
     parse_list_query,
+    parse_participant_number,
 )
 from shared.clock import now
+from shared.conversation_store import LiveConversationCap
 from shared.conversations import IdempotencyConflict
 from shared.domain import Conversation
 from shared.jobs import TaskName
@@ -30,6 +32,7 @@ from shared.outbox import job_name
 from shared.phone import to_e164
 from shared.public_json import conversation_view, trail_entry_view
 from web import json_body
+from web.clients import current_client, require_token
 from web.errors import error_response
 from web.queue import QueueUnavailable
 from web.services import publisher, services
@@ -38,37 +41,12 @@ bp = Blueprint("api", __name__, url_prefix="/v1")
 
 _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 
-View = TypeVar("View", bound=Callable[..., Response | tuple[Response, int]])
-
-
-def require_token(view: View) -> View:
-    """Bearer-token check; every token is compared in constant time."""
-
-    @wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Response | tuple[Response, int]:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        tokens = services().settings.api_tokens
-        if scheme.lower() != "bearer" or not token.strip():
-            return _unauthorized("missing bearer token")
-        presented = token.strip().encode()
-        if not any(hmac.compare_digest(presented, t.encode()) for t in tokens):
-            return _unauthorized("invalid bearer token")
-        return view(*args, **kwargs)
-
-    return wrapped  # type: ignore[return-value]
-
-
-def _unauthorized(message: str) -> Response:
-    response = error_response(401, "unauthorized", message)
-    response.headers["WWW-Authenticate"] = 'Bearer realm="smsproxy"'
-    return response
-
-
 def _find(conversation_id: str) -> Conversation | None:
+    """The calling client's conversation with this id, or None (unknown, or another's)."""
     if not _CONVERSATION_ID.fullmatch(conversation_id):
         return None
-    return services().conversation_store.get(conversation_id)
+    found = services().conversation_store.get(conversation_id)
+    return found if found is not None and found.visible_to(current_client()) else None
 
 
 def _not_found(conversation_id: str) -> Response:
@@ -102,11 +80,19 @@ def create_conversation() -> Response | tuple[Response, int]:
                                   "ASCII characters", field="Idempotency-Key")
         fingerprint = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
         idempotency = (key, fingerprint)
+    client = current_client()
     try:
-        opened = svc.conversations.open(new, now(), idempotency)
+        opened = svc.conversations.open(new, now(), idempotency, client)
     except IdempotencyConflict:
         return error_response(409, "idempotency_conflict",
                               "Idempotency-Key was used with a different body")
+    except LiveConversationCap:
+        cap = svc.settings.client_max_live_conversations
+        return error_response(
+            429, "too_many_live_conversations",
+            f"this client already holds {cap} live conversations "
+            "(SMSPROXY_CLIENT_MAX_LIVE_CONVERSATIONS); close some first",
+        )
     conversation = opened.conversation
     if not opened.new:
         return jsonify(conversation_view(conversation)), 202
@@ -114,7 +100,7 @@ def create_conversation() -> Response | tuple[Response, int]:
         publisher().publish(TaskName.CREATE_CONVERSATION, conversation.id,
                             job=job_name("create", conversation.id))
     except QueueUnavailable:
-        svc.conversations.abandon(conversation.id, key, "queue_unavailable")
+        svc.conversations.abandon(conversation.id, client, key, "queue_unavailable")
         raise
     svc.counters.incr("smsproxy.conversations.requested")
     response = jsonify(conversation_view(conversation))
@@ -130,7 +116,8 @@ def list_conversations() -> Response:
     except RequestError as exc:
         return error_response(400, "invalid_field", str(exc), field=exc.field)
     page, after = services().conversation_store.page(
-        status=query.status, participant=query.participant, cursor=query.cursor, limit=query.limit
+        client=current_client(), status=query.status, participant=query.participant,
+        cursor=query.cursor, limit=query.limit,
     )
     return jsonify({
         "conversations": [conversation_view(c) for c in page],
@@ -154,17 +141,44 @@ def close_conversation(conversation_id: str) -> Response:
     if conversation is None:
         return _not_found(conversation_id)
     closed = services().conversations.close(conversation_id)
-    if closed is not None and closed.callback_url:
-        try:
-            publisher().publish(
-                TaskName.NOTIFY_CALLBACK, {"conversation_id": closed.id, "event": "closed"},
-                job=job_name("callback", f"{closed.id}:closed"),
-            )
-        except QueueUnavailable:
-            # The close itself succeeded; only the courtesy event is lost.
-            services().counters.incr("smsproxy.callbacks.dropped")
+    if closed is not None:
+        _announce_closed(closed)
     # Closing a conversation that is already over is not an error: it answers its state.
     return jsonify(conversation_view(closed or conversation))
+
+
+def _announce_closed(closed: Conversation) -> None:
+    """Owe the marketplace its `closed` event, if it asked for events."""
+    if not closed.callback_url:
+        return
+    try:
+        publisher().publish(
+            TaskName.NOTIFY_CALLBACK, {"conversation_id": closed.id, "event": "closed"},
+            job=job_name("callback", f"{closed.id}:closed"),
+        )
+    except QueueUnavailable:
+        # The close itself succeeded; only the courtesy event is lost.
+        services().counters.incr("smsproxy.callbacks.dropped")
+
+
+@bp.delete("/participants/<path:number>")
+@require_token
+def erase_participant(number: str) -> Response:
+    """Erase a person from this client's conversations (a privacy law's right to erasure)."""
+    try:
+        msisdn = parse_participant_number(number)
+    except RequestError as exc:
+        return error_response(400, "invalid_field", str(exc), field=exc.field)
+    erased = services().conversations.erase_participant(msisdn, current_client())
+    for closed in erased.closed:
+        _announce_closed(closed)
+    services().counters.incr("smsproxy.participants.erased")
+    return jsonify({
+        "conversations_closed": len(erased.closed),
+        "conversations_erased": erased.conversations,
+        "messages_erased": erased.messages,
+        "keys_deleted": erased.keys,
+    })
 
 
 @bp.get("/conversations/<conversation_id>/messages")

@@ -7,11 +7,13 @@ import logging
 import redis
 from flask import Flask
 
+from shared.keys import Keys
 from shared.logging import configure_logging
 from shared.settings import Settings
 from shared.wiring import Services
 from web import api, openapi, ops, webhooks
 from web.cli import register_cli
+from web.clients import install_rate_limit
 from web.errors import register_error_handlers
 from web.queue import Publisher
 from web.services import install
@@ -43,6 +45,7 @@ def create_app(
     install(app, built, publisher or Publisher(settings, built.redis))
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
+    install_rate_limit(app, api.bp, settings, built.redis, Keys())
     app.register_blueprint(openapi.bp)
     app.register_blueprint(ops.bp)
     register_cli(app)

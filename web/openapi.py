@@ -84,6 +84,14 @@ def _responses() -> dict[str, Schema]:
         },
         "NotFound": _json("Error", "No such conversation."),
         "TooLarge": _json("Error", "The body is over 64 KiB."),
+        "TooManyRequests": {
+            **_json("Error", "The client's rate limit (`rate_limited`, with Retry-After) or, "
+                             "on create, its cap on live conversations "
+                             "(`too_many_live_conversations`)."),
+            "headers": {"Retry-After": {"description": "Seconds until the rate limit lets "
+                                                       "the next request in.",
+                                        "schema": {"type": "integer"}}},
+        },
         "Unavailable": {
             **_json("Error", "Redis or the broker is unreachable; retry after Retry-After "
                              "seconds."),
@@ -93,12 +101,13 @@ def _responses() -> dict[str, Schema]:
 
 
 def _common(*codes: str) -> dict[str, Schema]:
-    """The error answers many operations share: 401 from the token check, 503 when Redis
-    or the broker is down (web/errors.py), plus any of 400/404/413 named."""
+    """The error answers many operations share: 401 from the token check, 429 from the
+    client's rate limit, 503 when Redis or the broker is down (web/errors.py), plus any of
+    400/404/413 named."""
     names = {"400": "BadRequest", "401": "Unauthorized", "404": "NotFound", "413": "TooLarge",
-             "503": "Unavailable"}
+             "429": "TooManyRequests", "503": "Unavailable"}
     return {code: {"$ref": f"#/components/responses/{names[code]}"}
-            for code in sorted({*codes, "401", "503"})}
+            for code in sorted({*codes, "401", "429", "503"})}
 
 
 def _paths(list_query: Schema) -> dict[str, Schema]:
@@ -178,6 +187,23 @@ def _paths(list_query: Schema) -> dict[str, Schema]:
                 "responses": {
                     "200": _json("MessageTrail", "Every message, oldest first."),
                     **_common("404"),
+                },
+            },
+        },
+        "/v1/participants/{number}": {
+            "parameters": [{
+                "name": "number", "in": "path", "required": True,
+                "schema": {"type": "string", "maxLength": 32, "examples": ["+447400123456"]},
+                "description": "The person's number in E.164 form.",
+            }],
+            "delete": {
+                "operationId": "eraseParticipant",
+                "summary": "Erase a person from this client's conversations: close the live "
+                           "ones, remove their number and every body they sent or received. "
+                           "Idempotent: again, it answers zeros.",
+                "responses": {
+                    "200": _json("Erasure", "What was erased."),
+                    **_common("400"),
                 },
             },
         },

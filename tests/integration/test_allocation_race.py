@@ -21,7 +21,7 @@ PROCESSES, PER_PROCESS = 5, 10
 
 def _create_many(redis_url: str, worker: int, barrier, results) -> None:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    settings = Settings.from_env({"SMSPROXY_API_TOKENS": "t"})
+    settings = Settings.from_env({"SMSPROXY_API_TOKENS": "t-0123456789abcdef0123456789abcdef"})
     svc = Services.from_settings(settings, client)
     conversations = svc.conversations
     ids = []

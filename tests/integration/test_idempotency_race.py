@@ -9,6 +9,7 @@ import pytest
 
 from shared.idempotency import IdempotencyKeys
 from shared.keys import Keys
+from tests.conftest import TEST_CLIENT
 from tests.doubles import FakePublisher
 from tests.web.conftest import AUTH
 from web.app import create_app
@@ -57,6 +58,6 @@ def test_concurrent_identical_creates_make_one_conversation(
     assert len(answers) == CONCURRENT
     assert {status for status, _ in answers} == {202}
     assert len({conversation_id for _, conversation_id in answers}) == 1
-    assert real_redis.zcard(Keys().conversations()) == 1
+    assert real_redis.zcard(Keys().client_conversations(TEST_CLIENT)) == 1
     assert real_redis.zcard(Keys().pending_conversations()) == 1
     assert len(publisher.published) == 1

@@ -70,7 +70,7 @@ def test_with_fallback_another_countrys_number_is_used(fake_redis, make_settings
 
 def test_pool_short_buys_on_demand_when_allowed(fake_redis, make_settings):
     svc, conversations, counters = build(
-        fake_redis, make_settings(SMSPROXY_BUY_ON_DEMAND="true"))
+        fake_redis, make_settings(SMSPROXY_BUY_ON_DEMAND="true", SMSPROXY_POOL_MAXIMUMS="GB=5"))
     vonage = FakeVonage(available=[AvailableNumber("447700900150", "GB", "1.25")])
     pending(svc, "c1", GB_A, GB_B)
     pending(svc, "c2", GB_A, "447400100003")  # A's second conversation needs a second number
@@ -81,6 +81,26 @@ def test_pool_short_buys_on_demand_when_allowed(fake_redis, make_settings):
     assert [n.msisdn for n in vonage.owned] == ["447700900150"]
     assert vonage.owned[0].inbound_url == "http://127.0.0.1:9/webhooks/inbound-sms"
     assert counters.snapshot()["smsproxy.pool.bought"] == 1
+
+
+def test_buying_on_demand_stops_at_the_ceiling_and_never_buys_where_there_is_none(
+    fake_redis, make_settings
+):
+    # GB may hold 1 number (it has one) and US (no numbers) has no maximum: with no budget,
+    # neither buys.
+    svc, conversations, counters = build(fake_redis, make_settings(
+        SMSPROXY_BUY_ON_DEMAND="true", SMSPROXY_POOL_MAXIMUMS="GB=1"))
+    vonage = FakeVonage(available=[AvailableNumber("447700900150", "GB", "1.25"),
+                                   AvailableNumber("12015550150", "US", "0.90")])
+    pending(svc, "c1", GB_A, GB_B)
+    pending(svc, "c2", GB_A, "447400100003")
+    conversations.establish("c1", vonage)
+    assert conversations.establish("c2", vonage).conversation.failure_reason == "pool_exhausted"
+    assert vonage.owned == []
+    pending(svc, "c3", US_C, "12025550104")
+    assert conversations.establish("c3", vonage).conversation.failure_reason == "pool_exhausted"
+    assert vonage.owned == []
+    assert "smsproxy.pool.bought" not in counters.snapshot()
 
 
 def test_intro_text_per_conversation(fake_redis, settings):

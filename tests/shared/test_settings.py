@@ -13,7 +13,9 @@ def test_defaults_follow_the_design_contract():
     assert settings.vonage_signature_method is SignatureMethod.MD5HASH
     assert settings.vonage_api_host == "api.nexmo.com"
     assert settings.vonage_rest_host == "rest.nexmo.com"
-    assert settings.api_tokens == frozenset()
+    assert not settings.api_clients
+    assert settings.api_rate_limit == "100/second;3000/minute"
+    assert settings.retention_seconds == 30 * 24 * 3600
     assert settings.inbound_url is None
 
 
@@ -25,10 +27,12 @@ def test_broker_follows_redis_url_unless_set():
 
 def test_parses_lists_and_targets():
     settings = Settings.from_env(
-        {"SMSPROXY_API_TOKENS": "a, b,,c", "SMSPROXY_POOL_TARGETS": "gb=3, US=2",
+        {"SMSPROXY_API_TOKENS": f"a:{'a' * 32}, b:{'b' * 32},,{'c' * 40}",
+         "SMSPROXY_POOL_TARGETS": "gb=3, US=2",
          "PUBLIC_BASE_URL": "https://proxy.example/"}
     )
-    assert settings.api_tokens == {"a", "b", "c"}
+    assert settings.api_clients.names()[:2] == ("a", "b")
+    assert len(settings.api_clients.names()) == 3
     assert dict(settings.pool_targets) == {"GB": 3, "US": 2}
     assert settings.inbound_url == "https://proxy.example/webhooks/inbound-sms"
 

@@ -1,5 +1,6 @@
 import pytest
 
+from tests.conftest import TEST_TOKEN
 from tests.doubles import FakePublisher
 from web.app import create_app
 
@@ -23,4 +24,4 @@ def client(make_client):
     return make_client()
 
 
-AUTH = {"Authorization": "Bearer test-token"}
+AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}

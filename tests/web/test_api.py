@@ -4,6 +4,7 @@ from shared.domain import Conversation, ConversationStatus, Participant
 from shared.jobs import TaskName
 from shared.keys import Keys
 from shared.wiring import Services
+from tests.conftest import TEST_CLIENT
 from tests.doubles import BadPublisher
 from tests.web.conftest import AUTH
 
@@ -102,7 +103,7 @@ def test_broker_down_on_create_is_503_and_nothing_is_left_pending(make_client, f
     response = client.post("/v1/conversations", json=BODY, headers=AUTH)
     assert response.status_code == 503
     svc = Services.from_settings(make_settings(), fake_redis)
-    ids = fake_redis.zrange(Keys().conversations(), 0, -1)
+    ids = fake_redis.zrange(Keys().client_conversations(TEST_CLIENT), 0, -1)
     assert [svc.conversation_store.get(i).status for i in ids] == [ConversationStatus.FAILED]
 
 

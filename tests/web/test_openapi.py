@@ -178,7 +178,8 @@ def test_every_operation_but_the_document_itself_documents_401_and_answers_it(ap
         if operation.path == "/v1/openapi.json":
             continue
         assert "401" in operation.definition.raw["responses"], operation.label
-        case = operation.Case(path_parameters={"conversation_id": EXAMPLE_ID},
+        case = operation.Case(path_parameters={"conversation_id": EXAMPLE_ID,
+                                               "number": "+447400123456"},
                               body={"participants": []}, media_type="application/json")
         for headers in [{}, {"Authorization": "Bearer wrong-token"}]:
             response = case.call(headers=headers)
@@ -198,7 +199,8 @@ def test_every_operation_answers_the_documented_503_when_redis_is_down():
             operation = result.ok()
             if operation.path == "/v1/openapi.json":
                 continue
-            case = operation.Case(path_parameters={"conversation_id": EXAMPLE_ID},
+            case = operation.Case(path_parameters={"conversation_id": EXAMPLE_ID,
+                                               "number": "+447400123456"},
                                   body=CREATE_EXAMPLE, media_type="application/json")
             response = case.call(headers=AUTH)
             assert response.status_code == 503, operation.label

@@ -19,7 +19,7 @@ INBOUND = {"msisdn": "447400123456", "to": "447700900100", "messageId": "m-1", "
 
 
 def test_web_refuses_to_start_without_a_signature_secret(fake_redis):
-    settings = Settings.from_env({"SMSPROXY_API_TOKENS": "t"})
+    settings = Settings.from_env({"SMSPROXY_API_TOKENS": "t-0123456789abcdef0123456789abcdef"})
     with pytest.raises(SettingsError, match="VONAGE_SIGNATURE_SECRET") as info:
         create_app(settings, redis_client=fake_redis, publisher=FakePublisher())
     assert "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS" in str(info.value)

@@ -1,0 +1,108 @@
+"""Who is calling /v1: the bearer token names a client; each client has its own rate limit.
+
+The limit is flask-limiter's, counted in the store's Redis (so that every gunicorn worker and
+every web host share one count per client), by a sliding-window counter: two counters per client
+and window, not one entry per request. A request without a known token is counted by its address
+instead, which also slows down guessing tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import redis
+from flask import Blueprint, Flask, Response, g, request
+from flask_limiter import Limiter, RequestLimit
+
+from shared.clients import ApiClient
+from shared.keys import Keys
+from shared.settings import Settings
+from web.errors import error_response
+from web.services import services
+
+View = TypeVar("View", bound=Callable[..., Response | tuple[Response, int]])
+
+def presented_client() -> ApiClient | None:
+    """The client whose bearer token this request carries (worked out once per request)."""
+    if "api_client" not in g:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        g.api_client = (
+            services().settings.api_clients.identify(token)
+            if scheme.lower() == "bearer" and token else None
+        )
+    found: ApiClient | None = g.api_client
+    return found
+
+
+def current_client() -> str:
+    """The calling client's name; only inside a view behind `require_token`."""
+    client = presented_client()
+    if client is None:
+        raise RuntimeError("current_client() outside require_token")
+    return client.name
+
+
+def require_token(view: View) -> View:
+    """The request must carry a client's bearer token."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Response | tuple[Response, int]:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return _unauthorized("missing bearer token")
+        if presented_client() is None:
+            return _unauthorized("invalid bearer token")
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def _unauthorized(message: str) -> Response:
+    response = error_response(401, "unauthorized", message)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="smsproxy"'
+    return response
+
+
+def _rate_key() -> str:
+    client = presented_client()
+    return f"client:{client.name}" if client is not None else f"addr:{request.remote_addr}"
+
+
+def _breached(limit: RequestLimit) -> Response:
+    response = error_response(
+        429, "rate_limited", f"too many requests: at most {limit.limit} for this client"
+    )
+    # flask-limiter sets Retry-After (seconds until the window lets one more in) on this
+    # response afterwards, with its other rate-limit headers.
+    return response
+
+
+def install_rate_limit(
+    app: Flask, blueprint: Blueprint, settings: Settings, client: redis.Redis, keys: Keys
+) -> Limiter | None:
+    """Limit every route of `blueprint` per client, as SMSPROXY_API_RATE_LIMIT says."""
+    if settings.api_rate_limit is None:
+        return None
+    limiter = Limiter(
+        key_func=_rate_key,
+        app=app,
+        # the store's own connection pool: its timeouts and retry policy, no second pool
+        storage_uri="redis://",
+        storage_options={
+            "connection_pool": client.connection_pool,  # type: ignore[dict-item]
+            "key_prefix": f"{keys.prefix}ratelimit",
+        },
+        strategy="sliding-window-counter",
+        headers_enabled=True,
+        retry_after="delta-seconds",
+        # Redis down: let the request through; the view then meets the outage itself and
+        # answers 503, rather than the limiter answering 500.
+        swallow_errors=True,
+        in_memory_fallback_enabled=False,
+        on_breach=_breached,
+    )
+    limiter.limit(settings.api_rate_limit, key_func=_rate_key)(blueprint)
+    return limiter
