@@ -321,8 +321,9 @@ class MessageLog:
     # -- erasure ---------------------------------------------------------------------------
 
     def redact(self, conversation_id: str, number: str, first: Sequence[str] = ()) -> int:
-        """Take a person's number and every body they sent or received out of a conversation's
-        message records; returns how many records changed (0 when run again).
+        """Take a person's number, and every body, out of a conversation's message records
+        (in a conversation of two, each body was written by them or sent to them); returns how
+        many records changed (0 when run again).
 
         A send still owed is given up (failed, `erased`) and loses its body, so that it is
         never made: `outbound` answers None for it.
@@ -330,13 +331,15 @@ class MessageLog:
         refs = self._refs(conversation_id, first)
         pipe = self._redis.pipeline()
         for kind, ident in refs:
-            pipe.hmget(self._record_key(kind, ident), "from", "to", "state")
-        found = pipe.execute()
+            pipe.hmget(self._record_key(kind, ident), "from", "to", "state", "text")
+            if kind == "out":
+                pipe.exists(self._keys.outbound_text(ident))
+        found = iter(pipe.execute())
         changed = 0
         owed = {DeliveryState.QUEUED.value, DeliveryState.SENDING.value}
-        for (kind, ident), (sender, recipient, state) in zip(refs, found, strict=True):
-            if number not in (sender, recipient):
-                continue
+        for kind, ident in refs:
+            sender, recipient, state, inline_text = next(found)
+            has_text = inline_text is not None or (kind == "out" and bool(next(found)))
             key = self._record_key(kind, ident)
             fields: dict[Any, Any] = {
                 name: ERASED for name, value in (("from", sender), ("to", recipient))
@@ -344,9 +347,12 @@ class MessageLog:
             }
             if kind == "out" and state in owed:
                 fields.update(state=DeliveryState.FAILED.value, error_code=ERASED,
-                              error_reason="the recipient's data was erased")
+                              error_reason="a participant's data was erased")
                 pipe.zrem(self._keys.outbound_open(), ident)
-            pipe.hset(key, mapping=fields)
+            if not fields and not has_text:
+                continue
+            if fields:
+                pipe.hset(key, mapping=fields)
             pipe.hdel(key, "text")
             if kind == "out":
                 pipe.delete(self._keys.outbound_text(ident))

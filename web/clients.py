@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import redis
 from flask import Blueprint, Flask, Response, g, request
-from flask_limiter import Limiter, RequestLimit
+from flask_limiter import Limiter, RateLimitExceeded
 
 from shared.clients import ApiClient
 from shared.keys import Keys
@@ -71,13 +71,12 @@ def _rate_key() -> str:
     return f"client:{client.name}" if client is not None else f"addr:{request.remote_addr}"
 
 
-def _breached(limit: RequestLimit) -> Response:
-    response = error_response(
-        429, "rate_limited", f"too many requests: at most {limit.limit} for this client"
+def _breached(exc: RateLimitExceeded) -> Response:
+    # flask-limiter then adds Retry-After (seconds until the window lets one more in) to this
+    # answer, with its other rate-limit headers.
+    return error_response(
+        429, "rate_limited", f"too many requests: at most {exc.limit.limit} for this client"
     )
-    # flask-limiter sets Retry-After (seconds until the window lets one more in) on this
-    # response afterwards, with its other rate-limit headers.
-    return response
 
 
 def install_rate_limit(
@@ -102,7 +101,7 @@ def install_rate_limit(
         # answers 503, rather than the limiter answering 500.
         swallow_errors=True,
         in_memory_fallback_enabled=False,
-        on_breach=_breached,
     )
     limiter.limit(settings.api_rate_limit, key_func=_rate_key)(blueprint)
+    app.register_error_handler(RateLimitExceeded, _breached)
     return limiter
