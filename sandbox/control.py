@@ -39,9 +39,10 @@ def control_blueprint(state: State, carrier: Carrier) -> Blueprint:
         text = _field(body, "text", str)
         shuffle_parts = _field(body, "shuffle_parts", bool, False)
         duplicates = _field(body, "duplicates", int, 1)
-        check_handset_text(state, handset, to, text)
+        # a bad request is judged before whether the number is owned (400 before 404)
         if not 1 <= duplicates <= MAX_DUPLICATES:
             raise BadRequest(f"duplicates must be between 1 and {MAX_DUPLICATES}")
+        check_handset_text(state, handset, to, text)
         message_ids = carrier.handset_sends(
             handset, to, text, shuffle_parts=shuffle_parts, duplicates=duplicates
         )
