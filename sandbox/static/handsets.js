@@ -43,6 +43,16 @@
     window.setTimeout(poll, POLL_MS);
   }
 
+  // Tapping a received text readies a reply to the number it came from, as a phone would.
+  main.addEventListener("click", (event) => {
+    const item = event.target.closest(".timeline li.in");
+    const to = item?.closest("section.phone")?.querySelector('input[name="to"]');
+    if (item && to) {
+      to.value = item.querySelector(".number").textContent.trim();
+      to.closest("form").querySelector("textarea").focus();
+    }
+  });
+
   for (const timeline of document.querySelectorAll(".timeline")) {
     timeline.scrollTop = timeline.scrollHeight;
   }
