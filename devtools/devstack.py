@@ -24,7 +24,11 @@ def main() -> int:
     config = StackConfig(
         state_dir=state, web_port=8000, redis_port=6399,
         # fixed, memorable ports when free (a later --port wins over run_sandbox's --port 0)
-        sandbox_options={"port": 8443} if port_is_free(8443) else {}, beat=True,
+        sandbox_options={
+            **({"port": 8443} if port_is_free(8443) else {}),
+            **({"handsets_port": 8444} if port_is_free(8444) else {}),
+        },
+        beat=True, handsets=True, phones=(RIDER, DRIVER),
     )
     print("starting Redis, the sandbox Vonage, web, worker and beat ...", flush=True)
 
@@ -37,6 +41,7 @@ def main() -> int:
             assert stack.sandbox is not None
             print(f"  web      {stack.web_url}   (logs in {stack.logs})")
             print(f"  sandbox  {stack.sandbox.url}   (CA {stack.sandbox.ca_path})")
+            print(f"  handsets {handsets_page(stack)}")
             print(f"  redis    {stack.env['REDIS_URL']}")
             numbers = stack.provision_pool(expected=5)
             print(f"pool provisioned: {', '.join(n['number'] for n in numbers)}")
@@ -76,6 +81,11 @@ def demo(stack: Stack) -> None:
     print("(neither phone ever saw the other's real number)")
 
 
+def handsets_page(stack: Stack) -> str:
+    assert stack.sandbox is not None and stack.sandbox.handsets_url is not None
+    return f"{stack.sandbox.handsets_url}/handsets"
+
+
 def print_next_steps(stack: Stack) -> None:
     assert stack.sandbox is not None
     ca = shlex.quote(stack.sandbox.ca_path)
@@ -86,6 +96,8 @@ def print_next_steps(stack: Stack) -> None:
     body = '{"participants":[{"number":"+447400111111"},{"number":"+447400222222"}]}'
     print(f"""
 next steps (the stack keeps running; Ctrl-C stops everything):
+  the phones:          open {handsets_page(stack)} (each phone's texts, live; text from
+                       any of them, add phones, start a conversation between two)
   text as the rider:   {python} -m sandbox send {where} {RIDER} <rider's proxy> "hello"
   read a phone:        {python} -m sandbox inbox {where} {DRIVER}
   the API:             curl -H 'Authorization: Bearer {API_TOKEN}' {stack.web_url}/v1/numbers

@@ -41,6 +41,9 @@ class StackConfig:
     workers: int = 1
     worker_args: tuple[str, ...] = ()
     beat: bool = False
+    # the sandbox's handsets page, starting conversations through this stack's API
+    handsets: bool = False
+    phones: tuple[str, ...] = ()
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -89,8 +92,16 @@ class Stack:
         if self.config.signature_secret:
             options.setdefault("signature_secret", self.config.signature_secret)
             options.setdefault("signature_method", self.config.signature_method)
+        sandbox_env: dict[str, str] = {}
+        if self.config.handsets:
+            options.setdefault("handsets_port", 0)
+            options.setdefault("phones", ",".join(self.config.phones))
+            # web is not up yet, but its port is chosen: the page needs it only when used
+            options.setdefault("proxy_api_url", self.web_url)
+            # the token by environment, never on the sandbox's command line
+            sandbox_env["SANDBOX_PROXY_API_TOKEN"] = API_TOKEN
         self.sandbox = self._exit.enter_context(
-            run_sandbox(self.config.state_dir / "sandbox", **options)
+            run_sandbox(self.config.state_dir / "sandbox", env=sandbox_env, **options)
         )
         self.env = self._proxy_env()
         self.start_web()

@@ -9,7 +9,7 @@ from sandbox.delivery import Deliverer
 from sandbox.phones import lookup
 from sandbox.signing import sign
 from sandbox.sms import encoding_for, split
-from sandbox.state import SentMessage, State
+from sandbox.state import HandsetText, SentMessage, State
 
 # Gaps that keep arrival order close to the intended order: parts go out one after another, and
 # duplicates come in pairs sent at the same moment (so a receiver sees true concurrency).
@@ -57,6 +57,9 @@ class Carrier:
         parts = split(text, encoding)
         message_ids = [self._state.new_message_id() for _ in parts]
         now = datetime.now(UTC)
+        self._state.record_handset_text(
+            HandsetText(handset, to, text, now.isoformat(timespec="milliseconds"))
+        )
         concat_ref = str(secrets.randbelow(256))  # the one-byte reference of a concatenation UDH
         order = list(range(len(parts)))
         if shuffle_parts and len(parts) > 1:

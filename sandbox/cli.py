@@ -92,6 +92,20 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
         default=_env_flag("STRICT_SENDER", True),
         help="refuse sends from numbers the account does not own (status 15)",
     )
+    add("--handsets-port", type=int, default=_env("HANDSETS_PORT"),
+        help="serve the handsets page (plain HTTP) on this port; 0 picks one; none: no page")
+    add("--handsets-host", default=_env("HANDSETS_HOST", "127.0.0.1"),
+        help="the handsets page's address: loopback only unless --handsets-allow-remote")
+    add(
+        "--handsets-allow-remote",
+        action=argparse.BooleanOptionalAction,
+        default=_env_flag("HANDSETS_ALLOW_REMOTE", False),
+        help="let the handsets page bind to a non-loopback address and answer any Host",
+    )
+    add("--phones", default=_env("PHONES", ""), help="phones shown at start: 4474...,1201...")
+    add("--proxy-api-url", default=_env("PROXY_API_URL"),
+        help="the proxy's REST API, where the page starts conversations; its bearer token is "
+             "read from SANDBOX_PROXY_API_TOKEN only (a command line is visible to every user)")
 
 
 def config_from_args(args: argparse.Namespace) -> SandboxConfig:
@@ -116,6 +130,12 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         retry_base_seconds=args.retry_base_seconds,
         retry_max_attempts=args.retry_max_attempts,
         strict_sender=args.strict_sender,
+        handsets_port=None if args.handsets_port in (None, "") else int(args.handsets_port),
+        handsets_host=args.handsets_host,
+        handsets_allow_remote=args.handsets_allow_remote,
+        phones=tuple(p.strip() for p in args.phones.split(",") if p.strip()),
+        proxy_api_url=args.proxy_api_url or None,
+        proxy_api_token=_env("PROXY_API_TOKEN") or None,
     )
 
 

@@ -1,5 +1,6 @@
 """The sandbox's settings and the number-range syntax used for its inventory."""
 
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,14 @@ class SandboxConfig:
     retry_base_seconds: float = 1.0
     retry_max_attempts: int = 10
     strict_sender: bool = True
+    # The handsets page (sandbox/handsets.py): off unless a port is given, loopback unless told.
+    handsets_port: int | None = None
+    handsets_host: str = "127.0.0.1"
+    handsets_allow_remote: bool = False
+    phones: tuple[str, ...] = ()
+    # Where the page starts conversations: the proxy's public REST API and a bearer token for it.
+    proxy_api_url: str | None = None
+    proxy_api_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.signature_method not in METHODS:
@@ -62,8 +71,28 @@ class SandboxConfig:
         for name in ("throttle_rate", "error_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1")
+        if self.handsets_port is not None and not (
+            self.handsets_allow_remote or is_loopback(self.handsets_host)
+        ):
+            raise ValueError(
+                f"the handsets page binds to loopback only, not {self.handsets_host!r}"
+                " (--handsets-allow-remote to serve it to other machines)"
+            )
+        bad_phones = [p for p in self.phones if not is_msisdn(p)]
+        if bad_phones:
+            raise ValueError(f"phones must be digits, no +: {', '.join(bad_phones)}")
         if self.retry_max_attempts < 1 or self.retry_base_seconds < 0 or self.latency_ms < 0:
             raise ValueError("retry attempts must be >= 1, retry base and latency >= 0")
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # another name: it may resolve to anything
 
 
 def parse_numbers(spec: str) -> list[NumberSpec]:

@@ -34,19 +34,15 @@ def control_blueprint(state: State, carrier: Carrier) -> Blueprint:
 
     @blueprint.post("/handsets/<handset>/send")
     def handset_send(handset: str) -> Response:
-        if not is_msisdn(handset) or lookup(handset) is None:
-            raise BadRequest(f"{handset} is not a valid international number (digits, no +)")
         body = _json_object()
         to = _field(body, "to", str)
         text = _field(body, "text", str)
         shuffle_parts = _field(body, "shuffle_parts", bool, False)
         duplicates = _field(body, "duplicates", int, 1)
-        if not text or len(text) > MAX_TEXT_LENGTH:
-            raise BadRequest(f"text must have 1 to {MAX_TEXT_LENGTH} characters")
+        # a bad request is judged before whether the number is owned (400 before 404)
         if not 1 <= duplicates <= MAX_DUPLICATES:
             raise BadRequest(f"duplicates must be between 1 and {MAX_DUPLICATES}")
-        if not state.owns(to):
-            raise BadRequest(f"{to} is not a number the account owns", 404)
+        check_handset_text(state, handset, to, text)
         message_ids = carrier.handset_sends(
             handset, to, text, shuffle_parts=shuffle_parts, duplicates=duplicates
         )
@@ -111,6 +107,16 @@ def control_blueprint(state: State, carrier: Carrier) -> Blueprint:
         return jsonify(state.stats())
 
     return blueprint
+
+
+def check_handset_text(state: State, handset: str, to: str, text: str) -> None:
+    """Raise BadRequest unless `handset` may text `to` (an owned number) with `text`."""
+    if not is_msisdn(handset) or lookup(handset) is None:
+        raise BadRequest(f"{handset} is not a valid international number (digits, no +)")
+    if not text or len(text) > MAX_TEXT_LENGTH:
+        raise BadRequest(f"text must have 1 to {MAX_TEXT_LENGTH} characters")
+    if not state.owns(to):
+        raise BadRequest(f"{to} is not a number the account owns", 404)
 
 
 def _json_object() -> dict[str, Any]:

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -19,6 +20,7 @@ from sandbox.carrier import Carrier
 from sandbox.config import SandboxConfig
 from sandbox.control import control_blueprint
 from sandbox.delivery import Deliverer
+from sandbox.handsets import create_handsets_app
 from sandbox.state import State
 from sandbox.tls import load_or_create_ca, write_server_pem
 
@@ -54,7 +56,8 @@ def serve(config: SandboxConfig) -> None:
         retry_base_seconds=config.retry_base_seconds,
         retry_max_attempts=config.retry_max_attempts,
     )
-    app = create_app(config, state, Carrier(config, state, deliverer))
+    carrier = Carrier(config, state, deliverer)
+    app = create_app(config, state, carrier)
     ca, ca_path = load_or_create_ca(config.state_dir)
     # cheroot, not werkzeug's development server: Vonage keeps HTTPS connections alive, and
     # werkzeug closes every one, which would make each API call pay a TLS handshake.
@@ -66,8 +69,15 @@ def serve(config: SandboxConfig) -> None:
     port = int(server.bind_addr[1])
     host = f"[{config.host}]" if ":" in config.host else config.host
     url = f"https://{host}:{port}"
+    ready: dict[str, object] = {"port": port, "ca": str(ca_path), "url": url}
+    handsets = _handsets_server(config, state, carrier)
+    if handsets is not None:
+        # Its own thread: cheroot's serve() blocks, and the page must not hold up the APIs.
+        threading.Thread(target=handsets.serve, name="handsets", daemon=True).start()
+        ready["handsets_url"] = _url("http", config.handsets_host, int(handsets.bind_addr[1]))
+        print(f"sandbox handsets page on {ready['handsets_url']}/handsets", flush=True)
     if config.ready_file is not None:
-        _write_ready_file(config.ready_file, {"port": port, "ca": str(ca_path), "url": url})
+        _write_ready_file(config.ready_file, ready)
     # Both set explicitly: a shell starting us in the background leaves SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
@@ -78,10 +88,37 @@ def serve(config: SandboxConfig) -> None:
         pass
     finally:
         server.stop()
+        if handsets is not None:
+            handsets.stop()
         deliverer.close()
         if config.ready_file is not None:
             config.ready_file.unlink(missing_ok=True)
         log.info("sandbox stopped")
+
+
+def _handsets_server(
+    config: SandboxConfig, state: State, carrier: Carrier
+) -> cheroot.wsgi.Server | None:
+    """The handsets page's listener, bound, or None when no `--handsets-port` asks for one.
+
+    Plain HTTP: a browser treats loopback as a secure origin, and a developer's browser does
+    not trust the sandbox's CA. SandboxConfig has refused a non-loopback host already unless
+    `--handsets-allow-remote`.
+    """
+    if config.handsets_port is None:
+        return None
+    server = cheroot.wsgi.Server(
+        (config.handsets_host, config.handsets_port),
+        create_handsets_app(config, state, carrier),
+        numthreads=8,
+        timeout=30,
+    )
+    server.prepare()
+    return server
+
+
+def _url(scheme: str, host: str, port: int) -> str:
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

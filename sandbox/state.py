@@ -82,6 +82,16 @@ class SentMessage:
 
 
 @dataclass(frozen=True)
+class HandsetText:
+    """A text a simulated handset sent to a virtual number, whole (its webhooks carry the parts)."""
+
+    from_: str
+    to: str
+    text: str
+    sent_at: str
+
+
+@dataclass(frozen=True)
 class Attempt:
     """One HTTP attempt at delivering a webhook."""
 
@@ -150,6 +160,11 @@ class State:
         self._owned: dict[str, OwnedNumber] = {}
         self._sent: list[SentMessage] = []
         self._webhooks: dict[int, Webhook] = {}
+        self._handset_texts: list[HandsetText] = []
+        # Phones the handsets page shows beyond those seen in traffic (added there or configured).
+        self._phones: list[str] = []
+        # Bumped on every change a handset would show, so the page's poll can ask "anything new?"
+        self._version = 0
         self._faults = Faults()
         self._balance = START_BALANCE
         self._rejected = 0
@@ -163,6 +178,9 @@ class State:
             self._inventory = {n.msisdn: n for n in config.inventory if n.msisdn not in self._owned}
             self._sent = []
             self._webhooks = {}
+            self._handset_texts = []
+            self._phones = list(config.phones)
+            self._version += 1
             self._faults = Faults(config.latency_ms, config.throttle_rate, config.error_rate)
             self._balance = START_BALANCE
             self._rejected = 0
@@ -241,6 +259,7 @@ class State:
         with self._lock:
             self._sent.append(message)
             self._balance -= price
+            self._version += 1
             return self._balance
 
     def record_rejected(self) -> None:
@@ -252,6 +271,39 @@ class State:
         """Accepted sends in order, all or those to one handset."""
         with self._lock:
             return [m for m in self._sent if to is None or m.to == to]
+
+    # Handsets
+
+    def record_handset_text(self, text: HandsetText) -> None:
+        """Remember a text a handset sent, for its phone's timeline."""
+        with self._lock:
+            self._handset_texts.append(text)
+            self._version += 1
+
+    def handset_texts(self, handset: str) -> list[HandsetText]:
+        """Texts `handset` sent, oldest first."""
+        with self._lock:
+            return [t for t in self._handset_texts if t.from_ == handset]
+
+    def add_phone(self, msisdn: str) -> None:
+        """Show a phone on the handsets page (a no-op if it is already there)."""
+        with self._lock:
+            if msisdn not in self._phones:
+                self._phones.append(msisdn)
+                self._version += 1
+
+    def phones(self) -> list[str]:
+        """Every simulated phone: added or configured first, then any seen texting or texted."""
+        with self._lock:
+            seen = [t.from_ for t in self._handset_texts]
+            # A send to an owned number is the proxy texting itself, not a phone.
+            seen += [m.to for m in self._sent if m.to not in self._owned]
+            return list(dict.fromkeys([*self._phones, *seen]))
+
+    def version(self) -> int:
+        """A counter that changes whenever a phone's view may have changed."""
+        with self._lock:
+            return self._version
 
     @staticmethod
     def new_message_id() -> str:

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ class SandboxProcess:
     ca_path: str
     log_path: Path
     client: SandboxClient
+    handsets_url: str | None = None  # the handsets page's origin, when `handsets_port` was given
 
     @property
     def host(self) -> str:
@@ -55,12 +56,17 @@ def sandbox_args(options: dict[str, object]) -> list[str]:
 
 @contextmanager
 def run_sandbox(
-    tmp_dir: str | os.PathLike[str], *, startup_timeout: float = 20.0, **options: object
+    tmp_dir: str | os.PathLike[str],
+    *,
+    startup_timeout: float = 20.0,
+    env: Mapping[str, str] | None = None,
+    **options: object,
 ) -> Iterator[SandboxProcess]:
     """Start `python -m sandbox serve` on a free port; stop it (SIGTERM, then SIGKILL) on exit.
 
-    `options` map to serve flags (`signature_secret="x"`, `latency_ms=150`, ...). The CA, the
-    ready file and the log live in `tmp_dir`.
+    `options` map to serve flags (`signature_secret="x"`, `latency_ms=150`, ...); `env` adds
+    variables (`SANDBOX_PROXY_API_TOKEN`, which has no flag). The CA, the ready file and the
+    log live in `tmp_dir`.
     """
     tmp = Path(tmp_dir).resolve()
     tmp.mkdir(parents=True, exist_ok=True)
@@ -71,19 +77,23 @@ def run_sandbox(
     command = [sys.executable, "-m", "sandbox", "serve", "--port", "0"]
     command += ["--ready-file", str(ready_file), *sandbox_args(options)]
     # SANDBOX_* settings of the developer's shell must not leak into a test's sandbox.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
+    child_env.update(env or {})
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(_PROJECT_ROOT), child_env.get("PYTHONPATH")])
+    )
     # The log goes to a file, not a pipe: an unread pipe would fill and block the server.
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed flags
-            command, stdout=log_file, stderr=subprocess.STDOUT, env=env
+            command, stdout=log_file, stderr=subprocess.STDOUT, env=child_env
         )
     try:
         ready = _wait_ready(process, ready_file, log_path, startup_timeout)
         client = SandboxClient(ready["url"], ready["ca"])
         try:
             yield SandboxProcess(
-                process, int(ready["port"]), ready["url"], ready["ca"], log_path, client
+                process, int(ready["port"]), ready["url"], ready["ca"], log_path, client,
+                ready.get("handsets_url"),
             )
         finally:
             client.close()

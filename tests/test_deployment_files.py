@@ -134,3 +134,15 @@ def test_dockerignore_keeps_history_environments_and_secrets_out():
     # and keeps what the image builds from
     assert not ignored & {"README.md", "pyproject.toml", "requirements-runtime.lock",
                           "gunicorn.conf.py", "shared", "web", "workers", "sandbox"}
+
+
+def test_nothing_deployed_serves_the_handsets_page():
+    """The sandbox's handsets page is a dev-stack tool: off unless `--handsets-port` asks for
+    it, and neither compose's sandbox nor any other process here asks (nor sets the variable)."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        command = " ".join(service.get("command", []))
+        assert "--handsets" not in command and "--proxy-api" not in command, name
+        assert not any(k.startswith("SANDBOX_HANDSETS") for k in service.get("environment", {}))
+    assert "sandbox" not in (ROOT / "Procfile").read_text()
+    assert "handsets" not in (ROOT / "Dockerfile").read_text()
