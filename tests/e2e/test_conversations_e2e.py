@@ -58,7 +58,9 @@ def receiver():
 def stack(tmp_path_factory):
     config = StackConfig(
         state_dir=tmp_path_factory.mktemp("stack"), pool_targets="GB=3", beat=True,
-        extra_env={"SMSPROXY_CALLBACK_SECRET": CALLBACK_SECRET},
+        # The 200 pairs are created as fast as the test can: no client rate limit here (it is
+        # tested in tests/web/test_clients.py).
+        extra_env={"SMSPROXY_CALLBACK_SECRET": CALLBACK_SECRET, "SMSPROXY_API_RATE_LIMIT": "none"},
     )
     with Stack(config) as running:
         running.provision_pool(expected=3)
