@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.callback_urls import CallbackPolicy, UnsafeDestination, check_url, parse_hosts
+from shared.logging import LogFormat, parse_log_format
 from shared.templates import check_template
 
 
@@ -247,6 +248,19 @@ class Settings:
         "SMSPROXY_WORKER_CONCURRENCY", _positive_int, "threads per worker process (sends in flight)"
     )
     log_level: str = _setting("SMSPROXY_LOG_LEVEL", _text, "DEBUG, INFO, WARNING or ERROR")
+    log_format: LogFormat = _setting(
+        "SMSPROXY_LOG_FORMAT", parse_log_format,
+        "text (default) or json: one JSON object per line (docs/operations.md)",
+    )
+    otel_endpoint: str | None = _setting(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", _optional_text,
+        "when set, traces go there over OTLP/HTTP (the OpenTelemetry SDK's own variable); "
+        "unset, tracing is off",
+    )
+    otel_service_name: str | None = _setting(
+        "OTEL_SERVICE_NAME", _optional_text,
+        "the traces' service name (default smsproxy-web, smsproxy-worker, smsproxy-beat)",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -293,6 +307,11 @@ class Settings:
                 raise SettingsError(f"SMSPROXY_OUT_OF_SESSION_CALLBACK_URL: {exc}") from None
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise SettingsError("PUBLIC_BASE_URL: must start with http:// or https://")
+        if self.otel_endpoint and not self.otel_endpoint.startswith(("http://", "https://")):
+            raise SettingsError(
+                "OTEL_EXPORTER_OTLP_ENDPOINT: must start with http:// or https:// "
+                "(the OTLP/HTTP collector's base URL)"
+            )
 
     def validate_for_web(self) -> None:
         """What web needs beyond the rest: webhooks are authenticated, or explicitly not."""
@@ -373,4 +392,5 @@ _DEFAULTS: dict[str, str] = {
     "SMSPROXY_VISIBILITY_TIMEOUT_SECONDS": "30",
     "SMSPROXY_WORKER_CONCURRENCY": "32",
     "SMSPROXY_LOG_LEVEL": "INFO",
+    "SMSPROXY_LOG_FORMAT": "text",
 }

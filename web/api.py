@@ -25,6 +25,7 @@ from shared.clock import now
 from shared.conversations import IdempotencyConflict
 from shared.domain import Conversation
 from shared.jobs import TaskName
+from shared.logging import bind_log_context
 from shared.outbound import intro_ids
 from shared.outbox import job_name
 from shared.phone import to_e164
@@ -68,6 +69,7 @@ def _unauthorized(message: str) -> Response:
 def _find(conversation_id: str) -> Conversation | None:
     if not _CONVERSATION_ID.fullmatch(conversation_id):
         return None
+    bind_log_context(conversation_id=conversation_id)
     return services().conversation_store.get(conversation_id)
 
 
@@ -108,6 +110,7 @@ def create_conversation() -> Response | tuple[Response, int]:
         return error_response(409, "idempotency_conflict",
                               "Idempotency-Key was used with a different body")
     conversation = opened.conversation
+    bind_log_context(conversation_id=conversation.id)
     if not opened.new:
         return jsonify(conversation_view(conversation)), 202
     try:

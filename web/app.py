@@ -7,7 +7,7 @@ import logging
 import redis
 from flask import Flask
 
-from shared.logging import configure_logging
+from shared.logging import configure_logging, reset_log_context
 from shared.settings import Settings
 from shared.wiring import Services
 from web import api, openapi, ops, webhooks
@@ -29,7 +29,7 @@ def create_app(
 ) -> Flask:
     """The web app; raises SettingsError (naming the variable) when web may not run so."""
     settings.validate_for_web()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if not settings.vonage_signature_secret:
         log.warning(
             "VONAGE_SIGNATURE_SECRET is not set and SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS=true: "
@@ -38,6 +38,8 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # gunicorn's threads serve one request after another: no id may carry over to the next
+    app.before_request(reset_log_context)
     # Fail fast: a webhook must answer 503 quickly, not hang, when Redis is down.
     built = Services.from_settings(settings, redis_client, fail_fast=True)
     install(app, built, publisher or Publisher(settings, built.redis))
