@@ -82,6 +82,9 @@ def _without_banner(program: Any) -> Any:
 # before any broker connection: a Redis restart must not end the worker (see the module)
 guard_detached_channels()
 settings = Settings.from_env(os.environ)
+if settings.log_format is LogFormat.JSON:
+    # from the first line on: Celery warns (running as root, ...) before it sets logging up
+    configure_logging(settings.log_level, settings.log_format)
 app = make_celery(settings)
 runtime.install(runtime.Runtime(
     settings, runtime.CeleryQueue(app, settings, outbox=lambda: runtime.current().services.outbox)
