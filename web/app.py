@@ -9,6 +9,7 @@ from flask import Flask
 
 from shared.logging import configure_logging, reset_log_context
 from shared.settings import Settings
+from shared.tracing import configure_tracing
 from shared.wiring import Services
 from web import api, openapi, ops, webhooks
 from web.cli import register_cli
@@ -49,4 +50,12 @@ def create_app(
     app.register_blueprint(ops.bp)
     register_cli(app)
     register_error_handlers(app)
+    provider = configure_tracing(settings, "smsproxy-web")
+    if provider is not None:
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        # probes and scrapes would be most of the spans and tell nothing
+        FlaskInstrumentor.instrument_app(  # type: ignore[no-untyped-call]
+            app, tracer_provider=provider, excluded_urls="healthz,readyz,metrics"
+        )
     return app

@@ -6,13 +6,14 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import beat_init, setup_logging, task_postrun, task_prerun, worker_init
 from kombu.entity import Queue as KombuQueue
 
 from shared.broker_messages import refuse_key_renaming
 from shared.jobs import QUEUE_OF, Queue
 from shared.logging import LogFormat, configure_logging, reset_log_context
 from shared.settings import Settings
+from shared.tracing import configure_tracing
 from shared.wiring import WORKER_CONNECT_TIMEOUT_SECONDS, WORKER_SOCKET_TIMEOUT_SECONDS
 from workers import runtime
 from workers.broker_recovery import guard_detached_channels
@@ -106,3 +107,26 @@ def _task_started(task_id: str | None = None, task: Any = None, **_: Any) -> Non
 @task_postrun.connect
 def _task_ended(**_: Any) -> None:
     reset_log_context()
+
+
+def _trace(service: str) -> None:
+    """Traces from this process when OTEL_EXPORTER_OTLP_ENDPOINT is set (shared/tracing.py).
+
+    At worker_init / beat_init, in the process that runs the tasks (the pool is threads: no
+    fork follows, which would stop the exporter's thread).
+    """
+    provider = configure_tracing(settings, service)
+    if provider is not None:
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+        CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+
+
+@worker_init.connect
+def _worker_tracing(**_: Any) -> None:
+    _trace("smsproxy-worker")
+
+
+@beat_init.connect
+def _beat_tracing(**_: Any) -> None:
+    _trace("smsproxy-beat")
