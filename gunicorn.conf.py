@@ -11,6 +11,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 timeout = 10
 graceful_timeout = 10
 keepalive = 5
-# No access log by default: a GET webhook's query string carries phone numbers and text.
+# No access log by default: a GET webhook's query string carries phone numbers and text. Turned
+# on (--access-logfile), its query strings are scrubbed by the logger class below.
 accesslog = None
 errorlog = "-"
+# gunicorn's own lines in SMSPROXY_LOG_FORMAT, query strings' values replaced
+logger_class = "web.gunicorn_logging.ProxyLogger"

@@ -39,6 +39,7 @@ from kombu.utils.uuid import uuid
 
 from shared.jobs import QUEUE_OF, TaskName
 from shared.settings import SettingsError
+from shared.tracing import inject_trace_context
 
 # What monitoring tools (Flower, `celery events`) show of a task's arguments: never the
 # payload itself, which holds phone numbers.
@@ -150,6 +151,9 @@ class BrokerMessages:
         )
         # send_task passes the options it does not consume on as message properties too
         properties.update(reprs)
+        # what Celery's instrumentation adds in before_task_publish, which send_task sends and
+        # this path does not: the trace goes on across the queue (an `if` when tracing is off)
+        inject_trace_context(task.value, headers)
         # Producer.publish: serialize, compress, delivery mode
         content_type, content_encoding, data = serialization.dumps(
             body, serializer=self._serializer

@@ -15,6 +15,7 @@ from shared import outbound
 from shared.clock import now
 from shared.conversation_store import ConversationStore
 from shared.inbound_rules import Decision, Event, InboundContext, decide
+from shared.logging import bind_log_context
 from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.phone import mask
@@ -54,6 +55,7 @@ class InboundHandler:
         """The message with its conversation and participants, if a route leads anywhere."""
         conversation_id = self._routes.find(message.sender, message.virtual_number)
         conversation = self._conversations.get(conversation_id) if conversation_id else None
+        bind_log_context(conversation_id=conversation_id)
         if conversation is None:
             return InboundContext(message, self._settings)
         sender = next(

@@ -13,6 +13,7 @@ import redis
 
 from shared.domain import DeliveryState, OutboundSms
 from shared.keys import Keys
+from shared.logging import bind_log_context
 from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.phone import mask
@@ -87,6 +88,8 @@ class Sender:
         failure while attempts remain; a message past its attempts or age is recorded failed.
         """
         message = self._messages.outbound(outbound_id)
+        if message is not None:
+            bind_log_context(conversation_id=message.conversation_id)
         if message is None:
             return  # unknown, or already finished (its body is gone once sent)
         if time.time() - message.created_at > self._settings.send_max_age_seconds:

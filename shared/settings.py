@@ -11,6 +11,7 @@ from limits import parse_many
 
 from shared.callback_urls import CallbackPolicy, UnsafeDestination, check_url, parse_hosts
 from shared.clients import ApiClients
+from shared.logging import LogFormat, parse_log_format
 from shared.templates import check_template
 
 
@@ -284,6 +285,19 @@ class Settings:
         "SMSPROXY_WORKER_CONCURRENCY", _positive_int, "threads per worker process (sends in flight)"
     )
     log_level: str = _setting("SMSPROXY_LOG_LEVEL", _text, "DEBUG, INFO, WARNING or ERROR")
+    log_format: LogFormat = _setting(
+        "SMSPROXY_LOG_FORMAT", parse_log_format,
+        "text (default) or json: one JSON object per line (docs/operations.md)",
+    )
+    otel_endpoint: str | None = _setting(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", _optional_text,
+        "when set, traces go there over OTLP/HTTP (the OpenTelemetry SDK's own variable); "
+        "unset, tracing is off",
+    )
+    otel_service_name: str | None = _setting(
+        "OTEL_SERVICE_NAME", _optional_text,
+        "the traces' service name (default smsproxy-web, smsproxy-worker, smsproxy-beat)",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -335,6 +349,11 @@ class Settings:
             raise SettingsError(
                 "SMSPROXY_BUY_ON_DEMAND: needs SMSPROXY_POOL_MAXIMUMS (per country) or "
                 "SMSPROXY_POOL_MONTHLY_BUDGET, so that buying has a ceiling"
+            )
+        if self.otel_endpoint and not self.otel_endpoint.startswith(("http://", "https://")):
+            raise SettingsError(
+                "OTEL_EXPORTER_OTLP_ENDPOINT: must start with http:// or https:// "
+                "(the OTLP/HTTP collector's base URL)"
             )
 
     def validate_for_web(self) -> None:
@@ -419,4 +438,5 @@ _DEFAULTS: dict[str, str] = {
     "SMSPROXY_VISIBILITY_TIMEOUT_SECONDS": "30",
     "SMSPROXY_WORKER_CONCURRENCY": "32",
     "SMSPROXY_LOG_LEVEL": "INFO",
+    "SMSPROXY_LOG_FORMAT": "text",
 }

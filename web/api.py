@@ -27,6 +27,7 @@ from shared.conversation_store import LiveConversationCap
 from shared.conversations import IdempotencyConflict
 from shared.domain import Conversation
 from shared.jobs import TaskName
+from shared.logging import bind_log_context
 from shared.outbound import intro_ids
 from shared.outbox import job_name
 from shared.phone import to_e164
@@ -45,6 +46,7 @@ def _find(conversation_id: str) -> Conversation | None:
     """The calling client's conversation with this id, or None (unknown, or another's)."""
     if not _CONVERSATION_ID.fullmatch(conversation_id):
         return None
+    bind_log_context(conversation_id=conversation_id)
     found = services().conversation_store.get(conversation_id)
     return found if found is not None and found.visible_to(current_client()) else None
 
@@ -94,6 +96,7 @@ def create_conversation() -> Response | tuple[Response, int]:
             "(SMSPROXY_CLIENT_MAX_LIVE_CONVERSATIONS); close some first",
         )
     conversation = opened.conversation
+    bind_log_context(conversation_id=conversation.id)
     if not opened.new:
         return jsonify(conversation_view(conversation)), 202
     try:

@@ -8,8 +8,9 @@ import redis
 from flask import Flask
 
 from shared.keys import Keys
-from shared.logging import configure_logging
+from shared.logging import configure_logging, reset_log_context
 from shared.settings import Settings
+from shared.tracing import configure_tracing
 from shared.wiring import Services
 from web import api, openapi, ops, webhooks
 from web.cli import register_cli
@@ -31,7 +32,7 @@ def create_app(
 ) -> Flask:
     """The web app; raises SettingsError (naming the variable) when web may not run so."""
     settings.validate_for_web()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if not settings.vonage_signature_secret:
         log.warning(
             "VONAGE_SIGNATURE_SECRET is not set and SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS=true: "
@@ -40,6 +41,8 @@ def create_app(
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    # gunicorn's threads serve one request after another: no id may carry over to the next
+    app.before_request(reset_log_context)
     # Fail fast: a webhook must answer 503 quickly, not hang, when Redis is down.
     built = Services.from_settings(settings, redis_client, fail_fast=True)
     install(app, built, publisher or Publisher(settings, built.redis))
@@ -50,4 +53,12 @@ def create_app(
     app.register_blueprint(ops.bp)
     register_cli(app)
     register_error_handlers(app)
+    provider = configure_tracing(settings, "smsproxy-web")
+    if provider is not None:
+        from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+        # probes and scrapes would be most of the spans and tell nothing
+        FlaskInstrumentor.instrument_app(  # type: ignore[no-untyped-call]
+            app, tracer_provider=provider, excluded_urls="healthz,readyz,metrics"
+        )
     return app

@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 
 from shared.domain import DeliveryReceipt, InboundSms, WebhookFieldError
 from shared.jobs import TaskName
+from shared.logging import bind_log_context
 from shared.messages import WebhookClaim
 from shared.outbox import job_name
 from shared.signatures import safe_parameter_names, verify
@@ -150,6 +151,7 @@ def _receive(kind: str, to_job: Callable[[dict[str, str]], Job]) -> Response:
         dedupe_id, task, payload = to_job(params)
     except WebhookFieldError as exc:
         return error_response(400, "invalid_field", str(exc), field=exc.field)
+    bind_log_context(message_id=payload.get("messageId"))
     return _accept(kind, dedupe_id, task, payload)
 
 

@@ -6,13 +6,14 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import beat_init, setup_logging, task_postrun, task_prerun, worker_init
 from kombu.entity import Queue as KombuQueue
 
 from shared.broker_messages import refuse_key_renaming
 from shared.jobs import QUEUE_OF, Queue
-from shared.logging import configure_logging
+from shared.logging import LogFormat, configure_logging, reset_log_context
 from shared.settings import Settings
+from shared.tracing import configure_tracing
 from shared.wiring import WORKER_CONNECT_TIMEOUT_SECONDS, WORKER_SOCKET_TIMEOUT_SECONDS
 from workers import runtime
 from workers.broker_recovery import guard_detached_channels
@@ -62,12 +63,29 @@ def make_celery(settings: Settings) -> Celery:
     )
     # the web writes jobs straight onto the queue lists: no option may move them
     refuse_key_renaming(app.conf.broker_transport_options)
+    if settings.log_format is LogFormat.JSON:
+        # the banners are printed, not logged: a JSON log must hold only JSON lines
+        app.Worker = _without_banner(app.Worker)
+        app.Beat = _without_banner(app.Beat)
     return app
+
+
+def _without_banner(program: Any) -> Any:
+    """`celery worker` or `celery beat` as if started with --quiet (which only drops banners)."""
+
+    class Quiet(program):  # type: ignore[misc]
+        def __init__(self, *args: Any, quiet: bool = False, **kwargs: Any) -> None:
+            super().__init__(*args, quiet=True, **kwargs)
+
+    return Quiet
 
 
 # before any broker connection: a Redis restart must not end the worker (see the module)
 guard_detached_channels()
 settings = Settings.from_env(os.environ)
+if settings.log_format is LogFormat.JSON:
+    # from the first line on: Celery warns (running as root, ...) before it sets logging up
+    configure_logging(settings.log_level, settings.log_format)
 app = make_celery(settings)
 runtime.install(runtime.Runtime(
     settings, runtime.CeleryQueue(app, settings, outbox=lambda: runtime.current().services.outbox)
@@ -76,4 +94,39 @@ runtime.install(runtime.Runtime(
 
 @setup_logging.connect
 def _logging(**_: Any) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+
+
+# Each task's log lines name it; its thread's next task starts with no ids left over. A task that
+# knows its conversation or message binds that too (workers/tasks.py).
+@task_prerun.connect
+def _task_started(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    reset_log_context(task_id=task_id, task_name=getattr(task, "name", None))
+
+
+@task_postrun.connect
+def _task_ended(**_: Any) -> None:
+    reset_log_context()
+
+
+def _trace(service: str) -> None:
+    """Traces from this process when OTEL_EXPORTER_OTLP_ENDPOINT is set (shared/tracing.py).
+
+    At worker_init / beat_init, in the process that runs the tasks (the pool is threads: no
+    fork follows, which would stop the exporter's thread).
+    """
+    provider = configure_tracing(settings, service)
+    if provider is not None:
+        from opentelemetry.instrumentation.celery import CeleryInstrumentor
+
+        CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+
+
+@worker_init.connect
+def _worker_tracing(**_: Any) -> None:
+    _trace("smsproxy-worker")
+
+
+@beat_init.connect
+def _beat_tracing(**_: Any) -> None:
+    _trace("smsproxy-beat")

@@ -33,6 +33,7 @@ from shared.domain import (
 )
 from shared.inbound_rules import Event
 from shared.jobs import TaskName
+from shared.logging import bind_log_context
 from shared.outbox import job_name
 from shared.reassembly import MISSING_PART_MARKER, LatePart, Pending, Reassembled
 from shared.sending import InDoubt, RecordLater, RetryLater, Throttled
@@ -124,6 +125,7 @@ def _notify(rt: Runtime, conversation: Conversation | None) -> None:
 def create_conversation(self: Task[Any, Any], conversation_id: str) -> None:
     rt = runtime.current()
     svc = rt.services
+    bind_log_context(conversation_id=conversation_id)
     try:
         outcome = svc.conversations.establish(conversation_id, rt.vonage())
     except VonageFailure as failure:
@@ -181,6 +183,7 @@ def _post_event(
 def notify_callback(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt = runtime.current()
     conversation_id, status = str(payload.get("conversation_id", "")), str(payload.get("event", ""))
+    bind_log_context(conversation_id=conversation_id)
     conversation = rt.services.conversation_store.get(conversation_id)
     if conversation is not None and conversation.callback_url:
         _post_event(self, rt, conversation.callback_url, conversation_event(conversation, status),
@@ -194,6 +197,7 @@ def notify_callback(self: Task[Any, Any], payload: dict[str, str]) -> None:
 def notify_out_of_session(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt = runtime.current()
     url = rt.settings.out_of_session_callback_url
+    bind_log_context(message_id=payload.get("message_id"))
     if url:
         event = out_of_session_event(payload["from"], payload["to"], payload["message_id"])
         _post_event(self, rt, url, event, ("oos", payload["message_id"]))
@@ -235,6 +239,7 @@ def _relay(rt: Runtime, whole: Reassembled) -> None:
 @survives_redis_outages
 def relay_inbound(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt = runtime.current()
+    bind_log_context(message_id=str(payload.get("messageId", ""))[:64])
     try:
         inbound = InboundSms.from_params(payload)
     except WebhookFieldError as exc:
@@ -263,6 +268,7 @@ def flush_concat(self: Task[Any, Any], group: str, instance: str) -> None:
     rt = runtime.current()
     whole = rt.services.reassembler.flush_partial(group, instance)
     if whole is not None:
+        bind_log_context(message_id=whole.message_id)
         log.info("relaying multi-part message %s with %d part(s) missing", whole.message_id,
                  whole.text.count(MISSING_PART_MARKER))
         _relay(rt, whole)
@@ -278,6 +284,7 @@ def send_sms(
     self: Task[Any, Any], outbound_id: str, accepted_ids: list[str] | None = None
 ) -> None:
     rt = runtime.current()
+    bind_log_context(message_id=outbound_id)
     sender = rt.services.sender
     if accepted_ids:
         # Vonage took it; only the record is missing: never call Vonage again for it.
@@ -301,6 +308,7 @@ def record_receipt(self: Task[Any, Any], payload: dict[str, str]) -> None:
         log.warning("dropped malformed receipt payload: %s", exc)
         svc.outbox.settle("receipt", f"{payload.get('messageId', '')}:{payload.get('status', '')}")
         return
+    bind_log_context(message_id=receipt.message_id)
     matched = svc.messages.apply_receipt(
         receipt.client_ref, receipt.message_id, receipt.status, receipt.err_code,
         retain_body=rt.settings.retain_bodies,

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
 
 import pytest
+import requests
 
 from devtools.stack import Stack, StackConfig
+from shared.settings import SignatureMethod
+from shared.signatures import sign
 
 pytestmark = pytest.mark.e2e
 
@@ -14,9 +19,22 @@ A = "447400123456"  # handset of the rider
 B = "447400654321"  # handset of the driver
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    config = StackConfig(state_dir=tmp_path_factory.mktemp("stack"), pool_targets="GB=2")
+SECRET = "e2e-signature-secret"
+GET_TEXT = "meet me at gate seven"
+
+
+# Both log formats: the personal-data scan below runs over each. gunicorn's access log is on
+# (it is off by default): a GET webhook's query string must not reach it. The JSON run has beat
+# too, so that every kind of process is scanned.
+@pytest.fixture(scope="module", params=["text", "json"])
+def stack(request, tmp_path_factory):
+    json_logs = request.param == "json"
+    config = StackConfig(
+        state_dir=tmp_path_factory.mktemp("stack"), pool_targets="GB=2", beat=json_logs,
+        signature_secret=SECRET, signature_method="sha256",
+        extra_env={"SMSPROXY_LOG_FORMAT": request.param,
+                   "GUNICORN_CMD_ARGS": "--access-logfile -"},
+    )
     with Stack(config) as running:
         running.provision_pool(expected=2)
         yield running
@@ -81,10 +99,60 @@ def _wait_trail_delivered(stack, conversation_id, timeout=45.0):
         time.sleep(0.2)
 
 
+def test_a_get_webhook_is_taken(stack):
+    """Vonage's GET webhooks carry msisdn, to and text in the query string (the access log is
+    on in this module); this one reaches a number with no route to A, so it is not relayed."""
+    params = {"msisdn": A, "to": "447700900999", "messageId": "get-webhook-1", "text": GET_TEXT,
+              "type": "text", "message-timestamp": "2026-01-01 00:00:00",
+              "timestamp": str(int(time.time())), "nonce": "n1"}
+    params["sig"] = sign(params, SECRET, SignatureMethod.SHA256)
+    response = requests.get(f"{stack.web_url}/webhooks/inbound-sms", params=params, timeout=5)
+    assert response.status_code == 200, response.text
+    stack.sandbox.client.wait_until_idle(timeout=20)
+    _wait_for_log(stack, "web.log", "GET /webhooks/inbound-sms?")
+
+
+def _wait_for_log(stack, name, needle, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while needle not in (stack.logs / name).read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{needle!r} never logged in {name}"
+        time.sleep(0.1)
+
+
 def test_logs_carry_no_full_number_or_body(stack):
     """Personal data: every process's log of the run above shows numbers masked, no bodies."""
-    for log in stack.logs.glob("*.log"):
+    logs = sorted(stack.logs.glob("*.log"))
+    assert {log.name for log in logs} >= {"web.log", "worker1.log"}
+    for log in logs:
         text = log.read_text(errors="replace")
-        for secret in (A, B, "north entrance", "On my way"):
+        for secret in (A, B, "north entrance", "On my way", GET_TEXT, "gate+seven"):
             assert secret not in text, f"{secret!r} found in {log.name}"
         assert re.search(r"\*\*\*\d{4}", text) or log.name != "worker1.log"
+    # the access log's line of the GET webhook, its values replaced
+    assert "inbound-sms?msisdn=…" in (stack.logs / "web.log").read_text()
+
+
+def test_json_logs_are_json_lines_with_the_ids(stack):
+    """SMSPROXY_LOG_FORMAT=json: every line of every process is one JSON object; the workers'
+    lines name their task, and lines about a message or conversation name it."""
+    if stack.env["SMSPROXY_LOG_FORMAT"] != "json":
+        pytest.skip("the text run")
+    lines: dict[str, list[dict]] = {}
+    for log in sorted(stack.logs.glob("*.log")):
+        lines[log.name] = []
+        for number, line in enumerate(log.read_text().splitlines(), 1):
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                raise AssertionError(f"{log.name}:{number} is not JSON: {line[:200]!r}") from None
+            assert isinstance(entry, dict) and {"time", "level", "logger", "message"} <= set(entry)
+            lines[log.name].append(entry)
+    assert set(lines) == {"web.log", "worker1.log", "beat.log"}
+    assert any(e["logger"] == "gunicorn.error" for e in lines["web.log"])
+    assert any(e["logger"] == "gunicorn.access" for e in lines["web.log"])
+    assert any(e["logger"].startswith("celery.beat") for e in lines["beat.log"])
+    sent = [e for e in lines["worker1.log"] if e["message"].startswith("sent ")]
+    assert sent and all(e["task_name"] and e["task_id"] and e["message_id"]
+                        and e["conversation_id"] for e in sent)
+    assert any(e.get("task_name") == "smsproxy.relay_inbound" and e.get("message_id")
+               for e in lines["worker1.log"])
