@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from shared.masking import ContactKind
+
 
 class ConversationStatus(StrEnum):
     PENDING = "pending"
@@ -79,6 +81,9 @@ class Conversation:
     callback_url: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     intro_text: str | None = None
+    # The contact details masked in its relayed texts; None (stored before the choice was
+    # made per conversation): the deployment's SMSPROXY_MASK_KINDS.
+    mask: frozenset[ContactKind] | None = None
 
     def counterpart_of(self, number: str) -> Participant | None:
         """The other side for a participant's real number, or None if it is not in this one."""
@@ -106,6 +111,7 @@ class Conversation:
                 "callback_url": self.callback_url,
                 "metadata": dict(self.metadata),
                 "intro_text": self.intro_text,
+                "mask": sorted(self.mask) if self.mask is not None else None,
             }),
             separators=(",", ":"),
         )
@@ -125,6 +131,7 @@ class Conversation:
             callback_url=data.get("callback_url"),
             metadata=data.get("metadata") or {},
             intro_text=data.get("intro_text"),
+            mask=frozenset(ContactKind(k) for k in data["mask"]) if "mask" in data else None,
         )
 
 

@@ -79,10 +79,13 @@ class InboundHandler:
         if context.routed and conversation is not None:
             if self._settings.extend_on_activity:
                 self._conversations.extend(conversation.id, now())
-            self._messages.record_inbound(
+            recorded = self._messages.record_inbound(
                 conversation.id, message.message_id, message.sender, message.parts,
                 message.text if self._settings.retain_bodies else None,
+                masked=decision.masked,
             )
+            if recorded and decision.masked:  # counted once, however often the task runs
+                self._counters.incr("smsproxy.inbound.masked", decision.masked)
         sends: list[str] = []
         if decision.relay is not None and conversation is not None and context.counterpart:
             relay = outbound.relay(message.message_id, conversation, context.counterpart,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from shared.domain import Conversation, MessageKind, Participant
+from shared.masking import mask_contacts, region_of
 from shared.reassembly import Reassembled
 from shared.settings import Settings
 
@@ -67,6 +68,7 @@ class Decision:
     replies: tuple[Reply, ...] = ()
     dropped: DropReason | None = None
     events: tuple[Event, ...] = ()
+    masked: int = 0  # how many contact details the relayed text had replaced (never which)
     final: bool = False
 
     def drop(self, reason: DropReason, *replies: Reply, events: tuple[Event, ...] = ()) -> Decision:
@@ -100,6 +102,28 @@ def never_relay_binary(context: InboundContext, decision: Decision) -> Decision:
     return decision.drop(DropReason.BINARY)
 
 
+def mask_contact_details(context: InboundContext, decision: Decision) -> Decision:
+    """Phone numbers and e-mail addresses (the conversation's choice, else the deployment's)
+    become the marker: two people cannot take the conversation off the platform by text."""
+    if decision.relay is None:
+        return decision
+    conversation = context.conversation
+    kinds = (
+        conversation.mask if conversation is not None and conversation.mask is not None
+        else context.settings.mask_kinds
+    )
+    if not kinds:
+        return decision
+    # national formats ("07911 123456") are read in the sender's own country
+    region = (context.sender.country if context.sender else None) or region_of(
+        context.message.sender
+    )
+    masked = mask_contacts(decision.relay, kinds, region, context.settings.mask_marker)
+    if not masked.count:
+        return decision
+    return replace(decision, relay=masked.text, masked=decision.masked + masked.count)
+
+
 def add_relay_prefix(context: InboundContext, decision: Decision) -> Decision:
     """The operator's prefix (SMSPROXY_RELAY_PREFIX) goes before every relayed text."""
     prefix = context.settings.relay_prefix
@@ -111,6 +135,7 @@ def add_relay_prefix(context: InboundContext, decision: Decision) -> Decision:
 RULES: tuple[Rule, ...] = (
     require_live_route,
     never_relay_binary,
+    mask_contact_details,
     add_relay_prefix,
 )
 

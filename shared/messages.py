@@ -132,11 +132,12 @@ class MessageLog:
 
     def record_inbound(
         self, conversation_id: str, message_id: str, sender: str, parts: int, text: str | None,
-        *, late_part_of: str | None = None,
+        *, late_part_of: str | None = None, masked: int = 0,
     ) -> bool:
         """Add an inbound message to its conversation's trail once; False if already there.
 
-        `late_part_of` marks a part that came after its message (that id) was relayed.
+        `late_part_of` marks a part that came after its message (that id) was relayed;
+        `masked` is how many contact details its relayed text had replaced.
         """
         key = self._keys.inbound(message_id)
         fields: dict[Any, Any] = {
@@ -150,6 +151,8 @@ class MessageLog:
             fields["text"] = text
         if late_part_of is not None:
             fields["late_part_of"] = late_part_of
+        if masked:
+            fields["masked"] = masked
         if not self._redis.hsetnx(key, "conversation_id", conversation_id):
             return False
         pipe = self._redis.pipeline()
@@ -360,6 +363,7 @@ class InboundRecord:
     received_at: float
     text: str | None = None
     late_part_of: str | None = None  # a part that came after this message was relayed
+    masked: int = 0  # contact details replaced in its relayed text
     record: Literal["in"] = "in"
 
     @classmethod
@@ -371,6 +375,7 @@ class InboundRecord:
             received_at=float(data["received_at"]),
             text=data.get("text"),
             late_part_of=data.get("late_part_of"),
+            masked=int(data.get("masked", 0)),
         )
 
 

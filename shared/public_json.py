@@ -31,6 +31,7 @@ def conversation_view(conversation: Conversation) -> dict[str, Any]:
             }
             for p in conversation.participants
         ],
+        "mask": sorted(conversation.mask) if conversation.mask is not None else None,
         "ttl_seconds": conversation.ttl_seconds,
         "callback_url": conversation.callback_url,
         "metadata": dict(conversation.metadata),
@@ -53,6 +54,8 @@ def trail_entry_view(entry: TrailEntry, *, with_text: bool) -> dict[str, Any]:
         })
         if entry.late_part_of is not None:
             rendered["late_part_of"] = entry.late_part_of
+        if entry.masked:
+            rendered["masked"] = entry.masked
     else:
         rendered.update({
             "kind": entry.kind,

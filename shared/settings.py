@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.callback_urls import CallbackPolicy, UnsafeDestination, check_url, parse_hosts
+from shared.masking import ContactKind, parse_kinds
 from shared.templates import check_template
 
 
@@ -87,6 +88,16 @@ def _template_of(placeholder: str) -> Callable[[str], str]:
         return check_template(raw, placeholder)
 
     return parse
+
+
+# A marker stands for a number or an address in someone's text: a few characters, no more.
+MAX_MASK_MARKER = 32
+
+
+def _mask_marker(raw: str) -> str:
+    if len(raw) > MAX_MASK_MARKER:
+        raise ValueError(f"must be at most {MAX_MASK_MARKER} characters")
+    return raw
 
 
 def _setting(env: str, parse: Callable[[str], Any], doc: str) -> Any:
@@ -201,6 +212,14 @@ class Settings:
     )
     relay_prefix: str = _setting(
         "SMSPROXY_RELAY_PREFIX", str, "text put before every relayed message (empty: none)"
+    )
+    mask_kinds: frozenset[ContactKind] = _setting(
+        "SMSPROXY_MASK_KINDS", parse_kinds,
+        "contact details masked in relayed text: comma-separated phone, email, link (none: "
+        "off); a create request may choose its own",
+    )
+    mask_marker: str = _setting(
+        "SMSPROXY_MASK_MARKER", _mask_marker, "what each masked contact detail becomes"
     )
     dedupe_ttl_seconds: int = _setting(
         "SMSPROXY_DEDUPE_TTL_SECONDS", _positive_int, "how long a webhook messageId is remembered"
@@ -357,6 +376,8 @@ _DEFAULTS: dict[str, str] = {
         "your own number stays private."
     ),
     "SMSPROXY_RELAY_PREFIX": "",
+    "SMSPROXY_MASK_KINDS": "phone,email",
+    "SMSPROXY_MASK_MARKER": "[hidden]",
     "SMSPROXY_COUNTRY_FALLBACK": "false",
     "SMSPROXY_BUY_ON_DEMAND": "false",
     "SMSPROXY_EXTEND_ON_ACTIVITY": "false",

@@ -94,3 +94,57 @@ def test_a_binary_message_is_never_relayed(settings):
     assert decision.relay is None and decision.dropped is DropReason.BINARY and decision.final
     assert decide(context).dropped is DropReason.BINARY
     assert never_relay_binary(routed(settings), Decision(relay="x")) == Decision(relay="x")
+
+
+def _texting(settings, text, *, mask=None, country="GB"):
+    c = Conversation(
+        id="c" * 32,
+        participants=(Participant(A, proxy_number=PROXY_A, country=country),
+                      Participant(B, proxy_number=PROXY_B)),
+        status=ConversationStatus.ACTIVE, created_at=1.0, ttl_seconds=3600, mask=mask,
+    )
+    return InboundContext(Reassembled("m5", A, PROXY_A, text, 1), settings, c,
+                          c.participants[0], c.participants[1])
+
+
+def test_contact_details_are_masked_by_default_and_counted(settings):
+    decision = decide(_texting(settings, "call me on 07911 123456 or a@example.com"))
+    assert decision.relay == "call me on [hidden] or [hidden]"
+    assert decision.masked == 2
+
+
+def test_the_conversations_choice_wins_over_the_deployments(make_settings):
+    from shared.masking import ContactKind
+
+    text = "07911 123456, a@example.com, https://example.com/x"
+    nothing = decide(_texting(make_settings(), text, mask=frozenset()))
+    assert nothing.relay == text and nothing.masked == 0
+    links = decide(_texting(make_settings(SMSPROXY_MASK_KINDS="none"), text,
+                            mask=frozenset({ContactKind.LINK})))
+    assert links.relay == "07911 123456, a@example.com, [hidden]"
+
+
+def test_the_deployment_setting_and_marker_apply_to_older_conversations(make_settings):
+    settings = make_settings(SMSPROXY_MASK_KINDS="email", SMSPROXY_MASK_MARKER="***")
+    decision = decide(_texting(settings, "07911 123456 a@example.com"))
+    assert decision.relay == "07911 123456 ***" and decision.masked == 1
+
+
+def test_national_numbers_are_read_in_the_senders_country(settings):
+    # the participant's country from Number Insight; without it, the number's own country
+    assert decide(_texting(settings, "(212) 736-5000", country="US")).masked == 1
+    assert decide(_texting(settings, "(212) 736-5000", country=None)).masked == 0
+    assert decide(_texting(settings, "07911 123456", country=None)).masked == 1
+
+
+def test_the_prefix_is_never_masked(make_settings):
+    settings = make_settings(SMSPROXY_RELAY_PREFIX="[Call 0800 496 0000] ")
+    decision = decide(_texting(settings, "hi"))
+    assert decision.relay == "[Call 0800 496 0000] hi" and decision.masked == 0
+
+
+def test_masking_runs_on_relays_only(settings):
+    from shared.inbound_rules import mask_contact_details
+
+    assert mask_contact_details(_texting(settings, "07911 123456"), Decision(relay=None)) \
+        == Decision(relay=None)

@@ -219,3 +219,13 @@ def test_a_public_https_callback_url_is_accepted(make_client):
     client = make_client(SMSPROXY_CALLBACK_SECRET="cb")
     body = {**BODY, "callback_url": "https://market.example/events"}
     assert client.post("/v1/conversations", json=body, headers=AUTH).status_code == 202
+
+
+def test_the_mask_chosen_at_create_is_in_the_conversation_json(client, publisher):
+    body = {**BODY, "mask": ["email", "link"]}
+    created = client.post("/v1/conversations", json=body, headers=AUTH)
+    assert created.status_code == 202 and created.json["mask"] == ["email", "link"]
+    default = client.post("/v1/conversations", json=BODY, headers=AUTH)
+    assert default.json["mask"] == ["email", "phone"]
+    bad = client.post("/v1/conversations", json={**BODY, "mask": ["fax"]}, headers=AUTH)
+    assert bad.status_code == 400 and bad.json["error"]["field"] == "mask"
