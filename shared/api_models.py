@@ -460,6 +460,10 @@ class Participant(BaseModel):
     )
     display_name: str | None
     country: str | None = Field(description="ISO 3166 alpha-2.")
+    opted_out: bool = Field(
+        description="Whether this participant texted an opt-out keyword (STOP) to their proxy "
+                    "number and has not opted back in (START): nothing reaches them from it."
+    )
 
 
 class Conversation(BaseModel):
@@ -506,6 +510,13 @@ class InboundMessage(BaseModel):
     )
     masked: int = _sometimes(
         "Only when its relayed text had contact details replaced: how many (never which)."
+    )
+    participant_state: Literal["opted_out", "opted_in"] = _sometimes(
+        "Only for an opt-out (STOP) or opt-in (START) keyword: the sender's state it set on "
+        "their proxy number."
+    )
+    not_relayed: str = _sometimes(
+        "Only when it was not relayed: why (`keyword`, `recipient_opted_out`, `binary`)."
     )
 
 

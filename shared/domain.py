@@ -30,6 +30,10 @@ class MessageKind(StrEnum):
     RELAY = "relay"
     OUT_OF_SESSION = "out_of_session"
     NUMBER_CHANGE = "number_change"
+    OPT_OUT = "opt_out"  # the confirmation of an opt-out keyword
+    OPT_IN = "opt_in"
+    HELP = "help"
+    OPTED_OUT_NOTICE = "opted_out_notice"  # to the other side of an opt-out, once
 
 
 class DeliveryState(StrEnum):

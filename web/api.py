@@ -65,6 +65,10 @@ def _unauthorized(message: str) -> Response:
     return response
 
 
+def _view(conversation: Conversation) -> dict[str, Any]:
+    return conversation_view(conversation, services().opt_outs.of(conversation))
+
+
 def _find(conversation_id: str) -> Conversation | None:
     if not _CONVERSATION_ID.fullmatch(conversation_id):
         return None
@@ -109,7 +113,7 @@ def create_conversation() -> Response | tuple[Response, int]:
                               "Idempotency-Key was used with a different body")
     conversation = opened.conversation
     if not opened.new:
-        return jsonify(conversation_view(conversation)), 202
+        return jsonify(_view(conversation)), 202
     try:
         publisher().publish(TaskName.CREATE_CONVERSATION, conversation.id,
                             job=job_name("create", conversation.id))
@@ -117,7 +121,7 @@ def create_conversation() -> Response | tuple[Response, int]:
         svc.conversations.abandon(conversation.id, key, "queue_unavailable")
         raise
     svc.counters.incr("smsproxy.conversations.requested")
-    response = jsonify(conversation_view(conversation))
+    response = jsonify(_view(conversation))
     response.headers["Location"] = f"/v1/conversations/{conversation.id}"
     return response, 202
 
@@ -133,7 +137,7 @@ def list_conversations() -> Response:
         status=query.status, participant=query.participant, cursor=query.cursor, limit=query.limit
     )
     return jsonify({
-        "conversations": [conversation_view(c) for c in page],
+        "conversations": [_view(c) for c in page],
         "next_cursor": encode_cursor(after) if after is not None else None,
     })
 
@@ -144,7 +148,7 @@ def get_conversation(conversation_id: str) -> Response:
     conversation = _find(conversation_id)
     if conversation is None:
         return _not_found(conversation_id)
-    return jsonify(conversation_view(conversation))
+    return jsonify(_view(conversation))
 
 
 @bp.delete("/conversations/<conversation_id>")
@@ -164,7 +168,7 @@ def close_conversation(conversation_id: str) -> Response:
             # The close itself succeeded; only the courtesy event is lost.
             services().counters.incr("smsproxy.callbacks.dropped")
     # Closing a conversation that is already over is not an error: it answers its state.
-    return jsonify(conversation_view(closed or conversation))
+    return jsonify(_view(closed or conversation))
 
 
 @bp.get("/conversations/<conversation_id>/messages")

@@ -80,8 +80,11 @@ def test_a_final_decision_stops_the_rules_after_it(settings):
     assert seen == [Decision(relay="hello")]
 
 
-def test_the_route_check_comes_first():
-    assert RULES[0] is require_live_route
+def test_the_route_check_comes_before_every_rule_that_could_relay():
+    # only the keyword rule runs before it, and it never relays (STOP must work without a route)
+    from shared.inbound_rules import answer_keywords
+
+    assert RULES[:2] == (answer_keywords, require_live_route)
 
 
 def test_a_binary_message_is_never_relayed(settings):
