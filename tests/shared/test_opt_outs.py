@@ -10,7 +10,7 @@ from shared.inbound_rules import Event
 from shared.keys import Keys
 from shared.opt_outs import Change, OptOuts, ParticipantState
 from shared.public_json import conversation_view
-from tests.shared.conftest import A, B, POOL, World, inbound
+from tests.shared.conftest import POOL, A, B, World, inbound
 
 C = "447400100003"
 
