@@ -174,3 +174,11 @@ def test_after_stop_a_new_conversation_gives_the_person_another_number(stack):
     stack.api("DELETE", f"/v1/conversations/{conversation['id']}")
     _, (new_proxy, _) = _start(stack, person, second)
     assert new_proxy != proxy
+
+
+def test_logs_carry_no_full_number_nor_what_was_masked(stack):
+    numbers = (RIDER, DRIVER, "447400123555", "447400654666", "447400123777")
+    for log in stack.logs.glob("*.log"):
+        text = log.read_text(errors="replace")
+        for secret in (*numbers, "7400 111111", "rider@example.com", "are you coming"):
+            assert secret not in text, f"{secret!r} found in {log.name}"
