@@ -58,23 +58,25 @@ class InboundHandler:
 
     def context(self, message: Reassembled) -> InboundContext:
         """The message with its conversation and participants, if a route leads anywhere."""
-        # the sender's own state matters only to an opt-in keyword: no lookup for other texts
-        sender_opted_out = (
-            message.text.strip().upper() in self._settings.opt_in_keywords
-            and self._opt_outs.get(message.sender, message.virtual_number) is not None
-        )
         conversation_id = self._routes.find(message.sender, message.virtual_number)
         conversation = self._conversations.get(conversation_id) if conversation_id else None
         if conversation is None:
+            # without a route the sender's state matters only to an opt-in keyword
+            sender_opted_out = (
+                message.text.strip().upper() in self._settings.opt_in_keywords
+                and self._opt_outs.get(message.sender, message.virtual_number) is not None
+            )
             return InboundContext(message, self._settings, sender_opted_out=sender_opted_out)
         sender = next(
             (p for p in conversation.participants if p.number == message.sender), None
         )
         counterpart = conversation.counterpart_of(message.sender)
-        recipient_opt_out = (
-            self._opt_outs.get(counterpart.number, counterpart.proxy_number)
-            if counterpart is not None and counterpart.proxy_number else None
-        )
+        pairs = [(message.sender, message.virtual_number)]
+        if counterpart is not None and counterpart.proxy_number:
+            pairs.append((counterpart.number, counterpart.proxy_number))
+        states = self._opt_outs.get_many(pairs)  # both in one round trip
+        sender_opted_out = states[0] is not None
+        recipient_opt_out = states[1] if len(states) > 1 else None
         return InboundContext(
             message, self._settings, conversation, sender, counterpart,
             sender_opted_out=sender_opted_out, recipient_opt_out=recipient_opt_out,
@@ -103,8 +105,10 @@ class InboundHandler:
             if routed is not None:
                 events.append(Event.PARTICIPANT_OPTED_OUT if changed is ParticipantState.OPTED_OUT
                               else Event.PARTICIPANT_OPTED_IN)
+            # never to a counterpart who opted out of their number themselves
             if (decision.state_change.tell_counterpart and routed is not None
-                    and context.counterpart and context.sender):
+                    and context.counterpart and context.sender
+                    and context.recipient_opt_out is None):
                 notice = outbound.opted_out_notice(
                     routed.id, context.counterpart, message.message_id,
                     outbound.opted_out_notice_text(

@@ -48,7 +48,9 @@ class InboundContext:
     conversation: Conversation | None = None  # the live conversation its route leads to
     sender: Participant | None = None  # the participant who texted, in that conversation
     counterpart: Participant | None = None  # the one it would be relayed to
-    sender_opted_out: bool = False  # the sender opted out of the number they texted
+    # the sender opted out of the number they texted (known for a routed message, and for an
+    # opt-in keyword without a route)
+    sender_opted_out: bool = False
     # the counterpart's opt-out of their own proxy number, from which a relay would reach them
     recipient_opt_out: OptOut | None = None
 
@@ -158,10 +160,12 @@ def never_relay_binary(context: InboundContext, decision: Decision) -> Decision:
 
 def withhold_from_opted_out(context: InboundContext, decision: Decision) -> Decision:
     """Nothing reaches a person from a number they opted out of; the sender is told why,
-    once per opt-out."""
+    once per opt-out (unless they opted out of their own number too)."""
     opt_out = context.recipient_opt_out
     if opt_out is None or decision.relay is None or context.counterpart is None:
         return decision
+    if context.sender_opted_out:
+        return decision.drop(DropReason.RECIPIENT_OPTED_OUT)
     notice = Reply(
         MessageKind.OPTED_OUT_NOTICE,
         outbound.opted_out_notice_text(

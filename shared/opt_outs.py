@@ -74,10 +74,14 @@ class OptOuts:
 
     def get(self, person: str, virtual_number: str) -> OptOut | None:
         """The person's opt-out of the number, or None when they may receive from it."""
-        data = self._redis.hgetall(self._keys.opt_out(person, virtual_number))
-        if data.get("state") != ParticipantState.OPTED_OUT.value:
-            return None
-        return OptOut(str(data.get("by", "")), float(data.get("at", 0.0)))
+        return self.get_many([(person, virtual_number)])[0]
+
+    def get_many(self, pairs: Sequence[tuple[str, str]]) -> list[OptOut | None]:
+        """`get` for each (person, virtual number), in one round trip."""
+        pipe = self._redis.pipeline()
+        for person, number in pairs:
+            pipe.hgetall(self._keys.opt_out(person, number))
+        return [_opt_out(data) for data in pipe.execute()]
 
     def opted_out(self, pairs: Sequence[tuple[str, str | None]]) -> tuple[bool, ...]:
         """For each (person, virtual number), whether they opted out of it (no number: no)."""
@@ -104,3 +108,9 @@ class OptOuts:
             args=[state.value, message_id, now(), OPT_IN_RECORD_SECONDS],
         )
         return Change(str(result))
+
+
+def _opt_out(data: dict[str, str]) -> OptOut | None:
+    if data.get("state") != ParticipantState.OPTED_OUT.value:
+        return None
+    return OptOut(str(data.get("by", "")), float(data.get("at", 0.0)))

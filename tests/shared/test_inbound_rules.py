@@ -248,3 +248,11 @@ def test_the_notice_names_who_opted_out(make_settings):
     context = InboundContext(MESSAGE, settings, c, named[0], named[1],
                              recipient_opt_out=OptOut("stop-1", 5.0))
     assert decide(context).replies[0].text == "Dev left."
+
+
+def test_no_notice_to_a_sender_who_opted_out_of_their_own_number(settings):
+    from shared.opt_outs import OptOut
+
+    decision = decide(_says(settings, "hi", sender_opted_out=True,
+                            recipient_opt_out=OptOut("stop-1", 5.0)))
+    assert decision.dropped is DropReason.RECIPIENT_OPTED_OUT and decision.replies == ()

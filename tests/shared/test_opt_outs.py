@@ -148,3 +148,14 @@ def test_the_conversation_json_shows_each_participants_state(world):
     _handle(world, A, a.proxy_number, "stop-1", "STOP")
     view = conversation_view(conversation, world.services.opt_outs.of(conversation))
     assert [p["opted_out"] for p in view["participants"]] == [True, False]
+
+
+def test_nobody_is_sent_a_notice_from_a_number_they_opted_out_of(world):
+    _, conversation = world.start()
+    a, b = conversation.participants
+    _handle(world, B, b.proxy_number, "stop-b", "STOP")
+    # A stops too: B, opted out, is not told
+    carried = _handle(world, A, a.proxy_number, "stop-a", "STOP")
+    assert [o.kind for o in _owed(world, carried)] == [MessageKind.OPT_OUT]
+    # and a text from B (still opted out) to A (opted out) is withheld without a notice to B
+    assert _handle(world, B, b.proxy_number, "b1", "hi").sends == ()
