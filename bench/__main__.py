@@ -7,7 +7,14 @@ import argparse
 import sys
 import time
 
-from bench import memory, numbers_needed, relay_e2e, route_lookup, webhook_ingest
+from bench import (
+    masking_accuracy,
+    memory,
+    numbers_needed,
+    relay_e2e,
+    route_lookup,
+    webhook_ingest,
+)
 
 FULL: list[tuple[str, object, list[str]]] = [
     ("1. webhook ingest", webhook_ingest, []),
@@ -15,6 +22,7 @@ FULL: list[tuple[str, object, list[str]]] = [
     ("3. route lookup at scale", route_lookup, []),
     ("4. memory per conversation", memory, []),
     ("5. numbers needed", numbers_needed, []),
+    ("6. masking accuracy", masking_accuracy, []),
 ]
 QUICK = {
     "1. webhook ingest": ["--seconds", "4", "--rounds", "1"],
@@ -22,6 +30,7 @@ QUICK = {
     "3. route lookup at scale": ["--large", "100000"],
     "4. memory per conversation": ["--conversations", "10000"],
     "5. numbers needed": [],
+    "6. masking accuracy": [],
 }
 
 

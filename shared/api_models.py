@@ -36,6 +36,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from shared import domain
 from shared.callback_urls import UnsafeDestination, check_url
 from shared.domain import ConversationStatus, DeliveryState, MessageKind
+from shared.masking import ContactKind
 from shared.phone import InvalidNumber, to_msisdn
 from shared.settings import Settings
 from shared.templates import TemplateError, check_template
@@ -174,6 +175,15 @@ class CreateConversation(BaseModel):
         default_factory=dict,
         description=f"Any JSON object of at most {MAX_METADATA_BYTES} bytes, echoed back.",
     )
+    # strict mode takes no string for an enum: the kinds are read as strings, then checked
+    mask: list[Annotated[str, WithJsonSchema(
+        {"type": "string", "enum": [k.value for k in ContactKind]}
+    )]] | None = Field(
+        None, max_length=len(ContactKind),
+        description="The contact details replaced by a marker in this conversation's relayed "
+                    "texts: any of phone, email, link; [] masks nothing. Absent or null: the "
+                    "proxy's SMSPROXY_MASK_KINDS.",
+    )
 
     @field_validator("participants", mode="before")
     @classmethod
@@ -230,6 +240,19 @@ class CreateConversation(BaseModel):
         except TemplateError as exc:
             raise _broken(str(exc)) from None
 
+    @field_validator("mask")
+    @classmethod
+    def _mask_kinds(cls, kinds: list[str] | None) -> list[str] | None:
+        if kinds is None:
+            return None
+        allowed = {k.value for k in ContactKind}
+        for kind in kinds:
+            if kind not in allowed:
+                raise _broken(f"{kind[:20]!r} is not one of {', '.join(sorted(allowed))}")
+        if len(set(kinds)) != len(kinds):
+            raise _broken("must not name a kind twice")
+        return kinds
+
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -260,6 +283,7 @@ class NewConversation:
     callback_url: str | None
     metadata: Mapping[str, Any]
     intro_text: str | None = None
+    mask: frozenset[ContactKind] | None = None
 
     def build(self, created_at: float, client: str | None = None) -> domain.Conversation:
         return domain.Conversation(
@@ -272,6 +296,7 @@ class NewConversation:
             metadata=self.metadata,
             intro_text=self.intro_text,
             client=client,
+            mask=self.mask,
         )
 
 
@@ -287,6 +312,8 @@ _CREATE_WORDING = {
     "callback_url": "must be an https URL",
     "intro_text": f"must be 1 to {MAX_INTRO_TEXT} characters",
     "metadata": "must be a JSON object",
+    "mask": "must be a list of phone, email or link",
+    "mask[]": "must be a list of phone, email or link",
 }
 
 
@@ -306,6 +333,11 @@ def parse_create_request(body: Any, settings: Settings) -> NewConversation:
         callback_url=request.callback_url,
         metadata=request.metadata,
         intro_text=request.intro_text,
+        # fixed at creation: a conversation keeps the terms it started with
+        mask=(
+            frozenset(ContactKind(k) for k in request.mask) if request.mask is not None
+            else settings.mask_kinds
+        ),
     )
 
 
@@ -441,6 +473,10 @@ class Participant(BaseModel):
     )
     display_name: str | None
     country: str | None = Field(description="ISO 3166 alpha-2.")
+    opted_out: bool = Field(
+        description="Whether this participant texted an opt-out keyword (STOP) to their proxy "
+                    "number and has not opted back in (START): nothing reaches them from it."
+    )
 
 
 class Conversation(BaseModel):
@@ -453,6 +489,10 @@ class Conversation(BaseModel):
     ttl_seconds: int
     callback_url: str | None
     metadata: dict[str, Any]
+    mask: list[ContactKind] | None = Field(
+        description="The contact details masked in its relayed texts; null for a conversation "
+                    "made before the choice was stored (it follows SMSPROXY_MASK_KINDS)."
+    )
     created_at: datetime = Field(description="When it was requested (UTC).")
     expires_at: datetime | None = Field(
         description="When it ends unless used; null until active."
@@ -482,6 +522,16 @@ class InboundMessage(BaseModel):
     late_part_of: str = _sometimes(
         "Only for a part of a long text that arrived after the text was relayed without it: "
         "the id of that text. Such a part is recorded, never relayed on its own."
+    )
+    masked: int = _sometimes(
+        "Only when its relayed text had contact details replaced: how many (never which)."
+    )
+    participant_state: Literal["opted_out", "opted_in"] = _sometimes(
+        "Only for an opt-out (STOP) or opt-in (START) keyword: the sender's state it set on "
+        "their proxy number."
+    )
+    not_relayed: str = _sometimes(
+        "Only when it was not relayed: why (`keyword`, `recipient_opted_out`, `binary`)."
     )
 
 

@@ -49,12 +49,34 @@ class SignedEvent:
     headers: dict[str, str]
 
 
-def conversation_event(conversation: Conversation, event: str) -> dict[str, Any]:
+def conversation_event(
+    conversation: Conversation, event: str, opted_out: tuple[bool, ...]
+) -> dict[str, Any]:
     """A status event; its id is stable per conversation and status, so repeats can be dropped."""
     return {
         "id": f"{conversation.id}:{event}",
         "type": f"conversation.{event}",
-        "conversation": conversation_view(conversation),
+        "conversation": conversation_view(conversation, opted_out),
+    }
+
+
+def participant_event(
+    conversation: Conversation, index: int, event: str, message_id: str,
+    opted_out: tuple[bool, ...],
+) -> dict[str, Any]:
+    """A participant opted out of (or back in to) their proxy number by texting `message_id`
+    (`participant.opted_out`, `participant.opted_in`); its id is stable per message."""
+    participant = conversation.participants[index]
+    return {
+        "id": f"{event}:{message_id}",
+        "type": event,
+        "participant": {
+            "number": to_e164(participant.number),
+            "proxy_number": to_e164(participant.proxy_number) if participant.proxy_number
+            else None,
+        },
+        "message_id": message_id,
+        "conversation": conversation_view(conversation, opted_out),
     }
 
 

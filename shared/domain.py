@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from shared.masking import ContactKind
+
 # What stands in for a person's number (and body) in records once they were erased: never a
 # number, so that no route, lookup or send can match it.
 ERASED = "erased"
@@ -32,6 +34,10 @@ class MessageKind(StrEnum):
     RELAY = "relay"
     OUT_OF_SESSION = "out_of_session"
     NUMBER_CHANGE = "number_change"
+    OPT_OUT = "opt_out"  # the confirmation of an opt-out keyword
+    OPT_IN = "opt_in"
+    HELP = "help"
+    OPTED_OUT_NOTICE = "opted_out_notice"  # to the other side of an opt-out, once
 
 
 class DeliveryState(StrEnum):
@@ -86,6 +92,9 @@ class Conversation:
     # The /v1 client that created it and alone may see it; None for conversations created
     # before clients had names (every client sees those).
     client: str | None = None
+    # The contact details masked in its relayed texts; None (stored before the choice was
+    # made per conversation): the deployment's SMSPROXY_MASK_KINDS.
+    mask: frozenset[ContactKind] | None = None
 
     def visible_to(self, client: str) -> bool:
         return self.client is None or self.client == client
@@ -117,6 +126,7 @@ class Conversation:
                 "metadata": dict(self.metadata),
                 "intro_text": self.intro_text,
                 "client": self.client,
+                "mask": sorted(self.mask) if self.mask is not None else None,
             }),
             separators=(",", ":"),
         )
@@ -137,6 +147,7 @@ class Conversation:
             metadata=data.get("metadata") or {},
             intro_text=data.get("intro_text"),
             client=data.get("client"),
+            mask=frozenset(ContactKind(k) for k in data["mask"]) if "mask" in data else None,
         )
 
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from shared import outbound
 from shared.clock import now
 from shared.conversation_store import ConversationStore
-from shared.inbound_rules import Decision, Event, InboundContext, decide
+from shared.inbound_rules import Decision, Event, InboundContext, StateChange, decide
 from shared.logging import bind_log_context
 from shared.messages import MessageLog
 from shared.metrics import Counters
+from shared.opt_outs import Change, OptOuts, ParticipantState
 from shared.phone import mask
 from shared.reassembly import LatePart, Reassembled
 from shared.routes import RouteTable
@@ -32,6 +33,9 @@ class Carried:
 
     sends: tuple[str, ...] = ()
     events: tuple[Event, ...] = ()
+    # for the participant events: whose conversation, and which participant sent the message
+    conversation_id: str | None = None
+    sender_index: int = 0
 
 
 class InboundHandler:
@@ -44,12 +48,14 @@ class InboundHandler:
         messages: MessageLog,
         counters: Counters,
         settings: Settings,
+        opt_outs: OptOuts,
     ) -> None:
         self._routes = routes
         self._conversations = conversations
         self._messages = messages
         self._counters = counters
         self._settings = settings
+        self._opt_outs = opt_outs
 
     def context(self, message: Reassembled) -> InboundContext:
         """The message with its conversation and participants, if a route leads anywhere."""
@@ -57,13 +63,25 @@ class InboundHandler:
         conversation = self._conversations.get(conversation_id) if conversation_id else None
         bind_log_context(conversation_id=conversation_id)
         if conversation is None:
-            return InboundContext(message, self._settings)
+            # without a route the sender's state matters only to an opt-in keyword
+            sender_opted_out = (
+                message.text.strip().upper() in self._settings.opt_in_keywords
+                and self._opt_outs.get(message.sender, message.virtual_number) is not None
+            )
+            return InboundContext(message, self._settings, sender_opted_out=sender_opted_out)
         sender = next(
             (p for p in conversation.participants if p.number == message.sender), None
         )
+        counterpart = conversation.counterpart_of(message.sender)
+        pairs = [(message.sender, message.virtual_number)]
+        if counterpart is not None and counterpart.proxy_number:
+            pairs.append((counterpart.number, counterpart.proxy_number))
+        states = self._opt_outs.get_many(pairs)  # both in one round trip
+        sender_opted_out = states[0] is not None
+        recipient_opt_out = states[1] if len(states) > 1 else None
         return InboundContext(
-            message, self._settings, conversation, sender,
-            conversation.counterpart_of(message.sender),
+            message, self._settings, conversation, sender, counterpart,
+            sender_opted_out=sender_opted_out, recipient_opt_out=recipient_opt_out,
         )
 
     def handle(self, message: Reassembled) -> Carried:
@@ -78,28 +96,77 @@ class InboundHandler:
             log.info("inbound %s from %s to %s not relayed: %s", message.message_id,
                      mask(message.sender), mask(message.virtual_number), decision.dropped.value)
         conversation = context.conversation
-        if context.routed and conversation is not None:
-            if self._settings.extend_on_activity:
-                self._conversations.extend(conversation.id, now())
-            self._messages.record_inbound(
-                conversation.id, message.message_id, message.sender, message.parts,
-                message.text if self._settings.retain_bodies else None,
-            )
+        routed = conversation if context.routed else None
+        replies = list(decision.replies)
+        events = list(decision.events)
         sends: list[str] = []
+        changed: ParticipantState | None = None
+        if decision.state_change is not None and self._change_state(context, decision.state_change):
+            changed = decision.state_change.state
+            replies.append(decision.state_change.confirmation)
+            if routed is not None:
+                events.append(Event.PARTICIPANT_OPTED_OUT if changed is ParticipantState.OPTED_OUT
+                              else Event.PARTICIPANT_OPTED_IN)
+            # never to a counterpart who opted out of their number themselves
+            if (decision.state_change.tell_counterpart and routed is not None
+                    and context.counterpart and context.sender
+                    and context.recipient_opt_out is None):
+                notice = outbound.opted_out_notice(
+                    routed.id, context.counterpart, message.message_id,
+                    outbound.opted_out_notice_text(
+                        self._settings.opted_out_notice_template, context.sender
+                    ),
+                )
+                self._messages.owe(notice)
+                sends.append(notice.id)
+        if routed is not None:
+            if self._settings.extend_on_activity:
+                self._conversations.extend(routed.id, now())
+            recorded = self._messages.record_inbound(
+                routed.id, message.message_id, message.sender, message.parts,
+                message.text if self._settings.retain_bodies else None,
+                masked=decision.masked, participant_state=changed,
+                not_relayed=decision.dropped.value if decision.dropped else None,
+            )
+            if recorded and decision.masked:  # counted once, however often the task runs
+                self._counters.incr("smsproxy.inbound.masked", decision.masked)
         if decision.relay is not None and conversation is not None and context.counterpart:
             relay = outbound.relay(message.message_id, conversation, context.counterpart,
                                    decision.relay)
             if self._messages.owe(relay):
                 self._counters.incr("smsproxy.inbound.relayed")
             sends.append(relay.id)
-        for reply in decision.replies:
-            answer = outbound.reply(
-                message.message_id, reply.kind, message.virtual_number, message.sender,
-                reply.text, conversation.id if context.routed and conversation else None,
-            )
+        for reply in replies:
+            if reply.once_per is not None and routed is not None and context.sender:
+                answer = outbound.opted_out_notice(
+                    routed.id, context.sender, reply.once_per, reply.text
+                )
+            else:
+                answer = outbound.reply(
+                    message.message_id, reply.kind, message.virtual_number, message.sender,
+                    reply.text, routed.id if routed is not None else None,
+                )
             self._messages.owe(answer)
             sends.append(answer.id)
-        return Carried(tuple(sends), decision.events)
+        sender_index = next(
+            (i for i, p in enumerate(routed.participants) if p.number == message.sender), 0
+        ) if routed is not None else 0
+        return Carried(tuple(sends), tuple(events),
+                       routed.id if routed is not None else None, sender_index)
+
+    def _change_state(self, context: InboundContext, change: StateChange) -> bool:
+        """Set the sender's state on the number they texted; True when this message made
+        the change (on this run or an earlier one), so that what follows is owed, by ids that
+        make owing it again harmless."""
+        message = context.message
+        result = self._opt_outs.change(
+            message.sender, message.virtual_number, change.state, message.message_id
+        )
+        if result is Change.MADE:
+            self._counters.incr(f"smsproxy.participants.{change.state.value}")
+            log.info("%s %s on %s by %s", mask(message.sender), change.state.value,
+                     mask(message.virtual_number), message.message_id)
+        return result is not Change.NONE
 
     def record_late(self, part: LatePart) -> None:
         """A part that came after its message was relayed without it: into the audit trail

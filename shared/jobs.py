@@ -29,6 +29,9 @@ class TaskName(StrEnum):
     NOTIFY_CALLBACK = "smsproxy.notify_callback"
     # payload: {"from": msisdn, "to": msisdn, "message_id": ...}
     NOTIFY_OUT_OF_SESSION = "smsproxy.notify_out_of_session"
+    # payload: {"conversation_id": ..., "event": "participant.opted_out|participant.opted_in",
+    #           "message_id": the text that made the change, "participant": "0" or "1"}
+    NOTIFY_PARTICIPANT = "smsproxy.notify_participant"
     # no payload
     MAINTAIN_POOL = "smsproxy.maintain_pool"
     EXPIRE_CONVERSATIONS = "smsproxy.expire_conversations"
@@ -43,6 +46,7 @@ QUEUE_OF: dict[TaskName, Queue] = {
     TaskName.RECORD_RECEIPT: Queue.RECEIPTS,
     TaskName.NOTIFY_CALLBACK: Queue.CONVERSATIONS,
     TaskName.NOTIFY_OUT_OF_SESSION: Queue.CONVERSATIONS,
+    TaskName.NOTIFY_PARTICIPANT: Queue.CONVERSATIONS,
     TaskName.MAINTAIN_POOL: Queue.POOL,
     TaskName.EXPIRE_CONVERSATIONS: Queue.CONVERSATIONS,
     TaskName.SWEEP_STRANDED: Queue.INBOUND,

@@ -55,6 +55,11 @@ class Keys:
         low, high = sorted((first, second))
         return f"{self.prefix}pair:{low}:{high}"
 
+    def opt_out(self, real_number: str, virtual_number: str) -> str:
+        """Hash of a person's opt-out state on one virtual number (STOP / START). An opt-out
+        has no TTL: it lasts until the person opts back in (erasure must include it)."""
+        return f"{self.prefix}optout:{real_number}:{virtual_number}"
+
     def pool(self, country: str) -> str:
         """Sorted set of allocatable numbers of a country, scored by live routes."""
         return f"{self.prefix}pool:{country}"

@@ -134,11 +134,15 @@ class MessageLog:
 
     def record_inbound(
         self, conversation_id: str, message_id: str, sender: str, parts: int, text: str | None,
-        *, late_part_of: str | None = None,
+        *, late_part_of: str | None = None, masked: int = 0,
+        participant_state: str | None = None, not_relayed: str | None = None,
     ) -> bool:
         """Add an inbound message to its conversation's trail once; False if already there.
 
-        `late_part_of` marks a part that came after its message (that id) was relayed.
+        `late_part_of` marks a part that came after its message (that id) was relayed;
+        `masked` is how many contact details its relayed text had replaced;
+        `participant_state` the sender's opt-out state it set (STOP, START);
+        `not_relayed` why it was not relayed.
         """
         key = self._keys.inbound(message_id)
         fields: dict[Any, Any] = {
@@ -152,6 +156,12 @@ class MessageLog:
             fields["text"] = text
         if late_part_of is not None:
             fields["late_part_of"] = late_part_of
+        if masked:
+            fields["masked"] = masked
+        if participant_state is not None:
+            fields["participant_state"] = participant_state
+        if not_relayed is not None:
+            fields["not_relayed"] = not_relayed
         if not self._redis.hsetnx(key, "conversation_id", conversation_id):
             return False
         pipe = self._redis.pipeline()
@@ -411,6 +421,9 @@ class InboundRecord:
     received_at: float
     text: str | None = None
     late_part_of: str | None = None  # a part that came after this message was relayed
+    masked: int = 0  # contact details replaced in its relayed text
+    participant_state: str | None = None  # the sender's opt-out state this message set
+    not_relayed: str | None = None  # why it was not relayed
     record: Literal["in"] = "in"
 
     @classmethod
@@ -422,6 +435,9 @@ class InboundRecord:
             received_at=float(data["received_at"]),
             text=data.get("text"),
             late_part_of=data.get("late_part_of"),
+            masked=int(data.get("masked", 0)),
+            participant_state=data.get("participant_state"),
+            not_relayed=data.get("not_relayed"),
         )
 
 

@@ -51,7 +51,33 @@ def reply(
     )
 
 
-_REPLY_PREFIX = {MessageKind.OUT_OF_SESSION: "oos"}
+_REPLY_PREFIX = {
+    MessageKind.OUT_OF_SESSION: "oos",
+    MessageKind.OPT_OUT: "optout",
+    MessageKind.OPT_IN: "optin",
+    MessageKind.HELP: "help",
+}
+
+
+def opted_out_notice_text(template: str, opted_out: Participant) -> str:
+    """What the other side of an opt-out is told, naming who opted out."""
+    return render(template, "counterpart", opted_out.display_name or DEFAULT_COUNTERPART_NAME)
+
+
+def opted_out_notice(
+    conversation_id: str, recipient: Participant, opt_out_id: str, text: str
+) -> OutboundSms:
+    """Tells `recipient` that the other side opted out, from `recipient`'s proxy. Its id is
+    per conversation and opt-out (the message that made it): however often it is owed, at the
+    opt-out or at each of `recipient`'s texts after it, it goes once."""
+    return OutboundSms(
+        id=f"optnotice-{conversation_id}-{opt_out_id}",
+        conversation_id=conversation_id,
+        kind=MessageKind.OPTED_OUT_NOTICE,
+        sender=recipient.proxy_number or "",
+        recipient=recipient.number,
+        text=text,
+    )
 
 
 def intro(conversation: Conversation, index: int, template: str) -> OutboundSms:

@@ -22,7 +22,11 @@ def iso_time(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
 
 
-def conversation_view(conversation: Conversation) -> dict[str, Any]:
+def conversation_view(
+    conversation: Conversation, opted_out: tuple[bool, ...]
+) -> dict[str, Any]:
+    """`opted_out`: for each participant, whether they opted out of their proxy number
+    (shared/opt_outs.py `OptOuts.of`)."""
     return {
         "id": conversation.id,
         "status": conversation.status.value,
@@ -33,9 +37,11 @@ def conversation_view(conversation: Conversation) -> dict[str, Any]:
                 "proxy_number": to_e164(p.proxy_number) if p.proxy_number else None,
                 "display_name": p.display_name,
                 "country": p.country,
+                "opted_out": out,
             }
-            for p in conversation.participants
+            for p, out in zip(conversation.participants, opted_out, strict=True)
         ],
+        "mask": sorted(conversation.mask) if conversation.mask is not None else None,
         "ttl_seconds": conversation.ttl_seconds,
         "callback_url": conversation.callback_url,
         "metadata": dict(conversation.metadata),
@@ -58,6 +64,12 @@ def trail_entry_view(entry: TrailEntry, *, with_text: bool) -> dict[str, Any]:
         })
         if entry.late_part_of is not None:
             rendered["late_part_of"] = entry.late_part_of
+        if entry.masked:
+            rendered["masked"] = entry.masked
+        if entry.participant_state is not None:
+            rendered["participant_state"] = entry.participant_state
+        if entry.not_relayed is not None:
+            rendered["not_relayed"] = entry.not_relayed
     else:
         rendered.update({
             "kind": entry.kind,

@@ -26,24 +26,29 @@ local function existing(routes)
   end
   return false
 end
-local function pick(routes, pools, sticky)
+-- a number is free for a person when none of their live routes uses it and they have not
+-- opted out of it (opt_out: the person's opt-out key without the number, from Keys.opt_out)
+local function free(routes, opt_out, n)
+  return redis.call('HEXISTS', routes, n) == 0
+    and redis.call('HGET', opt_out .. n, 'state') ~= 'opted_out'
+end
+local function pick(routes, opt_out, pools, sticky)
   for _, pool in ipairs(pools) do
-    if sticky ~= '' and redis.call('ZSCORE', pool, sticky)
-        and redis.call('HEXISTS', routes, sticky) == 0 then
+    if sticky ~= '' and redis.call('ZSCORE', pool, sticky) and free(routes, opt_out, sticky) then
       return sticky, pool
     end
   end
   -- least-loaded first within each country, countries in order of preference
   for _, pool in ipairs(pools) do
     for _, n in ipairs(redis.call('ZRANGE', pool, 0, -1)) do
-      if redis.call('HEXISTS', routes, n) == 0 then return n, pool end
+      if free(routes, opt_out, n) then return n, pool end
     end
   end
   return false, false
 end
--- ARGV[5] = how many pool countries the first participant may use, then those countries,
--- then the same for the second participant.
-local pools, at = {{}, {}}, 5
+-- ARGV[5], ARGV[6] = each participant's opt-out key prefix; ARGV[7] = how many pool countries
+-- the first participant may use, then those countries, then the same for the second.
+local pools, at = {{}, {}}, 7
 for i = 1, 2 do
   local count = tonumber(ARGV[at])
   for j = 1, count do table.insert(pools[i], prefix .. 'pool:' .. ARGV[at + j]) end
@@ -56,7 +61,7 @@ for i = 1, 2 do
   if got[i] then
     chosen[i] = got[i]
   else
-    chosen[i], chosen_pool[i] = pick(KEYS[i], pools[i], ARGV[i + 2])
+    chosen[i], chosen_pool[i] = pick(KEYS[i], ARGV[i + 4], pools[i], ARGV[i + 2])
     if not chosen[i] then return {'exhausted', tostring(i - 1), ''} end
   end
 end
@@ -94,14 +99,16 @@ return freed
 
 
 # Moves one participant of a live conversation off a number the account lost, onto a free number
-# of the given countries (not one the person already uses), keeping route counts exact.
+# of the given countries (not one the person already uses or opted out of), keeping route
+# counts exact. ARGV[4]: the person's opt-out key prefix; ARGV[5]: how many countries follow.
 _REROUTE = """
-local prefix, conv, lost = ARGV[1], ARGV[2], ARGV[3]
+local prefix, conv, lost, opt_out = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if redis.call('HGET', KEYS[1], lost) ~= conv then return false end
-for i = 5, 4 + tonumber(ARGV[4]) do
+for i = 6, 5 + tonumber(ARGV[5]) do
   local pool = prefix .. 'pool:' .. ARGV[i]
   for _, n in ipairs(redis.call('ZRANGE', pool, 0, -1)) do
-    if n ~= lost and redis.call('HEXISTS', KEYS[1], n) == 0 then
+    if n ~= lost and redis.call('HEXISTS', KEYS[1], n) == 0
+        and redis.call('HGET', opt_out .. n, 'state') ~= 'opted_out' then
       redis.call('HDEL', KEYS[1], lost)
       redis.call('HINCRBY', prefix .. 'number:' .. lost, 'routes', -1)
       redis.call('HSET', KEYS[1], n, conv)
@@ -160,6 +167,7 @@ class RouteTable:
     ) -> tuple[str, str]:
         """Reserve a proxy for each (real number, pool countries in order of preference).
 
+        A number the person opted out of (STOP, shared/opt_outs.py) is not free for them.
         Raises PoolExhausted naming the participant for whom no country had a free number.
         """
         (first, first_countries), (second, second_countries) = participants
@@ -170,6 +178,7 @@ class RouteTable:
             keys=[self._keys.routes(first), self._keys.routes(second)],
             args=[
                 self._keys.prefix, conversation_id, sticky[0], sticky[1],
+                self._keys.opt_out(first, ""), self._keys.opt_out(second, ""),
                 len(first_countries), *first_countries,
                 len(second_countries), *second_countries,
             ],
@@ -198,7 +207,8 @@ class RouteTable:
         """Move a person's route in a conversation off `lost`; the new number, or None if full."""
         moved = self._reroute(
             keys=[self._keys.routes(person)],
-            args=[self._keys.prefix, conversation_id, lost, len(countries), *countries],
+            args=[self._keys.prefix, conversation_id, lost, self._keys.opt_out(person, ""),
+                  len(countries), *countries],
         )
         return str(moved) if moved else None
 

@@ -12,7 +12,8 @@ from limits import parse_many
 from shared.callback_urls import CallbackPolicy, UnsafeDestination, check_url, parse_hosts
 from shared.clients import ApiClients
 from shared.logging import LogFormat, parse_log_format
-from shared.templates import check_template
+from shared.masking import ContactKind, parse_kinds
+from shared.templates import check_literal, check_template
 
 
 class SettingsError(ValueError):
@@ -109,6 +110,29 @@ def _template_of(placeholder: str) -> Callable[[str], str]:
         return check_template(raw, placeholder)
 
     return parse
+
+
+# A marker stands for a number or an address in someone's text: a few characters, no more.
+MAX_MASK_MARKER = 32
+
+
+def _mask_marker(raw: str) -> str:
+    if len(raw) > MAX_MASK_MARKER:
+        raise ValueError(f"must be at most {MAX_MASK_MARKER} characters")
+    return raw
+
+
+def _keywords(raw: str) -> frozenset[str]:
+    """`STOP, Quit` into {"STOP", "QUIT"}: whole words a text must be, ignoring case."""
+    words = frozenset(word.strip().upper() for word in raw.split(",") if word.strip())
+    for word in words:
+        if not (word.isascii() and word.replace("-", "").isalnum()) or len(word) > 20:
+            raise ValueError(f"{word[:20]!r} is not a keyword (ASCII letters and digits)")
+    return words
+
+
+def _literal(raw: str) -> str:
+    return check_literal(raw.strip())
 
 
 def _setting(env: str, parse: Callable[[str], Any], doc: str) -> Any:
@@ -240,6 +264,39 @@ class Settings:
     relay_prefix: str = _setting(
         "SMSPROXY_RELAY_PREFIX", str, "text put before every relayed message (empty: none)"
     )
+    mask_kinds: frozenset[ContactKind] = _setting(
+        "SMSPROXY_MASK_KINDS", parse_kinds,
+        "contact details masked in relayed text: comma-separated phone, email, link (none: "
+        "off); a create request may choose its own",
+    )
+    mask_marker: str = _setting(
+        "SMSPROXY_MASK_MARKER", _mask_marker, "what each masked contact detail becomes"
+    )
+    opt_out_keywords: frozenset[str] = _setting(
+        "SMSPROXY_OPT_OUT_KEYWORDS", _keywords,
+        "comma-separated words that, as a whole text (any case), opt the sender out of the "
+        "number they texted; never relayed (empty: none)",
+    )
+    opt_in_keywords: frozenset[str] = _setting(
+        "SMSPROXY_OPT_IN_KEYWORDS", _keywords,
+        "words that opt an opted-out sender back in (from anyone else they are relayed)",
+    )
+    help_keywords: frozenset[str] = _setting(
+        "SMSPROXY_HELP_KEYWORDS", _keywords, "words answered with the help reply, never relayed"
+    )
+    opt_out_reply: str = _setting(
+        "SMSPROXY_OPT_OUT_REPLY", _literal, "the one confirmation of an opt-out (literal text)"
+    )
+    opt_in_reply: str = _setting(
+        "SMSPROXY_OPT_IN_REPLY", _literal, "the one confirmation of an opt-in (literal text)"
+    )
+    help_reply: str = _setting(
+        "SMSPROXY_HELP_REPLY", _literal, "the answer to a help keyword (literal text)"
+    )
+    opted_out_notice_template: str = _setting(
+        "SMSPROXY_OPTED_OUT_NOTICE_TEMPLATE", _template_of("counterpart"),
+        "told once to the other side of an opt-out; {counterpart} is the name of who opted out",
+    )
     dedupe_ttl_seconds: int = _setting(
         "SMSPROXY_DEDUPE_TTL_SECONDS", _positive_int, "how long a webhook messageId is remembered"
     )
@@ -342,6 +399,15 @@ class Settings:
                 check_url(self.out_of_session_callback_url, self.callback_policy)
             except UnsafeDestination as exc:
                 raise SettingsError(f"SMSPROXY_OUT_OF_SESSION_CALLBACK_URL: {exc}") from None
+        lists = {"SMSPROXY_OPT_OUT_KEYWORDS": self.opt_out_keywords,
+                 "SMSPROXY_OPT_IN_KEYWORDS": self.opt_in_keywords,
+                 "SMSPROXY_HELP_KEYWORDS": self.help_keywords}
+        for name, words in lists.items():
+            for other, others in lists.items():
+                if name < other and words & others:
+                    raise SettingsError(
+                        f"{name}: {', '.join(sorted(words & others))} also in {other}"
+                    )
         if self.public_base_url and not self.public_base_url.startswith(("http://", "https://")):
             raise SettingsError("PUBLIC_BASE_URL: must start with http:// or https://")
         if self.buy_on_demand and not self.pool_maximums and not self.pool_monthly_budget:
@@ -419,9 +485,27 @@ _DEFAULTS: dict[str, str] = {
         "your own number stays private."
     ),
     "SMSPROXY_RELAY_PREFIX": "",
+    "SMSPROXY_MASK_KINDS": "phone,email",
+    "SMSPROXY_MASK_MARKER": "[hidden]",
     "SMSPROXY_COUNTRY_FALLBACK": "false",
     "SMSPROXY_BUY_ON_DEMAND": "false",
     "SMSPROXY_EXTEND_ON_ACTIVITY": "false",
+    # Twilio's default keywords (docs/privacy.md)
+    "SMSPROXY_OPT_OUT_KEYWORDS": "STOP,STOPALL,UNSUBSCRIBE,CANCEL,END,QUIT,OPTOUT,REVOKE",
+    "SMSPROXY_OPT_IN_KEYWORDS": "START,UNSTOP,YES",
+    "SMSPROXY_HELP_KEYWORDS": "HELP,INFO",
+    "SMSPROXY_OPT_OUT_REPLY": (
+        "You will no longer receive texts from this number. Reply START to receive them again."
+    ),
+    "SMSPROXY_OPT_IN_REPLY": "You will receive texts from this number again. Reply STOP to stop.",
+    "SMSPROXY_HELP_REPLY": (
+        "This number relays texts for a marketplace conversation; your own number stays "
+        "private. Reply STOP to stop texts from this number, START to resume."
+    ),
+    "SMSPROXY_OPTED_OUT_NOTICE_TEMPLATE": (
+        "{counterpart} has opted out of texts in this conversation; your messages will not "
+        "reach them by SMS."
+    ),
     "SMSPROXY_DEDUPE_TTL_SECONDS": "172800",
     "SMSPROXY_RETAIN_BODIES": "false",
     "SMSPROXY_API_RATE_LIMIT": "100/second;3000/minute",

@@ -29,3 +29,10 @@ def check_template(template: str, placeholder: str) -> str:
 def render(template: str, placeholder: str, value: str) -> str:
     """Each bare `{placeholder}` replaced by `value`, the result cut at MAX_RENDERED_TEXT."""
     return template.replace("{" + placeholder + "}", value)[:MAX_RENDERED_TEXT]
+
+
+def check_literal(template: str) -> str:
+    """`template` when it is literal text (no braces at all), else TemplateError."""
+    if "{" in template or "}" in template:
+        raise TemplateError("must be literal text (no braces)")
+    return template

@@ -23,6 +23,7 @@ from shared.inbound import InboundHandler
 from shared.insight_cache import InsightCache
 from shared.messages import MessageLog
 from shared.metrics import Counters
+from shared.opt_outs import OptOuts
 from shared.outbox import Outbox
 from shared.pool import PoolKeeper, PoolPolicy
 from shared.pool_inventory import PoolInventory
@@ -97,6 +98,7 @@ class Services:
     sender: Sender
     pool_keeper: PoolKeeper
     outbox: Outbox
+    opt_outs: OptOuts
 
     @classmethod
     def from_settings(
@@ -111,6 +113,7 @@ class Services:
         messages = MessageLog(client, retention_seconds=keep)
         counters = Counters(client)
         idempotency = IdempotencyKeys(client)
+        opt_outs = OptOuts(client)
         pool_keeper = PoolKeeper(
             client, store, routes, inventory, messages, counters,
             PoolPolicy.from_settings(settings),
@@ -130,8 +133,9 @@ class Services:
                 buyer=pool_keeper,
             ),
             reassembler=Reassembler(client, counters, settings),
-            inbound=InboundHandler(routes, store, messages, counters, settings),
+            inbound=InboundHandler(routes, store, messages, counters, settings, opt_outs),
             sender=Sender(client, messages, counters, settings),
             pool_keeper=pool_keeper,
             outbox=Outbox(client, settings, broker=broker_redis(settings)),
+            opt_outs=opt_outs,
         )

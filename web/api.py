@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 from pydantic import ValidationError
@@ -41,6 +42,10 @@ from web.services import publisher, services
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
 _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
+
+def _view(conversation: Conversation) -> dict[str, Any]:
+    return conversation_view(conversation, services().opt_outs.of(conversation))
+
 
 def _find(conversation_id: str) -> Conversation | None:
     """The calling client's conversation with this id, or None (unknown, or another's)."""
@@ -98,7 +103,7 @@ def create_conversation() -> Response | tuple[Response, int]:
     conversation = opened.conversation
     bind_log_context(conversation_id=conversation.id)
     if not opened.new:
-        return jsonify(conversation_view(conversation)), 202
+        return jsonify(_view(conversation)), 202
     try:
         publisher().publish(TaskName.CREATE_CONVERSATION, conversation.id,
                             job=job_name("create", conversation.id))
@@ -106,7 +111,7 @@ def create_conversation() -> Response | tuple[Response, int]:
         svc.conversations.abandon(conversation.id, client, key, "queue_unavailable")
         raise
     svc.counters.incr("smsproxy.conversations.requested")
-    response = jsonify(conversation_view(conversation))
+    response = jsonify(_view(conversation))
     response.headers["Location"] = f"/v1/conversations/{conversation.id}"
     return response, 202
 
@@ -123,7 +128,7 @@ def list_conversations() -> Response:
         cursor=query.cursor, limit=query.limit,
     )
     return jsonify({
-        "conversations": [conversation_view(c) for c in page],
+        "conversations": [_view(c) for c in page],
         "next_cursor": encode_cursor(after) if after is not None else None,
     })
 
@@ -134,7 +139,7 @@ def get_conversation(conversation_id: str) -> Response:
     conversation = _find(conversation_id)
     if conversation is None:
         return _not_found(conversation_id)
-    return jsonify(conversation_view(conversation))
+    return jsonify(_view(conversation))
 
 
 @bp.delete("/conversations/<conversation_id>")
@@ -147,7 +152,7 @@ def close_conversation(conversation_id: str) -> Response:
     if closed is not None:
         _announce_closed(closed)
     # Closing a conversation that is already over is not an error: it answers its state.
-    return jsonify(conversation_view(closed or conversation))
+    return jsonify(_view(closed or conversation))
 
 
 def _announce_closed(closed: Conversation) -> None:

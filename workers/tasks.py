@@ -22,6 +22,7 @@ from shared.callbacks import (
     conversation_event,
     deliver_event,
     out_of_session_event,
+    participant_event,
 )
 from shared.conversations import INSIGHT_MAX_ATTEMPTS
 from shared.domain import (
@@ -186,7 +187,8 @@ def notify_callback(self: Task[Any, Any], payload: dict[str, str]) -> None:
     bind_log_context(conversation_id=conversation_id)
     conversation = rt.services.conversation_store.get(conversation_id)
     if conversation is not None and conversation.callback_url:
-        _post_event(self, rt, conversation.callback_url, conversation_event(conversation, status),
+        event = conversation_event(conversation, status, rt.services.opt_outs.of(conversation))
+        _post_event(self, rt, conversation.callback_url, event,
                     ("callback", f"{conversation_id}:{status}"))
     rt.services.outbox.settle("callback", f"{conversation_id}:{status}")
 
@@ -202,6 +204,23 @@ def notify_out_of_session(self: Task[Any, Any], payload: dict[str, str]) -> None
         event = out_of_session_event(payload["from"], payload["to"], payload["message_id"])
         _post_event(self, rt, url, event, ("oos", payload["message_id"]))
     rt.services.outbox.settle("oos", payload["message_id"])
+
+
+_PARTICIPANT_EVENTS = frozenset({Event.PARTICIPANT_OPTED_OUT, Event.PARTICIPANT_OPTED_IN})
+
+
+@proxy_task(name=TaskName.NOTIFY_PARTICIPANT.value, bind=True, max_retries=CALLBACK_MAX_RETRIES)
+@survives_redis_outages
+def notify_participant(self: Task[Any, Any], payload: dict[str, str]) -> None:
+    rt = runtime.current()
+    message_id, kind = str(payload.get("message_id", "")), str(payload.get("event", ""))
+    conversation = rt.services.conversation_store.get(str(payload.get("conversation_id", "")))
+    index = 1 if payload.get("participant") == "1" else 0
+    if conversation is not None and conversation.callback_url and kind in _PARTICIPANT_EVENTS:
+        event = participant_event(conversation, index, kind, message_id,
+                                  rt.services.opt_outs.of(conversation))
+        _post_event(self, rt, conversation.callback_url, event, ("participant", message_id))
+    rt.services.outbox.settle("participant", message_id)
 
 
 def _send_now_or_later(rt: Runtime, outbound_id: str) -> None:
@@ -227,6 +246,14 @@ def _relay(rt: Runtime, whole: Reassembled) -> None:
     rt.services.reassembler.release(whole)  # recorded: a run from here on owes nothing new
     for outbound_id in carried.sends:
         _send_now_or_later(rt, outbound_id)
+    for event in _PARTICIPANT_EVENTS & set(carried.events):
+        if carried.conversation_id is not None:  # numbers stay out of the task's arguments
+            rt.queue.enqueue(
+                TaskName.NOTIFY_PARTICIPANT,
+                ({"conversation_id": carried.conversation_id, "event": event.value,
+                  "message_id": whole.message_id, "participant": str(carried.sender_index)},),
+                job=job_name("participant", whole.message_id),
+            )
     if Event.OUT_OF_SESSION in carried.events:
         rt.queue.enqueue(
             TaskName.NOTIFY_OUT_OF_SESSION,

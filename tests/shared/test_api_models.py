@@ -59,6 +59,10 @@ TWO = {"participants": [A, B]}
          "must not contain NaN or Infinity"),
         ({**TWO, "metadata": {"k": "v" * 4090}}, "metadata", "must be at most 4096 bytes of JSON"),
         ({**TWO, "": 1}, "", "is not a known field"),
+        ({**TWO, "mask": "phone"}, "mask", "must be a list of phone, email or link"),
+        ({**TWO, "mask": [1]}, "mask[0]", "must be a list of phone, email or link"),
+        ({**TWO, "mask": ["fax"]}, "mask", "'fax' is not one of email, link, phone"),
+        ({**TWO, "mask": ["phone", "phone"]}, "mask", "must not name a kind twice"),
     ],
 )
 def test_the_first_problem_is_reported_with_its_field(make_settings, body, field, problem):
@@ -112,3 +116,18 @@ def test_a_list_query_yields_typed_values_and_a_cursor_round_trips():
     default = parse_list_query({})
     assert (default.status, default.participant, default.limit, default.cursor) == (
         None, None, 50, None)
+
+
+def test_the_mask_is_the_requests_or_else_the_deployments(make_settings):
+    from shared.masking import ContactKind
+
+    settings = make_settings(SMSPROXY_MASK_KINDS="email")
+    assert parse_create_request(TWO, settings).mask == {ContactKind.EMAIL}
+    assert parse_create_request({**TWO, "mask": None}, settings).mask == {ContactKind.EMAIL}
+    assert parse_create_request({**TWO, "mask": []}, settings).mask == frozenset()
+    chosen = parse_create_request({**TWO, "mask": ["link", "phone"]}, settings)
+    assert chosen.mask == {ContactKind.LINK, ContactKind.PHONE}
+    stored = chosen.build(1.0)
+    from shared.domain import Conversation
+
+    assert Conversation.from_json(stored.to_json()).mask == chosen.mask

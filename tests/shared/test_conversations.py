@@ -163,7 +163,8 @@ def test_callback_events_are_signed_over_timestamp_and_body(fake_redis, make_set
         {"participants": [{"number": "+447400100001"}, {"number": "+447400100002"}],
          "callback_url": "https://market.example/hook"}, settings)
     conversation = parsed.build(created_at=5.0)
-    signed = sign_event(conversation_event(conversation, "active"), "cb-secret", at=1700000000)
+    event = conversation_event(conversation, "active", (False, False))
+    signed = sign_event(event, "cb-secret", at=1700000000)
     expected = hmac.new(b"cb-secret", b"1700000000." + signed.body, hashlib.sha256).hexdigest()
     assert signed.headers[SIGNATURE_HEADER] == f"sha256={expected}"
     assert signed.headers[TIMESTAMP_HEADER] == "1700000000"

@@ -82,3 +82,15 @@ def test_a_binary_message_is_recorded_and_counted_not_relayed(world):
     trail = world.services.messages.trail(conversation.id)
     assert [(e.record, e.id) for e in trail] == [("in", "b1")]
     assert world.services.counters.snapshot()["smsproxy.inbound.binary"] == 1
+
+
+def test_masked_text_is_relayed_and_the_trail_counts_what_was_masked(world):
+    _, conversation = world.start()
+    proxy = conversation.participants[0].proxy_number
+    for _ in range(2):  # a redelivered task counts nothing twice
+        (sent_id,) = world.relay_ids(A, proxy, "m7", "ring 07911 123456 or a@example.com")
+    outbound = world.services.messages.outbound(sent_id)
+    assert outbound is not None and outbound.text == "ring [hidden] or [hidden]"
+    trail = world.services.messages.trail(conversation.id)
+    assert [(e.id, getattr(e, "masked", None)) for e in trail if e.record == "in"] == [("m7", 2)]
+    assert world.services.counters.snapshot()["smsproxy.inbound.masked"] == 2

@@ -135,3 +135,28 @@ def test_every_pair_of_a_small_world_routes_to_its_own_conversation(svc):
     for a, b in itertools.combinations(people, 2):
         routes_a = {v: c for v, c in svc.redis.hgetall(Keys().routes(a)).items()}
         assert f"{a}-{b}" in routes_a.values()
+
+
+def test_a_number_the_person_opted_out_of_is_not_free_for_them_even_when_sticky(svc):
+    from shared.opt_outs import ParticipantState
+
+    conversation = _conversation(svc, "c1", gb(1), gb(2))
+    stopped = conversation.participants[0].proxy_number
+    svc.opt_outs.change(gb(1), stopped, ParticipantState.OPTED_OUT, "stop-1")
+    svc.conversation_store.finish("c1", ConversationStatus.CLOSED)
+    again = svc.routes.allocate("c2", ((gb(1), IN_GB), (gb(2), IN_GB)))
+    assert again[0] != stopped
+    assert again[1] == conversation.participants[1].proxy_number  # the other keeps theirs
+
+
+def test_rerouting_off_a_lost_number_skips_numbers_the_person_opted_out_of(svc):
+    from shared.opt_outs import ParticipantState
+
+    conversation = _conversation(svc, "c1", gb(1), gb(2))
+    lost = conversation.participants[0].proxy_number
+    others = [n for n in GB_POOL if n != lost]
+    svc.opt_outs.change(gb(1), others[0], ParticipantState.OPTED_OUT, "stop-1")
+    assert svc.routes.reroute("c1", gb(1), lost, IN_GB) == others[1]
+    svc.opt_outs.change(gb(1), lost, ParticipantState.OPTED_OUT, "stop-2")
+    svc.opt_outs.change(gb(1), others[1], ParticipantState.OPTED_OUT, "stop-3")
+    assert svc.routes.reroute("c1", gb(1), others[1], IN_GB) is None

@@ -46,6 +46,16 @@ def test_parses_lists_and_targets():
         ({"SMSPROXY_DEFAULT_TTL_SECONDS": "soon"}, "SMSPROXY_DEFAULT_TTL_SECONDS"),
         ({"SMSPROXY_RETAIN_BODIES": "maybe"}, "SMSPROXY_RETAIN_BODIES"),
         ({"PUBLIC_BASE_URL": "proxy.example"}, "PUBLIC_BASE_URL"),
+        ({"SMSPROXY_MASK_KINDS": "phone,fax"}, "SMSPROXY_MASK_KINDS"),
+        ({"SMSPROXY_MASK_MARKER": "x" * 33}, "SMSPROXY_MASK_MARKER"),
+        ({"SMSPROXY_OPT_OUT_KEYWORDS": "STOP,ST OP"}, "SMSPROXY_OPT_OUT_KEYWORDS"),
+        ({"SMSPROXY_OPT_OUT_KEYWORDS": "STOP,ARRÊT"}, "SMSPROXY_OPT_OUT_KEYWORDS"),
+        ({"SMSPROXY_HELP_KEYWORDS": "HELP,stop"}, "SMSPROXY_HELP_KEYWORDS"),
+        ({"SMSPROXY_OPT_IN_KEYWORDS": "START,quit"}, "SMSPROXY_OPT_IN_KEYWORDS"),
+        ({"SMSPROXY_OPT_OUT_REPLY": "Bye {name}"}, "SMSPROXY_OPT_OUT_REPLY"),
+        ({"SMSPROXY_HELP_REPLY": "{}"}, "SMSPROXY_HELP_REPLY"),
+        ({"SMSPROXY_OPTED_OUT_NOTICE_TEMPLATE": "{counterpart:>99}"},
+         "SMSPROXY_OPTED_OUT_NOTICE_TEMPLATE"),
     ],
 )
 def test_bad_values_name_their_variable(env, named):
@@ -80,3 +90,18 @@ def test_local_out_of_session_receivers_need_both_development_settings():
            "SMSPROXY_OUT_OF_SESSION_CALLBACK_URL": "http://127.0.0.1:9000/oos",
            "SMSPROXY_ALLOW_HTTP_CALLBACKS": "true", "SMSPROXY_CALLBACK_ALLOWED_HOSTS": "127.0.0.1"}
     assert Settings.from_env(env).callback_policy.allowed_hosts == {"127.0.0.1"}
+
+
+def test_privacy_defaults_are_on():
+    from shared.masking import ContactKind
+
+    settings = Settings.from_env({})
+    assert settings.mask_kinds == {ContactKind.PHONE, ContactKind.EMAIL}
+    assert settings.mask_marker == "[hidden]"
+    assert settings.opt_out_keywords == {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END",
+                                         "QUIT", "OPTOUT", "REVOKE"}
+    assert settings.opt_in_keywords == {"START", "UNSTOP", "YES"}
+    assert settings.help_keywords == {"HELP", "INFO"}
+    custom = Settings.from_env({"SMSPROXY_OPT_OUT_KEYWORDS": " arret, opt-out ,",
+                                "SMSPROXY_MASK_KINDS": "none"})
+    assert custom.opt_out_keywords == {"ARRET", "OPT-OUT"} and custom.mask_kinds == frozenset()

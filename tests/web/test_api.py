@@ -220,3 +220,29 @@ def test_a_public_https_callback_url_is_accepted(make_client):
     client = make_client(SMSPROXY_CALLBACK_SECRET="cb")
     body = {**BODY, "callback_url": "https://market.example/events"}
     assert client.post("/v1/conversations", json=body, headers=AUTH).status_code == 202
+
+
+def test_the_mask_chosen_at_create_is_in_the_conversation_json(client, publisher):
+    body = {**BODY, "mask": ["email", "link"]}
+    created = client.post("/v1/conversations", json=body, headers=AUTH)
+    assert created.status_code == 202 and created.json["mask"] == ["email", "link"]
+    default = client.post("/v1/conversations", json=BODY, headers=AUTH)
+    assert default.json["mask"] == ["email", "phone"]
+    bad = client.post("/v1/conversations", json={**BODY, "mask": ["fax"]}, headers=AUTH)
+    assert bad.status_code == 400 and bad.json["error"]["field"] == "mask"
+
+
+def test_a_participants_opt_out_shows_in_the_conversation_and_the_list(client, fake_redis,
+                                                                       make_settings):
+    from shared.opt_outs import ParticipantState
+
+    svc = Services.from_settings(make_settings(), fake_redis)
+    a, b = "447400123456", "447400654321"
+    svc.conversation_store.add(Conversation(
+        "b" * 32, (Participant(a, "447700900100"), Participant(b, "447700900101")),
+        ConversationStatus.ACTIVE, 1.0, 3600, expires_at=2e9, client=TEST_CLIENT))
+    svc.opt_outs.change(b, "447700900101", ParticipantState.OPTED_OUT, "stop-1")
+    got = client.get(f"/v1/conversations/{'b' * 32}", headers=AUTH).json
+    assert [p["opted_out"] for p in got["participants"]] == [False, True]
+    listed = client.get("/v1/conversations", headers=AUTH).json["conversations"]
+    assert [p["opted_out"] for p in listed[0]["participants"]] == [False, True]

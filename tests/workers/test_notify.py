@@ -121,3 +121,37 @@ def test_out_of_session_event_retries_through_a_redis_error(worker, receiver, mo
         run_task(tasks.notify_out_of_session,
                  {"from": STRANGER, "to": POOL[1], "message_id": "m1"})
     assert isinstance(info.value.exc, redis.ConnectionError)
+
+
+def test_a_stop_publishes_the_participant_event_and_the_task_posts_it(worker, receiver):
+    from shared.jobs import TaskName
+    from tests.workers.conftest import A, inbound_payload
+
+    conversation = worker.start(callback_url=f"{receiver.base_url}/events")
+    proxy_a = conversation.participants[0].proxy_number
+    run_task(tasks.relay_inbound, inbound_payload(A, proxy_a, "stop-1", "STOP"))
+    sent = {(s["to"], s["client_ref"]) for s in worker.vonage.sent}
+    assert (A, "optout-stop-1") in sent  # the confirmation, from the number texted
+    ((payload,), _, _), = worker.queue.of(TaskName.NOTIFY_PARTICIPANT)
+    assert payload == {"conversation_id": conversation.id, "event": "participant.opted_out",
+                       "message_id": "stop-1", "participant": "0"}
+    assert A not in str(payload)  # no number in a task's arguments
+
+    run_task(tasks.notify_participant, payload)
+    (got,) = receiver.received
+    assert got.params["id"] == "participant.opted_out:stop-1"
+    assert got.params["type"] == "participant.opted_out"
+    assert got.params["participant"] == {"number": f"+{A}", "proxy_number": f"+{proxy_a}"}
+    assert [p["opted_out"] for p in got.params["conversation"]["participants"]] == [True, False]
+
+
+def test_no_participant_event_without_a_callback_url(worker, receiver):
+    from shared.jobs import TaskName
+    from tests.workers.conftest import A, inbound_payload
+
+    conversation = worker.start()
+    run_task(tasks.relay_inbound,
+             inbound_payload(A, conversation.participants[0].proxy_number, "stop-1", "STOP"))
+    ((payload,), _, _), = worker.queue.of(TaskName.NOTIFY_PARTICIPANT)
+    run_task(tasks.notify_participant, payload)
+    assert receiver.received == []
