@@ -9,15 +9,17 @@ message id, so a redelivered task carries the same decision out to the same effe
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared import outbound
+from shared.blocked_numbers import BlockedNumbers
 from shared.clock import now
 from shared.conversation_store import ConversationStore
 from shared.inbound_rules import Decision, Event, InboundContext, decide
 from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.phone import mask
+from shared.pool_inventory import PoolInventory
 from shared.reassembly import LatePart, Reassembled
 from shared.routes import RouteTable
 from shared.settings import Settings
@@ -43,7 +45,11 @@ class InboundHandler:
         messages: MessageLog,
         counters: Counters,
         settings: Settings,
+        inventory: PoolInventory | None = None,
+        blocked: BlockedNumbers | None = None,
     ) -> None:
+        self._inventory = inventory
+        self._blocked = blocked
         self._routes = routes
         self._conversations = conversations
         self._messages = messages
@@ -55,14 +61,22 @@ class InboundHandler:
         conversation_id = self._routes.find(message.sender, message.virtual_number)
         conversation = self._conversations.get(conversation_id) if conversation_id else None
         if conversation is None:
-            return InboundContext(message, self._settings)
+            return self._screened(InboundContext(message, self._settings))
         sender = next(
             (p for p in conversation.participants if p.number == message.sender), None
         )
-        return InboundContext(
+        return self._screened(InboundContext(
             message, self._settings, conversation, sender,
             conversation.counterpart_of(message.sender),
-        )
+        ))
+
+    def _screened(self, context: InboundContext) -> InboundContext:
+        """The context with which of its ends are our own numbers, and which are blocked."""
+        ends = context.ends
+        own = frozenset(n for n in ends if self._inventory is not None
+                        and self._inventory.owns(n))
+        blocked = frozenset(self._blocked.blocked(*ends)) if self._blocked is not None else None
+        return replace(context, own_numbers=own, blocked=blocked or frozenset())
 
     def handle(self, message: Reassembled) -> Carried:
         """Decide what one whole inbound message leads to, and record it."""

@@ -24,6 +24,8 @@ from shared.settings import Settings
 class DropReason(StrEnum):
     UNROUTED = "unrouted"  # no live route from the sender through this virtual number
     BINARY = "binary"  # octets (a ringtone, a WAP push...), which a text cannot carry
+    OWN_NUMBER = "own_number"  # from (or to) one of the account's numbers: a loop
+    BLOCKED = "blocked"  # from (or to) a blocked number
 
 
 class Event(StrEnum):
@@ -41,6 +43,17 @@ class InboundContext:
     conversation: Conversation | None = None  # the live conversation its route leads to
     sender: Participant | None = None  # the participant who texted, in that conversation
     counterpart: Participant | None = None  # the one it would be relayed to
+    # Which of the sender and the counterpart are the account's own numbers, and which are
+    # blocked (msisdns).
+    own_numbers: frozenset[str] = frozenset()
+    blocked: frozenset[str] = frozenset()
+
+    @property
+    def ends(self) -> tuple[str, ...]:
+        """The sender and, when routed, the number the text would be relayed to."""
+        if self.counterpart is None:
+            return (self.message.sender,)
+        return self.message.sender, self.counterpart.number
 
     @property
     def routed(self) -> bool:
@@ -80,6 +93,21 @@ class Decision:
 Rule = Callable[[InboundContext, Decision], Decision]
 
 
+def drop_own_numbers(context: InboundContext, decision: Decision) -> Decision:
+    """Nothing from, or to, a number the account owns: never relayed, never answered (two of
+    our numbers, or ours and an auto-responder, would otherwise answer each other for ever)."""
+    if not context.own_numbers.intersection(context.ends):
+        return decision
+    return decision.drop(DropReason.OWN_NUMBER)
+
+
+def drop_blocked(context: InboundContext, decision: Decision) -> Decision:
+    """A blocked number's texts are never relayed or answered, and nothing is relayed to it."""
+    if not context.blocked.intersection(context.ends):
+        return decision
+    return decision.drop(DropReason.BLOCKED)
+
+
 def require_live_route(context: InboundContext, decision: Decision) -> Decision:
     """A text with no live route is never relayed; it may get the out-of-session reply."""
     if context.routed:
@@ -109,6 +137,8 @@ def add_relay_prefix(context: InboundContext, decision: Decision) -> Decision:
 
 
 RULES: tuple[Rule, ...] = (
+    drop_own_numbers,
+    drop_blocked,
     require_live_route,
     never_relay_binary,
     add_relay_prefix,

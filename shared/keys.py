@@ -107,6 +107,18 @@ class Keys:
         """The shared send-rate token bucket of one API key."""
         return f"{self.prefix}rate:{name}"
 
+    def blocked_numbers(self) -> str:
+        """Sorted set of blocked msisdns (all scored 0: listed in number order)."""
+        return f"{self.prefix}blocked:numbers"
+
+    def blocked_number(self, msisdn: str) -> str:
+        """Hash of one blocked number's reason and when it was blocked."""
+        return f"{self.prefix}blocked:{msisdn}"
+
+    def out_of_session_replied(self, msisdn: str) -> str:
+        """The inbound message whose out-of-session reply used a sender's allowance."""
+        return f"{self.prefix}oos:replied:{msisdn}"
+
     def metrics(self) -> str:
         return f"{self.prefix}metrics"
 

@@ -15,6 +15,7 @@ import redis.exceptions
 import redis.retry
 from redis import Redis
 
+from shared.blocked_numbers import BlockedNumbers
 from shared.broker_messages import same_redis_database
 from shared.conversation_store import ConversationStore
 from shared.conversations import Conversations
@@ -97,6 +98,7 @@ class Services:
     sender: Sender
     pool_keeper: PoolKeeper
     outbox: Outbox
+    blocked: BlockedNumbers
 
     @classmethod
     def from_settings(
@@ -110,6 +112,7 @@ class Services:
         messages = MessageLog(client)
         counters = Counters(client)
         idempotency = IdempotencyKeys(client)
+        blocked = BlockedNumbers(client)
         pool_keeper = PoolKeeper(
             client, store, routes, inventory, messages, counters,
             PoolPolicy.from_settings(settings),
@@ -126,11 +129,13 @@ class Services:
             conversations=Conversations(
                 store, routes, inventory, messages, counters, settings,
                 InsightCache(client, settings.insight_cache_seconds), idempotency,
-                buyer=pool_keeper,
+                buyer=pool_keeper, blocked=blocked,
             ),
             reassembler=Reassembler(client, counters, settings),
-            inbound=InboundHandler(routes, store, messages, counters, settings),
+            inbound=InboundHandler(routes, store, messages, counters, settings, inventory,
+                                   blocked),
             sender=Sender(client, messages, counters, settings),
             pool_keeper=pool_keeper,
             outbox=Outbox(client, settings, broker=broker_redis(settings)),
+            blocked=blocked,
         )

@@ -22,7 +22,7 @@ from shared.api_models import (
     parse_list_query,
 )
 from shared.clock import now
-from shared.conversations import IdempotencyConflict
+from shared.conversations import IdempotencyConflict, ParticipantRefused
 from shared.domain import Conversation
 from shared.jobs import TaskName
 from shared.outbound import intro_ids
@@ -107,6 +107,9 @@ def create_conversation() -> Response | tuple[Response, int]:
     except IdempotencyConflict:
         return error_response(409, "idempotency_conflict",
                               "Idempotency-Key was used with a different body")
+    except ParticipantRefused as refused:
+        field = f"participants[{refused.index}].number"
+        return error_response(400, "invalid_field", f"{field}: {refused.problem}", field=field)
     conversation = opened.conversation
     if not opened.new:
         return jsonify(conversation_view(conversation)), 202

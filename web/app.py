@@ -10,7 +10,7 @@ from flask import Flask
 from shared.logging import configure_logging
 from shared.settings import Settings
 from shared.wiring import Services
-from web import api, openapi, ops, webhooks
+from web import api, blocked_numbers, openapi, ops, webhooks
 from web.cli import register_cli
 from web.errors import register_error_handlers
 from web.queue import Publisher
@@ -43,6 +43,7 @@ def create_app(
     install(app, built, publisher or Publisher(settings, built.redis))
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(blocked_numbers.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(ops.bp)
     register_cli(app)

@@ -82,3 +82,22 @@ def test_a_binary_message_is_recorded_and_counted_not_relayed(world):
     trail = world.services.messages.trail(conversation.id)
     assert [(e.record, e.id) for e in trail] == [("in", "b1")]
     assert world.services.counters.snapshot()["smsproxy.inbound.binary"] == 1
+
+
+def test_a_blocked_participant_is_not_relayed_and_counted(world):
+    _, conversation = world.start()
+    world.services.blocked.block(A, 1.0)
+    assert world.relay_ids(A, conversation.participants[0].proxy_number, "m1", "hi") == []
+    assert world.relay_ids(B, conversation.participants[1].proxy_number, "m2", "hi") == []
+    assert world.services.counters.snapshot()["smsproxy.inbound.blocked"] == 2
+    world.services.blocked.unblock(A)
+    assert len(world.relay_ids(B, conversation.participants[1].proxy_number, "m3", "hi")) == 1
+
+
+def test_a_text_from_one_of_our_own_numbers_gets_no_reply_and_is_counted(world):
+    world.start()
+    ours = "447700900101"
+    whole = world.services.reassembler.reassemble(inbound(ours, "447700900100", "m9", "hi?"))
+    assert world.handle(whole) == []
+    assert world.services.counters.snapshot()["smsproxy.inbound.own_number"] == 1
+    assert "smsproxy.inbound.unrouted" not in world.services.counters.snapshot()

@@ -1,5 +1,7 @@
 """The inbound rules, each alone and in the pipeline: pure functions, no Redis."""
 
+from dataclasses import replace
+
 import pytest
 
 from shared.domain import Conversation, ConversationStatus, MessageKind, Participant
@@ -12,6 +14,8 @@ from shared.inbound_rules import (
     Reply,
     add_relay_prefix,
     decide,
+    drop_blocked,
+    drop_own_numbers,
     require_live_route,
 )
 from shared.reassembly import Reassembled
@@ -80,8 +84,42 @@ def test_a_final_decision_stops_the_rules_after_it(settings):
     assert seen == [Decision(relay="hello")]
 
 
-def test_the_route_check_comes_first():
-    assert RULES[0] is require_live_route
+def test_loops_and_blocked_numbers_are_judged_before_the_route():
+    # before the route check, which answers strangers: neither is ever answered
+    assert RULES[:3] == (drop_own_numbers, drop_blocked, require_live_route)
+
+
+@pytest.mark.parametrize("number", [A, B])
+def test_a_text_from_or_to_one_of_our_numbers_is_dropped_unanswered(make_settings, number):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    context = replace(routed(settings), own_numbers=frozenset({number}))
+    decision = decide(context)
+    assert decision.dropped is DropReason.OWN_NUMBER and decision.relay is None
+    assert decision.replies == () and decision.final
+
+
+def test_a_text_from_our_own_number_with_no_route_gets_no_reply(make_settings):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    context = InboundContext(MESSAGE, settings, own_numbers=frozenset({A}))
+    decision = decide(context)
+    assert decision.dropped is DropReason.OWN_NUMBER and decision.replies == ()
+
+
+@pytest.mark.parametrize("number", [A, B])
+def test_a_text_from_or_to_a_blocked_number_is_dropped_unanswered(make_settings, number):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    decision = decide(replace(routed(settings), blocked=frozenset({number})))
+    assert decision.dropped is DropReason.BLOCKED and decision.relay is None
+    assert decision.replies == ()
+    stranger = decide(InboundContext(MESSAGE, settings, blocked=frozenset({A})))
+    assert stranger.dropped is DropReason.BLOCKED and stranger.replies == ()
+
+
+def test_numbers_that_are_not_ends_of_the_message_change_nothing(settings):
+    context = replace(routed(settings), own_numbers=frozenset({PROXY_A}),
+                      blocked=frozenset({"447400999999"}))
+    assert drop_own_numbers(context, Decision(relay="hello")) == Decision(relay="hello")
+    assert drop_blocked(context, Decision(relay="hello")) == Decision(relay="hello")
 
 
 def test_a_binary_message_is_never_relayed(settings):
