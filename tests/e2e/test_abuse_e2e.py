@@ -1,0 +1,107 @@
+"""Abuse defences end to end: gunicorn, a Celery worker process, Redis and the sandbox over
+HTTPS. Blocked numbers, loops through our own numbers, out-of-session replies, caps, long
+messages."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import requests
+
+from devtools.stack import Stack, StackConfig
+
+pytestmark = pytest.mark.e2e
+
+A = "447400123456"
+B = "447400654321"
+OOS_REPLY = "This conversation has ended."
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    config = StackConfig(
+        state_dir=tmp_path_factory.mktemp("stack"), pool_targets="GB=2",
+        extra_env={"SMSPROXY_OUT_OF_SESSION_REPLY": OOS_REPLY},
+    )
+    with Stack(config) as running:
+        running.provision_pool(expected=2)
+        yield running
+
+
+def counter(stack: Stack, name: str) -> int:
+    """A counter's value as /metrics exports it (0 when it was never incremented)."""
+    text = requests.get(f"{stack.web_url}/metrics", timeout=10).text
+    found = re.search(rf"^{re.escape(name.replace('.', '_'))}_total (\S+)$", text, re.MULTILINE)
+    return int(float(found.group(1))) if found else 0
+
+
+def wait_for_counter(stack: Stack, name: str, at_least: int, timeout: float = 20.0) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = counter(stack, name)
+        if value >= at_least:
+            return value
+        assert time.monotonic() < deadline, f"{name} is {value}, wanted {at_least}"
+        time.sleep(0.1)
+
+
+def open_conversation(stack: Stack, first: str, second: str) -> tuple[str, str, str]:
+    """An active conversation: its id and each side's proxy (msisdns); intros delivered."""
+    created = stack.api("POST", "/v1/conversations", {
+        "participants": [{"number": f"+{first}"}, {"number": f"+{second}"}],
+    })
+    assert created.status_code == 202, created.text
+    conversation = stack.wait_for_status(created.json()["id"], "active")
+    proxies = [p["proxy_number"].lstrip("+") for p in conversation["participants"]]
+    return conversation["id"], proxies[0], proxies[1]
+
+
+def texts_to(stack: Stack, handset: str) -> list[str]:
+    return [m["text"] for m in stack.sandbox.client.inbox(handset)]
+
+
+def test_a_blocked_number_is_not_relayed_and_cannot_join(stack):
+    sandbox = stack.sandbox.client
+    conversation_id, proxy_a, proxy_b = open_conversation(stack, A, B)
+    sandbox.wait_for_inbox(B, 1)
+    blocked = stack.api("PUT", f"/v1/blocked-numbers/+{A}", {"reason": "reported"})
+    assert blocked.status_code == 200, blocked.text
+
+    before = counter(stack, "smsproxy.inbound.blocked")
+    sandbox.send_from_handset(A, proxy_a, "let me pay you directly")
+    sandbox.send_from_handset(B, proxy_b, "are you there?")
+    wait_for_counter(stack, "smsproxy.inbound.blocked", before + 2)
+    sandbox.wait_until_idle(timeout=20)
+    assert "let me pay you directly" not in texts_to(stack, B)
+    assert "are you there?" not in texts_to(stack, A)
+
+    refused = stack.api("POST", "/v1/conversations", {
+        "participants": [{"number": f"+{B}"}, {"number": f"+{A}"}],
+    })
+    assert refused.status_code == 400
+    assert refused.json()["error"]["field"] == "participants[1].number"
+
+    assert stack.api("DELETE", f"/v1/blocked-numbers/+{A}").status_code == 204
+    sandbox.send_from_handset(A, proxy_a, "unblocked now")
+    assert sandbox.wait_for_inbox(B, 2, timeout=20)[-1]["text"] == "unblocked now"
+    stack.api("DELETE", f"/v1/conversations/{conversation_id}")
+
+
+def test_our_own_numbers_are_never_relayed_from_or_made_participants(stack):
+    sandbox = stack.sandbox.client
+    first, second = (n["number"].lstrip("+") for n in stack.api("GET", "/v1/numbers")
+                     .json()["numbers"][:2])
+    before = counter(stack, "smsproxy.inbound.own_number")
+    # one of our numbers texts another (an auto-responder loop would start like this)
+    sandbox.send_from_handset(first, second, "ping")
+    wait_for_counter(stack, "smsproxy.inbound.own_number", before + 1)
+    sandbox.wait_until_idle(timeout=20)
+    assert sandbox.inbox(first) == []  # not even the out-of-session reply
+
+    refused = stack.api("POST", "/v1/conversations", {
+        "participants": [{"number": f"+{A}"}, {"number": f"+{first}"}],
+    })
+    assert refused.status_code == 400
+    assert refused.json()["error"]["field"] == "participants[1].number"
