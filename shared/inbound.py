@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from shared import outbound
+from shared import allowances, outbound
+from shared.allowances import Allowances
 from shared.blocked_numbers import BlockedNumbers
 from shared.clock import now
 from shared.conversation_store import ConversationStore
-from shared.inbound_rules import Decision, Event, InboundContext, decide
+from shared.domain import MessageKind
+from shared.inbound_rules import Decision, Event, InboundContext, Suppressed, decide
 from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.phone import mask
@@ -47,7 +49,9 @@ class InboundHandler:
         settings: Settings,
         inventory: PoolInventory | None = None,
         blocked: BlockedNumbers | None = None,
+        allowance: Allowances | None = None,
     ) -> None:
+        self._allowances = allowance
         self._inventory = inventory
         self._blocked = blocked
         self._routes = routes
@@ -76,7 +80,17 @@ class InboundHandler:
         own = frozenset(n for n in ends if self._inventory is not None
                         and self._inventory.owns(n))
         blocked = frozenset(self._blocked.blocked(*ends)) if self._blocked is not None else None
-        return replace(context, own_numbers=own, blocked=blocked or frozenset())
+        context = replace(context, own_numbers=own, blocked=blocked or frozenset())
+        if context.routed or not self._settings.out_of_session_reply:
+            return context
+        served = {*self._settings.pool_targets}
+        if self._inventory is not None:
+            served.update(self._inventory.countries())
+        replied_for = (
+            self._allowances.holder(allowances.out_of_session(context.message.sender))
+            if self._allowances is not None else None
+        )
+        return replace(context, served_countries=frozenset(served), replied_for=replied_for)
 
     def handle(self, message: Reassembled) -> Carried:
         """Decide what one whole inbound message leads to, and record it."""
@@ -104,14 +118,31 @@ class InboundHandler:
             if self._messages.owe(relay):
                 self._counters.incr("smsproxy.inbound.relayed")
             sends.append(relay.id)
+        suppressed = list(decision.suppressed)
         for reply in decision.replies:
+            if reply.kind is MessageKind.OUT_OF_SESSION and not self._may_answer(message):
+                suppressed.append(Suppressed.REPEAT)  # another message took the allowance
+                continue
             answer = outbound.reply(
                 message.message_id, reply.kind, message.virtual_number, message.sender,
                 reply.text, conversation.id if context.routed and conversation else None,
             )
             self._messages.owe(answer)
             sends.append(answer.id)
+        for reason in suppressed:
+            self._counters.incr(f"smsproxy.out_of_session.{reason.value}")
+            log.info("reply to %s suppressed: %s", mask(message.sender), reason.value)
         return Carried(tuple(sends), decision.events)
+
+    def _may_answer(self, message: Reassembled) -> bool:
+        """Take the sender's out-of-session allowance for this message (atomic: two texts
+        racing each other get one reply between them; the same message again keeps it)."""
+        if self._allowances is None:
+            return True
+        return self._allowances.claim(
+            allowances.out_of_session(message.sender), message.message_id,
+            self._settings.out_of_session_reply_interval_seconds,
+        )
 
     def record_late(self, part: LatePart) -> None:
         """A part that came after its message was relayed without it: into the audit trail

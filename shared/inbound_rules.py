@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from shared.domain import Conversation, MessageKind, Participant
+from shared.phone import country_of, is_costly
 from shared.reassembly import Reassembled
 from shared.settings import Settings
 
@@ -26,6 +27,14 @@ class DropReason(StrEnum):
     BINARY = "binary"  # octets (a ringtone, a WAP push...), which a text cannot carry
     OWN_NUMBER = "own_number"  # from (or to) one of the account's numbers: a loop
     BLOCKED = "blocked"  # from (or to) a blocked number
+
+
+class Suppressed(StrEnum):
+    """Why an automatic reply was not sent (each counted as smsproxy.out_of_session.<it>)."""
+
+    REPEAT = "repeat"  # the sender already had one within the interval
+    COUNTRY = "country_not_served"  # a country the pool does not serve
+    COSTLY = "costly_number"  # premium-rate or shared-cost: the pumping target
 
 
 class Event(StrEnum):
@@ -47,6 +56,10 @@ class InboundContext:
     # blocked (msisdns).
     own_numbers: frozenset[str] = frozenset()
     blocked: frozenset[str] = frozenset()
+    # Gathered for a text with no route, when an out-of-session reply is configured: the
+    # countries the pool serves, and the message whose reply used the sender's allowance.
+    served_countries: frozenset[str] = frozenset()
+    replied_for: str | None = None
 
     @property
     def ends(self) -> tuple[str, ...]:
@@ -80,6 +93,7 @@ class Decision:
     replies: tuple[Reply, ...] = ()
     dropped: DropReason | None = None
     events: tuple[Event, ...] = ()
+    suppressed: tuple[Suppressed, ...] = ()  # replies not sent, and why
     final: bool = False
 
     def drop(self, reason: DropReason, *replies: Reply, events: tuple[Event, ...] = ()) -> Decision:
@@ -108,17 +122,38 @@ def drop_blocked(context: InboundContext, decision: Decision) -> Decision:
     return decision.drop(DropReason.BLOCKED)
 
 
+def out_of_session_refusal(context: InboundContext) -> Suppressed | None:
+    """Why the sender of a text with no route may not get the out-of-session reply, if so.
+
+    A reply to strangers is what SMS pumping farms: so at most one per sender per
+    SMSPROXY_OUT_OF_SESSION_REPLY_INTERVAL_SECONDS, only to the countries the pool serves (or
+    SMSPROXY_OUT_OF_SESSION_REPLY_COUNTRIES), never to a premium-rate or shared-cost number.
+    """
+    sender = context.message.sender
+    if is_costly(sender):
+        return Suppressed.COSTLY
+    allowed = context.served_countries | context.settings.out_of_session_reply_countries
+    if "*" not in allowed and country_of(sender) not in allowed:
+        return Suppressed.COUNTRY
+    if context.replied_for not in (None, context.message.message_id):
+        return Suppressed.REPEAT
+    return None
+
+
 def require_live_route(context: InboundContext, decision: Decision) -> Decision:
     """A text with no live route is never relayed; it may get the out-of-session reply."""
     if context.routed:
         return decision
     settings = context.settings
-    replies = (
-        (Reply(MessageKind.OUT_OF_SESSION, settings.out_of_session_reply),)
-        if settings.out_of_session_reply else ()
-    )
     events = (Event.OUT_OF_SESSION,) if settings.out_of_session_callback_url else ()
-    return decision.drop(DropReason.UNROUTED, *replies, events=events)
+    if not settings.out_of_session_reply:
+        return decision.drop(DropReason.UNROUTED, events=events)
+    refusal = out_of_session_refusal(context)
+    if refusal is not None:
+        dropped = decision.drop(DropReason.UNROUTED, events=events)
+        return replace(dropped, suppressed=dropped.suppressed + (refusal,))
+    reply = Reply(MessageKind.OUT_OF_SESSION, settings.out_of_session_reply)
+    return decision.drop(DropReason.UNROUTED, reply, events=events)
 
 
 def never_relay_binary(context: InboundContext, decision: Decision) -> Decision:

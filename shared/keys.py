@@ -115,9 +115,9 @@ class Keys:
         """Hash of one blocked number's reason and when it was blocked."""
         return f"{self.prefix}blocked:{msisdn}"
 
-    def out_of_session_replied(self, msisdn: str) -> str:
-        """The inbound message whose out-of-session reply used a sender's allowance."""
-        return f"{self.prefix}oos:replied:{msisdn}"
+    def allowance(self, name: str) -> str:
+        """Who used a window's one allowance (an out-of-session reply to a sender, ...)."""
+        return f"{self.prefix}allow:{name}"
 
     def metrics(self) -> str:
         return f"{self.prefix}metrics"

@@ -15,6 +15,7 @@ import redis.exceptions
 import redis.retry
 from redis import Redis
 
+from shared.allowances import Allowances
 from shared.blocked_numbers import BlockedNumbers
 from shared.broker_messages import same_redis_database
 from shared.conversation_store import ConversationStore
@@ -133,7 +134,7 @@ class Services:
             ),
             reassembler=Reassembler(client, counters, settings),
             inbound=InboundHandler(routes, store, messages, counters, settings, inventory,
-                                   blocked),
+                                   blocked, Allowances(client)),
             sender=Sender(client, messages, counters, settings),
             pool_keeper=pool_keeper,
             outbox=Outbox(client, settings, broker=broker_redis(settings)),

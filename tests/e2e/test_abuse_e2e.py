@@ -105,3 +105,20 @@ def test_our_own_numbers_are_never_relayed_from_or_made_participants(stack):
     })
     assert refused.status_code == 400
     assert refused.json()["error"]["field"] == "participants[1].number"
+
+
+def test_out_of_session_replies_go_once_per_sender_and_never_to_premium_numbers(stack):
+    sandbox = stack.sandbox.client
+    stranger, premium = "447400700001", "449098765432"  # a UK mobile; UK premium rate (09)
+    pool = stack.api("GET", "/v1/numbers").json()["numbers"][0]["number"].lstrip("+")
+    repeats = counter(stack, "smsproxy.out_of_session.repeat")
+    costly = counter(stack, "smsproxy.out_of_session.costly_number")
+    sandbox.send_from_handset(stranger, pool, "hello?")
+    assert sandbox.wait_for_inbox(stranger, 1, timeout=20)[0]["text"] == OOS_REPLY
+    sandbox.send_from_handset(stranger, pool, "hello??")
+    sandbox.send_from_handset(premium, pool, "call me")
+    wait_for_counter(stack, "smsproxy.out_of_session.repeat", repeats + 1)
+    wait_for_counter(stack, "smsproxy.out_of_session.costly_number", costly + 1)
+    sandbox.wait_until_idle(timeout=20)
+    assert len(sandbox.inbox(stranger)) == 1
+    assert sandbox.inbox(premium) == []

@@ -3,6 +3,7 @@
 import pytest
 
 from shared.domain import ConversationStatus, InboundSms
+from shared.inbound_rules import decide
 from tests.shared.conftest import A, B, inbound
 
 
@@ -101,3 +102,45 @@ def test_a_text_from_one_of_our_own_numbers_gets_no_reply_and_is_counted(world):
     assert world.handle(whole) == []
     assert world.services.counters.snapshot()["smsproxy.inbound.own_number"] == 1
     assert "smsproxy.inbound.unrouted" not in world.services.counters.snapshot()
+
+
+def test_one_out_of_session_reply_per_sender_per_interval(world):
+    world.start()
+    stranger = "447400999999"
+    first = world.services.reassembler.reassemble(inbound(stranger, "447700900100", "m1", "?"))
+    (reply,) = world.handle(first)
+    # the same message again (a redelivered task) is owed the same reply
+    assert [o.id for o in world.handle(first)] == [reply.id]
+    for message_id in ("m2", "m3"):
+        again = world.services.reassembler.reassemble(
+            inbound(stranger, "447700900101", message_id, "??"))
+        assert world.handle(again) == []
+    assert world.services.counters.snapshot()["smsproxy.out_of_session.repeat"] == 2
+    # another sender has an allowance of its own
+    other = world.services.reassembler.reassemble(inbound("447400999998", "447700900100",
+                                                          "m4", "?"))
+    assert len(world.handle(other)) == 1
+
+
+def test_two_texts_racing_for_one_allowance_get_one_reply(world):
+    world.start()
+    stranger = "447400999999"
+    contexts = [
+        world.services.inbound.context(world.services.reassembler.reassemble(
+            inbound(stranger, "447700900100", message_id, "?")))
+        for message_id in ("m1", "m2")
+    ]
+    # both were gathered before either was carried out: each decided to reply
+    decisions = [decide(c) for c in contexts]
+    assert all(d.replies for d in decisions)
+    owed = [world.services.inbound.carry_out(c, d).sends for c, d in zip(contexts, decisions)]
+    assert [len(s) for s in owed] == [1, 0]
+    assert world.services.counters.snapshot()["smsproxy.out_of_session.repeat"] == 1
+
+
+def test_a_premium_rate_sender_gets_no_reply_and_it_is_counted(world):
+    world.start()
+    whole = world.services.reassembler.reassemble(inbound("449098765432", "447700900100",
+                                                          "m1", "?"))
+    assert world.handle(whole) == []
+    assert world.services.counters.snapshot()["smsproxy.out_of_session.costly_number"] == 1

@@ -12,10 +12,12 @@ from shared.inbound_rules import (
     Event,
     InboundContext,
     Reply,
+    Suppressed,
     add_relay_prefix,
     decide,
     drop_blocked,
     drop_own_numbers,
+    out_of_session_refusal,
     require_live_route,
 )
 from shared.reassembly import Reassembled
@@ -53,7 +55,8 @@ def test_no_route_gets_the_configured_reply_and_event(make_settings):
     settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.",
                              SMSPROXY_OUT_OF_SESSION_CALLBACK_URL="https://example.com/oos",
                              SMSPROXY_CALLBACK_SECRET="s" * 32)
-    decision = require_live_route(InboundContext(MESSAGE, settings), Decision(relay="hello"))
+    context = InboundContext(MESSAGE, settings, served_countries=frozenset({"GB"}))
+    decision = require_live_route(context, Decision(relay="hello"))
     assert decision.replies == (Reply(MessageKind.OUT_OF_SESSION, "Ended."),)
     assert decision.events == (Event.OUT_OF_SESSION,)
 
@@ -132,3 +135,51 @@ def test_a_binary_message_is_never_relayed(settings):
     assert decision.relay is None and decision.dropped is DropReason.BINARY and decision.final
     assert decide(context).dropped is DropReason.BINARY
     assert never_relay_binary(routed(settings), Decision(relay="x")) == Decision(relay="x")
+
+
+def stranger(settings, sender=A, **gathered):
+    message = Reassembled("m1", sender, PROXY_A, "hello", 1)
+    return InboundContext(message, settings, **{"served_countries": frozenset({"GB"}),
+                                                 **gathered})
+
+
+@pytest.mark.parametrize(("sender", "gathered", "reason"), [
+    (A, {"replied_for": "earlier"}, Suppressed.REPEAT),
+    (A, {"served_countries": frozenset({"US"})}, Suppressed.COUNTRY),
+    ("33612345678", {}, Suppressed.COUNTRY),  # a French mobile; the pool serves GB
+    ("449098765432", {}, Suppressed.COSTLY),  # UK premium rate (09)
+    ("448712345678", {}, Suppressed.COSTLY),  # UK shared cost (0871)
+    ("19005551234", {"served_countries": frozenset({"US"})}, Suppressed.COSTLY),
+])
+def test_an_out_of_session_reply_that_could_be_farmed_is_suppressed(
+    make_settings, sender, gathered, reason
+):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    decision = decide(stranger(settings, sender, **gathered))
+    assert decision.dropped is DropReason.UNROUTED
+    assert decision.replies == () and decision.suppressed == (reason,)
+    assert out_of_session_refusal(stranger(settings, sender, **gathered)) is reason
+
+
+def test_the_same_message_again_keeps_its_reply(make_settings):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    decision = decide(stranger(settings, replied_for="m1"))
+    assert decision.replies == (Reply(MessageKind.OUT_OF_SESSION, "Ended."),)
+
+
+@pytest.mark.parametrize(("countries", "replied"), [("FR", True), ("*", True), ("DE", False)])
+def test_the_countries_setting_widens_where_replies_go(make_settings, countries, replied):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.",
+                             SMSPROXY_OUT_OF_SESSION_REPLY_COUNTRIES=countries)
+    decision = decide(stranger(settings, "33612345678"))
+    assert bool(decision.replies) is replied
+
+
+def test_a_premium_number_gets_no_reply_even_where_any_country_is_allowed(make_settings):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.",
+                             SMSPROXY_OUT_OF_SESSION_REPLY_COUNTRIES="*")
+    assert decide(stranger(settings, "449098765432")).suppressed == (Suppressed.COSTLY,)
+
+
+def test_nothing_is_suppressed_when_no_reply_is_configured(settings):
+    assert decide(stranger(settings, "449098765432")).suppressed == ()
