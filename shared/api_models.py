@@ -468,6 +468,10 @@ class InboundMessage(BaseModel):
         "Only for a part of a long text that arrived after the text was relayed without it: "
         "the id of that text. Such a part is recorded, never relayed on its own."
     )
+    not_relayed: str = _sometimes(
+        "Only for a text that was not relayed: why (`rate_capped`, `daily_capped`, "
+        "`blocked`, `own_number`, ...)."
+    )
 
 
 class OutboundMessage(BaseModel):

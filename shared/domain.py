@@ -28,6 +28,7 @@ class MessageKind(StrEnum):
     RELAY = "relay"
     OUT_OF_SESSION = "out_of_session"
     NUMBER_CHANGE = "number_change"
+    CAP_NOTICE = "cap_notice"
 
 
 class DeliveryState(StrEnum):

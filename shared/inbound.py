@@ -23,6 +23,7 @@ from shared.metrics import Counters
 from shared.phone import mask
 from shared.pool_inventory import PoolInventory
 from shared.reassembly import LatePart, Reassembled
+from shared.relay_caps import DailySends, RelayCaps
 from shared.routes import RouteTable
 from shared.settings import Settings
 
@@ -50,7 +51,11 @@ class InboundHandler:
         inventory: PoolInventory | None = None,
         blocked: BlockedNumbers | None = None,
         allowance: Allowances | None = None,
+        caps: RelayCaps | None = None,
+        daily: DailySends | None = None,
     ) -> None:
+        self._caps = caps
+        self._daily = daily
         self._allowances = allowance
         self._inventory = inventory
         self._blocked = blocked
@@ -80,8 +85,16 @@ class InboundHandler:
         own = frozenset(n for n in ends if self._inventory is not None
                         and self._inventory.owns(n))
         blocked = frozenset(self._blocked.blocked(*ends)) if self._blocked is not None else None
-        context = replace(context, own_numbers=own, blocked=blocked or frozenset())
-        if context.routed or not self._settings.out_of_session_reply:
+        context = replace(
+            context, own_numbers=own, blocked=blocked or frozenset(),
+            daily_limit_reached=self._daily is not None and self._daily.reached(),
+        )
+        if context.routed and context.conversation is not None:
+            if own or blocked or context.message.binary or self._caps is None:
+                return context  # dropped whatever the caps say: it takes no relay from them
+            return replace(context, cap=self._caps.verdict(
+                context.conversation.id, context.message.message_id, context.message.sender))
+        if not self._settings.out_of_session_reply:
             return context
         served = {*self._settings.pool_targets}
         if self._inventory is not None:
@@ -110,6 +123,7 @@ class InboundHandler:
             self._messages.record_inbound(
                 conversation.id, message.message_id, message.sender, message.parts,
                 message.text if self._settings.retain_bodies else None,
+                not_relayed=decision.dropped.value if decision.dropped else None,
             )
         sends: list[str] = []
         if decision.relay is not None and conversation is not None and context.counterpart:
@@ -130,7 +144,10 @@ class InboundHandler:
             self._messages.owe(answer)
             sends.append(answer.id)
         for reason in suppressed:
-            self._counters.incr(f"smsproxy.out_of_session.{reason.value}")
+            if reason is Suppressed.DAILY_LIMIT:
+                self._counters.incr("smsproxy.sends.non_essential_stopped")
+            else:
+                self._counters.incr(f"smsproxy.out_of_session.{reason.value}")
             log.info("reply to %s suppressed: %s", mask(message.sender), reason.value)
         return Carried(tuple(sends), decision.events)
 

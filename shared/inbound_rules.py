@@ -19,7 +19,9 @@ from enum import StrEnum
 from shared.domain import Conversation, MessageKind, Participant
 from shared.phone import country_of, is_costly
 from shared.reassembly import Reassembled
+from shared.relay_caps import Cap, CapVerdict
 from shared.settings import Settings
+from shared.templates import render
 
 
 class DropReason(StrEnum):
@@ -27,6 +29,8 @@ class DropReason(StrEnum):
     BINARY = "binary"  # octets (a ringtone, a WAP push...), which a text cannot carry
     OWN_NUMBER = "own_number"  # from (or to) one of the account's numbers: a loop
     BLOCKED = "blocked"  # from (or to) a blocked number
+    RATE_CAPPED = "rate_capped"  # over the conversation's relay rate
+    DAILY_CAPPED = "daily_capped"  # over the conversation's relays per 24 h
 
 
 class Suppressed(StrEnum):
@@ -35,6 +39,7 @@ class Suppressed(StrEnum):
     REPEAT = "repeat"  # the sender already had one within the interval
     COUNTRY = "country_not_served"  # a country the pool does not serve
     COSTLY = "costly_number"  # premium-rate or shared-cost: the pumping target
+    DAILY_LIMIT = "daily_limit"  # the account's daily send limit is reached
 
 
 class Event(StrEnum):
@@ -60,6 +65,10 @@ class InboundContext:
     # countries the pool serves, and the message whose reply used the sender's allowance.
     served_countries: frozenset[str] = frozenset()
     replied_for: str | None = None
+    # The message against its conversation's caps (routed messages only), and whether the
+    # account's daily send limit is reached.
+    cap: CapVerdict = CapVerdict()
+    daily_limit_reached: bool = False
 
     @property
     def ends(self) -> tuple[str, ...]:
@@ -163,6 +172,24 @@ def never_relay_binary(context: InboundContext, decision: Decision) -> Decision:
     return decision.drop(DropReason.BINARY)
 
 
+_CAP_DROPS = {Cap.RATE: DropReason.RATE_CAPPED, Cap.DAILY: DropReason.DAILY_CAPPED}
+_CAP_WINDOWS = {Cap.RATE: "a few minutes", Cap.DAILY: "24 hours"}
+
+
+def cap_conversation_relays(context: InboundContext, decision: Decision) -> Decision:
+    """A conversation over its relay rate or its daily cap relays nothing more; the sender is
+    told once per window (SMSPROXY_CAP_NOTICE_TEMPLATE), and the trail records why."""
+    over = context.cap.over
+    if over is None:
+        return decision
+    notices = (
+        (Reply(MessageKind.CAP_NOTICE,
+               render(context.settings.cap_notice_template, "window", _CAP_WINDOWS[over])),)
+        if context.cap.notify else ()
+    )
+    return decision.drop(_CAP_DROPS[over], *notices)
+
+
 def add_relay_prefix(context: InboundContext, decision: Decision) -> Decision:
     """The operator's prefix (SMSPROXY_RELAY_PREFIX) goes before every relayed text."""
     prefix = context.settings.relay_prefix
@@ -176,15 +203,41 @@ RULES: tuple[Rule, ...] = (
     drop_blocked,
     require_live_route,
     never_relay_binary,
+    cap_conversation_relays,
     add_relay_prefix,
 )
 
 
-def decide(context: InboundContext, rules: Sequence[Rule] = RULES) -> Decision:
-    """Run the rules in order, from "relay the text as it came", until one is final."""
+# Sends the product can do without: they stop when the account's daily send limit is reached.
+# Relays are the product; intros and number changes make a conversation usable at all.
+NON_ESSENTIAL = frozenset({MessageKind.OUT_OF_SESSION, MessageKind.CAP_NOTICE})
+
+
+def stop_non_essential_sends(context: InboundContext, decision: Decision) -> Decision:
+    """At the daily send limit (SMSPROXY_DAILY_SEND_LIMIT), automatic replies are not sent."""
+    if not context.daily_limit_reached:
+        return decision
+    kept = tuple(r for r in decision.replies if r.kind not in NON_ESSENTIAL)
+    if len(kept) == len(decision.replies):
+        return decision
+    stopped = (Suppressed.DAILY_LIMIT,) * (len(decision.replies) - len(kept))
+    return replace(decision, replies=kept, suppressed=decision.suppressed + stopped)
+
+
+# Run on every decision, final or not, after the rules.
+GUARDS: tuple[Rule, ...] = (stop_non_essential_sends,)
+
+
+def decide(
+    context: InboundContext, rules: Sequence[Rule] = RULES, guards: Sequence[Rule] = GUARDS
+) -> Decision:
+    """Run the rules in order, from "relay the text as it came", until one is final; then
+    the guards, whatever the rules decided."""
     decision = Decision(relay=context.message.text)
     for rule in rules:
         decision = rule(context, decision)
         if decision.final:
             break
+    for guard in guards:
+        decision = guard(context, decision)
     return decision

@@ -115,6 +115,18 @@ class Keys:
         """Hash of one blocked number's reason and when it was blocked."""
         return f"{self.prefix}blocked:{msisdn}"
 
+    def cap_verdict(self, message_id: str) -> str:
+        """An inbound message's verdict against its conversation's caps."""
+        return f"{self.prefix}cap:{message_id}"
+
+    def conversation_daily_relays(self, conversation_id: str) -> str:
+        """Relays of one conversation in its current 24 h window."""
+        return f"{self.prefix}conv:{conversation_id}:relays"
+
+    def daily_sends(self, day: str) -> str:
+        """Sends the account made on one UTC day (YYYYMMDD)."""
+        return f"{self.prefix}sends:{day}"
+
     def allowance(self, name: str) -> str:
         """Who used a window's one allowance (an out-of-session reply to a sender, ...)."""
         return f"{self.prefix}allow:{name}"

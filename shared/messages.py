@@ -132,11 +132,12 @@ class MessageLog:
 
     def record_inbound(
         self, conversation_id: str, message_id: str, sender: str, parts: int, text: str | None,
-        *, late_part_of: str | None = None,
+        *, late_part_of: str | None = None, not_relayed: str | None = None,
     ) -> bool:
         """Add an inbound message to its conversation's trail once; False if already there.
 
-        `late_part_of` marks a part that came after its message (that id) was relayed.
+        `late_part_of` marks a part that came after its message (that id) was relayed;
+        `not_relayed` says why a message was not relayed (a cap, a block).
         """
         key = self._keys.inbound(message_id)
         fields: dict[Any, Any] = {
@@ -150,6 +151,8 @@ class MessageLog:
             fields["text"] = text
         if late_part_of is not None:
             fields["late_part_of"] = late_part_of
+        if not_relayed is not None:
+            fields["not_relayed"] = not_relayed
         if not self._redis.hsetnx(key, "conversation_id", conversation_id):
             return False
         pipe = self._redis.pipeline()
@@ -360,6 +363,7 @@ class InboundRecord:
     received_at: float
     text: str | None = None
     late_part_of: str | None = None  # a part that came after this message was relayed
+    not_relayed: str | None = None  # why it was not relayed, when it was not
     record: Literal["in"] = "in"
 
     @classmethod
@@ -371,6 +375,7 @@ class InboundRecord:
             received_at=float(data["received_at"]),
             text=data.get("text"),
             late_part_of=data.get("late_part_of"),
+            not_relayed=data.get("not_relayed"),
         )
 
 

@@ -51,7 +51,7 @@ def reply(
     )
 
 
-_REPLY_PREFIX = {MessageKind.OUT_OF_SESSION: "oos"}
+_REPLY_PREFIX = {MessageKind.OUT_OF_SESSION: "oos", MessageKind.CAP_NOTICE: "capped"}
 
 
 def intro(conversation: Conversation, index: int, template: str) -> OutboundSms:

@@ -54,6 +54,8 @@ def trail_entry_view(entry: TrailEntry, *, with_text: bool) -> dict[str, Any]:
         })
         if entry.late_part_of is not None:
             rendered["late_part_of"] = entry.late_part_of
+        if entry.not_relayed is not None:
+            rendered["not_relayed"] = entry.not_relayed
     else:
         rendered.update({
             "kind": entry.kind,

@@ -29,6 +29,7 @@ from shared.outbox import Outbox
 from shared.pool import PoolKeeper, PoolPolicy
 from shared.pool_inventory import PoolInventory
 from shared.reassembly import Reassembler
+from shared.relay_caps import DailySends, RelayCaps
 from shared.routes import RouteTable
 from shared.sending import Sender
 from shared.settings import Settings
@@ -114,6 +115,7 @@ class Services:
         counters = Counters(client)
         idempotency = IdempotencyKeys(client)
         blocked = BlockedNumbers(client)
+        daily = DailySends(client, settings)
         pool_keeper = PoolKeeper(
             client, store, routes, inventory, messages, counters,
             PoolPolicy.from_settings(settings),
@@ -134,8 +136,9 @@ class Services:
             ),
             reassembler=Reassembler(client, counters, settings),
             inbound=InboundHandler(routes, store, messages, counters, settings, inventory,
-                                   blocked, Allowances(client)),
-            sender=Sender(client, messages, counters, settings),
+                                   blocked, Allowances(client), RelayCaps(client, settings),
+                                   daily),
+            sender=Sender(client, messages, counters, settings, daily=daily),
             pool_keeper=pool_keeper,
             outbox=Outbox(client, settings, broker=broker_redis(settings)),
             blocked=blocked,

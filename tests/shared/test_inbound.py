@@ -4,7 +4,8 @@ import pytest
 
 from shared.domain import ConversationStatus, InboundSms
 from shared.inbound_rules import decide
-from tests.shared.conftest import A, B, inbound
+from tests.doubles import FakeVonage
+from tests.shared.conftest import POOL, A, B, World, inbound
 
 
 def test_message_from_a_reaches_b_from_bs_proxy(world):
@@ -133,7 +134,8 @@ def test_two_texts_racing_for_one_allowance_get_one_reply(world):
     # both were gathered before either was carried out: each decided to reply
     decisions = [decide(c) for c in contexts]
     assert all(d.replies for d in decisions)
-    owed = [world.services.inbound.carry_out(c, d).sends for c, d in zip(contexts, decisions)]
+    carry_out = world.services.inbound.carry_out
+    owed = [carry_out(c, d).sends for c, d in zip(contexts, decisions, strict=True)]
     assert [len(s) for s in owed] == [1, 0]
     assert world.services.counters.snapshot()["smsproxy.out_of_session.repeat"] == 1
 
@@ -144,3 +146,55 @@ def test_a_premium_rate_sender_gets_no_reply_and_it_is_counted(world):
                                                           "m1", "?"))
     assert world.handle(whole) == []
     assert world.services.counters.snapshot()["smsproxy.out_of_session.costly_number"] == 1
+
+
+def capped_world(make_services, **env):
+    services = make_services(SMSPROXY_SEND_RATE_PER_SECOND="0", **env)
+    for number in POOL:
+        services.inventory.add(number, "GB")
+    return World(services, FakeVonage())
+
+
+def test_a_capped_conversation_relays_nothing_more_tells_the_sender_once_and_records_it(
+    make_services,
+):
+    world = capped_world(make_services, SMSPROXY_CONVERSATION_RELAY_RATE_PER_MINUTE="1",
+                         SMSPROXY_CONVERSATION_RELAY_BURST="2")
+    _, conversation = world.start()
+    proxy = conversation.participants[0].proxy_number
+    owed = [world.handle(world.services.reassembler.reassemble(inbound(A, proxy, f"m{i}", "hi")))
+            for i in range(5)]
+    kinds = [[o.kind for o in sends] for sends in owed]
+    assert kinds == [["relay"], ["relay"], ["cap_notice"], [], []]
+    notice = owed[2][0]
+    assert notice.recipient == A and notice.sender == proxy and "a few minutes" in notice.text
+    counters = world.services.counters.snapshot()
+    assert counters["smsproxy.inbound.rate_capped"] == 3
+    trail = world.services.messages.trail(conversation.id)
+    not_relayed = {e.id: getattr(e, "not_relayed", None) for e in trail if e.record == "in"}
+    assert not_relayed == {"m0": None, "m1": None, "m2": "rate_capped", "m3": "rate_capped",
+                           "m4": "rate_capped"}
+
+
+def test_at_the_daily_send_limit_the_alert_is_raised_once_and_replies_stop(make_services,
+                                                                          caplog):
+    world = capped_world(make_services, SMSPROXY_DAILY_SEND_LIMIT="2",
+                         SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    _, conversation = world.start()
+    proxy = conversation.participants[0].proxy_number
+    for message_id in ("m1", "m2"):
+        (relay,) = world.handle(world.services.reassembler.reassemble(
+            inbound(A, proxy, message_id, "hi")))
+        world.services.sender.send(relay.id, world.vonage)
+    counters = world.services.counters.snapshot()
+    assert counters["smsproxy.sends.daily_limit_reached"] == 1
+    assert "daily send limit of 2 reached" in caplog.text
+    # relays, the product, go on; the out-of-session reply does not
+    (relay,) = world.handle(world.services.reassembler.reassemble(inbound(A, proxy, "m3", "x")))
+    world.services.sender.send(relay.id, world.vonage)
+    assert world.handle(world.services.reassembler.reassemble(
+        inbound("447400999999", proxy, "m4", "?"))) == []
+    counters = world.services.counters.snapshot()
+    assert counters["smsproxy.sends.daily_limit_reached"] == 1
+    assert counters["smsproxy.sends.non_essential_stopped"] == 1
+    assert len(world.vonage.sent) == 3

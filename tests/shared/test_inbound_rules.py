@@ -21,6 +21,7 @@ from shared.inbound_rules import (
     require_live_route,
 )
 from shared.reassembly import Reassembled
+from shared.relay_caps import Cap, CapVerdict
 
 A, B, PROXY_A, PROXY_B = "447400100001", "447400100002", "447700900100", "447700900101"
 MESSAGE = Reassembled("m1", A, PROXY_A, "hello", 1)
@@ -183,3 +184,40 @@ def test_a_premium_number_gets_no_reply_even_where_any_country_is_allowed(make_s
 
 def test_nothing_is_suppressed_when_no_reply_is_configured(settings):
     assert decide(stranger(settings, "449098765432")).suppressed == ()
+
+
+@pytest.mark.parametrize(("over", "dropped", "window"), [
+    (Cap.RATE, DropReason.RATE_CAPPED, "a few minutes"),
+    (Cap.DAILY, DropReason.DAILY_CAPPED, "24 hours"),
+])
+def test_a_message_over_a_cap_is_not_relayed_and_the_sender_told_once(
+    settings, over, dropped, window
+):
+    told = decide(replace(routed(settings), cap=CapVerdict(over, notify=True)))
+    assert told.relay is None and told.dropped is dropped
+    (notice,) = told.replies
+    assert notice.kind is MessageKind.CAP_NOTICE and window in notice.text
+    quiet = decide(replace(routed(settings), cap=CapVerdict(over, notify=False)))
+    assert quiet.dropped is dropped and quiet.replies == ()
+
+
+def test_a_message_under_the_caps_is_relayed(settings):
+    assert decide(replace(routed(settings), cap=CapVerdict())) == Decision(relay="hello")
+
+
+def test_the_cap_notice_template_is_a_setting(make_settings):
+    settings = make_settings(SMSPROXY_CAP_NOTICE_TEMPLATE="Slow down ({window}).")
+    decision = decide(replace(routed(settings), cap=CapVerdict(Cap.RATE, notify=True)))
+    assert decision.replies[0].text == "Slow down (a few minutes)."
+
+
+def test_at_the_daily_send_limit_automatic_replies_stop_and_relays_go_on(make_settings):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    at_limit = {"daily_limit_reached": True}
+    relayed = decide(replace(routed(settings), **at_limit))
+    assert relayed == Decision(relay="hello")
+    capped = decide(replace(routed(settings), cap=CapVerdict(Cap.RATE, notify=True), **at_limit))
+    assert capped.replies == () and capped.suppressed == (Suppressed.DAILY_LIMIT,)
+    unrouted = decide(stranger(settings, **at_limit))
+    assert unrouted.replies == () and unrouted.suppressed == (Suppressed.DAILY_LIMIT,)
+    assert decide(stranger(settings)).replies != ()
