@@ -23,7 +23,10 @@ OOS_REPLY = "This conversation has ended."
 def stack(tmp_path_factory):
     config = StackConfig(
         state_dir=tmp_path_factory.mktemp("stack"), pool_targets="GB=2",
-        extra_env={"SMSPROXY_OUT_OF_SESSION_REPLY": OOS_REPLY},
+        extra_env={"SMSPROXY_OUT_OF_SESSION_REPLY": OOS_REPLY,
+                   # a burst of 3, then a token per 100 minutes: no refill within a test
+                   "SMSPROXY_CONVERSATION_RELAY_BURST": "3",
+                   "SMSPROXY_CONVERSATION_RELAY_RATE_PER_MINUTE": "0.01"},
     )
     with Stack(config) as running:
         running.provision_pool(expected=2)
@@ -122,3 +125,47 @@ def test_out_of_session_replies_go_once_per_sender_and_never_to_premium_numbers(
     sandbox.wait_until_idle(timeout=20)
     assert len(sandbox.inbox(stranger)) == 1
     assert sandbox.inbox(premium) == []
+
+
+def test_a_conversation_over_its_rate_relays_no_more_and_the_sender_is_told_once(stack):
+    sandbox = stack.sandbox.client
+    first, second = "447400500001", "447400500002"
+    conversation_id, proxy_first, _ = open_conversation(stack, first, second)
+    sandbox.wait_for_inbox(first, 1)
+    sandbox.wait_for_inbox(second, 1)
+    capped = counter(stack, "smsproxy.inbound.rate_capped")
+    for n in range(6):
+        sandbox.send_from_handset(first, proxy_first, f"buy now {n}")
+    wait_for_counter(stack, "smsproxy.inbound.rate_capped", capped + 3)
+    relayed = sandbox.wait_for_inbox(second, 1 + 3, timeout=20)[1:]
+    notices = sandbox.wait_for_inbox(first, 1 + 1, timeout=20)[1:]
+    sandbox.wait_until_idle(timeout=20)
+    assert len(sandbox.inbox(second)) == 1 + 3 and len(sandbox.inbox(first)) == 1 + 1
+    assert all(m["text"].startswith("buy now") for m in relayed)
+    assert "a few minutes" in notices[0]["text"]
+    trail = stack.api("GET", f"/v1/conversations/{conversation_id}/messages").json()["messages"]
+    reasons = [m.get("not_relayed") for m in trail if m["direction"] == "inbound"]
+    assert sorted(reasons, key=str) == [None] * 3 + ["rate_capped"] * 3
+
+
+def test_at_the_daily_send_limit_relays_go_on_and_automatic_replies_stop(tmp_path):
+    # 2 intros and a relay reach the limit of 3
+    config = StackConfig(state_dir=tmp_path, pool_targets="GB=2", extra_env={
+        "SMSPROXY_OUT_OF_SESSION_REPLY": OOS_REPLY, "SMSPROXY_DAILY_SEND_LIMIT": "3"})
+    with Stack(config) as limited:
+        limited.provision_pool(expected=2)
+        sandbox = limited.sandbox.client
+        _, proxy_a, _ = open_conversation(limited, A, B)
+        sandbox.wait_for_inbox(A, 1)
+        sandbox.wait_for_inbox(B, 1)
+        sandbox.send_from_handset(A, proxy_a, "first")
+        sandbox.wait_for_inbox(B, 2, timeout=20)
+        assert wait_for_counter(limited, "smsproxy.sends.daily_limit_reached", 1) == 1
+        sandbox.send_from_handset(A, proxy_a, "second")  # the product: still relayed
+        assert sandbox.wait_for_inbox(B, 3, timeout=20)[-1]["text"] == "second"
+        sandbox.send_from_handset("447400700002", proxy_a, "who is this?")
+        wait_for_counter(limited, "smsproxy.sends.non_essential_stopped", 1)
+        sandbox.wait_until_idle(timeout=20)
+        assert sandbox.inbox("447400700002") == []
+        assert counter(limited, "smsproxy.sends.daily_limit_reached") == 1
+        assert "daily send limit of 3 reached" in (limited.logs / "worker1.log").read_text()
