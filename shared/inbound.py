@@ -131,6 +131,8 @@ class InboundHandler:
                                    decision.relay)
             if self._messages.owe(relay):
                 self._counters.incr("smsproxy.inbound.relayed")
+                if decision.truncated:
+                    self._counters.incr("smsproxy.inbound.truncated")
             sends.append(relay.id)
         suppressed = list(decision.suppressed)
         for reply in decision.replies:

@@ -22,6 +22,10 @@ from shared.reassembly import Reassembled
 from shared.relay_caps import Cap, CapVerdict
 from shared.settings import Settings
 from shared.templates import render
+from shared.vonage_gateway import is_gsm7, sms_parts
+
+TRUNCATED_MARKER = "[…]"
+TRUNCATED_MARKER_GSM7 = "(...)"  # brackets are GSM-7 extension characters: two septets each
 
 
 class DropReason(StrEnum):
@@ -103,6 +107,7 @@ class Decision:
     dropped: DropReason | None = None
     events: tuple[Event, ...] = ()
     suppressed: tuple[Suppressed, ...] = ()  # replies not sent, and why
+    truncated: bool = False  # the relay was cut to SMSPROXY_MAX_RELAY_PARTS
     final: bool = False
 
     def drop(self, reason: DropReason, *replies: Reply, events: tuple[Event, ...] = ()) -> Decision:
@@ -190,6 +195,30 @@ def cap_conversation_relays(context: InboundContext, decision: Decision) -> Deci
     return decision.drop(_CAP_DROPS[over], *notices)
 
 
+def cut_to_fit(text: str, max_parts: int) -> str:
+    """`text` if it fits `max_parts` SMS parts, else as much of it as fits with a marker that
+    says it was cut (a GSM-7 marker for a GSM-7 text, so as not to halve the room)."""
+    if sms_parts(text) <= max_parts:
+        return text
+    marker = TRUNCATED_MARKER if not is_gsm7(text) else TRUNCATED_MARKER_GSM7
+    low, high = 0, len(text)  # the longest prefix that fits, with the marker, by bisection
+    while low < high:
+        middle = (low + high + 1) // 2
+        if sms_parts(text[:middle] + marker) <= max_parts:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + marker
+
+
+def cap_relay_parts(context: InboundContext, decision: Decision) -> Decision:
+    """A relay takes at most SMSPROXY_MAX_RELAY_PARTS parts (each billed): longer is cut."""
+    if decision.relay is None:
+        return decision
+    cut = cut_to_fit(decision.relay, context.settings.max_relay_parts)
+    return decision if cut == decision.relay else replace(decision, relay=cut, truncated=True)
+
+
 def add_relay_prefix(context: InboundContext, decision: Decision) -> Decision:
     """The operator's prefix (SMSPROXY_RELAY_PREFIX) goes before every relayed text."""
     prefix = context.settings.relay_prefix
@@ -205,6 +234,7 @@ RULES: tuple[Rule, ...] = (
     never_relay_binary,
     cap_conversation_relays,
     add_relay_prefix,
+    cap_relay_parts,  # last: the prefix takes room too
 )
 
 

@@ -263,8 +263,8 @@ def flush_concat(self: Task[Any, Any], group: str, instance: str) -> None:
     rt = runtime.current()
     whole = rt.services.reassembler.flush_partial(group, instance)
     if whole is not None:
-        log.info("relaying multi-part message %s with %d part(s) missing", whole.message_id,
-                 whole.text.count(MISSING_PART_MARKER))
+        log.info("relaying multi-part message %s with %d run(s) of parts missing",
+                 whole.message_id, whole.text.count(MISSING_PART_MARKER))
         _relay(rt, whole)
     rt.services.outbox.settle("flush", f"{group}:{instance}")
 

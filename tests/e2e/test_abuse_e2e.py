@@ -11,6 +11,7 @@ import pytest
 import requests
 
 from devtools.stack import Stack, StackConfig
+from sandbox.signing import sign
 
 pytestmark = pytest.mark.e2e
 
@@ -26,7 +27,8 @@ def stack(tmp_path_factory):
         extra_env={"SMSPROXY_OUT_OF_SESSION_REPLY": OOS_REPLY,
                    # a burst of 3, then a token per 100 minutes: no refill within a test
                    "SMSPROXY_CONVERSATION_RELAY_BURST": "3",
-                   "SMSPROXY_CONVERSATION_RELAY_RATE_PER_MINUTE": "0.01"},
+                   "SMSPROXY_CONVERSATION_RELAY_RATE_PER_MINUTE": "0.01",
+                   "SMSPROXY_CONCAT_TIMEOUT_SECONDS": "2"},
     )
     with Stack(config) as running:
         running.provision_pool(expected=2)
@@ -169,3 +171,39 @@ def test_at_the_daily_send_limit_relays_go_on_and_automatic_replies_stop(tmp_pat
         assert sandbox.inbox("447400700002") == []
         assert counter(limited, "smsproxy.sends.daily_limit_reached") == 1
         assert "daily send limit of 3 reached" in (limited.logs / "worker1.log").read_text()
+
+
+def test_one_part_claiming_255_parts_is_relayed_as_one_sms(stack):
+    sandbox = stack.sandbox.client
+    first, second = "447400600001", "447400600002"
+    _, proxy_first, _ = open_conversation(stack, first, second)
+    sandbox.wait_for_inbox(second, 1)
+    # what a crafted handset's one part looks like once Vonage posts it (signed as Vonage
+    # signs, by the sandbox's own signer)
+    params = {
+        "msisdn": first, "to": proxy_first, "messageId": "0A00000000FFFF01", "text": "hello",
+        "type": "text", "concat": "true", "concat-ref": "77", "concat-total": "255",
+        "concat-part": "1",
+    }
+    posted = requests.post(f"{stack.web_url}/webhooks/inbound-sms", timeout=10, data=sign(
+        params, stack.config.signature_secret, stack.config.signature_method))
+    assert posted.status_code == 200, posted.text
+    [relayed] = sandbox.wait_for_inbox(second, 2, timeout=30)[1:]
+    assert relayed["text"] == "hello[…]"
+    [send] = [s for s in sandbox.sms_log() if s["to"] == second and s["text"] == "hello[…]"]
+    assert len(send["parts"]) == 1
+
+
+def test_a_long_text_is_relayed_in_at_most_ten_parts(stack):
+    sandbox = stack.sandbox.client
+    first, second = "447400600003", "447400600004"
+    _, proxy_first, _ = open_conversation(stack, first, second)
+    sandbox.wait_for_inbox(second, 1)
+    text = " ".join(f"word{i:04d}" for i in range(180))  # 1619 characters: 11 parts
+    sent_parts = sandbox.send_from_handset(first, proxy_first, text)
+    assert len(sent_parts) == 11
+    [relayed] = sandbox.wait_for_inbox(second, 2, timeout=30)[1:]
+    assert relayed["text"].endswith("(...)") and text.startswith(relayed["text"][:-5])
+    [send] = [s for s in sandbox.sms_log() if s["to"] == second and s["text"] == relayed["text"]]
+    assert len(send["parts"]) == 10
+    assert wait_for_counter(stack, "smsproxy.inbound.truncated", 1) >= 1

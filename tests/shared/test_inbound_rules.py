@@ -14,6 +14,8 @@ from shared.inbound_rules import (
     Reply,
     Suppressed,
     add_relay_prefix,
+    cap_relay_parts,
+    cut_to_fit,
     decide,
     drop_blocked,
     drop_own_numbers,
@@ -22,6 +24,7 @@ from shared.inbound_rules import (
 )
 from shared.reassembly import Reassembled
 from shared.relay_caps import Cap, CapVerdict
+from shared.vonage_gateway import sms_parts
 
 A, B, PROXY_A, PROXY_B = "447400100001", "447400100002", "447700900100", "447700900101"
 MESSAGE = Reassembled("m1", A, PROXY_A, "hello", 1)
@@ -221,3 +224,40 @@ def test_at_the_daily_send_limit_automatic_replies_stop_and_relays_go_on(make_se
     unrouted = decide(stranger(settings, **at_limit))
     assert unrouted.replies == () and unrouted.suppressed == (Suppressed.DAILY_LIMIT,)
     assert decide(stranger(settings)).replies != ()
+
+
+@pytest.mark.parametrize("text", ["x" * 5000, "é" * 5000, "€" * 3000, "日本" * 1000])
+def test_a_relay_is_cut_to_the_parts_cap_with_a_marker(make_settings, text):
+    settings = make_settings(SMSPROXY_MAX_RELAY_PARTS="3")
+    message = Reassembled("m1", A, PROXY_A, text, 30)
+    c = conversation()
+    decision = decide(InboundContext(message, settings, c, c.participants[0], c.participants[1]))
+    assert decision.truncated and sms_parts(decision.relay) == 3
+    assert decision.relay.endswith(("(...)", "[…]")) and text.startswith(decision.relay[:-5])
+    # the longest cut that fits: one more character would not
+    kept = decision.relay.removesuffix("(...)").removesuffix("[…]")
+    marker = decision.relay[len(kept):]
+    assert sms_parts(text[:len(kept) + 1] + marker) > 3
+
+
+def test_a_gsm7_text_is_cut_with_a_gsm7_marker_so_it_keeps_its_room(make_settings):
+    settings = make_settings(SMSPROXY_MAX_RELAY_PARTS="2")
+    cut = cut_to_fit("a" * 1000, 2)
+    assert cut.endswith("(...)") and len(cut) == 2 * 153
+    assert cap_relay_parts(routed(settings), Decision(relay="short")) == Decision(relay="short")
+
+
+def test_the_prefix_counts_toward_the_parts_cap(make_settings):
+    settings = make_settings(SMSPROXY_MAX_RELAY_PARTS="1", SMSPROXY_RELAY_PREFIX="[Ride] ")
+    message = Reassembled("m1", A, PROXY_A, "y" * 160, 2)
+    c = conversation()
+    decision = decide(InboundContext(message, settings, c, c.participants[0], c.participants[1]))
+    assert decision.relay.startswith("[Ride] y") and sms_parts(decision.relay) == 1
+    assert RULES[-1] is cap_relay_parts
+
+
+def test_ten_parts_is_the_default_cap(settings):
+    message = Reassembled("m1", A, PROXY_A, "z" * 153 * 12, 12)
+    c = conversation()
+    decision = decide(InboundContext(message, settings, c, c.participants[0], c.participants[1]))
+    assert sms_parts(decision.relay) == 10
