@@ -207,3 +207,13 @@ def test_a_long_text_is_relayed_in_at_most_ten_parts(stack):
     [send] = [s for s in sandbox.sms_log() if s["to"] == second and s["text"] == relayed["text"]]
     assert len(send["parts"]) == 10
     assert wait_for_counter(stack, "smsproxy.inbound.truncated", 1) >= 1
+
+
+def test_logs_carry_no_full_number_or_body(stack):
+    """Runs after the module's other tests: drops, suppressions and caps log masked numbers."""
+    secrets = [A, B, "447400700001", "449098765432", "447400500001", "447400600001",
+               "let me pay you directly", "buy now", "word0001"]
+    for log in stack.logs.glob("*.log"):
+        text = log.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in text, f"{secret!r} in {log.name}"
