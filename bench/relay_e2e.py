@@ -39,7 +39,11 @@ def run_relay(messages: int, conversations: int, tmp: Path) -> dict[str, float]:
     config = StackConfig(
         state_dir=tmp / "relay", pool_targets="GB=3",
         sandbox_options={"latency_ms": LATENCY_MS},
-        extra_env={"SMSPROXY_SEND_RATE_PER_SECOND": "0"},
+        # throughput is measured: no send rate, and no per-conversation caps (which a run of
+        # --messages over few --conversations would reach)
+        extra_env={"SMSPROXY_SEND_RATE_PER_SECOND": "0",
+                   "SMSPROXY_CONVERSATION_RELAY_RATE_PER_MINUTE": "0",
+                   "SMSPROXY_CONVERSATION_DAILY_RELAYS": "0"},
     )
     with Stack(config) as stack:
         sandbox = stack.sandbox

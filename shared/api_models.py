@@ -531,7 +531,8 @@ class InboundMessage(BaseModel):
         "their proxy number."
     )
     not_relayed: str = _sometimes(
-        "Only when it was not relayed: why (`keyword`, `recipient_opted_out`, `binary`)."
+        "Only when it was not relayed: why (`keyword`, `recipient_opted_out`, `binary`, "
+        "`rate_capped`, `daily_capped`, `blocked`, `own_number`)."
     )
 
 
@@ -611,6 +612,118 @@ class Error(BaseModel):
     error: ErrorDetail
 
 
+# Blocked numbers
+
+
+MAX_BLOCK_REASON = 200
+E164_PATTERN = r"^\+[1-9][0-9]{6,14}$"
+_E164 = re.compile(E164_PATTERN)
+BlockedNumberPath = Annotated[str, Field(
+    pattern=E164_PATTERN, examples=[_E164_EXAMPLE],
+    description="The number in E.164 (`+` and 7 to 15 digits).",
+)]
+
+
+def parse_number_path(raw: str) -> str:
+    """A number in a URL path: strict E.164 (no spaces or 00 there), as a msisdn."""
+    if not _E164.fullmatch(raw):
+        raise RequestError("number", "must be a phone number in E.164 form (+ and digits)")
+    try:
+        return to_msisdn(raw)
+    except InvalidNumber as exc:
+        raise RequestError("number", str(exc)) from None
+
+
+def _no_control_characters(text: str) -> str:
+    if any(not ch.isprintable() for ch in text):
+        raise _broken("must not contain control characters or line breaks")
+    return text
+
+
+class BlockNumber(BaseModel):
+    """The optional body of `PUT /v1/blocked-numbers/{number}`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True,
+                              json_schema_extra={"examples": [{"reason": "reported for spam"}]})
+
+    reason: Annotated[str, AfterValidator(_no_control_characters)] | None = Field(
+        None, min_length=1, max_length=MAX_BLOCK_REASON,
+        description="Why, for the operators: one line of at most "
+                    f"{MAX_BLOCK_REASON} characters.",
+    )
+
+
+_BLOCK_WORDING = {
+    "body": "must be a JSON object",
+    "reason": f"must be 1 to {MAX_BLOCK_REASON} characters",
+}
+
+
+def parse_block_request(body: Any) -> str | None:
+    """Validate the PUT body (None: no body); the reason given, if any."""
+    if body is None:
+        return None
+    try:
+        return BlockNumber.model_validate(body).reason
+    except ValidationError as exc:
+        raise _request_error(exc, _BLOCK_WORDING, "is not a known field") from None
+
+
+def encode_number_cursor(msisdn: str) -> str:
+    """The `next_cursor` of a page of blocked numbers that ends at `msisdn`."""
+    return base64.urlsafe_b64encode(msisdn.encode()).decode().rstrip("=")
+
+
+def _number_cursor(value: Any) -> str:
+    try:
+        text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (TypeError, ValueError):  # not a string, bad base64 or bad UTF-8
+        text = ""
+    if not re.fullmatch(r"[1-9][0-9]{6,14}", text):
+        raise _broken("is not a cursor this API gave out")
+    return text
+
+
+class ListBlockedNumbersQuery(BaseModel):
+    """The query of `GET /v1/blocked-numbers`; every parameter is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: Annotated[int, BeforeValidator(_page_size)] = Field(
+        DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="How many numbers a page holds."
+    )
+    cursor: Annotated[
+        str, PlainValidator(_number_cursor), WithJsonSchema({"type": "string"})
+    ] | None = Field(None, description="`next_cursor` of the previous page.")
+
+
+def parse_blocked_list_query(args: Mapping[str, str]) -> ListBlockedNumbersQuery:
+    """Validate the query of `GET /v1/blocked-numbers`; raise RequestError naming the first
+    problem."""
+    try:
+        return ListBlockedNumbersQuery.model_validate(dict(args))
+    except ValidationError as exc:
+        raise _request_error(exc, _LIST_WORDING, "is not a known parameter") from None
+
+
+class BlockedNumber(BaseModel):
+    """A blocked number: its texts are never relayed, and it joins no new conversation."""
+
+    number: E164
+    reason: str | None
+    blocked_at: datetime = Field(description="When it was first blocked (UTC).")
+
+
+class BlockedNumberPage(BaseModel):
+    """A page of blocked numbers, in number order."""
+
+    blocked_numbers: list[BlockedNumber]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
 RESPONSE_MODELS: tuple[type[BaseModel], ...] = (
-    Conversation, ConversationPage, MessageTrail, NumberList, Erasure, Error
+    Conversation, ConversationPage, MessageTrail, NumberList, Erasure, BlockedNumber,
+    BlockedNumberPage, Error,
 )

@@ -7,6 +7,7 @@ from typing import Protocol
 
 from shared import outbound
 from shared.api_models import NewConversation
+from shared.blocked_numbers import BlockedNumbers
 from shared.clock import now
 from shared.conversation_store import ConversationStore
 from shared.domain import Conversation, ConversationStatus, Participant
@@ -24,6 +25,10 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 # A create that has not finished this long after its request fails with `create_timeout`:
 # far past its Number Insight attempts and its retries through a Redis outage.
 PENDING_DEADLINE_SECONDS = 900
+_REFUSALS = {
+    "own_number": "is one of this account's own numbers",
+    "blocked": "is a blocked number",
+}
 # Transient failures one participant's Number Insight lookup may meet before the create fails.
 INSIGHT_MAX_ATTEMPTS = 8
 
@@ -62,6 +67,15 @@ class IdempotencyConflict(Exception):
     """The Idempotency-Key was bound to a request with a different body."""
 
 
+class ParticipantRefused(Exception):
+    """A participant may not be in a conversation: `index` names them, `problem` says why."""
+
+    def __init__(self, index: int, problem: str) -> None:
+        super().__init__(f"participant {index + 1}: {problem}")
+        self.index = index
+        self.problem = problem
+
+
 class NumberBuyer(Protocol):
     """Buys one number for a country on the fly (the pool keeper); True if the pool grew."""
 
@@ -81,6 +95,22 @@ class Conversations:
     insights: InsightCache
     idempotency: IdempotencyKeys
     buyer: NumberBuyer | None = None
+    blocked: BlockedNumbers | None = None
+
+    def refusal(self, participants: tuple[Participant, ...]) -> tuple[int, str] | None:
+        """Why a participant may not be in a conversation (index, reason), or None.
+
+        One of the account's own numbers would make the proxy text itself (a loop by
+        construction); a blocked number is refused by the operator's choice.
+        """
+        numbers = [p.number for p in participants]
+        blocked = self.blocked.blocked(*numbers) if self.blocked is not None else set()
+        for index, number in enumerate(numbers):
+            if self.inventory.owns(number):
+                return index, "own_number"
+            if number in blocked:
+                return index, "blocked"
+        return None
 
     def open(
         self, new: NewConversation, created_at: float, idempotency: tuple[str, str] | None,
@@ -93,8 +123,14 @@ class Conversations:
         stored before the key is bound: whichever concurrent request loses the race for the
         key then always finds the winner's conversation, and drops its own unpublished one.
         Raises IdempotencyConflict when the key was used with another body, and
-        LiveConversationCap when the client holds SMSPROXY_CLIENT_MAX_LIVE_CONVERSATIONS.
+        LiveConversationCap when the client holds SMSPROXY_CLIENT_MAX_LIVE_CONVERSATIONS, and
+        ParticipantRefused for one of the account's own numbers or a blocked number.
         """
+        refused = self.refusal(new.participants)
+        if refused is not None:
+            index, reason = refused
+            self.counters.incr(f"smsproxy.conversations.refused_{reason}")
+            raise ParticipantRefused(index, _REFUSALS[reason])
         conversation = new.build(created_at, client)
         if idempotency is not None:
             # A retry of a create that got in must find it, even at the cap.
@@ -155,6 +191,9 @@ class Conversations:
             return Established(conversation, intro_ids=self._intro_ids(conversation))
         if conversation.status is not ConversationStatus.PENDING:
             return Established(conversation)
+        refused = self.refusal(conversation.participants)
+        if refused is not None:  # blocked (or bought by the pool) since the request
+            return self._fail(conversation.id, refused[1])
 
         checked = self._check_numbers(conversation, vonage)
         if isinstance(checked, Established):

@@ -38,6 +38,7 @@ class MessageKind(StrEnum):
     OPT_IN = "opt_in"
     HELP = "help"
     OPTED_OUT_NOTICE = "opted_out_notice"  # to the other side of an opt-out, once
+    CAP_NOTICE = "cap_notice"
 
 
 class DeliveryState(StrEnum):

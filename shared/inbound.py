@@ -9,18 +9,30 @@ message id, so a redelivered task carries the same decision out to the same effe
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from shared import outbound
+from shared import allowances, outbound
+from shared.allowances import Allowances
+from shared.blocked_numbers import BlockedNumbers
 from shared.clock import now
 from shared.conversation_store import ConversationStore
-from shared.inbound_rules import Decision, Event, InboundContext, StateChange, decide
+from shared.domain import MessageKind
+from shared.inbound_rules import (
+    Decision,
+    Event,
+    InboundContext,
+    StateChange,
+    Suppressed,
+    decide,
+)
 from shared.logging import bind_log_context
 from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.opt_outs import Change, OptOuts, ParticipantState
 from shared.phone import mask
+from shared.pool_inventory import PoolInventory
 from shared.reassembly import LatePart, Reassembled
+from shared.relay_caps import DailySends, RelayCaps
 from shared.routes import RouteTable
 from shared.settings import Settings
 
@@ -49,6 +61,11 @@ class InboundHandler:
         counters: Counters,
         settings: Settings,
         opt_outs: OptOuts,
+        inventory: PoolInventory | None = None,
+        blocked: BlockedNumbers | None = None,
+        allowance: Allowances | None = None,
+        caps: RelayCaps | None = None,
+        daily: DailySends | None = None,
     ) -> None:
         self._routes = routes
         self._conversations = conversations
@@ -56,6 +73,11 @@ class InboundHandler:
         self._counters = counters
         self._settings = settings
         self._opt_outs = opt_outs
+        self._caps = caps
+        self._daily = daily
+        self._allowances = allowance
+        self._inventory = inventory
+        self._blocked = blocked
 
     def context(self, message: Reassembled) -> InboundContext:
         """The message with its conversation and participants, if a route leads anywhere."""
@@ -68,7 +90,9 @@ class InboundHandler:
                 message.text.strip().upper() in self._settings.opt_in_keywords
                 and self._opt_outs.get(message.sender, message.virtual_number) is not None
             )
-            return InboundContext(message, self._settings, sender_opted_out=sender_opted_out)
+            return self._screened(
+                InboundContext(message, self._settings, sender_opted_out=sender_opted_out)
+            )
         sender = next(
             (p for p in conversation.participants if p.number == message.sender), None
         )
@@ -79,10 +103,47 @@ class InboundHandler:
         states = self._opt_outs.get_many(pairs)  # both in one round trip
         sender_opted_out = states[0] is not None
         recipient_opt_out = states[1] if len(states) > 1 else None
-        return InboundContext(
+        return self._screened(InboundContext(
             message, self._settings, conversation, sender, counterpart,
             sender_opted_out=sender_opted_out, recipient_opt_out=recipient_opt_out,
+        ))
+
+    def _is_keyword(self, text: str) -> bool:
+        word = text.strip().upper()
+        settings = self._settings
+        return word in settings.opt_out_keywords or word in settings.opt_in_keywords \
+            or word in settings.help_keywords
+
+    def _screened(self, context: InboundContext) -> InboundContext:
+        """The context with which of its ends are our own numbers, and which are blocked;
+        for a routed message its verdict against the conversation's caps, for one without a
+        route what the out-of-session reply depends on."""
+        ends = context.ends
+        own = frozenset(n for n in ends if self._inventory is not None
+                        and self._inventory.owns(n))
+        blocked = frozenset(self._blocked.blocked(*ends)) if self._blocked is not None else None
+        context = replace(
+            context, own_numbers=own, blocked=blocked or frozenset(),
+            daily_limit_reached=self._daily is not None and self._daily.reached(),
         )
+        message = context.message
+        if context.routed and context.conversation is not None:
+            # dropped or answered whatever the caps say: it takes no relay from them
+            if (own or blocked or message.binary or self._caps is None
+                    or self._is_keyword(message.text)):
+                return context
+            return replace(context, cap=self._caps.verdict(
+                context.conversation.id, message.message_id, message.sender))
+        if not self._settings.out_of_session_reply:
+            return context
+        served = {*self._settings.pool_targets}
+        if self._inventory is not None:
+            served.update(self._inventory.countries())
+        replied_for = (
+            self._allowances.holder(allowances.out_of_session(message.sender))
+            if self._allowances is not None else None
+        )
+        return replace(context, served_countries=frozenset(served), replied_for=replied_for)
 
     def handle(self, message: Reassembled) -> Carried:
         """Decide what one whole inbound message leads to, and record it."""
@@ -130,13 +191,19 @@ class InboundHandler:
             )
             if recorded and decision.masked:  # counted once, however often the task runs
                 self._counters.incr("smsproxy.inbound.masked", decision.masked)
+            if recorded and decision.truncated:
+                self._counters.incr("smsproxy.inbound.truncated")
         if decision.relay is not None and conversation is not None and context.counterpart:
             relay = outbound.relay(message.message_id, conversation, context.counterpart,
                                    decision.relay)
             if self._messages.owe(relay):
                 self._counters.incr("smsproxy.inbound.relayed")
             sends.append(relay.id)
+        suppressed = list(decision.suppressed)
         for reply in replies:
+            if reply.kind is MessageKind.OUT_OF_SESSION and not self._may_answer(message):
+                suppressed.append(Suppressed.REPEAT)  # another message took the allowance
+                continue
             if reply.once_per is not None and routed is not None and context.sender:
                 answer = outbound.opted_out_notice(
                     routed.id, context.sender, reply.once_per, reply.text
@@ -148,11 +215,27 @@ class InboundHandler:
                 )
             self._messages.owe(answer)
             sends.append(answer.id)
+        for reason in suppressed:
+            if reason is Suppressed.DAILY_LIMIT:
+                self._counters.incr("smsproxy.sends.non_essential_stopped")
+            else:
+                self._counters.incr(f"smsproxy.out_of_session.{reason.value}")
+            log.info("reply to %s suppressed: %s", mask(message.sender), reason.value)
         sender_index = next(
             (i for i, p in enumerate(routed.participants) if p.number == message.sender), 0
         ) if routed is not None else 0
         return Carried(tuple(sends), tuple(events),
                        routed.id if routed is not None else None, sender_index)
+
+    def _may_answer(self, message: Reassembled) -> bool:
+        """Take the sender's out-of-session allowance for this message (atomic: two texts
+        racing each other get one reply between them; the same message again keeps it)."""
+        if self._allowances is None:
+            return True
+        return self._allowances.claim(
+            allowances.out_of_session(message.sender), message.message_id,
+            self._settings.out_of_session_reply_interval_seconds,
+        )
 
     def _change_state(self, context: InboundContext, change: StateChange) -> bool:
         """Set the sender's state on the number they texted; True when this message made

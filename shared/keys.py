@@ -127,6 +127,30 @@ class Keys:
         """The shared send-rate token bucket of one API key."""
         return f"{self.prefix}rate:{name}"
 
+    def blocked_numbers(self) -> str:
+        """Sorted set of blocked msisdns (all scored 0: listed in number order)."""
+        return f"{self.prefix}blocked:numbers"
+
+    def blocked_number(self, msisdn: str) -> str:
+        """Hash of one blocked number's reason and when it was blocked."""
+        return f"{self.prefix}blocked:{msisdn}"
+
+    def cap_verdict(self, message_id: str) -> str:
+        """An inbound message's verdict against its conversation's caps."""
+        return f"{self.prefix}cap:{message_id}"
+
+    def conversation_daily_relays(self, conversation_id: str) -> str:
+        """Relays of one conversation in its current 24 h window."""
+        return f"{self.prefix}conv:{conversation_id}:relays"
+
+    def daily_sends(self, day: str) -> str:
+        """Sends the account made on one UTC day (YYYYMMDD)."""
+        return f"{self.prefix}sends:{day}"
+
+    def allowance(self, name: str) -> str:
+        """Who used a window's one allowance (an out-of-session reply to a sender, ...)."""
+        return f"{self.prefix}allow:{name}"
+
     def metrics(self) -> str:
         return f"{self.prefix}metrics"
 

@@ -142,7 +142,7 @@ class MessageLog:
         `late_part_of` marks a part that came after its message (that id) was relayed;
         `masked` is how many contact details its relayed text had replaced;
         `participant_state` the sender's opt-out state it set (STOP, START);
-        `not_relayed` why it was not relayed.
+        `not_relayed` why it was not relayed (a keyword, a cap, a block...).
         """
         key = self._keys.inbound(message_id)
         fields: dict[Any, Any] = {

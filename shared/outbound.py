@@ -56,6 +56,7 @@ _REPLY_PREFIX = {
     MessageKind.OPT_OUT: "optout",
     MessageKind.OPT_IN: "optin",
     MessageKind.HELP: "help",
+    MessageKind.CAP_NOTICE: "capped",
 }
 
 

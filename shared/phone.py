@@ -56,3 +56,17 @@ def mask(number: str | None) -> str:
         return "-"
     digits = "".join(ch for ch in number if ch.isdigit())
     return f"***{digits[-4:]}" if len(digits) > 4 else "***"
+
+
+_COSTLY = frozenset({phonenumbers.PhoneNumberType.PREMIUM_RATE,
+                     phonenumbers.PhoneNumberType.SHARED_COST})
+
+
+def is_costly(msisdn: str) -> bool:
+    """Whether the numbering plan makes the number premium-rate or shared-cost: a text to it
+    may earn its owner a share (SMS pumping), so no automatic reply goes there."""
+    try:
+        parsed = phonenumbers.parse(f"+{msisdn}", None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.number_type(parsed) in _COSTLY

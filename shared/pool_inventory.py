@@ -45,6 +45,10 @@ class PoolInventory:
         routes = int(self._redis.hget(number_key, "routes") or 0)
         return bool(self._redis.zadd(self._keys.pool(country), {msisdn: routes}, nx=True))
 
+    def owns(self, msisdn: str) -> bool:
+        """Whether the number is one of the account's pool numbers (allocatable or draining)."""
+        return bool(self._redis.sismember(self._keys.pool_members(), msisdn))
+
     def countries(self) -> list[str]:
         return sorted(str(c) for c in self._redis.smembers(self._keys.pool_countries()))
 

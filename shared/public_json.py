@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.blocked_numbers import BlockedNumber
 from shared.domain import ERASED, Conversation
 from shared.messages import TrailEntry
 from shared.phone import to_e164
@@ -86,3 +87,11 @@ def trail_entry_view(entry: TrailEntry, *, with_text: bool) -> dict[str, Any]:
     if with_text and entry.text is not None:
         rendered["text"] = entry.text
     return rendered
+
+
+def blocked_number_view(entry: BlockedNumber) -> dict[str, Any]:
+    return {
+        "number": to_e164(entry.msisdn),
+        "reason": entry.reason,
+        "blocked_at": iso_time(entry.blocked_at),
+    }

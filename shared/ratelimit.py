@@ -9,23 +9,29 @@ from shared.keys import Keys
 # Redis's own clock, so that hosts with skewed clocks still share one bucket. Tokens never go
 # negative: a caller that finds the bucket empty is told how long to wait and consumes nothing,
 # so the rate holds at the moment of sending, whatever delays the retried task meets.
-_TAKE = """
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-else
-  wait = (1 - tokens) / rate
+# A Lua function, so that other scripts (shared/relay_caps.py) take from a bucket the same way.
+BUCKET_LUA = """
+local function take_token(key, rate, burst)
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+  local wait = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+  else
+    wait = (1 - tokens) / rate
+  end
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
+  redis.call('EXPIRE', key, math.ceil(burst / rate) + 60)
+  return wait
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
-return tostring(wait)
+"""
+
+_TAKE = BUCKET_LUA + """
+return tostring(take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])))
 """
 
 

@@ -3,7 +3,8 @@
 A handset splits a long text into parts that arrive as separate webhooks, in any order. Each
 part is added to its group's hash; the part that completes the group takes the whole message,
 exactly once. A group that stays incomplete is flushed after SMSPROXY_CONCAT_TIMEOUT_SECONDS
-with a visible marker for each missing part.
+with one visible marker for each run of missing parts: a part may claim up to 255 siblings that
+never come, and a marker per missing part would let one webhook become a 13-part SMS.
 
 A handset's `concat-ref` is a small counter that wraps (8 or 16 bits), so (sender, virtual
 number, ref) names a group only while it is open: each opening gets its own instance id (the
@@ -168,11 +169,18 @@ def whole_message_id(instance: str) -> str:
 
 
 def _assemble(group: str, flat: list[str]) -> Reassembled:
-    """Join a group's parts in order; a missing part becomes a visible marker."""
+    """Join a group's parts in order; each run of missing parts becomes one visible marker
+    (so the markers never outnumber the parts that came, plus one)."""
     fields = dict(zip(flat[::2], flat[1::2], strict=True))
     parts = {int(k[1:]): v for k, v in fields.items() if k[:1] == "p" and k[1:].isdigit()}
     total = max(int(fields.get("total", "0")), max(parts, default=0))
-    text = "".join(parts.get(n, MISSING_PART_MARKER) for n in range(1, total + 1))
+    pieces: list[str] = []
+    for n in range(1, total + 1):
+        if n in parts:
+            pieces.append(parts[n])
+        elif n - 1 in parts or n == 1:
+            pieces.append(MISSING_PART_MARKER)
+    text = "".join(pieces)
     return Reassembled(whole_message_id(fields["id"]), fields["sender"], fields["to"], text,
                        len(parts), group, fields["id"])
 

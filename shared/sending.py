@@ -18,6 +18,7 @@ from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.phone import mask
 from shared.ratelimit import RateLimiter
+from shared.relay_caps import DailySends
 from shared.settings import Settings
 from shared.vonage_gateway import VonageFailure, VonagePort
 
@@ -69,7 +70,9 @@ class Sender:
         counters: Counters,
         settings: Settings,
         keys: Keys | None = None,
+        daily: DailySends | None = None,
     ) -> None:
+        self._daily = daily
         self._messages = messages
         self._counters = counters
         self._settings = settings
@@ -153,3 +156,10 @@ class Sender:
             outbound_id, message_ids, retain_body=self._settings.retain_bodies
         )
         self._counters.incr("smsproxy.outbound.sent")
+        made = self._daily.count() if self._daily is not None else None
+        if made is not None and made == self._settings.daily_send_limit:
+            # Once a day, at the crossing: what the alert fires on. From now on the inbound
+            # rules stop non-essential sends (out-of-session replies, cap notices).
+            self._counters.incr("smsproxy.sends.daily_limit_reached")
+            log.error("daily send limit of %d reached: non-essential sends stop until 00:00 UTC",
+                      made)

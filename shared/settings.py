@@ -97,6 +97,17 @@ def _pool_targets(raw: str) -> Mapping[str, int]:
     return targets
 
 
+def _countries(raw: str) -> frozenset[str]:
+    """`FR, de` into {"FR", "DE"}; `*` alone stands for every country."""
+    codes = frozenset(item.strip().upper() for item in raw.split(",") if item.strip())
+    if codes == {"*"}:
+        return codes
+    for code in codes:
+        if len(code) != 2 or not code.isascii() or not code.isalpha():
+            raise ValueError(f"expected ISO 3166 alpha-2 codes such as FR, or *, got {code!r}")
+    return codes
+
+
 def _signature_method(raw: str) -> SignatureMethod:
     try:
         return SignatureMethod(raw.strip().lower())
@@ -261,6 +272,15 @@ class Settings:
     out_of_session_reply: str | None = _setting(
         "SMSPROXY_OUT_OF_SESSION_REPLY", _optional_text, "reply to texts with no live route"
     )
+    out_of_session_reply_interval_seconds: int = _setting(
+        "SMSPROXY_OUT_OF_SESSION_REPLY_INTERVAL_SECONDS", _positive_int,
+        "at most one out-of-session reply per sender within this many seconds",
+    )
+    out_of_session_reply_countries: frozenset[str] = _setting(
+        "SMSPROXY_OUT_OF_SESSION_REPLY_COUNTRIES", _countries,
+        "countries out-of-session replies may go to besides those the pool serves "
+        "(comma-separated ISO codes; * for any)",
+    )
     relay_prefix: str = _setting(
         "SMSPROXY_RELAY_PREFIX", str, "text put before every relayed message (empty: none)"
     )
@@ -340,6 +360,31 @@ class Settings:
     )
     worker_concurrency: int = _setting(
         "SMSPROXY_WORKER_CONCURRENCY", _positive_int, "threads per worker process (sends in flight)"
+    )
+    conversation_relay_rate_per_minute: float = _setting(
+        "SMSPROXY_CONVERSATION_RELAY_RATE_PER_MINUTE", _non_negative_float,
+        "steady relays per minute in one conversation, both directions (0: no limit)",
+    )
+    conversation_relay_burst: int = _setting(
+        "SMSPROXY_CONVERSATION_RELAY_BURST", _positive_int,
+        "relays one conversation may make at once above its steady rate",
+    )
+    conversation_daily_relays: int = _setting(
+        "SMSPROXY_CONVERSATION_DAILY_RELAYS", _non_negative_int,
+        "relays per conversation per 24 h (0: no cap)",
+    )
+    cap_notice_template: str = _setting(
+        "SMSPROXY_CAP_NOTICE_TEMPLATE", _template_of("window"),
+        "told once per window to a sender over a conversation's cap; {window} is when to "
+        "try again",
+    )
+    daily_send_limit: int = _setting(
+        "SMSPROXY_DAILY_SEND_LIMIT", _non_negative_int,
+        "sends per UTC day after which non-essential sends stop (0: no limit)",
+    )
+    max_relay_parts: int = _setting(
+        "SMSPROXY_MAX_RELAY_PARTS", _positive_int,
+        "the most SMS parts one relayed message may take; a longer text is cut to fit",
     )
     log_level: str = _setting("SMSPROXY_LOG_LEVEL", _text, "DEBUG, INFO, WARNING or ERROR")
     log_format: LogFormat = _setting(
@@ -487,6 +532,17 @@ _DEFAULTS: dict[str, str] = {
     "SMSPROXY_RELAY_PREFIX": "",
     "SMSPROXY_MASK_KINDS": "phone,email",
     "SMSPROXY_MASK_MARKER": "[hidden]",
+    "SMSPROXY_OUT_OF_SESSION_REPLY_INTERVAL_SECONDS": "86400",
+    "SMSPROXY_OUT_OF_SESSION_REPLY_COUNTRIES": "",
+    "SMSPROXY_CONVERSATION_RELAY_RATE_PER_MINUTE": "10",
+    "SMSPROXY_CONVERSATION_RELAY_BURST": "10",
+    "SMSPROXY_CONVERSATION_DAILY_RELAYS": "200",
+    "SMSPROXY_CAP_NOTICE_TEMPLATE": (
+        "Too many messages in this conversation: yours are not being delivered. "
+        "Please try again in {window}."
+    ),
+    "SMSPROXY_DAILY_SEND_LIMIT": "0",
+    "SMSPROXY_MAX_RELAY_PARTS": "10",
     "SMSPROXY_COUNTRY_FALLBACK": "false",
     "SMSPROXY_BUY_ON_DEMAND": "false",
     "SMSPROXY_EXTEND_ON_ACTIVITY": "false",

@@ -15,6 +15,8 @@ import redis.exceptions
 import redis.retry
 from redis import Redis
 
+from shared.allowances import Allowances
+from shared.blocked_numbers import BlockedNumbers
 from shared.broker_messages import same_redis_database
 from shared.conversation_store import ConversationStore
 from shared.conversations import Conversations
@@ -28,6 +30,7 @@ from shared.outbox import Outbox
 from shared.pool import PoolKeeper, PoolPolicy
 from shared.pool_inventory import PoolInventory
 from shared.reassembly import Reassembler
+from shared.relay_caps import DailySends, RelayCaps
 from shared.routes import RouteTable
 from shared.sending import Sender
 from shared.settings import Settings
@@ -99,6 +102,7 @@ class Services:
     pool_keeper: PoolKeeper
     outbox: Outbox
     opt_outs: OptOuts
+    blocked: BlockedNumbers
 
     @classmethod
     def from_settings(
@@ -114,6 +118,8 @@ class Services:
         counters = Counters(client)
         idempotency = IdempotencyKeys(client)
         opt_outs = OptOuts(client)
+        blocked = BlockedNumbers(client)
+        daily = DailySends(client, settings)
         pool_keeper = PoolKeeper(
             client, store, routes, inventory, messages, counters,
             PoolPolicy.from_settings(settings),
@@ -130,12 +136,15 @@ class Services:
             conversations=Conversations(
                 store, routes, inventory, messages, counters, settings,
                 InsightCache(client, settings.insight_cache_seconds), idempotency,
-                buyer=pool_keeper,
+                buyer=pool_keeper, blocked=blocked,
             ),
             reassembler=Reassembler(client, counters, settings),
-            inbound=InboundHandler(routes, store, messages, counters, settings, opt_outs),
-            sender=Sender(client, messages, counters, settings),
+            inbound=InboundHandler(routes, store, messages, counters, settings, opt_outs,
+                                   inventory, blocked, Allowances(client),
+                                   RelayCaps(client, settings), daily),
+            sender=Sender(client, messages, counters, settings, daily=daily),
             pool_keeper=pool_keeper,
             outbox=Outbox(client, settings, broker=broker_redis(settings)),
             opt_outs=opt_outs,
+            blocked=blocked,
         )

@@ -25,7 +25,7 @@ from shared.api_models import (
 )
 from shared.clock import now
 from shared.conversation_store import LiveConversationCap
-from shared.conversations import IdempotencyConflict
+from shared.conversations import IdempotencyConflict, ParticipantRefused
 from shared.domain import Conversation
 from shared.jobs import TaskName
 from shared.logging import bind_log_context
@@ -100,6 +100,9 @@ def create_conversation() -> Response | tuple[Response, int]:
             f"this client already holds {cap} live conversations "
             "(SMSPROXY_CLIENT_MAX_LIVE_CONVERSATIONS); close some first",
         )
+    except ParticipantRefused as refused:
+        field = f"participants[{refused.index}].number"
+        return error_response(400, "invalid_field", f"{field}: {refused.problem}", field=field)
     conversation = opened.conversation
     bind_log_context(conversation_id=conversation.id)
     if not opened.new:
@@ -169,7 +172,7 @@ def _announce_closed(closed: Conversation) -> None:
         services().counters.incr("smsproxy.callbacks.dropped")
 
 
-@bp.delete("/participants/<path:number>")
+@bp.delete("/participants/<number>")
 @require_token
 def erase_participant(number: str) -> Response:
     """Erase a person from this client's conversations (a privacy law's right to erasure)."""

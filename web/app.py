@@ -12,7 +12,7 @@ from shared.logging import configure_logging, reset_log_context
 from shared.settings import Settings
 from shared.tracing import configure_tracing
 from shared.wiring import Services
-from web import api, openapi, ops, webhooks
+from web import api, blocked_numbers, openapi, ops, webhooks
 from web.cli import register_cli
 from web.clients import install_rate_limit
 from web.errors import register_error_handlers
@@ -48,7 +48,8 @@ def create_app(
     install(app, built, publisher or Publisher(settings, built.redis))
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
-    install_rate_limit(app, api.bp, settings, built.redis, Keys())
+    app.register_blueprint(blocked_numbers.bp)
+    install_rate_limit(app, (api.bp, blocked_numbers.bp), settings, built.redis, Keys())
     app.register_blueprint(openapi.bp)
     app.register_blueprint(ops.bp)
     register_cli(app)

@@ -8,7 +8,7 @@ instead, which also slows down guessing tokens.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -80,9 +80,11 @@ def _breached(exc: RateLimitExceeded) -> Response:
 
 
 def install_rate_limit(
-    app: Flask, blueprint: Blueprint, settings: Settings, client: redis.Redis, keys: Keys
+    app: Flask, blueprints: Sequence[Blueprint], settings: Settings, client: redis.Redis,
+    keys: Keys,
 ) -> Limiter | None:
-    """Limit every route of `blueprint` per client, as SMSPROXY_API_RATE_LIMIT says."""
+    """Limit every route of `blueprints` per client, as SMSPROXY_API_RATE_LIMIT says (one
+    count per client over all of them)."""
     if settings.api_rate_limit is None:
         return None
     limiter = Limiter(
@@ -102,6 +104,8 @@ def install_rate_limit(
         swallow_errors=True,
         in_memory_fallback_enabled=False,
     )
-    limiter.limit(settings.api_rate_limit, key_func=_rate_key)(blueprint)
+    shared = limiter.shared_limit(settings.api_rate_limit, scope="v1", key_func=_rate_key)
+    for blueprint in blueprints:
+        shared(blueprint)
     app.register_error_handler(RateLimitExceeded, _breached)
     return limiter

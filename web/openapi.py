@@ -18,8 +18,11 @@ from pydantic_core import CoreSchema
 from shared.api_models import (
     IDEMPOTENCY_KEY,
     RESPONSE_MODELS,
+    BlockedNumberPath,
+    BlockNumber,
     ConversationId,
     CreateConversation,
+    ListBlockedNumbersQuery,
     ListConversationsQuery,
 )
 from shared.settings import Settings
@@ -37,20 +40,22 @@ class _Untitled(GenerateJsonSchema):
         return False
 
 
-def _schemas(settings: Settings | None) -> tuple[dict[str, Schema], Schema]:
-    """components.schemas, and apart from them the list query's schema (its properties are
-    query parameters, not a body)."""
+def _schemas(settings: Settings | None) -> tuple[dict[str, Schema], dict[str, Schema]]:
+    """components.schemas, and apart from them the list queries' schemas by model name (their
+    properties are query parameters, not a body)."""
+    queries = (ListConversationsQuery, ListBlockedNumbersQuery)
     _, top = models_json_schema(
-        [(CreateConversation, "validation"), (ListConversationsQuery, "validation"),
+        [(CreateConversation, "validation"), (BlockNumber, "validation"),
+         *((query, "validation") for query in queries),
          *((model, "serialization") for model in RESPONSE_MODELS)],
         ref_template="#/components/schemas/{model}",
         schema_generator=_Untitled,
     )
     schemas: dict[str, Schema] = top["$defs"]
-    query = schemas.pop(ListConversationsQuery.__name__)
+    query_schemas = {query.__name__: schemas.pop(query.__name__) for query in queries}
     if settings is not None:
         CreateConversation.document_settings(schemas[CreateConversation.__name__], settings)
-    return schemas, query
+    return schemas, query_schemas
 
 
 def _parameter(name: str, where: str, schema: Schema, required: bool = False) -> Schema:
@@ -83,6 +88,7 @@ def _responses() -> dict[str, Schema]:
             "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
         },
         "NotFound": _json("Error", "No such conversation."),
+        "NotBlocked": _json("Error", "The number is not blocked."),
         "TooLarge": _json("Error", "The body is over 64 KiB."),
         "TooManyRequests": {
             **_json("Error", "The client's rate limit (`rate_limited`, with Retry-After) or, "
@@ -110,7 +116,70 @@ def _common(*codes: str) -> dict[str, Schema]:
             for code in sorted({*codes, "401", "429", "503"})}
 
 
-def _paths(list_query: Schema) -> dict[str, Schema]:
+def _query_parameters(query: Schema) -> list[Schema]:
+    return [_parameter(name, "query", schema) for name, schema in query["properties"].items()]
+
+
+def _by_number() -> list[Schema]:
+    """The `{number}` path parameter: a number in E.164."""
+    return [{
+        **_parameter("number", "path", TypeAdapter(BlockedNumberPath).json_schema(),
+                     required=True),
+        "description": "The number in E.164, such as +447400123456 (`+` written as is or as "
+                       "%2B).",
+    }]
+
+
+def _blocked_number_paths(list_query: Schema) -> dict[str, Schema]:
+    blocked_ok = _json("BlockedNumber", "The blocked number.")
+    by_number = _by_number()
+    return {
+        "/v1/blocked-numbers": {
+            "get": {
+                "operationId": "listBlockedNumbers",
+                "summary": "Blocked numbers, in number order, a page at a time.",
+                "parameters": _query_parameters(list_query),
+                "responses": {
+                    "200": _json("BlockedNumberPage", "A page of blocked numbers."),
+                    **_common("400"),
+                },
+            },
+        },
+        "/v1/blocked-numbers/{number}": {
+            "parameters": by_number,
+            "put": {
+                "operationId": "blockNumber",
+                "summary": "Block a number: its texts are never relayed and it joins no new "
+                           "conversation (a pending one with it fails with `blocked`).",
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/BlockNumber"},
+                    }},
+                },
+                "responses": {"200": blocked_ok, **_common("400", "413")},
+            },
+            "get": {
+                "operationId": "getBlockedNumber",
+                "summary": "One blocked number; 404 when it is not blocked.",
+                "responses": {
+                    "200": blocked_ok,
+                    "404": {"$ref": "#/components/responses/NotBlocked"},
+                    **_common("400"),
+                },
+            },
+            "delete": {
+                "operationId": "unblockNumber",
+                "summary": "Unblock a number (unblocking one that is not blocked is no error).",
+                "responses": {"204": {"description": "Not blocked (any more)."},
+                              **_common("400")},
+            },
+        },
+    }
+
+
+def _paths(queries: dict[str, Schema]) -> dict[str, Schema]:
+    list_query = queries[ListConversationsQuery.__name__]
     conversation_ok = _json("Conversation", "The conversation.")
     by_id = [{
         **_parameter("conversation_id", "path", TypeAdapter(ConversationId).json_schema(),
@@ -156,10 +225,7 @@ def _paths(list_query: Schema) -> dict[str, Schema]:
             "get": {
                 "operationId": "listConversations",
                 "summary": "Conversations, newest first, a page at a time.",
-                "parameters": [
-                    _parameter(name, "query", schema)
-                    for name, schema in list_query["properties"].items()
-                ],
+                "parameters": _query_parameters(list_query),
                 "responses": {
                     "200": _json("ConversationPage", "A page of conversations."),
                     **_common("400"),
@@ -191,11 +257,7 @@ def _paths(list_query: Schema) -> dict[str, Schema]:
             },
         },
         "/v1/participants/{number}": {
-            "parameters": [{
-                "name": "number", "in": "path", "required": True,
-                "schema": {"type": "string", "maxLength": 32, "examples": ["+447400123456"]},
-                "description": "The person's number in E.164 form.",
-            }],
+            "parameters": _by_number(),
             "delete": {
                 "operationId": "eraseParticipant",
                 "summary": "Erase a person from this client's conversations: close the live "
@@ -214,6 +276,7 @@ def _paths(list_query: Schema) -> dict[str, Schema]:
                 "responses": {"200": _json("NumberList", "Every pool number."), **_common()},
             },
         },
+        **_blocked_number_paths(queries[ListBlockedNumbersQuery.__name__]),
         "/v1/openapi.json": {
             "get": {
                 "operationId": "getOpenApiDocument",
@@ -232,7 +295,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
     """The whole document; with `settings`, it also states the limits they set (the longest
     and the default ttl_seconds). Built on each call so that no caller can mutate a shared
     copy."""
-    schemas, list_query = _schemas(settings)
+    schemas, queries = _schemas(settings)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -244,7 +307,7 @@ def openapi_document(settings: Settings | None = None) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearer": []}],
-        "paths": _paths(list_query),
+        "paths": _paths(queries),
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": schemas,

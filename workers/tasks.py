@@ -296,8 +296,8 @@ def flush_concat(self: Task[Any, Any], group: str, instance: str) -> None:
     whole = rt.services.reassembler.flush_partial(group, instance)
     if whole is not None:
         bind_log_context(message_id=whole.message_id)
-        log.info("relaying multi-part message %s with %d part(s) missing", whole.message_id,
-                 whole.text.count(MISSING_PART_MARKER))
+        log.info("relaying multi-part message %s with %d run(s) of parts missing",
+                 whole.message_id, whole.text.count(MISSING_PART_MARKER))
         _relay(rt, whole)
     rt.services.outbox.settle("flush", f"{group}:{instance}")
 

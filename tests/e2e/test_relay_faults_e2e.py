@@ -54,6 +54,9 @@ def stack(tmp_path_factory, events_url):
         extra_env={
             "SMSPROXY_SEND_RATE_PER_SECOND": str(RATE),
             "SMSPROXY_SEND_BURST": str(BURST),
+            # 30 texts per conversation at once: the shared limit is tested, not the
+            # per-conversation caps
+            "SMSPROXY_CONVERSATION_RELAY_RATE_PER_MINUTE": "0",
             "SMSPROXY_CONCAT_TIMEOUT_SECONDS": "3",
             "SMSPROXY_OUT_OF_SESSION_REPLY": OOS_REPLY,
             "SMSPROXY_CALLBACK_SECRET": "cb",

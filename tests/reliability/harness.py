@@ -36,6 +36,10 @@ BASE_ENV = {
     # the shared limiter stays in the path, far above what a scenario sends
     "SMSPROXY_SEND_RATE_PER_SECOND": "200",
     "SMSPROXY_SEND_BURST": "50",
+    # scenarios stream many texts through few conversations: the per-conversation caps
+    # (tests/e2e/test_abuse_e2e.py) would refuse what the scenarios count on
+    "SMSPROXY_CONVERSATION_RELAY_RATE_PER_MINUTE": "0",
+    "SMSPROXY_CONVERSATION_DAILY_RELAYS": "0",
 }
 # Vonage-style webhook retries, quick: 0.25, 0.5, 1, 2, 4, 8 s ... for up to 14 attempts.
 SANDBOX = {"retry_base_seconds": 0.25, "retry_max_attempts": 14}

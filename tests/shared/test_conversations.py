@@ -317,3 +317,17 @@ def test_a_create_that_never_finishes_fails_after_the_deadline(world):
     assert failed.status is ConversationStatus.FAILED
     assert failed.failure_reason == "create_timeout"
     assert store.pending_since(1e12) == []
+
+
+def test_a_participant_blocked_while_the_conversation_is_pending_fails_it(world):
+    conversation = Conversation(
+        id="d" * 32, participants=(Participant(WORLD_A), Participant(WORLD_B)),
+        status=ConversationStatus.PENDING, created_at=1.0, ttl_seconds=3600,
+    )
+    world.services.conversation_store.add(conversation)
+    world.services.blocked.block(WORLD_B, 2.0)
+    outcome = world.services.conversations.establish(conversation.id, world.vonage)
+    assert outcome.changed and outcome.conversation is not None
+    assert outcome.conversation.status is ConversationStatus.FAILED
+    assert outcome.conversation.failure_reason == "blocked"
+    assert world.vonage.sent == []

@@ -1,5 +1,7 @@
 """The inbound rules, each alone and in the pipeline: pure functions, no Redis."""
 
+from dataclasses import replace
+
 import pytest
 
 from shared.domain import Conversation, ConversationStatus, MessageKind, Participant
@@ -10,11 +12,19 @@ from shared.inbound_rules import (
     Event,
     InboundContext,
     Reply,
+    Suppressed,
     add_relay_prefix,
+    cap_relay_parts,
+    cut_to_fit,
     decide,
+    drop_blocked,
+    drop_own_numbers,
+    out_of_session_refusal,
     require_live_route,
 )
 from shared.reassembly import Reassembled
+from shared.relay_caps import Cap, CapVerdict
+from shared.vonage_gateway import sms_parts
 
 A, B, PROXY_A, PROXY_B = "447400100001", "447400100002", "447700900100", "447700900101"
 MESSAGE = Reassembled("m1", A, PROXY_A, "hello", 1)
@@ -49,7 +59,8 @@ def test_no_route_gets_the_configured_reply_and_event(make_settings):
     settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.",
                              SMSPROXY_OUT_OF_SESSION_CALLBACK_URL="https://example.com/oos",
                              SMSPROXY_CALLBACK_SECRET="s" * 32)
-    decision = require_live_route(InboundContext(MESSAGE, settings), Decision(relay="hello"))
+    context = InboundContext(MESSAGE, settings, served_countries=frozenset({"GB"}))
+    decision = require_live_route(context, Decision(relay="hello"))
     assert decision.replies == (Reply(MessageKind.OUT_OF_SESSION, "Ended."),)
     assert decision.events == (Event.OUT_OF_SESSION,)
 
@@ -80,11 +91,46 @@ def test_a_final_decision_stops_the_rules_after_it(settings):
     assert seen == [Decision(relay="hello")]
 
 
-def test_the_route_check_comes_before_every_rule_that_could_relay():
-    # only the keyword rule runs before it, and it never relays (STOP must work without a route)
+def test_loops_and_blocked_numbers_are_judged_first_then_keywords_then_the_route():
+    # loops and blocked numbers before anything that answers (keywords, the route check's
+    # out-of-session reply): neither is ever answered. Only the keyword rule, which never
+    # relays, runs before the route check (STOP must work without a route).
     from shared.inbound_rules import answer_keywords
 
-    assert RULES[:2] == (answer_keywords, require_live_route)
+    assert RULES[:4] == (drop_own_numbers, drop_blocked, answer_keywords, require_live_route)
+
+
+@pytest.mark.parametrize("number", [A, B])
+def test_a_text_from_or_to_one_of_our_numbers_is_dropped_unanswered(make_settings, number):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    context = replace(routed(settings), own_numbers=frozenset({number}))
+    decision = decide(context)
+    assert decision.dropped is DropReason.OWN_NUMBER and decision.relay is None
+    assert decision.replies == () and decision.final
+
+
+def test_a_text_from_our_own_number_with_no_route_gets_no_reply(make_settings):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    context = InboundContext(MESSAGE, settings, own_numbers=frozenset({A}))
+    decision = decide(context)
+    assert decision.dropped is DropReason.OWN_NUMBER and decision.replies == ()
+
+
+@pytest.mark.parametrize("number", [A, B])
+def test_a_text_from_or_to_a_blocked_number_is_dropped_unanswered(make_settings, number):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    decision = decide(replace(routed(settings), blocked=frozenset({number})))
+    assert decision.dropped is DropReason.BLOCKED and decision.relay is None
+    assert decision.replies == ()
+    stranger = decide(InboundContext(MESSAGE, settings, blocked=frozenset({A})))
+    assert stranger.dropped is DropReason.BLOCKED and stranger.replies == ()
+
+
+def test_numbers_that_are_not_ends_of_the_message_change_nothing(settings):
+    context = replace(routed(settings), own_numbers=frozenset({PROXY_A}),
+                      blocked=frozenset({"447400999999"}))
+    assert drop_own_numbers(context, Decision(relay="hello")) == Decision(relay="hello")
+    assert drop_blocked(context, Decision(relay="hello")) == Decision(relay="hello")
 
 
 def test_a_binary_message_is_never_relayed(settings):
@@ -256,3 +302,125 @@ def test_no_notice_to_a_sender_who_opted_out_of_their_own_number(settings):
     decision = decide(_says(settings, "hi", sender_opted_out=True,
                             recipient_opt_out=OptOut("stop-1", 5.0)))
     assert decision.dropped is DropReason.RECIPIENT_OPTED_OUT and decision.replies == ()
+
+
+def stranger(settings, sender=A, **gathered):
+    message = Reassembled("m1", sender, PROXY_A, "hello", 1)
+    return InboundContext(message, settings, **{"served_countries": frozenset({"GB"}),
+                                                 **gathered})
+
+
+@pytest.mark.parametrize(("sender", "gathered", "reason"), [
+    (A, {"replied_for": "earlier"}, Suppressed.REPEAT),
+    (A, {"served_countries": frozenset({"US"})}, Suppressed.COUNTRY),
+    ("33612345678", {}, Suppressed.COUNTRY),  # a French mobile; the pool serves GB
+    ("449098765432", {}, Suppressed.COSTLY),  # UK premium rate (09)
+    ("448712345678", {}, Suppressed.COSTLY),  # UK shared cost (0871)
+    ("19005551234", {"served_countries": frozenset({"US"})}, Suppressed.COSTLY),
+])
+def test_an_out_of_session_reply_that_could_be_farmed_is_suppressed(
+    make_settings, sender, gathered, reason
+):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    decision = decide(stranger(settings, sender, **gathered))
+    assert decision.dropped is DropReason.UNROUTED
+    assert decision.replies == () and decision.suppressed == (reason,)
+    assert out_of_session_refusal(stranger(settings, sender, **gathered)) is reason
+
+
+def test_the_same_message_again_keeps_its_reply(make_settings):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    decision = decide(stranger(settings, replied_for="m1"))
+    assert decision.replies == (Reply(MessageKind.OUT_OF_SESSION, "Ended."),)
+
+
+@pytest.mark.parametrize(("countries", "replied"), [("FR", True), ("*", True), ("DE", False)])
+def test_the_countries_setting_widens_where_replies_go(make_settings, countries, replied):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.",
+                             SMSPROXY_OUT_OF_SESSION_REPLY_COUNTRIES=countries)
+    decision = decide(stranger(settings, "33612345678"))
+    assert bool(decision.replies) is replied
+
+
+def test_a_premium_number_gets_no_reply_even_where_any_country_is_allowed(make_settings):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.",
+                             SMSPROXY_OUT_OF_SESSION_REPLY_COUNTRIES="*")
+    assert decide(stranger(settings, "449098765432")).suppressed == (Suppressed.COSTLY,)
+
+
+def test_nothing_is_suppressed_when_no_reply_is_configured(settings):
+    assert decide(stranger(settings, "449098765432")).suppressed == ()
+
+
+@pytest.mark.parametrize(("over", "dropped", "window"), [
+    (Cap.RATE, DropReason.RATE_CAPPED, "a few minutes"),
+    (Cap.DAILY, DropReason.DAILY_CAPPED, "24 hours"),
+])
+def test_a_message_over_a_cap_is_not_relayed_and_the_sender_told_once(
+    settings, over, dropped, window
+):
+    told = decide(replace(routed(settings), cap=CapVerdict(over, notify=True)))
+    assert told.relay is None and told.dropped is dropped
+    (notice,) = told.replies
+    assert notice.kind is MessageKind.CAP_NOTICE and window in notice.text
+    quiet = decide(replace(routed(settings), cap=CapVerdict(over, notify=False)))
+    assert quiet.dropped is dropped and quiet.replies == ()
+
+
+def test_a_message_under_the_caps_is_relayed(settings):
+    assert decide(replace(routed(settings), cap=CapVerdict())) == Decision(relay="hello")
+
+
+def test_the_cap_notice_template_is_a_setting(make_settings):
+    settings = make_settings(SMSPROXY_CAP_NOTICE_TEMPLATE="Slow down ({window}).")
+    decision = decide(replace(routed(settings), cap=CapVerdict(Cap.RATE, notify=True)))
+    assert decision.replies[0].text == "Slow down (a few minutes)."
+
+
+def test_at_the_daily_send_limit_automatic_replies_stop_and_relays_go_on(make_settings):
+    settings = make_settings(SMSPROXY_OUT_OF_SESSION_REPLY="Ended.")
+    at_limit = {"daily_limit_reached": True}
+    relayed = decide(replace(routed(settings), **at_limit))
+    assert relayed == Decision(relay="hello")
+    capped = decide(replace(routed(settings), cap=CapVerdict(Cap.RATE, notify=True), **at_limit))
+    assert capped.replies == () and capped.suppressed == (Suppressed.DAILY_LIMIT,)
+    unrouted = decide(stranger(settings, **at_limit))
+    assert unrouted.replies == () and unrouted.suppressed == (Suppressed.DAILY_LIMIT,)
+    assert decide(stranger(settings)).replies != ()
+
+
+@pytest.mark.parametrize("text", ["x" * 5000, "é" * 5000, "€" * 3000, "日本" * 1000])
+def test_a_relay_is_cut_to_the_parts_cap_with_a_marker(make_settings, text):
+    settings = make_settings(SMSPROXY_MAX_RELAY_PARTS="3")
+    message = Reassembled("m1", A, PROXY_A, text, 30)
+    c = conversation()
+    decision = decide(InboundContext(message, settings, c, c.participants[0], c.participants[1]))
+    assert decision.truncated and sms_parts(decision.relay) == 3
+    assert decision.relay.endswith(("(...)", "[…]")) and text.startswith(decision.relay[:-5])
+    # the longest cut that fits: one more character would not
+    kept = decision.relay.removesuffix("(...)").removesuffix("[…]")
+    marker = decision.relay[len(kept):]
+    assert sms_parts(text[:len(kept) + 1] + marker) > 3
+
+
+def test_a_gsm7_text_is_cut_with_a_gsm7_marker_so_it_keeps_its_room(make_settings):
+    settings = make_settings(SMSPROXY_MAX_RELAY_PARTS="2")
+    cut = cut_to_fit("a" * 1000, 2)
+    assert cut.endswith("(...)") and len(cut) == 2 * 153
+    assert cap_relay_parts(routed(settings), Decision(relay="short")) == Decision(relay="short")
+
+
+def test_the_prefix_counts_toward_the_parts_cap(make_settings):
+    settings = make_settings(SMSPROXY_MAX_RELAY_PARTS="1", SMSPROXY_RELAY_PREFIX="[Ride] ")
+    message = Reassembled("m1", A, PROXY_A, "y" * 160, 2)
+    c = conversation()
+    decision = decide(InboundContext(message, settings, c, c.participants[0], c.participants[1]))
+    assert decision.relay.startswith("[Ride] y") and sms_parts(decision.relay) == 1
+    assert RULES[-1] is cap_relay_parts
+
+
+def test_ten_parts_is_the_default_cap(settings):
+    message = Reassembled("m1", A, PROXY_A, "z" * 153 * 12, 12)
+    c = conversation()
+    decision = decide(InboundContext(message, settings, c, c.participants[0], c.participants[1]))
+    assert sms_parts(decision.relay) == 10

@@ -1,6 +1,9 @@
 """Multi-part reassembly on fakeredis."""
 
+import pytest
+
 from shared.reassembly import Duplicate, LatePart, Pending, Reassembled
+from shared.vonage_gateway import sms_parts
 from tests.shared.conftest import A, B, inbound
 
 
@@ -106,3 +109,32 @@ def test_a_flush_run_again_before_its_relay_was_recorded_gets_the_parts_again(wo
     assert again == first and first.text == "a[…]"
     world.handle(again)
     assert reassembler.flush_partial(opened.group, opened.instance) is None
+
+
+@pytest.mark.parametrize(("present", "total", "expected"), [
+    ({1: "a"}, 255, "a[…]"),
+    ({255: "z"}, 255, "[…]z"),
+    ({1: "a", 5: "e"}, 9, "a[…]e[…]"),
+    ({2: "b", 3: "c"}, 4, "[…]bc[…]"),
+])
+def test_each_run_of_missing_parts_becomes_one_marker(world, present, total, expected):
+    _, conversation = world.start()
+    reassembler = world.services.reassembler
+    proxy = conversation.participants[0].proxy_number
+    pending = None
+    for part, text in present.items():
+        pending = reassembler.reassemble(inbound(A, proxy, f"x{part}", text, concat_ref="r9",
+                                                 concat_part=part, concat_total=total))
+    partial = reassembler.flush_partial(pending.group, pending.instance)
+    assert partial.text == expected
+    assert partial.parts == len(present)
+
+
+def test_one_part_claiming_255_is_relayed_as_one_sms(world):
+    _, conversation = world.start()
+    reassembler = world.services.reassembler
+    proxy = conversation.participants[0].proxy_number
+    pending = reassembler.reassemble(inbound(A, proxy, "y1", "hi", concat_ref="r8",
+                                             concat_part=1, concat_total=255))
+    (sent,) = world.handle(reassembler.flush_partial(pending.group, pending.instance))
+    assert sent.text == "hi[…]" and sms_parts(sent.text) == 1

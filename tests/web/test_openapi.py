@@ -44,6 +44,12 @@ SETTINGS = build_settings(SMSPROXY_RETAIN_BODIES="true", SMSPROXY_CALLBACK_SECRE
 # writes into the dict it is given: it gets a copy of its own).
 DOCUMENT = openapi_document(SETTINGS)
 CREATE_EXAMPLE = DOCUMENT["components"]["schemas"]["CreateConversation"]["examples"][0]
+BLOCKED_EXAMPLE = "+447400999999"  # seeded as blocked
+PATH_PARAMETERS = {"conversation_id": EXAMPLE_ID, "number": BLOCKED_EXAMPLE}
+VALID_BODIES = {
+    "/v1/blocked-numbers/{number}":
+        DOCUMENT["components"]["schemas"]["BlockNumber"]["examples"][0],
+}
 
 
 class AppUnderTest:
@@ -124,6 +130,8 @@ def seed(app) -> None:
             messages.mark_failed(outbound_id, "4", "invalid credentials", retain_body=False)
     svc.inventory.add("447700900001", "GB", monthly_cost="0.90")
     svc.inventory.add("447700900002", "GB")
+    svc.blocked.block(BLOCKED_EXAMPLE.lstrip("+"), created, "seeded")
+    svc.blocked.block("447400888888", created)
 
 
 @pytest.fixture
@@ -182,8 +190,7 @@ def test_every_operation_but_the_document_itself_documents_401_and_answers_it(ap
         if operation.path == "/v1/openapi.json":
             continue
         assert "401" in operation.definition.raw["responses"], operation.label
-        case = operation.Case(path_parameters={"conversation_id": EXAMPLE_ID,
-                                               "number": "+447400123456"},
+        case = operation.Case(path_parameters=PATH_PARAMETERS,
                               body={"participants": []}, media_type="application/json")
         for headers in [{}, {"Authorization": "Bearer wrong-token"}]:
             response = case.call(headers=headers)
@@ -203,9 +210,9 @@ def test_every_operation_answers_the_documented_503_when_redis_is_down():
             operation = result.ok()
             if operation.path == "/v1/openapi.json":
                 continue
-            case = operation.Case(path_parameters={"conversation_id": EXAMPLE_ID,
-                                               "number": "+447400123456"},
-                                  body=CREATE_EXAMPLE, media_type="application/json")
+            case = operation.Case(path_parameters=PATH_PARAMETERS,
+                                  body=VALID_BODIES.get(operation.path, CREATE_EXAMPLE),
+                                  media_type="application/json")
             response = case.call(headers=AUTH)
             assert response.status_code == 503, operation.label
             case.validate_response(response, checks=[status_code_conformance,

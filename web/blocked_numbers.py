@@ -1,0 +1,92 @@
+"""/v1/blocked-numbers: the block list, behind the same bearer tokens as the rest of /v1."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from shared.api_models import (
+    RequestError,
+    encode_number_cursor,
+    parse_block_request,
+    parse_blocked_list_query,
+    parse_number_path,
+)
+from shared.clock import now
+from shared.public_json import blocked_number_view
+from web import json_body
+from web.clients import require_token
+from web.errors import error_response
+from web.services import services
+
+bp = Blueprint("blocked_numbers", __name__, url_prefix="/v1")
+
+
+def _invalid(exc: RequestError) -> Response:
+    return error_response(400, "invalid_field", str(exc), field=exc.field)
+
+
+@bp.put("/blocked-numbers/<number>")
+@require_token
+def block_number(number: str) -> Response:
+    try:
+        msisdn = parse_number_path(number)
+    except RequestError as exc:
+        return _invalid(exc)
+    body = None
+    if request.content_length or request.get_data(cache=True):
+        if not request.is_json:
+            return error_response(400, "invalid_json", "body must be a JSON object",
+                                  field="body")
+        try:
+            body = json_body.request_json()
+        except json_body.JsonBodyError as exc:
+            return error_response(400, "invalid_json", str(exc), field="body")
+        if body is None:  # a body of `null` is not the absence of one
+            return error_response(400, "invalid_json", "body must be a JSON object",
+                                  field="body")
+    try:
+        reason = parse_block_request(body)
+    except RequestError as exc:
+        return _invalid(exc)
+    entry = services().blocked.block(msisdn, now(), reason)
+    services().counters.incr("smsproxy.blocked.added")
+    return jsonify(blocked_number_view(entry))
+
+
+@bp.get("/blocked-numbers/<number>")
+@require_token
+def get_blocked_number(number: str) -> Response:
+    try:
+        msisdn = parse_number_path(number)
+    except RequestError as exc:
+        return _invalid(exc)
+    entry = services().blocked.get(msisdn)
+    if entry is None:
+        return error_response(404, "not_found", "number is not blocked", field="number")
+    return jsonify(blocked_number_view(entry))
+
+
+@bp.delete("/blocked-numbers/<number>")
+@require_token
+def unblock_number(number: str) -> Response:
+    try:
+        msisdn = parse_number_path(number)
+    except RequestError as exc:
+        return _invalid(exc)
+    # Unblocking a number that is not blocked is not an error: the end state is the same.
+    services().blocked.unblock(msisdn)
+    return Response(status=204)
+
+
+@bp.get("/blocked-numbers")
+@require_token
+def list_blocked_numbers() -> Response:
+    try:
+        query = parse_blocked_list_query(request.args.to_dict())
+    except RequestError as exc:
+        return _invalid(exc)
+    entries, more = services().blocked.page(query.cursor, query.limit)
+    return jsonify({
+        "blocked_numbers": [blocked_number_view(e) for e in entries],
+        "next_cursor": encode_number_cursor(entries[-1].msisdn) if more and entries else None,
+    })
