@@ -107,6 +107,14 @@ class Keys:
         """The shared send-rate token bucket of one API key."""
         return f"{self.prefix}rate:{name}"
 
+    def outbound_in_doubt(self) -> str:
+        """Sorted set of sends whose outcome is unknown (a held lease met), by when first met."""
+        return f"{self.prefix}out:doubt"
+
+    def worker_heartbeats(self) -> str:
+        """Sorted set of worker name -> its last heartbeat (Unix time)."""
+        return f"{self.prefix}workers"
+
     def metrics(self) -> str:
         return f"{self.prefix}metrics"
 

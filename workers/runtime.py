@@ -7,6 +7,7 @@ own (`install`) with its own Redis, Vonage double and queue, and then calls the 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from celery import Celery, Task
 from shared.broker_messages import (
     MASKED_ARGSREPR,
     MASKED_KWARGSREPR,
+    PUBLISHED_AT,
     BrokerMessages,
     same_redis_database,
 )
@@ -38,6 +40,8 @@ class HiddenArgsTask(Task):  # type: ignore[misc]
     ) -> Any:
         options.setdefault("argsrepr", HIDDEN_ARGS if args else "()")
         options.setdefault("kwargsrepr", HIDDEN_KWARGS if kwargs else "{}")
+        # every publish (beat's, Celery's retries) says when it was made: queue age
+        options[PUBLISHED_AT] = time.time()
         return super().apply_async(args, kwargs, *rest, **options)
 
 
@@ -86,7 +90,7 @@ class CeleryQueue:
         self._app.send_task(
             task.value, args=args, kwargs=kwargs or {}, countdown=countdown,
             argsrepr=HIDDEN_ARGS if args else "()",
-            kwargsrepr=HIDDEN_KWARGS if kwargs else "{}",
+            kwargsrepr=HIDDEN_KWARGS if kwargs else "{}", **{PUBLISHED_AT: time.time()},
         )
 
 
