@@ -72,6 +72,8 @@ RELAY_LATENCY = "smsproxy_relay_latency_seconds"
 VONAGE_DURATION = "smsproxy_vonage_request_duration_seconds"
 ACTIVATION = "smsproxy_conversation_activation_seconds"
 TASKS = "smsproxy_tasks_total"
+SENDS = "smsproxy_outbound_sends_total"
+WAITS = "smsproxy_outbound_waits_total"
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
     _counter(WEBHOOKS, "Vonage webhooks judged, by kind (inbound, receipt) and outcome "
@@ -209,7 +211,7 @@ class Snapshot(dict[str, float]):
             return self[translated]
         raise KeyError(key)
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         try:
             return self[key]
         except KeyError:
@@ -227,10 +229,11 @@ class Counters:
         """Count under an old-style dotted name (`smsproxy.outbound.sent`)."""
         self.count(*legacy_series(name), amount=amount)
 
-    def count(self, family: str, labels: Mapping[str, str] | None = None, amount: int = 1
-              ) -> None:
-        """Add `amount` to one labelled counter series."""
-        self._redis.hincrby(self._keys.metrics(), series_key(family, labels), amount)
+    def count(self, family: str, labels: Mapping[str, str] | None = None, amount: int = 1,
+              pipe: Any = None) -> None:
+        """Add `amount` to one labelled counter series (on a caller's pipeline if given)."""
+        (pipe if pipe is not None else self._redis).hincrby(
+            self._keys.metrics(), series_key(family, labels), amount)
 
     def observe(self, family: str, seconds: float, labels: Mapping[str, str] | None = None,
                 pipe: Any = None) -> None:
@@ -295,16 +298,17 @@ def export(values: Mapping[str, float]) -> Iterator[Metric]:
         family = CounterMetricFamily(
             name.removesuffix("_total"), _help(name), labels=list(counter_labels[name])
         )
-        series = counters[name] or ({(): 0.0} if not counter_labels[name] else {})
-        for key, value in sorted(series.items()):
+        values_by_key: dict[tuple[str, ...], float] = counters[name] or (
+            {(): 0.0} if not counter_labels[name] else {})
+        for key, value in sorted(values_by_key.items()):
             family.add_metric(list(key), value)
         yield family
     for spec in FAMILIES.values():
         if spec.kind is not Kind.HISTOGRAM:
             continue
         family_h = HistogramMetricFamily(spec.name, spec.help, labels=list(spec.labels))
-        for key, series in sorted(histograms.get(spec.name, {}).items()):
-            family_h.add_metric(list(key), _cumulative(spec, series), series.get("sum", 0.0))
+        for hkey, hseries in sorted(histograms.get(spec.name, {}).items()):
+            family_h.add_metric(list(hkey), _cumulative(spec, hseries), hseries.get("sum", 0.0))
         yield family_h
 
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, task_postrun, worker_ready, worker_shutdown
 from kombu.entity import Queue as KombuQueue
+from redis.exceptions import RedisError
 
 from shared.broker_messages import refuse_key_renaming
-from shared.jobs import QUEUE_OF, Queue
+from shared.gauges import HEARTBEAT_SECONDS, Heartbeats
+from shared.jobs import QUEUE_OF, Queue, TaskName
 from shared.logging import configure_logging
+from shared.metrics import TASKS
 from shared.settings import Settings
 from shared.wiring import WORKER_CONNECT_TIMEOUT_SECONDS, WORKER_SOCKET_TIMEOUT_SECONDS
 from workers import runtime
@@ -20,6 +25,8 @@ from workers.schedule import beat_schedule
 
 # How often kombu looks for messages stranded by a dead worker (their visibility timeout past).
 RESTORE_SWEEP_SECONDS = 5
+
+log = logging.getLogger(__name__)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -77,3 +84,50 @@ runtime.install(runtime.Runtime(
 @setup_logging.connect
 def _logging(**_: Any) -> None:
     configure_logging(settings.log_level)
+
+
+@task_postrun.connect
+def _count_finished(task: Any = None, state: str | None = None, **_: Any) -> None:
+    """Tasks finished per queue: with the queue's depth, tells a stuck consumer from a busy
+    one (a worker can stay alive and stop consuming: celery#8030)."""
+    name = getattr(task, "name", None)
+    try:
+        queue = QUEUE_OF[TaskName(str(name))].value
+    except ValueError:
+        return
+    labels = {"task": str(name).removeprefix("smsproxy."), "queue": queue,
+              "state": (state or "unknown").lower()}
+    try:
+        runtime.current().services.counters.count(TASKS, labels)
+    except RedisError:
+        log.warning("could not count a finished %s", name)
+
+
+_heartbeat_stop = threading.Event()
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    """Say every HEARTBEAT_SECONDS that this worker lives (smsproxy_workers_alive)."""
+    name = str(getattr(sender, "hostname", None) or "worker")
+    heartbeats = Heartbeats(runtime.current().services.redis)
+
+    def beat() -> None:
+        while True:
+            try:
+                heartbeats.beat(name)
+            except RedisError:
+                log.warning("heartbeat not recorded; the store is unavailable")
+            if _heartbeat_stop.wait(HEARTBEAT_SECONDS):
+                break
+        try:
+            heartbeats.gone(name)
+        except RedisError:
+            pass  # it drops out of the count once its heartbeats are old
+
+    threading.Thread(target=beat, name="smsproxy-heartbeat", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    _heartbeat_stop.set()

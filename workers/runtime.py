@@ -24,7 +24,7 @@ from shared.broker_messages import (
 from shared.jobs import TaskName
 from shared.outbox import Outbox
 from shared.settings import Settings
-from shared.vonage_gateway import VonageGateway, VonagePort
+from shared.vonage_gateway import TimedVonage, VonageGateway, VonagePort
 from shared.wiring import Services
 
 # What monitoring tools (Flower, `celery events`) show of a task's arguments: never numbers.
@@ -119,7 +119,7 @@ class Runtime:
         """This thread's own Vonage client: the SDK's client is not safe across threads."""
         gateway: VonagePort | None = getattr(self._local, "vonage", None)
         if gateway is None:
-            gateway = self._vonage_factory(self.settings)
+            gateway = TimedVonage(self._vonage_factory(self.settings), self.services.counters)
             self._local.vonage = gateway
         return gateway
 
