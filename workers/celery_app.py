@@ -8,7 +8,13 @@ import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, worker_ready, worker_shutdown
+from celery.signals import (
+    beat_init,
+    setup_logging,
+    task_postrun,
+    worker_ready,
+    worker_shutdown,
+)
 from kombu.entity import Queue as KombuQueue
 from redis.exceptions import RedisError
 
@@ -131,3 +137,18 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
 @worker_shutdown.connect
 def _stop_heartbeat(**_: Any) -> None:
     _heartbeat_stop.set()
+
+
+@beat_init.connect
+def _maintain_pool_at_start(**_: Any) -> None:
+    """A fresh deployment gets its pool now, not one maintenance period later (until then every
+    create would fail pool_exhausted). Safe when several schedulers (or a restart) publish it at
+    once: the keeper runs under its lock (shared/pool.py), and a run that finds the pool at its
+    targets buys nothing."""
+    try:
+        runtime.current().queue.enqueue(TaskName.MAINTAIN_POOL)
+    except Exception as exc:  # noqa: BLE001 (the schedule's next run does it instead)
+        log.warning("pool maintenance at start not queued (%s); the schedule will run it",
+                    type(exc).__name__)
+    else:
+        log.info("pool maintenance queued at start")
