@@ -98,6 +98,7 @@ class Sender:
             self._messages.mark_failed(outbound_id, "expired", "not sent in time",
                                        retain_body=self._settings.retain_bodies)
             self._counters.incr("smsproxy.outbound.expired")
+            self._redis.zrem(self._keys.outbound_in_doubt(), outbound_id)
             return
         wait = self._limiter.take()
         if wait > 0:
