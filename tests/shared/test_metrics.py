@@ -129,3 +129,20 @@ def test_workers_alive_counts_recent_heartbeats_only(fake_redis):
     heartbeats.gone("worker3@b")  # shut down cleanly
     gauges = Gauges(fake_redis, fake_redis, PoolInventory(fake_redis), {})
     assert _samples(gauges.collect(now))["smsproxy_workers_alive"] == 1
+
+
+def test_vonage_calls_are_timed_by_api_and_outcome_and_results_pass_through(fake_redis):
+    from shared.vonage_gateway import TimedVonage, VonageFailure
+    from tests.doubles import FakeVonage
+
+    fake = FakeVonage(numbers_failure=VonageFailure("http500", "down", transient=True))
+    timed = TimedVonage(fake, Counters(fake_redis))
+    sent = timed.send_sms(sender="447700900100", recipient="447400123456", text="hi",
+                          client_ref="r-1", callback=None)
+    assert sent.message_ids and fake.sent
+    with pytest.raises(VonageFailure):
+        timed.owned_numbers()
+    snapshot = Counters(fake_redis).snapshot()
+    count = "smsproxy_vonage_request_duration_seconds_count"
+    assert snapshot[f'{count}{{api="sms",outcome="ok"}}'] == 1
+    assert snapshot[f'{count}{{api="numbers_owned",outcome="error"}}'] == 1
