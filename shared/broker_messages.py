@@ -24,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import posixpath
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,9 @@ IGNORE_RESULT = True
 KEY_RENAMING_OPTIONS = ("global_keyprefix",)
 
 DEFAULT_REDIS_PORT = 6379
+# A message property (kombu passes unknown publish options on as properties) holding when the
+# job was published: /metrics reads it off the oldest message of each queue for its age.
+PUBLISHED_AT = "smsproxy_published_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +76,23 @@ def send_task_options(task: TaskName, payload: Any) -> dict[str, Any]:
     """The arguments of `app.send_task` for a job: the same call `BrokerMessages.build` writes."""
     args = _args(payload)
     return {"args": args, "queue": QUEUE_OF[task].value, "ignore_result": IGNORE_RESULT,
-            **_reprs(args)}
+            PUBLISHED_AT: time.time(), **_reprs(args)}
+
+
+def published_at(message: str) -> float | None:
+    """When a queued message (as kombu's Redis transport stores it) was published, if it says."""
+    try:
+        value = json.loads(message)["properties"][PUBLISHED_AT]
+        return float(value)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def queue_lists(queue: str, transport_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The Redis lists kombu's transport keeps one queue in (one per priority step)."""
+    channel = _DetachedChannel(transport_options or {})
+    return list(dict.fromkeys(channel._q_for_pri(queue, step)
+                              for step in channel.priority_steps))
 
 
 def refuse_key_renaming(options: Mapping[str, Any]) -> None:
@@ -154,6 +174,7 @@ class BrokerMessages:
         # what Celery's instrumentation adds in before_task_publish, which send_task sends and
         # this path does not: the trace goes on across the queue (an `if` when tracing is off)
         inject_trace_context(task.value, headers)
+        properties[PUBLISHED_AT] = time.time()
         # Producer.publish: serialize, compress, delivery mode
         content_type, content_encoding, data = serialization.dumps(
             body, serializer=self._serializer

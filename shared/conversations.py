@@ -14,7 +14,7 @@ from shared.domain import Conversation, ConversationStatus, Participant
 from shared.idempotency import IdempotencyKeys
 from shared.insight_cache import InsightCache
 from shared.messages import MessageLog
-from shared.metrics import Counters
+from shared.metrics import ACTIVATION, Counters
 from shared.pool_inventory import PoolInventory
 from shared.routes import PoolExhausted, RouteTable
 from shared.settings import Settings
@@ -248,6 +248,7 @@ class Conversations:
             self.routes.release(replace(conversation, participants=participants))
             return Established(self.store.get(conversation.id))
         self.counters.incr("smsproxy.conversations.active")
+        self.counters.observe(ACTIVATION, max(0.0, started - conversation.created_at))
         self._owe_intros(active)
         return Established(active, changed=True, intro_ids=self._intro_ids(active))
 

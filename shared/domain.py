@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -244,6 +245,14 @@ class ConcatInfo:
     total: int
 
 
+def _optional_time(raw: str | None) -> float | None:
+    try:
+        value = float(raw) if raw else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) and value > 0 else None
+
+
 @dataclass(frozen=True, slots=True)
 class InboundSms:
     """One inbound-SMS webhook, validated."""
@@ -254,6 +263,9 @@ class InboundSms:
     text: str  # empty for a binary message: its `data` and `udh` are never kept
     type: InboundType
     concat: ConcatInfo | None = None
+    # when web received the webhook (Unix time): rides in the job, never a person's data, so
+    # that the relay's latency can be measured from what the person did
+    received_at: float | None = None
 
     @property
     def is_binary(self) -> bool:
@@ -283,6 +295,7 @@ class InboundSms:
             text="" if kind is InboundType.BINARY else params.get("text", ""),
             type=kind,
             concat=concat,
+            received_at=_optional_time(params.get("received_at")),
         )
 
     def to_payload(self) -> dict[str, Any]:
@@ -294,6 +307,8 @@ class InboundSms:
             "text": self.text,
             "type": self.type.value,
         }
+        if self.received_at is not None:
+            payload["received_at"] = f"{self.received_at:.3f}"
         if self.concat:
             payload.update(
                 {
@@ -363,3 +378,5 @@ class OutboundSms:
     recipient: str
     text: str
     created_at: float = 0.0
+    # when web received the webhook this send answers (relays only): for the relay latency
+    origin_at: float | None = None

@@ -195,7 +195,7 @@ class InboundHandler:
                 self._counters.incr("smsproxy.inbound.truncated")
         if decision.relay is not None and conversation is not None and context.counterpart:
             relay = outbound.relay(message.message_id, conversation, context.counterpart,
-                                   decision.relay)
+                                   decision.relay, message.received_at)
             if self._messages.owe(relay):
                 self._counters.incr("smsproxy.inbound.relayed")
             sends.append(relay.id)

@@ -151,6 +151,14 @@ class Keys:
         """Who used a window's one allowance (an out-of-session reply to a sender, ...)."""
         return f"{self.prefix}allow:{name}"
 
+    def outbound_in_doubt(self) -> str:
+        """Sorted set of sends whose outcome is unknown (a held lease met), by when first met."""
+        return f"{self.prefix}out:doubt"
+
+    def worker_heartbeats(self) -> str:
+        """Sorted set of worker name -> its last heartbeat (Unix time)."""
+        return f"{self.prefix}workers"
+
     def metrics(self) -> str:
         return f"{self.prefix}metrics"
 

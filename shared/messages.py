@@ -196,6 +196,7 @@ class MessageLog:
                 # what Vonage will split it into: a receipt that settles an in-doubt send
                 # (no answer was seen) then still waits for every part's receipt
                 "expected_parts": sms_parts(message.text),
+                **({"origin_at": message.origin_at} if message.origin_at else {}),
             },
         )
         pipe.set(self._keys.outbound_text(message.id), message.text, ex=self._retention)
@@ -226,6 +227,7 @@ class MessageLog:
             recipient=str(data["to"]),
             text=str(text),
             created_at=float(data.get("created_at") or 0.0),
+            origin_at=float(data["origin_at"]) if data.get("origin_at") else None,
         )
 
     def outbound_state(self, outbound_id: str) -> str | None:

@@ -23,7 +23,8 @@ def intro_ids(conversation_id: str) -> tuple[str, str]:
 
 
 def relay(
-    message_id: str, conversation: Conversation, counterpart: Participant, text: str
+    message_id: str, conversation: Conversation, counterpart: Participant, text: str,
+    received_at: float | None = None,
 ) -> OutboundSms:
     """An inbound message's text on its way to the other side, from that side's proxy."""
     return OutboundSms(
@@ -33,6 +34,7 @@ def relay(
         sender=counterpart.proxy_number or "",
         recipient=counterpart.number,
         text=text,
+        origin_at=received_at,
     )
 
 

@@ -157,6 +157,11 @@ class Outbox:
         self._track = client.register_script(_TRACK)
         self._postpone = client.register_script(_POSTPONE)
 
+    @property
+    def queues_client(self) -> redis.Redis:
+        """The Redis that holds the broker's queue lists."""
+        return self._broker if self._broker is not None else self._redis
+
     def due_in(self, countdown: float | None = None) -> float:
         """When a job published now, to run after `countdown`, is due for re-publishing."""
         return (countdown or 0.0) + republish_after(self._settings)

@@ -20,7 +20,7 @@ again, instead of finding it gone.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import redis
 
@@ -161,6 +161,8 @@ class Reassembled:
     group: str | None = None
     instance: str | None = None
     binary: bool = False  # octets, not text (each part stands alone: it is never relayed)
+    # when web received the webhook that made it whole; None for one flushed incomplete
+    received_at: float | None = None
 
 
 def whole_message_id(instance: str) -> str:
@@ -207,7 +209,7 @@ class Reassembler:
         if inbound.concat is None or inbound.is_binary:
             return Reassembled(
                 inbound.message_id, inbound.sender, inbound.virtual_number, inbound.text, 1,
-                binary=inbound.is_binary,
+                binary=inbound.is_binary, received_at=inbound.received_at,
             )
         group = _opaque(inbound.sender, inbound.virtual_number, inbound.concat.ref)
         # kept past the flush time, so that the flush always finds what arrived
@@ -227,7 +229,8 @@ class Reassembler:
                             inbound.sender, inbound.virtual_number, inbound.concat.part)
         if outcome != "complete":
             return Pending(group, str(found[1]), first=outcome == "first")
-        return _assemble(group, [str(x) for x in found[1:]])
+        return replace(_assemble(group, [str(x) for x in found[1:]]),
+                       received_at=inbound.received_at)
 
     def flush_partial(self, group: str, instance: str) -> Reassembled | None:
         """After the timeout: whatever parts arrived, with a marker for each missing one."""

@@ -15,7 +15,7 @@ from shared.domain import DeliveryState, OutboundSms
 from shared.keys import Keys
 from shared.logging import bind_log_context
 from shared.messages import MessageLog
-from shared.metrics import Counters
+from shared.metrics import RELAY_LATENCY, SENDS, WAITS, Counters
 from shared.phone import mask
 from shared.ratelimit import RateLimiter
 from shared.relay_caps import DailySends
@@ -73,6 +73,8 @@ class Sender:
         daily: DailySends | None = None,
     ) -> None:
         self._daily = daily
+        self._redis = client
+        self._keys = keys or Keys()
         self._messages = messages
         self._counters = counters
         self._settings = settings
@@ -94,12 +96,15 @@ class Sender:
         if message is not None:
             bind_log_context(conversation_id=message.conversation_id)
         if message is None:
-            return  # unknown, or already finished (its body is gone once sent)
+            # unknown, or already finished (its body is gone once sent), by a receipt maybe
+            self._redis.zrem(self._keys.outbound_in_doubt(), outbound_id)
+            return
         if time.time() - message.created_at > self._settings.send_max_age_seconds:
             # Late is worse than never for a chat message, and Vonage's own retries are over.
             self._messages.mark_failed(outbound_id, "expired", "not sent in time",
                                        retain_body=self._settings.retain_bodies)
             self._counters.incr("smsproxy.outbound.expired")
+            self._redis.zrem(self._keys.outbound_in_doubt(), outbound_id)
             return
         wait = self._limiter.take()
         if wait > 0:
@@ -110,6 +115,7 @@ class Sender:
             if claim.state in {DeliveryState.QUEUED.value, DeliveryState.SENDING.value}:
                 # Held by a live attempt, or by one whose worker died mid-call: wait for the
                 # lease rather than guess (a receipt may settle it meanwhile).
+                self._in_doubt(outbound_id)
                 raise InDoubt(self._messages.claim_remaining(outbound_id) + 1.0)
             log.info("send %s already %s", outbound_id, claim.state)
             return
@@ -133,10 +139,11 @@ class Sender:
             self._messages.mark_failed(message.id, failure.code, failure.reason,
                                        retain_body=self._settings.retain_bodies)
             self._counters.incr("smsproxy.outbound.failed")
+            self._redis.zrem(self._keys.outbound_in_doubt(), message.id)
             log.warning("send %s failed: %s %s", message.id, failure.code, failure.reason)
             return
         try:
-            self.record_sent(message.id, sent.message_ids)
+            self.record_sent(message.id, sent.message_ids, message.origin_at)
         except redis.RedisError as exc:
             raise RecordLater(sent.message_ids) from exc
         log.info("sent %s to %s in %d part(s)", message.id, mask(message.recipient),
@@ -150,12 +157,22 @@ class Sender:
         return max(3 * self._settings.vonage_timeout_seconds,
                    2 * self._settings.visibility_timeout_seconds)
 
-    def record_sent(self, outbound_id: str, message_ids: list[str]) -> None:
-        """Vonage accepted the send: record it (again, harmlessly, if it already was)."""
+    def record_sent(
+        self, outbound_id: str, message_ids: list[str], origin_at: float | None = None
+    ) -> None:
+        """Vonage accepted the send: record it (again, harmlessly, if it already was).
+
+        `origin_at`, for a relay, is when web received the webhook: the time since is the
+        latency the person felt, recorded with the counter in one round trip."""
         self._messages.mark_submitted(
             outbound_id, message_ids, retain_body=self._settings.retain_bodies
         )
-        self._counters.incr("smsproxy.outbound.sent")
+        pipe = self._redis.pipeline(transaction=False)
+        self._counters.count(SENDS, {"outcome": "sent"}, pipe=pipe)
+        pipe.zrem(self._keys.outbound_in_doubt(), outbound_id)
+        if origin_at is not None:
+            self._counters.observe(RELAY_LATENCY, time.time() - origin_at, pipe=pipe)
+        pipe.execute()
         made = self._daily.count() if self._daily is not None else None
         if made is not None and made == self._settings.daily_send_limit:
             # Once a day, at the crossing: what the alert fires on. From now on the inbound
@@ -163,3 +180,10 @@ class Sender:
             self._counters.incr("smsproxy.sends.daily_limit_reached")
             log.error("daily send limit of %d reached: non-essential sends stop until 00:00 UTC",
                       made)
+
+    def _in_doubt(self, outbound_id: str) -> None:
+        """Counted once per wait, and kept in the in-doubt set (first seen) until settled."""
+        pipe = self._redis.pipeline(transaction=False)
+        self._counters.count(WAITS, {"reason": "in_doubt"}, pipe=pipe)
+        pipe.zadd(self._keys.outbound_in_doubt(), {outbound_id: time.time()}, nx=True)
+        pipe.execute()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import redis
 import requests
 from vonage import Auth, HttpClientOptions, Vonage
 from vonage_http_client.errors import HttpRequestError
@@ -21,7 +25,11 @@ from vonage_numbers import (
 from vonage_numbers.enums import NumberFeatures, NumberType
 from vonage_sms import PartialFailureError, SmsError, SmsMessage
 
+from shared.metrics import VONAGE_DURATION, Counters
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # SMS statuses worth retrying (VONAGE.md): throttled, internal error, too many binds.
 TRANSIENT_SMS_STATUSES = frozenset({"1", "5", "10"})
@@ -298,3 +306,51 @@ def _http_failure(exc: HttpRequestError) -> VonageFailure:
     status = getattr(getattr(exc, "response", None), "status_code", 0) or 0
     transient = status == 429 or status >= 500
     return VonageFailure(f"http{status}", f"HTTP {status}", transient=transient)
+
+
+class TimedVonage:
+    """A VonagePort that times each call into `smsproxy_vonage_request_duration_seconds`,
+    labelled by API and outcome (ok, error). The timing write never hides the call's result."""
+
+    def __init__(self, inner: VonagePort, counters: Counters) -> None:
+        self._inner = inner
+        self._counters = counters
+
+    def _timed(self, api: str, call: Callable[[], _T]) -> _T:
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            result = call()
+            outcome = "ok"
+            return result
+        finally:
+            try:
+                self._counters.observe(VONAGE_DURATION, time.perf_counter() - started,
+                                       {"api": api, "outcome": outcome})
+            except redis.RedisError:
+                log.warning("could not record the time of a Vonage %s call", api)
+
+    def send_sms(
+        self, *, sender: str, recipient: str, text: str, client_ref: str, callback: str | None
+    ) -> SentSms:
+        return self._timed("sms", lambda: self._inner.send_sms(
+            sender=sender, recipient=recipient, text=text, client_ref=client_ref,
+            callback=callback))
+
+    def basic_insight(self, msisdn: str) -> NumberInsight:
+        return self._timed("number_insight", lambda: self._inner.basic_insight(msisdn))
+
+    def owned_numbers(self) -> list[OwnedNumber]:
+        return self._timed("numbers_owned", self._inner.owned_numbers)
+
+    def search_numbers(self, country: str, size: int) -> list[AvailableNumber]:
+        return self._timed("numbers_search", lambda: self._inner.search_numbers(country, size))
+
+    def buy_number(self, country: str, msisdn: str) -> None:
+        self._timed("numbers_buy", lambda: self._inner.buy_number(country, msisdn))
+
+    def set_inbound_url(self, country: str, msisdn: str, url: str) -> None:
+        self._timed("numbers_update", lambda: self._inner.set_inbound_url(country, msisdn, url))
+
+    def cancel_number(self, country: str, msisdn: str) -> None:
+        self._timed("numbers_cancel", lambda: self._inner.cancel_number(country, msisdn))

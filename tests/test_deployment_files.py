@@ -46,7 +46,10 @@ def test_compose_parses_and_runs_only_real_commands(monkeypatch):
     monkeypatch.setenv("VONAGE_SIGNATURE_SECRET", "x")
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"redis", "sandbox", "web", "worker", "beat"}
+    assert set(services) == {"redis", "sandbox", "web", "worker", "beat", "prometheus", "grafana"}
+    # monitoring starts only when asked for: `docker compose --profile monitoring up`
+    assert {name for name, s in services.items() if "monitoring" in s.get("profiles", [])} \
+        == {"prometheus", "grafana"}
     redis_command = services["redis"]["command"]
     assert "--appendonly" in redis_command and "noeviction" in redis_command
     for name in ("sandbox", "web", "worker", "beat"):
@@ -94,6 +97,9 @@ def test_images_are_pinned_to_exact_releases():
     assert re.fullmatch(r"redis:7\.\d+\.\d+(-[a-z0-9]+)?", redis_image), redis_image
     [base] = re.findall(r"^FROM\s+(\S+)", (ROOT / "Dockerfile").read_text(), flags=re.M)
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
+    for name in ("prometheus", "grafana"):
+        image = _compose()["services"][name]["image"]
+        assert re.fullmatch(r"[a-z/]+:v?\d+\.\d+\.\d+", image), image
 
 
 def test_no_process_runs_as_root():

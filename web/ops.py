@@ -8,19 +8,22 @@ bearer of that token. /healthz stays open: it reveals nothing and touches nothin
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
+from shared.gauges import Gauges, store_up
 from shared.wiring import Services
 from web.errors import error_response
 from web.services import publisher, services
 
 bp = Blueprint("ops", __name__)
+log = logging.getLogger(__name__)
 
 _OPEN = frozenset({"ops.healthz"})
 
@@ -62,40 +65,30 @@ def readyz() -> tuple[Response, int]:
     return jsonify(body), 200 if ready else 503
 
 
-class SharedCounters(Collector):
-    """Exports the counters every process keeps in Redis, plus the pool's free capacity."""
+class SharedMetrics(Collector):
+    """Exports the deployment's counters and histograms (kept in Redis by every process) and
+    the gauges read at scrape time; a store that does not answer is said, not a 500."""
 
     def __init__(self, svc: Services) -> None:
         self._svc = svc
 
     def collect(self) -> Iterator[Metric]:
-        for name, value in sorted(self._svc.counters.snapshot().items()):
-            yield CounterMetricFamily(name.replace(".", "_"), f"count of {name}", value=value)
-        size = GaugeMetricFamily(
-            "smsproxy_pool_numbers", "numbers in the pool", labels=["country", "state"]
-        )
-        free = GaugeMetricFamily(
-            "smsproxy_pool_free_capacity",
-            "allocatable numbers: the most live conversations one person can have",
-            labels=["country"],
-        )
-        routes = GaugeMetricFamily(
-            "smsproxy_pool_live_routes", "live routes on pool numbers", labels=["country"]
-        )
-        numbers = self._svc.inventory.numbers()
-        for country in self._svc.inventory.countries():
-            mine = [n for n in numbers if n.country == country]
-            for state in ("active", "draining"):
-                size.add_metric([country, state], sum(1 for n in mine if n.state == state))
-            free.add_metric([country], self._svc.inventory.size(country))
-            routes.add_metric([country], sum(n.routes for n in mine))
-        yield size
-        yield free
-        yield routes
+        svc = self._svc
+        gauges = Gauges(svc.redis, svc.outbox.queues_client, svc.inventory,
+                        svc.settings.pool_targets)
+        try:
+            # read all before yielding: a failure halfway must not leave half an exposition
+            readings = [*svc.counters.families(), *gauges.collect()]
+        except RedisError as exc:
+            log.warning("/metrics could not read the store: %s", type(exc).__name__)
+            yield store_up(False)
+            return
+        yield store_up(True)
+        yield from readings
 
 
 @bp.get("/metrics")
 def metrics() -> Response:
     registry = CollectorRegistry()
-    registry.register(SharedCounters(services()))
+    registry.register(SharedMetrics(services()))
     return Response(generate_latest(registry), mimetype="text/plain; version=0.0.4")

@@ -44,6 +44,7 @@ from kombu.exceptions import KombuError, OperationalError
 from shared.broker_messages import BrokerMessages, same_redis_database, send_task_options
 from shared.jobs import TaskName
 from shared.keys import Keys
+from shared.metrics import WEBHOOKS, series_key
 from shared.outbox import TRACK_LUA, Outbox, job_name, outbox_entry, republish_after
 from shared.settings import Settings, SettingsError
 
@@ -169,7 +170,8 @@ class Publisher:
                 keys=[self._keys.dedupe(kind, message_id), message.queue,
                       self._keys.metrics(), self._keys.pending_jobs(), self._keys.pending_due()],
                 args=[message.body, dedupe_ttl,
-                      f"smsproxy.webhooks.{kind}.accepted", f"smsproxy.webhooks.{kind}.duplicate",
+                      series_key(WEBHOOKS, {"kind": kind, "outcome": "accepted"}),
+                      series_key(WEBHOOKS, {"kind": kind, "outcome": "duplicate"}),
                       job_name(kind, message_id), self._republish_after,
                       outbox_entry(message.queue, message.body)],
             )

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from redis.exceptions import RedisError
 
 from shared.domain import DeliveryReceipt, InboundSms, WebhookFieldError
 from shared.jobs import TaskName
 from shared.logging import bind_log_context
 from shared.messages import WebhookClaim
+from shared.metrics import WEBHOOK_DURATION, WEBHOOKS
 from shared.outbox import job_name
 from shared.signatures import safe_parameter_names, verify
 from web import json_body
@@ -33,6 +35,29 @@ log = logging.getLogger(__name__)
 
 class _BadPayload(ValueError):
     pass
+
+
+@bp.before_request
+def _start_clock() -> None:
+    g.webhook_started = time.perf_counter()
+
+
+@bp.after_request
+def _time_answer(response: Response) -> Response:
+    """Every answer a webhook gets, timed and counted by status code (the 503s included, as
+    long as the store takes the write: when it is down, /metrics says so instead)."""
+    started = g.pop("webhook_started", None)
+    kind = _KIND_OF.get(request.endpoint or "")
+    # A store that just failed would cost another socket timeout before the 503 leaves.
+    if started is not None and kind is not None and not g.get("store_failed"):
+        try:
+            services().counters.observe(
+                WEBHOOK_DURATION, time.perf_counter() - started,
+                {"kind": kind, "code": str(response.status_code)},
+            )
+        except RedisError:
+            pass  # counting must never change the answer Vonage gets
+    return response
 
 
 def _params() -> dict[str, str]:
@@ -70,7 +95,7 @@ def _authenticate(params: dict[str, str], kind: str) -> Response | None:
     )
     if problem is None:
         return None
-    services().counters.incr(f"smsproxy.webhooks.{kind}.unauthenticated")
+    services().counters.count(WEBHOOKS, {"kind": kind, "outcome": "unauthenticated"})
     return error_response(401, "bad_signature", problem)
 
 
@@ -104,7 +129,7 @@ def _accept_in_two_steps(
     if claim is WebhookClaim.IN_PROGRESS:
         return _in_progress(claim_ms)
     if claim is WebhookClaim.DUPLICATE:
-        svc.counters.incr(f"smsproxy.webhooks.{kind}.duplicate")
+        svc.counters.count(WEBHOOKS, {"kind": kind, "outcome": "duplicate"})
         return jsonify({"status": "duplicate"})
     try:
         publisher().publish(task, payload, job=job_name(kind, message_id))
@@ -121,7 +146,7 @@ def _accept_in_two_steps(
     # retry and, once the claim expired, queue a second copy).
     try:
         svc.messages.confirm_webhook(kind, message_id, svc.settings.dedupe_ttl_seconds)
-        svc.counters.incr(f"smsproxy.webhooks.{kind}.accepted")
+        svc.counters.count(WEBHOOKS, {"kind": kind, "outcome": "accepted"})
     except RedisError as exc:
         log.warning("job queued, bookkeeping failed: %s", type(exc).__name__)
     return jsonify({"status": "queued"})
@@ -156,7 +181,7 @@ def _receive(kind: str, to_job: Callable[[dict[str, str]], Job]) -> Response:
 
 
 def _inbound_job(params: dict[str, str]) -> Job:
-    inbound = InboundSms.from_params(params)
+    inbound = replace(InboundSms.from_params(params), received_at=time.time())
     return inbound.message_id, TaskName.RELAY_INBOUND, inbound.to_payload()
 
 
@@ -164,6 +189,9 @@ def _receipt_job(params: dict[str, str]) -> Job:
     receipt = DeliveryReceipt.from_params(params)
     # One receipt per part and per status change: the status is part of what makes it unique.
     return f"{receipt.message_id}:{receipt.status}", TaskName.RECORD_RECEIPT, receipt.to_payload()
+
+
+_KIND_OF = {"webhooks.inbound_sms": "inbound", "webhooks.delivery_receipt": "receipt"}
 
 
 @bp.route("/inbound-sms", methods=["GET", "POST"])

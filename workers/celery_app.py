@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import beat_init, setup_logging, task_postrun, task_prerun, worker_init
+from celery.signals import (
+    beat_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_ready,
+    worker_shutdown,
+)
 from kombu.entity import Queue as KombuQueue
+from redis.exceptions import RedisError
 
 from shared.broker_messages import refuse_key_renaming
-from shared.jobs import QUEUE_OF, Queue
+from shared.gauges import HEARTBEAT_SECONDS, Heartbeats
+from shared.jobs import QUEUE_OF, Queue, TaskName
 from shared.logging import LogFormat, configure_logging, reset_log_context
+from shared.metrics import TASKS
 from shared.settings import Settings
 from shared.tracing import configure_tracing
 from shared.wiring import WORKER_CONNECT_TIMEOUT_SECONDS, WORKER_SOCKET_TIMEOUT_SECONDS
@@ -21,6 +34,8 @@ from workers.schedule import beat_schedule
 
 # How often kombu looks for messages stranded by a dead worker (their visibility timeout past).
 RESTORE_SWEEP_SECONDS = 5
+
+log = logging.getLogger(__name__)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -130,3 +145,65 @@ def _worker_tracing(**_: Any) -> None:
 @beat_init.connect
 def _beat_tracing(**_: Any) -> None:
     _trace("smsproxy-beat")
+
+
+@task_postrun.connect
+def _count_finished(task: Any = None, state: str | None = None, **_: Any) -> None:
+    """Tasks finished per queue: with the queue's depth, tells a stuck consumer from a busy
+    one (a worker can stay alive and stop consuming: celery#8030)."""
+    name = getattr(task, "name", None)
+    try:
+        queue = QUEUE_OF[TaskName(str(name))].value
+    except ValueError:
+        return
+    labels = {"task": str(name).removeprefix("smsproxy."), "queue": queue,
+              "state": (state or "unknown").lower()}
+    try:
+        runtime.current().services.counters.count(TASKS, labels)
+    except RedisError:
+        log.warning("could not count a finished %s", name)
+
+
+_heartbeat_stop = threading.Event()
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    """Say every HEARTBEAT_SECONDS that this worker lives (smsproxy_workers_alive)."""
+    name = str(getattr(sender, "hostname", None) or "worker")
+    heartbeats = Heartbeats(runtime.current().services.redis)
+
+    def beat() -> None:
+        while True:
+            try:
+                heartbeats.beat(name)
+            except RedisError:
+                log.warning("heartbeat not recorded; the store is unavailable")
+            if _heartbeat_stop.wait(HEARTBEAT_SECONDS):
+                break
+        try:
+            heartbeats.gone(name)
+        except RedisError:
+            pass  # it drops out of the count once its heartbeats are old
+
+    threading.Thread(target=beat, name="smsproxy-heartbeat", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    _heartbeat_stop.set()
+
+
+@beat_init.connect
+def _maintain_pool_at_start(**_: Any) -> None:
+    """A fresh deployment gets its pool now, not one maintenance period later (until then every
+    create would fail pool_exhausted). Safe when several schedulers (or a restart) publish it at
+    once: the keeper runs under its lock (shared/pool.py), and a run that finds the pool at its
+    targets buys nothing."""
+    try:
+        runtime.current().queue.enqueue(TaskName.MAINTAIN_POOL)
+    except Exception as exc:  # noqa: BLE001 (the schedule's next run does it instead)
+        log.warning("pool maintenance at start not queued (%s); the schedule will run it",
+                    type(exc).__name__)
+    else:
+        log.info("pool maintenance queued at start")

@@ -7,6 +7,7 @@ own (`install`) with its own Redis, Vonage double and queue, and then calls the 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any, Protocol
@@ -16,13 +17,14 @@ from celery import Celery, Task
 from shared.broker_messages import (
     MASKED_ARGSREPR,
     MASKED_KWARGSREPR,
+    PUBLISHED_AT,
     BrokerMessages,
     same_redis_database,
 )
 from shared.jobs import TaskName
 from shared.outbox import Outbox
 from shared.settings import Settings
-from shared.vonage_gateway import VonageGateway, VonagePort
+from shared.vonage_gateway import TimedVonage, VonageGateway, VonagePort
 from shared.wiring import Services
 
 # What monitoring tools (Flower, `celery events`) show of a task's arguments: never numbers.
@@ -38,6 +40,8 @@ class HiddenArgsTask(Task):  # type: ignore[misc]
     ) -> Any:
         options.setdefault("argsrepr", HIDDEN_ARGS if args else "()")
         options.setdefault("kwargsrepr", HIDDEN_KWARGS if kwargs else "{}")
+        # every publish (beat's, Celery's retries) says when it was made: queue age
+        options[PUBLISHED_AT] = time.time()
         return super().apply_async(args, kwargs, *rest, **options)
 
 
@@ -86,7 +90,7 @@ class CeleryQueue:
         self._app.send_task(
             task.value, args=args, kwargs=kwargs or {}, countdown=countdown,
             argsrepr=HIDDEN_ARGS if args else "()",
-            kwargsrepr=HIDDEN_KWARGS if kwargs else "{}",
+            kwargsrepr=HIDDEN_KWARGS if kwargs else "{}", **{PUBLISHED_AT: time.time()},
         )
 
 
@@ -115,7 +119,7 @@ class Runtime:
         """This thread's own Vonage client: the SDK's client is not safe across threads."""
         gateway: VonagePort | None = getattr(self._local, "vonage", None)
         if gateway is None:
-            gateway = self._vonage_factory(self.settings)
+            gateway = TimedVonage(self._vonage_factory(self.settings), self.services.counters)
             self._local.vonage = gateway
         return gateway
 

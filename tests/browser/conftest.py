@@ -1,7 +1,7 @@
 """A headless Chromium for the browser tests: Debian's, driven by Playwright.
 
 Never Playwright's own browser build (`playwright install` downloads it from a CDN): `make test`
-installs Debian's chromium (devtools/install-chromium), and these tests skip only where that
+installs Debian's chromium (devtools/install-debian-package), and these tests skip only where that
 was impossible.
 """
 

@@ -175,5 +175,5 @@ def test_busy_number_insight_and_throttled_sends_are_retried(stack):
         sandbox.set_faults(throttle_rate=0.0, sms_script=[])
     metrics = stack.api("GET", "/metrics").text
     retried = [line for line in metrics.splitlines()
-               if line.startswith("smsproxy_outbound_retried_total")]
+               if line.startswith('smsproxy_outbound_sends_total{outcome="retried"}')]
     assert retried and float(retried[0].split()[-1]) >= 2

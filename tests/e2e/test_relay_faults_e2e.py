@@ -117,7 +117,8 @@ def test_unsigned_or_wrongly_signed_webhooks_are_refused(stack):
     params["sig"] = sign(params, "not-the-secret", SignatureMethod.MD5HASH)
     response = requests.post(f"{stack.web_url}/webhooks/inbound-sms", data=params, timeout=5)
     assert response.status_code == 401
-    assert "smsproxy_webhooks_inbound_unauthenticated_total" in stack.api("GET", "/metrics").text
+    assert 'smsproxy_webhooks_total{kind="inbound",outcome="unauthenticated"}' in stack.api(
+        "GET", "/metrics").text
 
 
 def test_throttling_and_5xx_at_vonage_are_retried_exactly_once_each(stack):

@@ -9,8 +9,10 @@ import pytest
 from celery import Celery
 
 from shared.broker_messages import (
+    PUBLISHED_AT,
     BrokerMessages,
     legacy_queue_of,
+    published_at,
     refuse_key_renaming,
     same_redis_database,
     send_task_options,
@@ -50,10 +52,19 @@ def test_each_message_has_its_own_ids():
 
 
 def test_send_task_gets_the_same_masked_call():
-    assert send_task_options(TaskName.RELAY_INBOUND, {"msisdn": "447400123456"}) == {
+    options = send_task_options(TaskName.RELAY_INBOUND, {"msisdn": "447400123456"})
+    assert isinstance(options.pop(PUBLISHED_AT), float)
+    assert options == {
         "args": [{"msisdn": "447400123456"}], "queue": "inbound", "ignore_result": True,
         "argsrepr": "[…]", "kwargsrepr": "{}",
     }
+
+
+def test_a_message_says_when_it_was_published():
+    body = BrokerMessages(app()).build(TaskName.SEND_SMS, "o-1").body
+    assert published_at(body) == json.loads(body)["properties"][PUBLISHED_AT]
+    assert published_at("not json") is None
+    assert published_at(json.dumps({"properties": {}})) is None
 
 
 def test_transport_options_that_shape_messages_are_followed():

@@ -1,6 +1,7 @@
 """The one Vonage call per owed send: retries, bounds, rate limit, doubt, late records."""
 
 import time
+from dataclasses import replace
 
 import pytest
 import redis as redis_module
@@ -9,7 +10,7 @@ from shared.domain import MessageKind, OutboundSms
 from shared.sending import InDoubt, RecordLater, RetryLater, Throttled
 from shared.vonage_gateway import VonageFailure
 from tests.doubles import FakeVonage
-from tests.shared.conftest import A
+from tests.shared.conftest import A, inbound
 
 
 def owed(world, message_id, text):
@@ -142,3 +143,33 @@ def test_a_multipart_send_is_delivered_only_when_every_part_is(world):
     assert messages.outbound_state(outbound.id) == "submitted"  # three parts
     messages.apply_receipt(outbound.id, "v1-2", "failed", "6")
     assert messages.outbound_state(outbound.id) == "failed"
+
+
+def test_a_send_in_doubt_is_counted_until_settled(world):
+    outbound = owed(world, "m8", "in doubt")
+    sender, vonage, messages = world.services.sender, world.vonage, world.services.messages
+    doubt = world.services.redis.zcard
+    assert messages.claim_send(outbound.id, sender.lease_seconds).acquired
+    for _ in range(2):  # met twice: one send in doubt, two waits
+        with pytest.raises(InDoubt):
+            sender.send(outbound.id, vonage)
+    assert doubt("smsproxy:out:doubt") == 1
+    assert world.services.counters.snapshot()[
+        'smsproxy_outbound_waits_total{reason="in_doubt"}'] == 2
+    messages.apply_receipt(outbound.id, "v-late", "delivered", "0")
+    sender.send(outbound.id, vonage)  # finds it settled
+    assert doubt("smsproxy:out:doubt") == 0
+
+
+def test_a_relay_records_the_time_since_its_webhook_was_received(world):
+    _, conversation = world.start()
+    received = time.time() - 2.0  # the webhook came two seconds ago
+    whole = world.services.reassembler.reassemble(replace(
+        inbound(A, conversation.participants[0].proxy_number, "m9", "hello"),
+        received_at=received))
+    (relay_id,) = world.services.inbound.handle(whole).sends
+    world.services.sender.send(relay_id, world.vonage)
+    snapshot = world.services.counters.snapshot()
+    assert snapshot["smsproxy_relay_latency_seconds_count"] == 1
+    assert snapshot['smsproxy_relay_latency_seconds_bucket{le="2.5"}'] == 1
+    assert snapshot["smsproxy_relay_latency_seconds_sum"] >= 2.0

@@ -133,7 +133,7 @@ def test_ops_endpoints(client):
     client.post("/webhooks/inbound-sms", data={"msisdn": "447400123456", "to": "447700900100",
                                                "messageId": "m"})
     text = client.get("/metrics").get_data(as_text=True)
-    assert "smsproxy_webhooks_inbound_accepted_total 1.0" in text
+    assert 'smsproxy_webhooks_total{kind="inbound",outcome="accepted"} 1.0' in text
 
 
 def test_unknown_path_and_method_are_json(client):

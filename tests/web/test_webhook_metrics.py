@@ -1,0 +1,60 @@
+"""What web counts about webhooks, and what /metrics says when the store is down."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from shared.metrics import Counters
+from tests.doubles import BadPublisher
+from web.app import create_app
+
+INBOUND = {"msisdn": "447400123456", "to": "447700900100", "messageId": "m-1", "text": "hi"}
+
+
+def _count(fake_redis, kind: str, code: str) -> float:
+    return Counters(fake_redis).snapshot().get(
+        f'smsproxy_webhook_duration_seconds_count{{code="{code}",kind="{kind}"}}', 0)
+
+
+def test_every_answer_is_timed_by_kind_and_status(make_client, fake_redis, publisher):
+    client = make_client()
+    assert client.post("/webhooks/inbound-sms", data=INBOUND).status_code == 200
+    assert client.post("/webhooks/inbound-sms", data={"to": "1"}).status_code == 400
+    assert client.post("/webhooks/delivery-receipt", data={}).status_code == 400
+    down = make_client(publisher=BadPublisher())  # a broker apart from the store, down
+    assert down.post("/webhooks/inbound-sms", data={**INBOUND, "messageId": "m-2"}) \
+        .status_code == 503
+    assert _count(fake_redis, "inbound", "200") == 1
+    assert _count(fake_redis, "inbound", "400") == 1
+    assert _count(fake_redis, "receipt", "400") == 1
+    assert _count(fake_redis, "inbound", "503") == 1  # the store is up: the 503 is counted
+    # only webhooks are timed here: other endpoints add nothing
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/metrics").status_code == 200
+    counted = {k: v for k, v in Counters(fake_redis).snapshot().items()
+               if k.startswith("smsproxy_webhook_duration_seconds_count")}
+    assert sum(counted.values()) == 4, counted
+
+
+def test_the_job_carries_when_its_webhook_was_received(client, publisher):
+    before = time.time()
+    client.post("/webhooks/inbound-sms", data=INBOUND)
+    [(_, payload)] = publisher.published
+    assert before <= float(payload["received_at"]) <= time.time() + 1
+    assert set(payload) == {"msisdn", "to", "messageId", "text", "type", "received_at"}
+
+
+def test_a_webhook_sent_with_its_own_received_at_gets_webs(client, publisher):
+    client.post("/webhooks/inbound-sms", data={**INBOUND, "received_at": "1.0"})
+    [(_, payload)] = publisher.published
+    assert float(payload["received_at"]) > 1.0
+
+
+def test_metrics_with_the_store_down_say_so_instead_of_failing(make_settings, publisher):
+    dead = redis.Redis(port=1, socket_connect_timeout=0.2, decode_responses=True)
+    app = create_app(make_settings(), redis_client=dead, publisher=publisher)
+    response = app.test_client().get("/metrics")
+    assert response.status_code == 200
+    assert response.get_data(as_text=True).splitlines()[-1] == "smsproxy_store_up 0.0"
