@@ -16,6 +16,7 @@ import redis.retry
 from redis import Redis
 
 from shared.broker_messages import same_redis_database
+from shared.console import ConsoleAudit, ConsoleSessions
 from shared.conversation_store import ConversationStore
 from shared.conversations import Conversations
 from shared.idempotency import IdempotencyKeys
@@ -97,6 +98,8 @@ class Services:
     sender: Sender
     pool_keeper: PoolKeeper
     outbox: Outbox
+    console_sessions: ConsoleSessions
+    console_audit: ConsoleAudit
 
     @classmethod
     def from_settings(
@@ -134,4 +137,8 @@ class Services:
             sender=Sender(client, messages, counters, settings),
             pool_keeper=pool_keeper,
             outbox=Outbox(client, settings, broker=broker_redis(settings)),
+            console_sessions=ConsoleSessions(
+                client, lifetime_seconds=settings.console_session_seconds
+            ),
+            console_audit=ConsoleAudit(client, counters, retention_seconds=keep),
         )
