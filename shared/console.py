@@ -141,7 +141,8 @@ class ConsoleAudit:
         pipe = self._redis.pipeline()
         pipe.xadd(key, {"who": who, "action": action.value, "subject": subject},
                   maxlen=AUDIT_CAP, approximate=True)
-        pipe.xtrim(key, minid=f"{max(oldest_ms, 0)}-0", approximate=True)
+        # exact, unlike the cap: "~" would keep a whole stale node (100 entries) past its time
+        pipe.xtrim(key, minid=f"{max(oldest_ms, 0)}-0", approximate=False)
         pipe.execute()
         self._counters.incr(f"smsproxy.console.{action.value}")
 

@@ -56,7 +56,7 @@ from shared.domain import Conversation, ConversationStatus
 from shared.jobs import TaskName
 from shared.keys import Keys
 from shared.outbound import intro_ids
-from shared.phone import mask, to_msisdn
+from shared.phone import mask
 from shared.settings import Settings
 from web.api import announce_closed
 from web.services import publisher, services
@@ -69,6 +69,8 @@ bp = Blueprint(
 View = TypeVar("View", bound=Callable[..., Any])
 
 _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
+# the pool page's drain forms carry a pool number as stored: digits, no "+"
+_MSISDN = re.compile(r"[0-9]{6,15}")
 _LOGIN_LIMITER = "smsproxy.console.login_limiter"
 _OPEN = frozenset({"console.login", "console.static"})
 # No script, no framing, forms only to ourselves, nothing fetched from elsewhere.
@@ -257,8 +259,7 @@ def logout() -> BaseResponse:
 # -- pages ---------------------------------------------------------------------------------
 
 
-@bp.get("")
-@bp.get("/")
+@bp.get("/", strict_slashes=False)
 def home() -> Any:
     if not _is_operator(_current().client):
         return redirect(url_for("console.conversations"))
@@ -365,9 +366,8 @@ def run_maintenance() -> BaseResponse:
 @bp.post("/pool/drain")
 @operators_only
 def drain() -> BaseResponse:
-    try:
-        msisdn = to_msisdn(request.form.get("number", "")[:32])
-    except ValueError:
+    msisdn = request.form.get("number", "")
+    if not _MSISDN.fullmatch(msisdn):
         abort(400, "not a number of the pool")
     if services().pool_keeper.drain(msisdn):
         services().console_audit.record(_current().client, ConsoleAction.DRAIN, mask(msisdn))
