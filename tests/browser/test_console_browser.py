@@ -135,7 +135,6 @@ def test_run_maintenance_and_drain_a_number_from_the_pool_page(
     germany = page.locator("#country-DE")
     expect(germany).to_contain_text("1 numbers · 1 take new conversations (target 1)")
     expect(germany).to_contain_text("2.50 a month")
-    screenshot(page, "console-pool", tmp_path)
 
     # draining Germany's only number: maintenance then buys another to meet the target
     number = germany.locator("tbody tr").first.locator("td").first.inner_text()
@@ -149,6 +148,7 @@ def test_run_maintenance_and_drain_a_number_from_the_pool_page(
     expect_after_reloads(
         page, "#country-DE", "2 numbers · 1 take new conversations (target 1) · 1 draining"
     )
+    screenshot(page, "console-pool", tmp_path)
 
     page.get_by_role("link", name="Audit").click()
     rows = page.locator("table.list tbody tr").filter(has_text="dev")
