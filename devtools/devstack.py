@@ -42,6 +42,7 @@ def main() -> int:
             print(f"  web      {stack.web_url}   (logs in {stack.logs})")
             print(f"  sandbox  {stack.sandbox.url}   (CA {stack.sandbox.ca_path})")
             print(f"  handsets {handsets_page(stack)}")
+            print(f"  console  {stack.web_url}/console   (sign in with the API token below)")
             print(f"  redis    {stack.env['REDIS_URL']}")
             numbers = stack.provision_pool(expected=5)
             print(f"pool provisioned: {', '.join(n['number'] for n in numbers)}")

@@ -25,6 +25,8 @@ from sandbox.testing import SandboxProcess, run_sandbox
 ROOT = Path(__file__).resolve().parent.parent
 # The dev stack's one /v1 client ("dev"); a development token, not a secret.
 API_TOKEN = "dev-token-not-a-secret-0123456789abcdef"
+# The dev stack's console key: a development value, not a secret (production sets its own).
+CONSOLE_SECRET_KEY = "dev-console-key-not-a-secret-0123456789abcdef"
 
 
 @dataclass
@@ -129,6 +131,10 @@ class Stack:
                 # the marketplace receivers of the dev stack and its tests are local, plain http
                 "SMSPROXY_ALLOW_HTTP_CALLBACKS": "true",
                 "SMSPROXY_CALLBACK_ALLOWED_HOSTS": "127.0.0.1,localhost",
+                # the console, its one client an operator, its cookie over the stack's plain http
+                "SMSPROXY_CONSOLE_SECRET_KEY": CONSOLE_SECRET_KEY,
+                "SMSPROXY_CONSOLE_OPERATORS": "dev",
+                "SMSPROXY_CONSOLE_SECURE_COOKIE": "false",
                 "PYTHONPATH": str(ROOT),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -273,6 +279,22 @@ class Stack:
             self._check_alive()
             time.sleep(0.2)
         raise TimeoutError(f"pool not provisioned in {timeout} s; logs in {self.logs}")
+
+    def wait_for_trail(
+        self, conversation_id: str, states: set[str], count: int, timeout: float = 20.0
+    ) -> list[dict[str, Any]]:
+        """Wait until `count` outbound messages of a conversation's trail are in `states`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            trail: list[dict[str, Any]] = self.api(
+                "GET", f"/v1/conversations/{conversation_id}/messages"
+            ).json()["messages"]
+            if sum(1 for m in trail if m.get("status") in states) >= count:
+                return trail
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"conversation {conversation_id}'s trail: {trail}")
+            self._check_alive()
+            time.sleep(0.1)
 
     def wait_for_status(
         self, conversation_id: str, status: str, timeout: float = 20.0

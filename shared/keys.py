@@ -162,5 +162,13 @@ class Keys:
     def metrics(self) -> str:
         return f"{self.prefix}metrics"
 
+    def console_session(self, session_id: str) -> str:
+        """Hash of one console sign-in: its client, when, its CSRF token (expires with it)."""
+        return f"{self.prefix}console:session:{session_id}"
+
+    def console_audit(self) -> str:
+        """Stream of console actions (who, what, when), capped and trimmed by age."""
+        return f"{self.prefix}console:audit"
+
     def lock(self, name: str) -> str:
         return f"{self.prefix}lock:{name}"

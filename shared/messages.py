@@ -459,6 +459,9 @@ class OutboundRecord:
     error_code: str | None = None
     error_reason: str | None = None
     text: str | None = None
+    # Each part's delivery receipt status, in the order Vonage numbered the parts; None for a
+    # part whose receipt has not come (yet).
+    part_receipts: tuple[str | None, ...] = ()
     record: Literal["out"] = "out"
 
     @classmethod
@@ -476,7 +479,20 @@ class OutboundRecord:
             error_code=data.get("error_code"),
             error_reason=data.get("error_reason"),
             text=text,
+            part_receipts=_part_receipts(data),
         )
+
+
+def _part_receipts(data: dict[str, Any]) -> tuple[str | None, ...]:
+    """Per part, its receipt's status: Vonage's ids say the parts, the receipts map says each."""
+    try:
+        ids = [str(i) for i in json.loads(data.get("vonage_ids") or "[]")]
+        receipts = {str(k): str(v) for k, v in json.loads(data.get("receipts") or "{}").items()}
+    except (ValueError, AttributeError, TypeError):
+        return ()
+    # a receipt for an id the record never heard of (an in-doubt send completed by it) counts too
+    ids += sorted(set(receipts) - set(ids))
+    return tuple(receipts.get(i) for i in ids)
 
 
 TrailEntry = InboundRecord | OutboundRecord

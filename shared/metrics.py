@@ -114,6 +114,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
              "state (opted_out, opted_in)", "state"),
     _counter("smsproxy_participants_erased_total", "erasure requests carried out"),
     _counter("smsproxy_blocked_numbers_added_total", "numbers blocked"),
+    _counter("smsproxy_console_actions_total", "operations console actions by action "
+             "(sign_in, sign_out, close, run_maintenance, drain, sign_in_failed)", "action"),
     _counter(TASKS, "Celery tasks finished, by task, queue and state (success, retry, failure)",
              "task", "queue", "state"),
     _histogram(WEBHOOK_DURATION, "time web took to answer a Vonage webhook, by kind and status "
@@ -162,6 +164,7 @@ _LEGACY_GROUPS: dict[str, tuple[str, str]] = {
     "smsproxy.inbound.": ("smsproxy_inbound_dropped_total", "reason"),
     "smsproxy.out_of_session.": ("smsproxy_replies_suppressed_total", "reason"),
     "smsproxy.participants.": ("smsproxy_participant_changes_total", "state"),
+    "smsproxy.console.": ("smsproxy_console_actions_total", "action"),
 }
 _LEGACY_WEBHOOK = re.compile(r"smsproxy\.webhooks\.(\w+)\.(\w+)")
 _SERIES = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?")

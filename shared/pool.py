@@ -221,6 +221,21 @@ class PoolKeeper:
         finally:
             lock.release()
 
+    def drain(self, msisdn: str) -> bool:
+        """An operator's drain: no new conversations on this number, its live ones carry on.
+
+        False when it is not a number the pool holds, or is draining already. Maintenance
+        then buys to the target as for any other shortfall, and cancels the number once idle
+        only when SMSPROXY_POOL_RELEASE allows releasing.
+        """
+        if not any(n.msisdn == msisdn and n.state == "active"
+                   for n in self._inventory.numbers()):
+            return False
+        self._inventory.drain(msisdn)
+        self._counters.incr("smsproxy.pool.drained")
+        log.info("number %s drained by an operator", mask(msisdn))
+        return True
+
     def _monthly_spend(self) -> float:
         return sum(_cost(number.monthly_cost) for number in self._inventory.numbers())
 

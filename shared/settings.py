@@ -81,6 +81,18 @@ def _rate_limits(raw: str) -> str | None:
     return text
 
 
+def _required_rate_limits(raw: str) -> str:
+    """Rate limits that cannot be turned off (sign-in attempts are token guesses)."""
+    limits = _rate_limits(raw)
+    if limits is None:
+        raise ValueError("must be rate limits such as 10/minute;50/hour (it cannot be none)")
+    return limits
+
+
+def _names(raw: str) -> frozenset[str]:
+    return frozenset(item.strip() for item in raw.split(",") if item.strip())
+
+
 def _pool_targets(raw: str) -> Mapping[str, int]:
     """Parse `GB=3,US=2` into {"GB": 3, "US": 2}."""
     targets: dict[str, int] = {}
@@ -400,6 +412,26 @@ class Settings:
         "OTEL_SERVICE_NAME", _optional_text,
         "the traces' service name (default smsproxy-web, smsproxy-worker, smsproxy-beat)",
     )
+    console_secret_key: str | None = _setting(
+        "SMSPROXY_CONSOLE_SECRET_KEY", _optional_text,
+        "signs the console's session cookie (at least 32 characters); unset: no console",
+    )
+    console_operators: frozenset[str] = _setting(
+        "SMSPROXY_CONSOLE_OPERATORS", _names,
+        "comma-separated client names that also see the console's pool, overview and audit",
+    )
+    console_session_seconds: int = _setting(
+        "SMSPROXY_CONSOLE_SESSION_SECONDS", _positive_int,
+        "how long a console sign-in lasts, from signing in (not extended by use)",
+    )
+    console_secure_cookie: bool = _setting(
+        "SMSPROXY_CONSOLE_SECURE_COOKIE", _flag,
+        "mark the console's cookie Secure (sent over HTTPS only); false for plain-http dev only",
+    )
+    console_login_rate_limit: str = _setting(
+        "SMSPROXY_CONSOLE_LOGIN_RATE_LIMIT", _required_rate_limits,
+        "sign-in attempts per address, e.g. 10/minute;50/hour; beyond it 429",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -465,6 +497,18 @@ class Settings:
             raise SettingsError(
                 "OTEL_EXPORTER_OTLP_ENDPOINT: must start with http:// or https:// "
                 "(the OTLP/HTTP collector's base URL)"
+            )
+
+        if self.console_secret_key is not None and len(self.console_secret_key) < 32:
+            raise SettingsError(
+                "SMSPROXY_CONSOLE_SECRET_KEY: must be at least 32 characters (make one with "
+                "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        unknown = sorted(self.console_operators - set(self.api_clients.names()))
+        if unknown:
+            raise SettingsError(
+                f"SMSPROXY_CONSOLE_OPERATORS: {', '.join(unknown)} is not a client of "
+                "SMSPROXY_API_TOKENS"
             )
 
     def validate_for_web(self) -> None:
@@ -579,4 +623,7 @@ _DEFAULTS: dict[str, str] = {
     "SMSPROXY_WORKER_CONCURRENCY": "32",
     "SMSPROXY_LOG_LEVEL": "INFO",
     "SMSPROXY_LOG_FORMAT": "text",
+    "SMSPROXY_CONSOLE_SESSION_SECONDS": "28800",
+    "SMSPROXY_CONSOLE_SECURE_COOKIE": "true",
+    "SMSPROXY_CONSOLE_LOGIN_RATE_LIMIT": "10/minute;50/hour",
 }

@@ -18,6 +18,7 @@ from redis import Redis
 from shared.allowances import Allowances
 from shared.blocked_numbers import BlockedNumbers
 from shared.broker_messages import same_redis_database
+from shared.console import ConsoleAudit, ConsoleSessions
 from shared.conversation_store import ConversationStore
 from shared.conversations import Conversations
 from shared.idempotency import IdempotencyKeys
@@ -103,6 +104,8 @@ class Services:
     outbox: Outbox
     opt_outs: OptOuts
     blocked: BlockedNumbers
+    console_sessions: ConsoleSessions
+    console_audit: ConsoleAudit
 
     @classmethod
     def from_settings(
@@ -147,4 +150,8 @@ class Services:
             outbox=Outbox(client, settings, broker=broker_redis(settings)),
             opt_outs=opt_outs,
             blocked=blocked,
+            console_sessions=ConsoleSessions(
+                client, lifetime_seconds=settings.console_session_seconds
+            ),
+            console_audit=ConsoleAudit(client, counters, retention_seconds=keep),
         )

@@ -153,12 +153,12 @@ def close_conversation(conversation_id: str) -> Response:
         return _not_found(conversation_id)
     closed = services().conversations.close(conversation_id)
     if closed is not None:
-        _announce_closed(closed)
+        announce_closed(closed)
     # Closing a conversation that is already over is not an error: it answers its state.
     return jsonify(_view(closed or conversation))
 
 
-def _announce_closed(closed: Conversation) -> None:
+def announce_closed(closed: Conversation) -> None:
     """Owe the marketplace its `closed` event, if it asked for events."""
     if not closed.callback_url:
         return
@@ -182,7 +182,7 @@ def erase_participant(number: str) -> Response:
         return error_response(400, "invalid_field", str(exc), field=exc.field)
     erased = services().conversations.erase_participant(msisdn, current_client())
     for closed in erased.closed:
-        _announce_closed(closed)
+        announce_closed(closed)
     services().counters.incr("smsproxy.participants.erased")
     return jsonify({
         "conversations_closed": len(erased.closed),

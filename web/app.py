@@ -15,6 +15,7 @@ from shared.wiring import Services
 from web import api, blocked_numbers, openapi, ops, webhooks
 from web.cli import register_cli
 from web.clients import install_rate_limit
+from web.console import install_console
 from web.errors import register_error_handlers
 from web.queue import Publisher
 from web.services import install
@@ -52,6 +53,11 @@ def create_app(
     install_rate_limit(app, (api.bp, blocked_numbers.bp), settings, built.redis, Keys())
     app.register_blueprint(openapi.bp)
     app.register_blueprint(ops.bp)
+    if settings.console_secret_key:
+        install_console(app, settings, built.redis, Keys())
+    else:
+        # secure by default: no key, no console (a default key would sign anyone's cookie)
+        log.info("SMSPROXY_CONSOLE_SECRET_KEY is not set: the console (/console) is off")
     register_cli(app)
     register_error_handlers(app)
     provider = configure_tracing(settings, "smsproxy-web")

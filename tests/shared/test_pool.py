@@ -154,3 +154,17 @@ def test_one_keeper_at_a_time(keeper_for, fake_redis):
     assert lock.acquire(blocking=False)
     assert keeper.maintain(FakeVonage(available=[gb(0)])).ran is False
     lock.release()
+
+
+def test_an_operator_drains_only_an_active_number_of_the_pool(fake_redis):
+    from shared.wiring import Services
+    from tests.conftest import build_settings
+
+    svc = Services.from_settings(build_settings(), fake_redis)
+    svc.inventory.add("447700900001", "GB")
+    assert svc.pool_keeper.drain("447700900001") is True
+    assert svc.inventory.size("GB") == 0
+    assert svc.pool_keeper.drain("447700900001") is False  # draining already
+    assert svc.pool_keeper.drain("447700900999") is False  # not ours: nothing is made up
+    assert [n.msisdn for n in svc.inventory.numbers()] == ["447700900001"]
+    assert svc.counters.snapshot()["smsproxy.pool.drained"] == 1
