@@ -133,7 +133,7 @@ class Stack:
                 "SMSPROXY_CALLBACK_ALLOWED_HOSTS": "127.0.0.1,localhost",
                 # the console, its one client an operator, its cookie over the stack's plain http
                 "SMSPROXY_CONSOLE_SECRET_KEY": CONSOLE_SECRET_KEY,
-                "SMSPROXY_CONSOLE_OPERATORS": "dev",
+                "SMSPROXY_OPERATORS": "dev",
                 "SMSPROXY_CONSOLE_SECURE_COOKIE": "false",
                 "PYTHONPATH": str(ROOT),
                 "PYTHONUNBUFFERED": "1",

@@ -416,9 +416,10 @@ class Settings:
         "SMSPROXY_CONSOLE_SECRET_KEY", _optional_text,
         "signs the console's session cookie (at least 32 characters); unset: no console",
     )
-    console_operators: frozenset[str] = _setting(
-        "SMSPROXY_CONSOLE_OPERATORS", _names,
-        "comma-separated client names that also see the console's pool, overview and audit",
+    operators: frozenset[str] = _setting(
+        "SMSPROXY_OPERATORS", _names,
+        "comma-separated client names that act on the whole deployment: the block list, and "
+        "the console's pool, overview and audit",
     )
     console_session_seconds: int = _setting(
         "SMSPROXY_CONSOLE_SESSION_SECONDS", _positive_int,
@@ -504,10 +505,10 @@ class Settings:
                 "SMSPROXY_CONSOLE_SECRET_KEY: must be at least 32 characters (make one with "
                 "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
-        unknown = sorted(self.console_operators - set(self.api_clients.names()))
+        unknown = sorted(self.operators - set(self.api_clients.names()))
         if unknown:
             raise SettingsError(
-                f"SMSPROXY_CONSOLE_OPERATORS: {', '.join(unknown)} is not a client of "
+                f"SMSPROXY_OPERATORS: {', '.join(unknown)} is not a client of "
                 "SMSPROXY_API_TOKENS"
             )
 

@@ -1,4 +1,6 @@
-"""/v1/blocked-numbers: the block list, behind the same bearer tokens as the rest of /v1."""
+"""/v1/blocked-numbers: the block list, the whole deployment's, so only operator clients
+(SMSPROXY_OPERATORS) may read or change it: one marketplace may not block, nor list, the users of
+another."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from shared.api_models import (
 from shared.clock import now
 from shared.public_json import blocked_number_view
 from web import json_body
-from web.clients import require_token
+from web.clients import require_operator, require_token
 from web.errors import error_response
 from web.services import services
 
@@ -27,6 +29,7 @@ def _invalid(exc: RequestError) -> Response:
 
 @bp.put("/blocked-numbers/<number>")
 @require_token
+@require_operator
 def block_number(number: str) -> Response:
     try:
         msisdn = parse_number_path(number)
@@ -55,6 +58,7 @@ def block_number(number: str) -> Response:
 
 @bp.get("/blocked-numbers/<number>")
 @require_token
+@require_operator
 def get_blocked_number(number: str) -> Response:
     try:
         msisdn = parse_number_path(number)
@@ -68,6 +72,7 @@ def get_blocked_number(number: str) -> Response:
 
 @bp.delete("/blocked-numbers/<number>")
 @require_token
+@require_operator
 def unblock_number(number: str) -> Response:
     try:
         msisdn = parse_number_path(number)
@@ -80,6 +85,7 @@ def unblock_number(number: str) -> Response:
 
 @bp.get("/blocked-numbers")
 @require_token
+@require_operator
 def list_blocked_numbers() -> Response:
     try:
         query = parse_blocked_list_query(request.args.to_dict())

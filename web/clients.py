@@ -60,6 +60,23 @@ def require_token(view: View) -> View:
     return wrapped  # type: ignore[return-value]
 
 
+def require_operator(view: View) -> View:
+    """Behind `require_token`: the client must be an operator (SMSPROXY_OPERATORS). What such
+    a view changes is the whole deployment's, not one client's."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Response | tuple[Response, int]:
+        if current_client() not in services().settings.operators:
+            return error_response(
+                403, "forbidden",
+                "only operator clients (SMSPROXY_OPERATORS) may do this: it acts on the whole "
+                "deployment",
+            )
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
 def _unauthorized(message: str) -> Response:
     response = error_response(401, "unauthorized", message)
     response.headers["WWW-Authenticate"] = 'Bearer realm="smsproxy"'

@@ -141,7 +141,7 @@ def _template_globals() -> dict[str, Any]:
 
 
 def _is_operator(client: str) -> bool:
-    return client in services().settings.console_operators
+    return client in services().settings.operators
 
 
 @bp.before_request
@@ -192,7 +192,7 @@ def operators_only(view: View) -> View:
     @wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if not _is_operator(_current().client):
-            abort(403, "this page is for operators (SMSPROXY_CONSOLE_OPERATORS)")
+            abort(403, "this page is for operators (SMSPROXY_OPERATORS)")
         return view(*args, **kwargs)
 
     return wrapped  # type: ignore[return-value]

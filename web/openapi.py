@@ -88,6 +88,8 @@ def _responses() -> dict[str, Schema]:
             "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
         },
         "NotFound": _json("Error", "No such conversation."),
+        "Forbidden": _json("Error", "The client is not an operator (`SMSPROXY_OPERATORS`): the "
+                                    "block list is the whole deployment's."),
         "NotBlocked": _json("Error", "The number is not blocked."),
         "TooLarge": _json("Error", "The body is over 64 KiB."),
         "TooManyRequests": {
@@ -110,7 +112,8 @@ def _common(*codes: str) -> dict[str, Schema]:
     """The error answers many operations share: 401 from the token check, 429 from the
     client's rate limit, 503 when Redis or the broker is down (web/errors.py), plus any of
     400/404/413 named."""
-    names = {"400": "BadRequest", "401": "Unauthorized", "404": "NotFound", "413": "TooLarge",
+    names = {"400": "BadRequest", "401": "Unauthorized", "403": "Forbidden", "404": "NotFound",
+             "413": "TooLarge",
              "429": "TooManyRequests", "503": "Unavailable"}
     return {code: {"$ref": f"#/components/responses/{names[code]}"}
             for code in sorted({*codes, "401", "429", "503"})}
@@ -141,7 +144,7 @@ def _blocked_number_paths(list_query: Schema) -> dict[str, Schema]:
                 "parameters": _query_parameters(list_query),
                 "responses": {
                     "200": _json("BlockedNumberPage", "A page of blocked numbers."),
-                    **_common("400"),
+                    **_common("400", "403"),
                 },
             },
         },
@@ -157,7 +160,7 @@ def _blocked_number_paths(list_query: Schema) -> dict[str, Schema]:
                         "schema": {"$ref": "#/components/schemas/BlockNumber"},
                     }},
                 },
-                "responses": {"200": blocked_ok, **_common("400", "413")},
+                "responses": {"200": blocked_ok, **_common("400", "403", "413")},
             },
             "get": {
                 "operationId": "getBlockedNumber",
@@ -165,14 +168,14 @@ def _blocked_number_paths(list_query: Schema) -> dict[str, Schema]:
                 "responses": {
                     "200": blocked_ok,
                     "404": {"$ref": "#/components/responses/NotBlocked"},
-                    **_common("400"),
+                    **_common("400", "403"),
                 },
             },
             "delete": {
                 "operationId": "unblockNumber",
                 "summary": "Unblock a number (unblocking one that is not blocked is no error).",
                 "responses": {"204": {"description": "Not blocked (any more)."},
-                              **_common("400")},
+                              **_common("400", "403")},
             },
         },
     }

@@ -2,11 +2,29 @@
 
 import pytest
 
+from tests.conftest import TEST_CLIENT
 from tests.web.conftest import AUTH
 
 NUMBER = "+447400123456"
 OTHER = "+447400654321"
 CREATE = {"participants": [{"number": NUMBER}, {"number": OTHER}]}
+
+
+@pytest.fixture
+def client(make_client):
+    """The test client is an operator here: the block list is the whole deployment's."""
+    return make_client(SMSPROXY_OPERATORS=TEST_CLIENT)
+
+
+def test_only_operators_may_read_or_change_the_block_list(make_client):
+    other = make_client()  # the same client, not named an operator
+    for method, path in [("put", f"/v1/blocked-numbers/{NUMBER}"),
+                         ("get", f"/v1/blocked-numbers/{NUMBER}"),
+                         ("delete", f"/v1/blocked-numbers/{NUMBER}"),
+                         ("get", "/v1/blocked-numbers")]:
+        answer = getattr(other, method)(path, headers=AUTH)
+        assert answer.status_code == 403, (method, path)
+        assert answer.json["error"]["code"] == "forbidden"
 
 
 def test_put_get_delete_round_trip(client):

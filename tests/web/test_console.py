@@ -22,7 +22,7 @@ OPS_TOKEN = "ops-0123456789abcdef0123456789abcdef00"
 CONSOLE = {
     "SMSPROXY_API_TOKENS": f"rides:{RIDES_TOKEN},shop:{SHOP_TOKEN},ops:{OPS_TOKEN}",
     "SMSPROXY_CONSOLE_SECRET_KEY": "console-secret-0123456789abcdef0123456789",
-    "SMSPROXY_CONSOLE_OPERATORS": "ops",
+    "SMSPROXY_OPERATORS": "ops",
     "SMSPROXY_POOL_TARGETS": "GB=2",
 }
 RIDER, DRIVER = "447400123456", "447400654321"
@@ -100,7 +100,7 @@ def test_without_a_secret_key_there_is_no_console(make_console):
 
 @pytest.mark.parametrize("env, named", [
     ({"SMSPROXY_CONSOLE_SECRET_KEY": "too-short"}, "SMSPROXY_CONSOLE_SECRET_KEY"),
-    ({"SMSPROXY_CONSOLE_OPERATORS": "ops,nobody"}, "SMSPROXY_CONSOLE_OPERATORS"),
+    ({"SMSPROXY_OPERATORS": "ops,nobody"}, "SMSPROXY_OPERATORS"),
     ({"SMSPROXY_CONSOLE_LOGIN_RATE_LIMIT": "none"}, "SMSPROXY_CONSOLE_LOGIN_RATE_LIMIT"),
 ])
 def test_unusable_console_settings_stop_the_process(env, named):

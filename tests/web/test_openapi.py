@@ -26,7 +26,7 @@ from shared.domain import (
     OutboundSms,
     Participant,
 )
-from tests.conftest import build_settings
+from tests.conftest import TEST_CLIENT, build_settings
 from tests.doubles import BadPublisher, FakePublisher
 from tests.web.conftest import AUTH
 from web.app import create_app
@@ -39,7 +39,7 @@ from web.services import services
 # its own tests (tests/web/test_clients.py).
 SETTINGS = build_settings(SMSPROXY_RETAIN_BODIES="true", SMSPROXY_CALLBACK_SECRET="cb-secret",
                           SMSPROXY_MAX_TTL_SECONDS="7200", SMSPROXY_DEFAULT_TTL_SECONDS="600",
-                          SMSPROXY_API_RATE_LIMIT="none")
+                          SMSPROXY_API_RATE_LIMIT="none", SMSPROXY_OPERATORS=TEST_CLIENT)
 # The document as the app under test serves it, with the limits of its settings (schemathesis
 # writes into the dict it is given: it gets a copy of its own).
 DOCUMENT = openapi_document(SETTINGS)
