@@ -4,14 +4,15 @@ messages."""
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.stack import Stack, StackConfig
 from sandbox.signing import sign
+from shared.metrics import legacy_series
 
 pytestmark = pytest.mark.e2e
 
@@ -36,10 +37,15 @@ def stack(tmp_path_factory):
 
 
 def counter(stack: Stack, name: str) -> int:
-    """A counter's value as /metrics exports it (0 when it was never incremented)."""
+    """A counter's value as /metrics exports it (0 when it was never incremented); `name` is
+    its dotted name in the code, which stands for a family and labels."""
+    family, labels = legacy_series(name)
     text = requests.get(f"{stack.web_url}/metrics", timeout=10).text
-    found = re.search(rf"^{re.escape(name.replace('.', '_'))}_total (\S+)$", text, re.MULTILINE)
-    return int(float(found.group(1))) if found else 0
+    for metric in text_string_to_metric_families(text):
+        for sample in metric.samples:
+            if sample.name == family and sample.labels == labels:
+                return int(sample.value)
+    return 0
 
 
 def wait_for_counter(stack: Stack, name: str, at_least: int, timeout: float = 20.0) -> int:
