@@ -337,8 +337,11 @@ def histogram_buckets(
     counts: Mapping[str, float], family: str, **labels: str
 ) -> dict[float, float]:
     """A histogram's observations per bucket (upper bound -> count, not cumulative, as the
-    hash keeps them), summed over every series whose labels include `labels`."""
-    found: dict[float, float] = {}
+    hash keeps them), summed over every series whose labels include `labels`. Every bucket of
+    the family is there, at zero when nothing fell in it: a bucket's lower bound is the bound
+    before it, whether or not that one was ever observed."""
+    spec = FAMILIES[family]
+    found: dict[float, float] = dict.fromkeys((*spec.buckets, math.inf), 0.0)
     for key, value in counts.items():
         name, series = parse_series(key)
         if name != f"{family}_bucket" or "le" not in series:
@@ -353,7 +356,8 @@ def histogram_buckets(
 def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
     """The q-quantile of a histogram's buckets (upper bound -> observations in that bucket),
     estimated as Prometheus's histogram_quantile does: linearly within the bucket it falls in
-    (the first from 0); in the +Inf bucket, the highest finite bound. None with no observation."""
+    (the first from 0); in the +Inf bucket, the highest finite bound. None with no observation.
+    Every bucket must be given, empty ones too (their bounds are the next ones' lower bounds)."""
     if not 0 <= q <= 1:
         raise ValueError(f"a quantile is between 0 and 1, not {q}")
     total = sum(buckets.values())
@@ -401,7 +405,7 @@ def overview(
         readings=gauges,
         latencies=tuple(
             latency(label, histogram_buckets(counts, family, **labels))
-            for label, family, labels in LATENCIES if family in FAMILIES
+            for label, family, labels in LATENCIES
         ),
         pool=pool,
     )
