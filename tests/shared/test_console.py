@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from shared.clients import ApiClients
 from shared.blocked_numbers import BlockedNumber
+from shared.clients import ApiClients
 from shared.console import (
     AUDIT_CAP,
     BlockFormError,
