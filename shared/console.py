@@ -379,6 +379,7 @@ def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
 
 
 def latency(label: str, buckets: Mapping[float, float]) -> Latency:
+    """p50 and p95 of one histogram's buckets (every bucket given, as histogram_buckets does)."""
     return Latency(label, int(sum(buckets.values())), quantile(0.5, buckets),
                    quantile(0.95, buckets))
 
@@ -606,7 +607,9 @@ class Handles:
         self._keys = keys or Keys()
 
     def handle(self, session_id: str, msisdn: str) -> str:
-        digest = hmac.new(self._secret, f"{session_id}:{msisdn}".encode(), hashlib.sha256)
+        # the key also signs the session cookie: a prefix keeps the two uses of it apart
+        message = f"blocked-number-handle:{session_id}:{msisdn}".encode()
+        digest = hmac.new(self._secret, message, hashlib.sha256)
         return digest.hexdigest()[:32]
 
     def remember(

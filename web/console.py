@@ -431,7 +431,7 @@ def _blocked_page(
     after: str | None, error: str | None = None, status: int = 200
 ) -> tuple[str, int]:
     entries, more = services().blocked.page(after, BLOCKED_PAGE)
-    handles = _handles().remember(_current(), [e.msisdn for e in entries], time.time())
+    handles = _handles().remember(_current(), [e.msisdn for e in entries], now())
     rows = blocked_rows(entries, handles)
     body = render_template(
         "console/blocked.html", rows=rows, error=error, first_page=after is None,
