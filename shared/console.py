@@ -8,23 +8,38 @@ a support agent finds a conversation by a number, but the screen never shows it 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import math
 import re
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 import redis
+from prometheus_client.core import Metric
 
-from shared.api_models import CONVERSATION_ID_PATTERN
+from shared.api_models import CONVERSATION_ID_PATTERN, RequestError, parse_block_request
+from shared.blocked_numbers import BlockedNumber
 from shared.clients import ApiClient, ApiClients
 from shared.domain import ERASED, Conversation
+from shared.gauges import ALIVE_WITHIN_SECONDS
 from shared.jobs import Queue
 from shared.keys import DEFAULT_RETENTION_SECONDS, Keys
 from shared.messages import TrailEntry
-from shared.metrics import SENDS, WEBHOOKS, Counters, parse_series
-from shared.phone import InvalidNumber, mask, to_e164, to_msisdn
+from shared.metrics import (
+    FAMILIES,
+    RELAY_LATENCY,
+    SENDS,
+    WEBHOOK_DURATION,
+    WEBHOOKS,
+    Counters,
+    parse_series,
+)
+from shared.opt_outs import OptOut
+from shared.phone import InvalidNumber, country_of, mask, to_e164, to_msisdn
 from shared.pool_inventory import PoolInventory, PoolNumber
 
 # What a session id the console hands out looks like (secrets.token_urlsafe(32)); anything else
@@ -110,6 +125,8 @@ class ConsoleAction(StrEnum):
     CLOSE = "close"
     RUN_MAINTENANCE = "run_maintenance"
     DRAIN = "drain"
+    BLOCK = "block"
+    UNBLOCK = "unblock"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,13 +223,46 @@ class CountryPool:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueReading:
+    """One broker queue as /metrics reads it: jobs waiting, and how long the oldest has."""
+
+    name: str
+    depth: int
+    oldest_age_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Readings:
+    """The gauges /metrics reads at scrape time (shared/gauges.py), as the overview shows them;
+    `queues` None when the broker is not a Redis (its own monitoring has them)."""
+
+    queues: tuple[QueueReading, ...] | None
+    outbox_jobs: int
+    sends_open: int
+    sends_in_doubt: int
+    workers_alive: int
+    alive_within_seconds: float = ALIVE_WITHIN_SECONDS
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """p50 and p95 of one histogram (None: nothing observed), and how many observations."""
+
+    label: str
+    count: int
+    p50: float | None
+    p95: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class Overview:
     webhooks: tuple[tuple[str, int], ...]
     relays: tuple[tuple[str, int], ...]
     sends: tuple[tuple[str, int], ...]
     conversations: tuple[tuple[str, int], ...]
     failures: tuple[tuple[str, int], ...]
-    queues: tuple[tuple[str, int], ...] | None
+    readings: Readings
+    latencies: tuple[Latency, ...]
     pool: tuple[CountryPool, ...]
 
 
@@ -253,18 +303,98 @@ def pool_by_country(
     return tuple(found)
 
 
-def queue_depths(client: redis.Redis) -> tuple[tuple[str, int], ...]:
-    """Jobs waiting on each queue, when the broker is this Redis (kombu keeps a queue as a list
-    named after it, priority 0 being the only priority the proxy uses)."""
-    pipe = client.pipeline()
-    for queue in Queue:
-        pipe.llen(queue.value)
-    return tuple(zip((q.value for q in Queue), (int(n) for n in pipe.execute()), strict=True))
+def broker_is_redis(broker_url: str) -> bool:
+    """Whether the queues are Redis lists the gauges can read (the store's Redis or another)."""
+    return urlsplit(broker_url).scheme in {"redis", "rediss"}
+
+
+def readings(metrics: Iterable[Metric], *, queues_read: bool = True) -> Readings:
+    """The overview's figures from the gauge families of shared/gauges.py (the very readings
+    /metrics exports, so the two never disagree)."""
+    values: dict[str, dict[str, float]] = {}
+    for family in metrics:
+        for sample in family.samples:
+            values.setdefault(sample.name, {})[sample.labels.get("queue", "")] = sample.value
+    depth, age = values.get("smsproxy_queue_depth", {}), values.get(
+        "smsproxy_queue_oldest_age_seconds", {})
+
+    def one(name: str) -> int:
+        return int(values.get(name, {}).get("", 0))
+
+    return Readings(
+        queues=tuple(
+            QueueReading(q.value, int(depth.get(q.value, 0)), float(age.get(q.value, 0.0)))
+            for q in Queue
+        ) if queues_read else None,
+        outbox_jobs=one("smsproxy_outbox_jobs"),
+        sends_open=one("smsproxy_outbound_open"),
+        sends_in_doubt=one("smsproxy_outbound_in_doubt"),
+        workers_alive=one("smsproxy_workers_alive"),
+    )
+
+
+def histogram_buckets(
+    counts: Mapping[str, float], family: str, **labels: str
+) -> dict[float, float]:
+    """A histogram's observations per bucket (upper bound -> count, not cumulative, as the
+    hash keeps them), summed over every series whose labels include `labels`. Every bucket of
+    the family is there, at zero when nothing fell in it: a bucket's lower bound is the bound
+    before it, whether or not that one was ever observed."""
+    spec = FAMILIES[family]
+    found: dict[float, float] = dict.fromkeys((*spec.buckets, math.inf), 0.0)
+    for key, value in counts.items():
+        name, series = parse_series(key)
+        if name != f"{family}_bucket" or "le" not in series:
+            continue
+        if any(series.get(k) != v for k, v in labels.items()):
+            continue
+        bound = math.inf if series["le"] == "+Inf" else float(series["le"])
+        found[bound] = found.get(bound, 0) + value
+    return found
+
+
+def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """The q-quantile of a histogram's buckets (upper bound -> observations in that bucket),
+    estimated as Prometheus's histogram_quantile does: linearly within the bucket it falls in
+    (the first from 0); in the +Inf bucket, the highest finite bound. None with no observation.
+    Every bucket must be given, empty ones too (their bounds are the next ones' lower bounds)."""
+    if not 0 <= q <= 1:
+        raise ValueError(f"a quantile is between 0 and 1, not {q}")
+    total = sum(buckets.values())
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, running = 0.0, 0.0
+    bounds = sorted(buckets)
+    for bound in bounds:
+        in_bucket = buckets[bound]
+        if in_bucket > 0 and running + in_bucket >= rank:
+            if math.isinf(bound):
+                finite = [b for b in bounds if not math.isinf(b)]
+                return finite[-1] if finite else None
+            return lower + (bound - lower) * (rank - running) / in_bucket
+        running += in_bucket
+        lower = bound if not math.isinf(bound) else lower
+    return lower
+
+
+def latency(label: str, buckets: Mapping[float, float]) -> Latency:
+    """p50 and p95 of one histogram's buckets (every bucket given, as histogram_buckets does)."""
+    return Latency(label, int(sum(buckets.values())), quantile(0.5, buckets),
+                   quantile(0.95, buckets))
+
+
+# The latencies the overview shows: (what, histogram family, labels to keep).
+LATENCIES: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("webhook received → relay accepted by Vonage", RELAY_LATENCY, {}),
+    ("inbound webhook handling", WEBHOOK_DURATION, {"kind": "inbound"}),
+    ("receipt webhook handling", WEBHOOK_DURATION, {"kind": "receipt"}),
+)
 
 
 def overview(
     counts: Mapping[str, float],
-    queues: tuple[tuple[str, int], ...] | None,
+    gauges: Readings,
     pool: tuple[CountryPool, ...],
 ) -> Overview:
     return Overview(
@@ -273,7 +403,11 @@ def overview(
         sends=_group(counts, SENDS),
         conversations=_group(counts, "smsproxy_conversations_total"),
         failures=tuple((label, int(counts.get(name, 0))) for name, label in FAILURES),
-        queues=queues,
+        readings=gauges,
+        latencies=tuple(
+            latency(label, histogram_buckets(counts, family, **labels))
+            for label, family, labels in LATENCIES
+        ),
         pool=pool,
     )
 
@@ -318,6 +452,11 @@ class ParticipantRow:
     proxy_number: str | None  # a pool number: the proxy's own, shown whole as in /v1/numbers
     display_name: str | None
     country: str | None
+    opted_out_at: float | None = None  # when they texted STOP to their proxy number, if so
+
+    @property
+    def opted_out(self) -> bool:
+        return self.opted_out_at is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,17 +475,46 @@ class TrailRow:
     attempts: int
     error: str | None
     text: str | None
+    masked: int = 0  # contact details its relayed text had hidden
+    participant_state: str | None = None  # the sender's opt-out state it set (STOP, START)
+    not_relayed: str | None = None  # why it was not relayed
+    not_relayed_means: str | None = None  # that reason in words
 
 
-def participants(conversation: Conversation) -> tuple[ParticipantRow, ...]:
-    return tuple(
-        ParticipantRow(
+# Why an inbound text was not relayed (shared/inbound_rules.py DropReason), in words.
+NOT_RELAYED: dict[str, str] = {
+    "unrouted": "no live route from the sender",
+    "binary": "a binary message, which a text cannot carry",
+    "keyword": "a keyword (STOP, START, HELP): answered, never relayed",
+    "recipient_opted_out": "the other side opted out of their number",
+    "own_number": "from or to one of the account's numbers (a loop)",
+    "blocked": "from or to a blocked number",
+    "rate_capped": "over the conversation's relay rate",
+    "daily_capped": "over the conversation's relays per 24 h",
+}
+
+
+def opt_out_pairs(conversation: Conversation) -> list[tuple[str, str]]:
+    """The (person, proxy number) of each participant whose opt-out can be looked up."""
+    return [(p.number, p.proxy_number) for p in conversation.participants
+            if p.proxy_number and p.number != ERASED]
+
+
+def participants(
+    conversation: Conversation, opt_outs: Sequence[OptOut | None] = ()
+) -> tuple[ParticipantRow, ...]:
+    """`opt_outs`: the OptOuts store's answer for `opt_out_pairs(conversation)`, in order."""
+    found = dict(zip(opt_out_pairs(conversation), opt_outs, strict=False))
+    rows = []
+    for p in conversation.participants:
+        opt_out = found.get((p.number, p.proxy_number)) if p.proxy_number else None
+        rows.append(ParticipantRow(
             number=masked(p.number),
             proxy_number=to_e164(p.proxy_number) if p.proxy_number else None,
             display_name=p.display_name, country=p.country,
-        )
-        for p in conversation.participants
-    )
+            opted_out_at=opt_out.at if opt_out is not None else None,
+        ))
+    return tuple(rows)
 
 
 def trail_rows(
@@ -365,7 +533,9 @@ def trail_rows(
                 id=entry.id, direction="inbound", kind=None, sender=shown(entry.sender),
                 recipient=None, at=entry.received_at, state="received", parts=entry.parts,
                 part_receipts=(), attempts=0, error=None,
-                text=entry.text if with_text else None,
+                text=entry.text if with_text else None, masked=entry.masked,
+                participant_state=entry.participant_state, not_relayed=entry.not_relayed,
+                not_relayed_means=NOT_RELAYED.get(entry.not_relayed or ""),
             ))
         else:
             error = " ".join(e for e in (entry.error_code, entry.error_reason) if e) or None
@@ -376,3 +546,101 @@ def trail_rows(
                 attempts=entry.attempts, error=error, text=entry.text if with_text else None,
             ))
     return tuple(rows)
+
+
+# -- blocked numbers -----------------------------------------------------------------------
+
+
+class BlockFormError(ValueError):
+    """What the block form holds is not a number (or its reason is unusable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockForm:
+    msisdn: str
+    reason: str | None
+
+
+def parse_block_form(number: str, reason: str) -> BlockForm:
+    """The block form: a number in any international form, and an optional one-line reason
+    (the same rules as PUT /v1/blocked-numbers)."""
+    msisdn = parse_number(number)
+    try:
+        given = parse_block_request({"reason": reason.strip()}) if reason.strip() else None
+    except RequestError as exc:
+        raise BlockFormError(f"the reason {exc.problem}") from None
+    return BlockForm(msisdn, given)
+
+
+def parse_number(raw: str) -> str:
+    """A person's number typed into a console form, as a msisdn."""
+    text = raw.strip()
+    if not text or len(text) > 32:
+        raise BlockFormError("enter a phone number in international form (+…)")
+    try:
+        return to_msisdn(text)
+    except InvalidNumber as exc:
+        raise BlockFormError(f"not a phone number: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockedRow:
+    """One blocked number as the page lists it: masked, with what tells it apart."""
+
+    handle: str
+    number: str  # masked
+    country: str | None
+    reason: str | None
+    blocked_at: float
+
+
+class Handles:
+    """Opaque handles for the blocked numbers a sign-in was shown, so that the page's unblock
+    forms and its next-page link carry no number: each is resolved through a hash kept with the
+    sign-in (and expiring with it). A handle is an HMAC of the sign-in and the number under the
+    console's key: the same on every reload (the hash does not grow with reloads), worthless to
+    another sign-in, and telling nothing of the number without the key."""
+
+    def __init__(self, client: redis.Redis, secret: str, keys: Keys | None = None) -> None:
+        self._redis = client
+        self._secret = secret.encode()
+        self._keys = keys or Keys()
+
+    def handle(self, session_id: str, msisdn: str) -> str:
+        # the key also signs the session cookie: a prefix keeps the two uses of it apart
+        message = f"blocked-number-handle:{session_id}:{msisdn}".encode()
+        digest = hmac.new(self._secret, message, hashlib.sha256)
+        return digest.hexdigest()[:32]
+
+    def remember(
+        self, session: ConsoleSession, msisdns: Sequence[str], now: float
+    ) -> dict[str, str]:
+        """Each number's handle (msisdn -> handle), resolvable by this sign-in until it ends."""
+        handles = {m: self.handle(session.id, m) for m in msisdns}
+        if handles:
+            key = self._keys.console_handles(session.id)
+            pipe = self._redis.pipeline()
+            pipe.hset(key, mapping={h: m for m, h in handles.items()})
+            pipe.expire(key, max(1, math.ceil(session.expires_at - now)))
+            pipe.execute()
+        return handles
+
+    def resolve(self, session_id: str, handle: str) -> str | None:
+        """The number this sign-in was shown under `handle`, or None."""
+        if not re.fullmatch(r"[0-9a-f]{32}", handle):
+            return None
+        found = self._redis.hget(self._keys.console_handles(session_id), handle)
+        return str(found) if found else None
+
+    def forget(self, session_id: str) -> None:
+        self._redis.delete(self._keys.console_handles(session_id))
+
+
+def blocked_rows(
+    entries: Sequence[BlockedNumber], handles: Mapping[str, str]
+) -> tuple[BlockedRow, ...]:
+    return tuple(
+        BlockedRow(handle=handles[e.msisdn], number=masked(e.msisdn),
+                   country=country_of(e.msisdn), reason=e.reason, blocked_at=e.blocked_at)
+        for e in entries
+    )

@@ -74,10 +74,15 @@ class Gauges:
         self._lists = {q.value: queue_lists(q.value, transport_options) for q in Queue}
 
     def collect(self, now: float | None = None) -> Iterator[Metric]:
+        yield from self.operational(now)
+        yield from self._pool()
+
+    def operational(self, now: float | None = None) -> Iterator[Metric]:
+        """Queues, outbox, sends in doubt and workers alive: all but the pool (which the
+        console reads in more detail itself)."""
         now = time.time() if now is None else now
         yield from self._queues(now)
         yield from self._store_readings(now)
-        yield from self._pool()
 
     def _queues(self, now: float) -> Iterator[Metric]:
         depth = GaugeMetricFamily("smsproxy_queue_depth", "jobs waiting in a broker queue",

@@ -166,6 +166,11 @@ class Keys:
         """Hash of one console sign-in: its client, when, its CSRF token (expires with it)."""
         return f"{self.prefix}console:session:{session_id}"
 
+    def console_handles(self, session_id: str) -> str:
+        """Hash of the handles one console sign-in was shown for blocked numbers (handle ->
+        msisdn), so that its forms and links never carry a number; expires with the sign-in."""
+        return f"{self.prefix}console:handles:{session_id}"
+
     def console_audit(self) -> str:
         """Stream of console actions (who, what, when), capped and trimmed by age."""
         return f"{self.prefix}console:audit"

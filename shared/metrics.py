@@ -115,7 +115,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     _counter("smsproxy_participants_erased_total", "erasure requests carried out"),
     _counter("smsproxy_blocked_numbers_added_total", "numbers blocked"),
     _counter("smsproxy_console_actions_total", "operations console actions by action "
-             "(sign_in, sign_out, close, run_maintenance, drain, sign_in_failed)", "action"),
+             "(sign_in, sign_out, close, run_maintenance, drain, block, unblock, sign_in_failed)",
+             "action"),
     _counter(TASKS, "Celery tasks finished, by task, queue and state (success, retry, failure)",
              "task", "queue", "state"),
     _histogram(WEBHOOK_DURATION, "time web took to answer a Vonage webhook, by kind and status "

@@ -39,20 +39,29 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
 from shared.api_models import CONVERSATION_ID_PATTERN
+from shared.clock import now
 from shared.console import (
+    BlockFormError,
     ConsoleAction,
     ConsoleSession,
+    Handles,
     SearchError,
+    blocked_rows,
+    broker_is_redis,
     masked,
+    opt_out_pairs,
     overview,
+    parse_block_form,
+    parse_number,
     parse_search,
     participants,
     pool_by_country,
-    queue_depths,
     read_counters,
+    readings,
     trail_rows,
 )
 from shared.domain import Conversation, ConversationStatus
+from shared.gauges import Gauges
 from shared.jobs import TaskName
 from shared.keys import Keys
 from shared.outbound import intro_ids
@@ -72,6 +81,8 @@ _CONVERSATION_ID = re.compile(CONVERSATION_ID_PATTERN)
 # the pool page's drain forms carry a pool number as stored: digits, no "+"
 _MSISDN = re.compile(r"[0-9]{6,15}")
 _LOGIN_LIMITER = "smsproxy.console.login_limiter"
+_HANDLES = "smsproxy.console.handles"
+BLOCKED_PAGE = 50
 _OPEN = frozenset({"console.login", "console.static"})
 # No script, no framing, forms only to ourselves, nothing fetched from elsewhere.
 _CSP = (
@@ -106,7 +117,9 @@ def install_console(app: Flask, settings: Settings, client: redis.Redis, keys: K
     app.extensions[_LOGIN_LIMITER] = (
         SlidingWindowCounterRateLimiter(storage), parse_many(settings.console_login_rate_limit)
     )
+    app.extensions[_HANDLES] = Handles(client, settings.console_secret_key, keys)
     app.jinja_env.filters["utc"] = _utc
+    app.jinja_env.filters["seconds"] = _seconds
     app.register_blueprint(bp)
 
 
@@ -114,6 +127,20 @@ def _utc(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _seconds(value: float | None) -> str:
+    """A duration as a person reads it: milliseconds below a second."""
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.0f} min"
+
+
+def _handles() -> Handles:
+    found: Handles = current_app.extensions[_HANDLES]
+    return found
 
 
 # -- session, CSRF, headers ----------------------------------------------------------------
@@ -250,6 +277,7 @@ def login() -> Any:
 def logout() -> BaseResponse:
     current = _current()
     services().console_sessions.end(current.id)
+    _handles().forget(current.id)
     services().console_audit.record(current.client, ConsoleAction.SIGN_OUT)
     session.clear()
     flash("Signed out.")
@@ -264,9 +292,12 @@ def home() -> Any:
     if not _is_operator(_current().client):
         return redirect(url_for("console.conversations"))
     svc = services()
-    queues = queue_depths(svc.redis) if publisher().broker_is_store else None
+    # the very gauges /metrics reads, over whichever Redis holds the queues
+    gauges = Gauges(svc.redis, svc.outbox.queues_client, svc.inventory,
+                    svc.settings.pool_targets)
     shown = overview(
-        read_counters(svc.counters), queues,
+        read_counters(svc.counters),
+        readings(gauges.operational(), queues_read=broker_is_redis(svc.settings.broker_url)),
         pool_by_country(svc.inventory, svc.settings.pool_targets),
     )
     return render_template("console/overview.html", overview=shown)
@@ -324,8 +355,9 @@ def conversation(conversation_id: str) -> str:
     svc = services()
     retain = svc.settings.retain_bodies
     trail = svc.messages.trail(found.id, first=intro_ids(found.id), with_text=retain)
+    opted_out = svc.opt_outs.get_many(opt_out_pairs(found))
     return render_template(
-        "console/conversation.html", conversation=found, people=participants(found),
+        "console/conversation.html", conversation=found, people=participants(found, opted_out),
         trail=trail_rows(found, trail, with_text=retain),
     )
 
@@ -381,3 +413,67 @@ def drain() -> BaseResponse:
 @operators_only
 def audit() -> str:
     return render_template("console/audit.html", entries=services().console_audit.recent())
+
+
+@bp.get("/blocked")
+@operators_only
+def blocked() -> tuple[str, int]:
+    """The block list, a page at a time; `after` is a handle, never a number."""
+    after = None
+    if request.args.get("after"):
+        after = _handles().resolve(_current().id, request.args["after"])
+        if after is None:
+            abort(404, "that page of the list is gone: start from the first page")
+    return _blocked_page(after)
+
+
+def _blocked_page(
+    after: str | None, error: str | None = None, status: int = 200
+) -> tuple[str, int]:
+    entries, more = services().blocked.page(after, BLOCKED_PAGE)
+    handles = _handles().remember(_current(), [e.msisdn for e in entries], now())
+    rows = blocked_rows(entries, handles)
+    body = render_template(
+        "console/blocked.html", rows=rows, error=error, first_page=after is None,
+        next_after=rows[-1].handle if more and rows else None,
+    )
+    return body, status
+
+
+@bp.post("/blocked")
+@operators_only
+def block() -> Any:
+    """Block a number typed into the form (POSTed: the number never enters a URL)."""
+    try:
+        form = parse_block_form(request.form.get("number", ""), request.form.get("reason", ""))
+    except BlockFormError as exc:
+        return _blocked_page(None, error=str(exc), status=400)
+    svc = services()
+    # the same store, and the same count, as PUT /v1/blocked-numbers
+    svc.blocked.block(form.msisdn, now(), form.reason)
+    svc.counters.incr("smsproxy.blocked.added")
+    svc.console_audit.record(_current().client, ConsoleAction.BLOCK, mask(form.msisdn))
+    flash(f"Number {masked(form.msisdn)} is blocked: nothing is relayed from or to it.")
+    return redirect(url_for("console.blocked"))
+
+
+@bp.post("/blocked/unblock")
+@operators_only
+def unblock() -> Any:
+    """Unblock by a row's handle, or by the number typed again."""
+    handle = request.form.get("handle", "")
+    if handle:
+        msisdn = _handles().resolve(_current().id, handle)
+        if msisdn is None:
+            abort(404, "that entry is not on a page you were shown: reload the list")
+    else:
+        try:
+            msisdn = parse_number(request.form.get("number", ""))
+        except BlockFormError as exc:
+            return _blocked_page(None, error=str(exc), status=400)
+    if services().blocked.unblock(msisdn):
+        services().console_audit.record(_current().client, ConsoleAction.UNBLOCK, mask(msisdn))
+        flash(f"Number {masked(msisdn)} is unblocked.")
+    else:
+        flash(f"Number {masked(msisdn)} was not blocked; nothing changed.")
+    return redirect(url_for("console.blocked"))

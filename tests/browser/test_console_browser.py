@@ -1,6 +1,7 @@
 """The operations console in a real browser over the whole stack: gunicorn, a Celery worker,
 the sandbox, Redis. Sign in, find a conversation by a number, read its trail, close it, run
-pool maintenance and drain a number; and the pages on a phone's screen."""
+pool maintenance and drain a number, block and unblock numbers, see a participant who texted
+STOP; and the pages on a phone's screen."""
 
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ pytestmark = pytest.mark.e2e
 
 RIDER = "447400123456"
 DRIVER = "447400654321"
+# a second pair, for the opt-out: their conversation stays open
+GUEST, HOST = "447400123888", "447400654999"
+# numbers the operator blocks (nobody's in the other tests)
+SPAMMER, PRANKSTER = "447400777001", "447400777002"
 ARRIVES = 30_000  # ms: an upper bound for a job's trip through the proxy, not a measurement
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 
@@ -95,6 +100,13 @@ def test_sign_in_find_read_and_close_a_conversation(
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     expect(overview).to_contain_text("Sends by outcome")
     expect(overview.locator("table").first).to_contain_text("DE")
+    # the worker's heartbeat, and the relay's latency from the histogram
+    expect(page.locator("#workers tr").first).to_contain_text("workers alive")
+    expect(page.locator("#workers tr").first.locator("td")).not_to_have_text("0")
+    expect(page.locator("#queues")).to_contain_text("outbound")
+    relay = page.locator("#latency tr").filter(has_text="accepted by Vonage")
+    expect(relay.locator("td").last).not_to_have_text("0")
+    expect(relay.locator("td").first).not_to_have_text("-")
     screenshot(page, "console-overview", tmp_path)
 
     # the rider's number is searched for by a POSTed form: it never enters a URL
@@ -162,8 +174,82 @@ def test_run_maintenance_and_drain_a_number_from_the_pool_page(
     expect(page).to_have_url(re.compile(r"/console/login$"))
 
 
+def test_block_and_unblock_numbers_from_the_blocked_numbers_page(
+    browser: Browser, stack: Stack, tmp_path: Path
+) -> None:
+    page = signed_in(browser, stack)
+    page.get_by_role("link", name="Blocked numbers").click()
+    expect(page.get_by_role("heading", name="Blocked numbers", exact=True)).to_be_visible()
+    for number, reason in ((SPAMMER, "reported for spam"), (PRANKSTER, "prank texts")):
+        page.get_by_label("Number to block").fill(f"+{number}")
+        page.get_by_label("Reason").fill(reason)
+        page.get_by_role("button", name="Block", exact=True).click()
+        expect(page.get_by_role("status")).to_contain_text(f"+***{number[-4:]} is blocked")
+    listed = page.locator("#blocked tbody tr")
+    expect(listed).to_have_count(2)
+    expect(listed.filter(has_text="+***7001")).to_contain_text("reported for spam")
+    # the numbers were POSTed: neither the address nor the page holds them
+    assert SPAMMER not in page.url and SPAMMER not in page.content()
+    assert PRANKSTER not in page.content()
+    # the same list as /v1's
+    assert stack.api("GET", f"/v1/blocked-numbers/+{SPAMMER}").json()["reason"] == (
+        "reported for spam"
+    )
+
+    page.get_by_role("button", name="Unblock +***7002 (prank texts)").click()
+    expect(page.get_by_role("status")).to_contain_text("+***7002 is unblocked")
+    expect(listed).to_have_count(1)
+    expect(listed.first).to_contain_text("+***7001")
+    assert stack.api("GET", f"/v1/blocked-numbers/+{PRANKSTER}").status_code == 404
+    screenshot(page, "console-blocked", tmp_path)
+
+    # unblocking by the number typed again
+    page.get_by_label("Number to unblock").fill(f"+{SPAMMER}")
+    page.get_by_role("button", name="Unblock", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("+***7001 is unblocked")
+    expect(page.locator("main")).to_contain_text("No number is blocked.")
+
+    page.get_by_role("link", name="Audit").click()
+    rows = page.locator("table.list tbody tr")
+    expect(rows.filter(has_text="unblock").filter(has_text="***7001")).to_have_count(1)
+    expect(rows.filter(has_text="block").filter(has_text="***7002")).to_have_count(2)
+
+
+def test_a_participant_who_texted_stop_shows_opted_out(
+    browser: Browser, stack: Stack, tmp_path: Path
+) -> None:
+    assert stack.sandbox is not None
+    sandbox = stack.sandbox.client
+    created = stack.api("POST", "/v1/conversations", {
+        "participants": [{"number": f"+{GUEST}", "display_name": "Gita"},
+                         {"number": f"+{HOST}", "display_name": "Hal"}],
+    }).json()
+    active = stack.wait_for_status(created["id"], "active")
+    guest_proxy, host_proxy = (p["proxy_number"].lstrip("+") for p in active["participants"])
+    sandbox.wait_for_inbox(HOST, 1, timeout=20)  # the intro
+    sandbox.send_from_handset(HOST, host_proxy, "STOP")
+    sandbox.wait_for_inbox(HOST, 2, timeout=20)  # the confirmation: the opt-out is recorded
+    sandbox.send_from_handset(GUEST, guest_proxy, "are you there?")
+
+    page = signed_in(browser, stack)
+    page.goto(f"{stack.web_url}/console/conversations/{created['id']}")
+    host_row = page.locator("tr.participant").filter(has_text="+***4999")
+    expect(host_row).to_contain_text("opted out since")
+    expect(page.locator("tr.participant").filter(has_text="+***3888")).to_contain_text(
+        "receives texts from it"
+    )
+    trail = page.locator("table.trail")
+    expect(trail.locator("tr.inbound").filter(has_text="sender opted out")).to_contain_text(
+        "not relayed: keyword"
+    )
+    # the guest's text after the STOP is held back: it shows once the worker has judged it
+    expect_after_reloads(page, "table.trail", "not relayed: recipient_opted_out")
+    assert GUEST not in page.content() and HOST not in page.content()
+    screenshot(page, "console-opted-out", tmp_path)
+
+
 def test_the_console_fits_a_phone_screen(browser: Browser, stack: Stack) -> None:
     page = signed_in(browser, stack, width=390, height=844)
-    for path in ("/console", "/console/conversations", "/console/pool"):
+    for path in ("/console", "/console/conversations", "/console/pool", "/console/blocked"):
         page.goto(f"{stack.web_url}{path}")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), path

@@ -9,8 +9,11 @@ import time
 import pytest
 
 from shared.domain import Conversation, ConversationStatus, MessageKind, OutboundSms, Participant
+from shared.gauges import Heartbeats
 from shared.jobs import TaskName
 from shared.keys import Keys
+from shared.metrics import RELAY_LATENCY
+from shared.opt_outs import ParticipantState
 from shared.settings import SettingsError
 from tests.conftest import build_settings
 from web.app import create_app
@@ -113,7 +116,7 @@ def test_unusable_console_settings_stop_the_process(env, named):
 
 @pytest.mark.parametrize("path", [
     "/console", "/console/", "/console/conversations", f"/console/conversations/{CONVERSATION_ID}",
-    "/console/pool", "/console/audit",
+    "/console/pool", "/console/audit", "/console/blocked",
 ])
 def test_without_a_session_every_page_redirects_to_the_sign_in(browser, path):
     answer = browser.get(path)
@@ -211,6 +214,8 @@ def test_every_form_needs_its_csrf_token(app_and_browser, publisher):
         ("/console/conversations/search", {"q": CONVERSATION_ID}),
         ("/console/pool/maintain", {}),
         ("/console/pool/drain", {"number": RIDER_PROXY}),
+        ("/console/blocked", {"number": f"+{RIDER}"}),
+        ("/console/blocked/unblock", {"number": f"+{RIDER}"}),
     ]:
         for token in (None, "forged"):
             data = dict(form) if token is None else {**form, "csrf_token": token}
@@ -218,6 +223,8 @@ def test_every_form_needs_its_csrf_token(app_and_browser, publisher):
             assert answer.status_code == 400, (path, token)
             assert "security token" in answer.text
     assert publisher.published == []
+    with app.app_context():
+        assert services().blocked.get(RIDER) is None
     assert browser.get("/console/conversations").status_code == 200  # still signed in
 
 
@@ -323,10 +330,13 @@ def test_a_client_that_is_not_an_operator_sees_only_its_conversations(browser):
     assert home.headers["Location"].endswith("/console/conversations")
     page = browser.get("/console/conversations")
     assert "/console/pool" not in page.text
-    for path in ("/console/pool", "/console/audit"):
+    assert "/console/blocked" not in page.text
+    for path in ("/console/pool", "/console/audit", "/console/blocked"):
         assert browser.get(path).status_code == 403
-    assert browser.post("/console/pool/maintain",
-                        data={"csrf_token": csrf(page)}).status_code == 403
+    for path, form in [("/console/pool/maintain", {}),
+                       ("/console/blocked", {"number": f"+{RIDER}"}),
+                       ("/console/blocked/unblock", {"number": f"+{RIDER}"})]:
+        assert browser.post(path, data={"csrf_token": csrf(page), **form}).status_code == 403
 
 
 def test_the_overview_shows_counters_pool_and_failures(app_and_browser):
@@ -388,3 +398,194 @@ def test_the_audit_page_lists_who_did_what(app_and_browser):
     page = browser.get("/console/audit")
     assert page.status_code == 200
     assert "sign_in" in page.text and "ops" in page.text
+
+
+def test_the_overview_shows_workers_queues_sends_in_doubt_and_latency(app_and_browser,
+                                                                       fake_redis):
+    app, browser = app_and_browser
+    with app.app_context():
+        svc = services()
+        Heartbeats(fake_redis).beat("worker1@host")
+        fake_redis.lpush("outbound", "a job", "another")
+        fake_redis.zadd(Keys().outbound_in_doubt(), {"relay-x": time.time()})
+        for seconds in (0.3, 0.3, 0.4, 0.4):
+            svc.counters.observe(RELAY_LATENCY, seconds)
+    sign_in(browser, OPS_TOKEN)
+    page = browser.get("/console").text
+    workers = page[page.index('id="workers"'):page.index('id="queues"')]
+    assert re.search(r"workers alive[^<]*</th><td>1<", workers)
+    assert re.search(r'class="bad"><th scope="row">sends in doubt[^<]*</th><td>1<', workers)
+    queues = page[page.index('id="queues"'):page.index('id="latency"')]
+    assert "<td>outbound</td><td>2</td>" in queues and "<td>pool</td><td>0</td>" in queues
+    latency = page[page.index('id="latency"'):]
+    assert re.search(r"accepted by Vonage</th><td>375 ms</td><td>488 ms</td><td>4</td>",
+                     latency)
+    assert "inbound webhook handling</th><td>-</td><td>-</td><td>0</td>" in latency
+
+
+def test_the_overview_says_when_the_queues_are_not_in_a_redis(make_console):
+    _, browser = make_console(CELERY_BROKER_URL="amqp://guest@rabbit//")
+    sign_in(browser, OPS_TOKEN)
+    page = browser.get("/console").text
+    assert "The broker is not a Redis" in page and "workers alive" in page
+
+
+# -- opt-outs on the conversation page ----------------------------------------------------------
+
+
+def test_the_conversation_page_shows_who_opted_out_since_when_and_why_texts_were_held(
+    app_and_browser,
+):
+    app, browser = app_and_browser
+    seed(app)
+    with app.app_context():
+        svc = services()
+        svc.messages.record_inbound(CONVERSATION_ID, "in-stop", DRIVER, 1, None,
+                                    participant_state="opted_out", not_relayed="keyword")
+        svc.opt_outs.change(DRIVER, DRIVER_PROXY, ParticipantState.OPTED_OUT, "in-stop")
+        svc.messages.record_inbound(CONVERSATION_ID, "in-held", RIDER, 1, None,
+                                    not_relayed="recipient_opted_out")
+        svc.messages.record_inbound(CONVERSATION_ID, "in-masked", RIDER, 1, None, masked=2)
+        stopped_at = svc.opt_outs.get(DRIVER, DRIVER_PROXY).at
+    sign_in(browser)
+    page = browser.get(f"/console/conversations/{CONVERSATION_ID}").text
+    rider_row, driver_row = re.findall(r'<tr class="participant[^"]*">.*?</tr>', page, re.S)
+    assert "+***3456" in rider_row and "receives texts" in rider_row
+    assert "opted-out" in driver_row and "opted out" in driver_row
+    assert time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(stopped_at)) in driver_row
+    assert "sender opted out" in page and "not relayed: keyword" in page
+    assert "not relayed: recipient_opted_out" in page
+    assert "the other side opted out of their number" in page
+    assert "2 contact details hidden" in page
+    assert RIDER not in page and DRIVER not in page
+
+
+# -- blocked numbers ----------------------------------------------------------------------------
+
+
+def _block(browser, number: str, reason: str = ""):
+    page = browser.get("/console/blocked")
+    return browser.post("/console/blocked",
+                        data={"csrf_token": csrf(page), "number": number, "reason": reason})
+
+
+def test_an_operator_blocks_a_number_audited_counted_and_listed_masked(app_and_browser):
+    app, browser = app_and_browser
+    sign_in(browser, OPS_TOKEN)
+    answer = _block(browser, "+44 7400 123456", "reported for spam")
+    assert answer.status_code == 302
+    assert answer.headers["Location"].endswith("/console/blocked")
+    listed = browser.get("/console/blocked")
+    assert "is blocked" in listed.text
+    assert "+***3456" in listed.text and "reported for spam" in listed.text and "GB" in listed.text
+    assert RIDER not in listed.text
+    with app.app_context():
+        svc = services()
+        entry = svc.blocked.get(RIDER)
+        audit = svc.console_audit.recent()[0]
+        counts = svc.counters.snapshot()
+    assert entry is not None and entry.reason == "reported for spam"
+    assert (audit.who, audit.action, audit.subject) == ("ops", "block", "***3456")
+    assert counts["smsproxy.console.block"] == 1 and counts["smsproxy.blocked.added"] == 1
+
+
+@pytest.mark.parametrize("number, reason, says", [
+    ("hello", "", "not a phone number"),
+    ("+447400123456", "x" * 201, "1 to 200 characters"),
+])
+def test_a_bad_block_form_is_a_form_error_and_blocks_nothing(app_and_browser, number, reason,
+                                                             says):
+    app, browser = app_and_browser
+    sign_in(browser, OPS_TOKEN)
+    answer = _block(browser, number, reason)
+    assert answer.status_code == 400 and says in answer.text
+    with app.app_context():
+        assert services().blocked.page()[0] == []
+
+
+def test_unblocking_by_a_rows_handle_carries_no_number(app_and_browser):
+    app, browser = app_and_browser
+    sign_in(browser, OPS_TOKEN)
+    _block(browser, f"+{RIDER}")
+    _block(browser, f"+{DRIVER}", "abuse")
+    page = browser.get("/console/blocked")
+    assert RIDER not in page.text and DRIVER not in page.text
+    handles = re.findall(r'name="handle" value="([0-9a-f]{32})"', page.text)
+    assert len(handles) == 2
+    answer = browser.post("/console/blocked/unblock",
+                          data={"csrf_token": csrf(page), "handle": handles[1]})
+    assert answer.status_code == 302
+    after = browser.get("/console/blocked")
+    assert "+***4321 is unblocked" in after.text.replace("Number ", "")
+    with app.app_context():
+        svc = services()
+        assert svc.blocked.get(DRIVER) is None and svc.blocked.get(RIDER) is not None
+        audit = svc.console_audit.recent()[0]
+        assert svc.counters.snapshot()["smsproxy.console.unblock"] == 1
+    assert (audit.action, audit.subject) == ("unblock", "***4321")
+
+
+def test_a_handle_is_worthless_to_another_sign_in(app_and_browser):
+    app, browser = app_and_browser
+    sign_in(browser, OPS_TOKEN)
+    _block(browser, f"+{RIDER}")
+    (handle,) = re.findall(r'name="handle" value="([0-9a-f]{32})"',
+                           browser.get("/console/blocked").text)
+    other = app.test_client()
+    sign_in(other, OPS_TOKEN)
+    page = other.get("/console")
+    answer = other.post("/console/blocked/unblock", data={"csrf_token": csrf(page),
+                                                          "handle": handle})
+    assert answer.status_code == 404
+    with app.app_context():
+        assert services().blocked.get(RIDER) is not None
+
+
+def test_unblocking_by_the_number_typed_again(app_and_browser):
+    app, browser = app_and_browser
+    sign_in(browser, OPS_TOKEN)
+    _block(browser, f"+{RIDER}")
+    page = browser.get("/console/blocked")
+    answer = browser.post("/console/blocked/unblock",
+                          data={"csrf_token": csrf(page), "number": "0044 7400 123456"})
+    assert "is unblocked" in browser.get(answer.headers["Location"]).text
+    again = browser.post("/console/blocked/unblock",
+                         data={"csrf_token": csrf(page), "number": f"+{RIDER}"})
+    assert "was not blocked" in browser.get(again.headers["Location"]).text
+    with app.app_context():
+        assert services().blocked.get(RIDER) is None
+        actions = [e.action for e in services().console_audit.recent()]
+    assert actions.count("unblock") == 1  # nothing changed the second time: nothing audited
+
+
+def test_the_list_pages_through_handles_never_numbers(app_and_browser, monkeypatch):
+    monkeypatch.setattr("web.console.BLOCKED_PAGE", 2)
+    app, browser = app_and_browser
+    numbers = [f"4474001234{i:02d}" for i in range(5)]
+    with app.app_context():
+        for msisdn in numbers:
+            services().blocked.block(msisdn, time.time())
+    sign_in(browser, OPS_TOKEN)
+    seen: list[str] = []
+    page = browser.get("/console/blocked")
+    while True:
+        assert not any(n in page.text for n in numbers)
+        seen += re.findall(r"<td>\+\*\*\*(\d{4})", page.text)
+        following = re.search(r'href="(/console/blocked\?after=[0-9a-f]{32})">Next page',
+                              page.text)
+        if following is None:
+            break
+        page = browser.get(following.group(1))
+    assert seen == [n[-4:] for n in numbers]
+    assert browser.get("/console/blocked?after=" + "0" * 32).status_code == 404
+    assert browser.get(f"/console/blocked?after={numbers[0]}").status_code == 404
+
+
+def test_signing_out_forgets_the_handles(app_and_browser, fake_redis):
+    app, browser = app_and_browser
+    sign_in(browser, OPS_TOKEN)
+    _block(browser, f"+{RIDER}")
+    page = browser.get("/console/blocked")
+    assert list(fake_redis.scan_iter(Keys().console_handles("*")))
+    browser.post("/console/logout", data={"csrf_token": csrf(page)})
+    assert not list(fake_redis.scan_iter(Keys().console_handles("*")))
