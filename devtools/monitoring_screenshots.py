@@ -417,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                 for path in screenshots(prometheus, range_minutes):
                     print(f"  {path.relative_to(ROOT)}")
     except KeyboardInterrupt:
+        shutil.rmtree(state, ignore_errors=True)
         print("\nstopped; everything it started is stopped too", file=sys.stderr)
         return 130
     except (RuntimeError, TimeoutError) as exc:
