@@ -193,8 +193,12 @@ class Stack:
             return b" ready." in log.read()
 
     def _web_ready(self) -> bool:
+        # /readyz answers only the metrics token's bearer when the stack runs with one
+        token = self.env.get("SMSPROXY_METRICS_TOKEN")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            return requests.get(f"{self.web_url}/readyz", timeout=1).status_code == 200
+            return requests.get(
+                f"{self.web_url}/readyz", headers=headers, timeout=1).status_code == 200
         except requests.RequestException:
             return False
 
