@@ -1,0 +1,162 @@
+"""The machine's RabbitMQ (127.0.0.1:5672, guest/guest) for tests: a private vhost per use.
+
+Each test (or module) gets a vhost of its own, made with `rabbitmqctl` and deleted afterwards
+with everything in it, so no test sees or touches another's queues (nor other engineers').
+Without a reachable RabbitMQ, or without `rabbitmqctl` to make a vhost, the test is skipped and
+says why.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+HOST, PORT = "127.0.0.1", 5672
+USER, PASSWORD = "guest", "guest"
+CTL_TIMEOUT_SECONDS = 60
+
+
+def _reachable() -> bool:
+    try:
+        with socket.create_connection((HOST, PORT), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _ctl(*args: str) -> None:
+    subprocess.run(  # noqa: S603 (a fixed tool, our own arguments)
+        ["rabbitmqctl", "-q", *args], check=True, capture_output=True,
+        timeout=CTL_TIMEOUT_SECONDS,
+    )
+
+
+def skip_reason() -> str | None:
+    """Why RabbitMQ tests cannot run here, or None when they can."""
+    if not _reachable():
+        return f"no RabbitMQ reachable on {HOST}:{PORT} (the RabbitMQ runs are skipped)"
+    if shutil.which("rabbitmqctl") is None:
+        return "rabbitmqctl not found: cannot make a private vhost (the RabbitMQ runs are skipped)"
+    return None
+
+
+@contextmanager
+def private_vhost(label: str = "test") -> Iterator[str]:
+    """Yield the AMQP URL of a new vhost of our own; delete it (and all in it) afterwards."""
+    reason = skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    name = f"smsproxy-{label}-{uuid.uuid4().hex[:10]}"
+    try:
+        _ctl("add_vhost", name)
+        _ctl("set_permissions", "-p", name, USER, ".*", ".*", ".*")
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        pytest.skip(f"rabbitmqctl could not make a vhost ({type(exc).__name__}): "
+                    "the RabbitMQ runs are skipped")
+    try:
+        yield f"amqp://{USER}:{PASSWORD}@{HOST}:{PORT}/{name}"
+    finally:
+        _ctl("delete_vhost", name)
+
+
+class TcpProxy:
+    """A loopback TCP relay to RabbitMQ that a test can cut (refuse) or freeze (hang).
+
+    The shared RabbitMQ cannot be stopped for one test; what the web sees of an outage is its
+    connection refused or a connection that stops answering, and this relay makes both.
+    """
+
+    def __init__(self, target: tuple[str, int] = (HOST, PORT)) -> None:
+        self._target = target
+        self._thawed = threading.Event()
+        self._thawed.set()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self.port = 0
+        self._open()
+
+    def _open(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((HOST, self.port))
+        listener.listen(64)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def url(self, vhost_url: str) -> str:
+        """`vhost_url` through this relay."""
+        return vhost_url.replace(f"{HOST}:{PORT}", f"{HOST}:{self.port}")
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                self._thawed.wait()  # frozen: bytes are held, nothing answers
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        """Close every relayed connection and refuse new ones (the port is closed)."""
+        if self._listener is not None:
+            # shutdown first: close() alone leaves a thread's pending accept() listening
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for s in sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def restore(self) -> None:
+        """Listen again on the same port."""
+        if self._listener is None:
+            self._open()
+
+    def freeze(self) -> None:
+        self._thawed.clear()
+
+    def thaw(self) -> None:
+        self._thawed.set()
+
+    def close(self) -> None:
+        self.thaw()
+        self.cut()
