@@ -26,8 +26,9 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from kombu import Connection, Producer
-from kombu import Queue as KombuQueue
+from kombu.connection import Connection
+from kombu.entity import Queue as KombuQueue
+from kombu.messaging import Producer
 
 from shared.jobs import Queue
 

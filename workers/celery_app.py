@@ -17,6 +17,7 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
+from celery.worker.consumer import Consumer
 from kombu.entity import Queue as KombuQueue
 from redis.exceptions import RedisError
 
@@ -47,6 +48,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "broker_transport_options": {"confirm_publish": True},
             # durable quorum queues, declared identically by web and the sweeper
             "task_queues": task_queues(),
+            "worker_consumer": f"{__name__}:HeldCountdownConsumer",
         }
     return {
         "broker_transport_options": {
@@ -74,6 +76,20 @@ class _HeldCountdowns(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "not supported with native delayed delivery" not in record.getMessage()
+
+
+class _HeldCountdownSteps(Consumer.Blueprint):  # type: ignore[misc]
+    # Celery's native delayed delivery (countdowns parked in 28 levels of dead-lettering
+    # queues) needs topic exchanges; our queues use direct ones and the worker holds countdowns
+    # instead, so its bootstep would only declare unused exchanges and warn at every start.
+    default_steps = [step for step in Consumer.Blueprint.default_steps
+                     if not step.endswith(":DelayedDelivery")]
+
+
+class HeldCountdownConsumer(Consumer):  # type: ignore[misc]
+    """The worker's consumer on RabbitMQ, without the native-delayed-delivery bootstep."""
+
+    Blueprint = _HeldCountdownSteps
 
 
 def make_celery(settings: Settings) -> Celery:

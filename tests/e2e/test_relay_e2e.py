@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from contextlib import ExitStack
 
 import pytest
 import requests
@@ -12,6 +13,7 @@ import requests
 from devtools.stack import Stack, StackConfig
 from shared.settings import SignatureMethod
 from shared.signatures import sign
+from tests.rabbitmq import private_vhost
 
 pytestmark = pytest.mark.e2e
 
@@ -25,17 +27,22 @@ GET_TEXT = "meet me at gate seven"
 
 # Both log formats: the personal-data scan below runs over each. gunicorn's access log is on
 # (it is off by default): a GET webhook's query string must not reach it. The JSON run has beat
-# too, so that every kind of process is scanned.
-@pytest.fixture(scope="module", params=["text", "json"])
+# too, so that every kind of process is scanned. Both brokers: the relay end to end runs once
+# more with RabbitMQ as the broker (text logs; skipped, saying why, without a RabbitMQ).
+@pytest.fixture(scope="module", params=["text", "json", "rabbitmq"])
 def stack(request, tmp_path_factory):
-    json_logs = request.param == "json"
-    config = StackConfig(
-        state_dir=tmp_path_factory.mktemp("stack"), pool_targets="GB=2", beat=json_logs,
-        signature_secret=SECRET, signature_method="sha256",
-        extra_env={"SMSPROXY_LOG_FORMAT": request.param,
-                   "GUNICORN_CMD_ARGS": "--access-logfile -"},
-    )
-    with Stack(config) as running:
+    with ExitStack() as scope:
+        log_format = "json" if request.param == "json" else "text"
+        extra_env = {"SMSPROXY_LOG_FORMAT": log_format,
+                     "GUNICORN_CMD_ARGS": "--access-logfile -"}
+        if request.param == "rabbitmq":
+            extra_env["CELERY_BROKER_URL"] = scope.enter_context(private_vhost("e2e-relay"))
+        config = StackConfig(
+            state_dir=tmp_path_factory.mktemp("stack"), pool_targets="GB=2",
+            beat=log_format == "json", signature_secret=SECRET, signature_method="sha256",
+            extra_env=extra_env,
+        )
+        running = scope.enter_context(Stack(config))
         running.provision_pool(expected=2)
         yield running
 
