@@ -160,3 +160,17 @@ class TcpProxy:
     def close(self) -> None:
         self.thaw()
         self.cut()
+
+
+def vhost_of(url: str) -> str:
+    return url.rsplit("/", 1)[1]
+
+
+def unacknowledged(url: str) -> int:
+    """Deliveries handed out and not yet acknowledged, over every queue of the vhost."""
+    out = subprocess.run(  # noqa: S603 (a fixed tool, our own arguments)
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost_of(url), "--no-table-headers",
+         "name", "messages_unacknowledged"],
+        check=True, capture_output=True, text=True, timeout=CTL_TIMEOUT_SECONDS,
+    ).stdout
+    return sum(int(line.split()[1]) for line in out.splitlines() if len(line.split()) == 2)
