@@ -8,6 +8,7 @@ says why.
 
 from __future__ import annotations
 
+import atexit
 import shutil
 import socket
 import subprocess
@@ -63,7 +64,24 @@ def private_vhost(label: str = "test") -> Iterator[str]:
     try:
         yield f"amqp://{USER}:{PASSWORD}@{HOST}:{PORT}/{name}"
     finally:
-        _ctl("delete_vhost", name)
+        # deleted while the next test runs (rabbitmqctl takes seconds to start); waited for
+        # before the test run exits
+        _deleting.append(subprocess.Popen(  # noqa: S603 (a fixed tool, our own arguments)
+            ["rabbitmqctl", "-q", "delete_vhost", name],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+
+
+_deleting: list[subprocess.Popen[bytes]] = []
+
+
+@atexit.register
+def _wait_for_deletions() -> None:
+    for process in _deleting:
+        try:
+            process.wait(timeout=CTL_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 class TcpProxy:

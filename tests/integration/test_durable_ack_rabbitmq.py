@@ -134,3 +134,35 @@ def test_the_sweeper_republishes_through_rabbitmq(
     report = outbox.sweep(now=0.0)
     assert report.republished == 1
     assert [m["id"] for m in drain(vhost)] == ["lost-1"]
+
+
+def test_our_publish_is_the_message_celery_would_publish(
+    vhost: str, store: RedisServer, make_settings: Callable[..., Settings]
+) -> None:
+    """Web's confirmed publish and Celery's own `send_task` put the same task message on the
+    same quorum queue (ids and publish times apart)."""
+    from shared.broker_messages import send_task_options
+    from shared.jobs import TaskName
+    from web.queue import Publisher
+    from workers.celery_app import make_celery
+
+    settings = make_settings(REDIS_URL=store.url, CELERY_BROKER_URL=vhost)
+    payload = {"messageId": "same-1", "msisdn": "447400123456"}
+    app = make_celery(settings)
+    app.send_task(TaskName.RELAY_INBOUND.value, **send_task_options(TaskName.RELAY_INBOUND,
+                                                                    payload))
+    Publisher(settings, connect_redis(settings, fail_fast=True)).publish(
+        TaskName.RELAY_INBOUND, payload)
+    with Connection(vhost) as connection:
+        channel = connection.channel()
+        queue = next(q for q in task_queues() if q.name == Queue.INBOUND.value).bind(channel)
+        theirs, ours = queue.get(no_ack=True), queue.get(no_ack=True)
+        assert queue.get(no_ack=True) is None
+    assert theirs is not None and ours is not None
+    assert json.loads(ours.body) == json.loads(theirs.body)
+    varying = {"id", "root_id"}
+    assert {k: v for k, v in ours.headers.items() if k not in varying} == \
+        {k: v for k, v in theirs.headers.items() if k not in varying}
+    for name in ("content_type", "content_encoding", "delivery_mode"):
+        assert ours.properties.get(name) == theirs.properties.get(name) or \
+            getattr(ours, name, None) == getattr(theirs, name, None), name
