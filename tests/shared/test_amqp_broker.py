@@ -1,4 +1,4 @@
-"""RabbitMQ's side of the wire format: which URLs are RabbitMQ, the queues, the unwrapped message."""
+"""RabbitMQ's side of the wire: which URLs are RabbitMQ, the queues, the unwrapped message."""
 
 from __future__ import annotations
 
