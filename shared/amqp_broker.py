@@ -126,6 +126,27 @@ class AmqpBroker:
         for queue, envelope in pairs:
             self.publish(queue, envelope)
 
+    def depths(self) -> dict[str, int]:
+        """Messages ready (waiting, not handed out) in each task queue, as RabbitMQ counts them.
+
+        A declaration answers with the count; declaring (with the one definition) rather than
+        checking passively makes a queue no one has declared yet read 0 instead of closing the
+        channel.
+        """
+        connection = self._pool.acquire(block=True, timeout=self._timeout)
+        try:
+            channel = connection.default_channel
+            counts: dict[str, int] = {}
+            for name, queue in self._queues.items():
+                _, ready, _consumers = queue.bind(channel).queue_declare()
+                counts[name] = int(ready)
+            return counts
+        except BaseException:
+            connection.collect()
+            raise
+        finally:
+            connection.release()
+
     def ping(self) -> bool:
         """Whether RabbitMQ accepts a connection now (one attempt within the timeout)."""
         try:

@@ -267,6 +267,17 @@ class Publisher:
                     " (timed out; the job may still arrive)" if maybe_published else "")
         return QueueUnavailable(task.value, maybe_published=maybe_published)
 
+    def queue_depths(self) -> dict[str, int] | None:
+        """RabbitMQ's count of waiting jobs per queue (None: the broker is no RabbitMQ, or did
+        not answer within the timeout)."""
+        if self._amqp is None:
+            return None
+        try:
+            return self._amqp.depths()
+        except _BROKER_ERRORS as exc:
+            log.warning("queue depths not read from RabbitMQ: %s", type(exc).__name__)
+            return None
+
     def ping(self) -> bool:
         """Whether the broker answers (for /readyz), within the publish timeout.
 

@@ -116,6 +116,18 @@ def test_200_only_once_confirmed_and_503_when_refused_or_hung(
     assert all(m["argsrepr"] == "[…]" for m in messages)  # no phone number in monitoring
 
 
+def test_metrics_read_the_queue_depths_from_rabbitmq(
+    vhost: str, store: RedisServer, make_web: Callable[..., FlaskClient]
+) -> None:
+    web = make_web(store, vhost)
+    for message_id in ("depth-1", "depth-2"):
+        assert post(web, message_id).json == {"status": "queued"}
+    exposition = web.get("/metrics").get_data(as_text=True)
+    assert 'smsproxy_queue_depth{queue="inbound"} 2.0' in exposition
+    assert 'smsproxy_queue_depth{queue="outbound"} 0.0' in exposition
+    assert [m["id"] for m in drain(vhost)] == ["depth-1", "depth-2"]
+
+
 def test_the_sweeper_republishes_through_rabbitmq(
     vhost: str, store: RedisServer, make_web: Callable[..., FlaskClient],
     make_settings: Callable[..., Settings],
