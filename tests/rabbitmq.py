@@ -1,18 +1,21 @@
 """The machine's RabbitMQ (127.0.0.1:5672, guest/guest) for tests: a private vhost per use.
 
-Each test (or module) gets a vhost of its own, made with `rabbitmqctl` and deleted afterwards
-with everything in it, so no test sees or touches another's queues (nor other engineers').
-Without a reachable RabbitMQ, or without `rabbitmqctl` to make a vhost, the test is skipped and
-says why.
+Each test (or module) gets a vhost of its own, made with `rabbitmqctl` (or, without it, the
+management API on 127.0.0.1:15672) and deleted afterwards with everything in it, so no test sees
+or touches another's queues (nor other engineers'). Without a reachable RabbitMQ, or with
+neither way to make a vhost, the test is skipped and says why.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
+import json
 import shutil
 import socket
 import subprocess
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,12 +42,40 @@ def _ctl(*args: str) -> None:
     )
 
 
+MANAGEMENT = f"http://{HOST}:15672/api"
+
+
+def _api(method: str, path: str, body: object = None) -> object:
+    """One call of RabbitMQ's management API (the fallback when there is no rabbitmqctl)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{MANAGEMENT}{path}", data=data, method=method)  # noqa: S310
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+def _has_management() -> bool:
+    try:
+        _api("GET", "/overview")
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _use_ctl() -> bool:
+    return shutil.which("rabbitmqctl") is not None
+
+
 def skip_reason() -> str | None:
     """Why RabbitMQ tests cannot run here, or None when they can."""
     if not _reachable():
         return f"no RabbitMQ reachable on {HOST}:{PORT} (the RabbitMQ runs are skipped)"
-    if shutil.which("rabbitmqctl") is None:
-        return "rabbitmqctl not found: cannot make a private vhost (the RabbitMQ runs are skipped)"
+    if not _use_ctl() and not _has_management():
+        return ("neither rabbitmqctl nor the management API: cannot make a private vhost "
+                "(the RabbitMQ runs are skipped)")
     return None
 
 
@@ -55,21 +86,30 @@ def private_vhost(label: str = "test") -> Iterator[str]:
     if reason is not None:
         pytest.skip(reason)
     name = f"smsproxy-{label}-{uuid.uuid4().hex[:10]}"
+    ctl = _use_ctl()
     try:
-        _ctl("add_vhost", name)
-        _ctl("set_permissions", "-p", name, USER, ".*", ".*", ".*")
+        if ctl:
+            _ctl("add_vhost", name)
+            _ctl("set_permissions", "-p", name, USER, ".*", ".*", ".*")
+        else:
+            _api("PUT", f"/vhosts/{name}")
+            _api("PUT", f"/permissions/{name}/{USER}",
+                 {"configure": ".*", "write": ".*", "read": ".*"})
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        pytest.skip(f"rabbitmqctl could not make a vhost ({type(exc).__name__}): "
+        pytest.skip(f"could not make a vhost ({type(exc).__name__}): "
                     "the RabbitMQ runs are skipped")
     try:
         yield f"amqp://{USER}:{PASSWORD}@{HOST}:{PORT}/{name}"
     finally:
-        # deleted while the next test runs (rabbitmqctl takes seconds to start); waited for
-        # before the test run exits
-        _deleting.append(subprocess.Popen(  # noqa: S603 (a fixed tool, our own arguments)
-            ["rabbitmqctl", "-q", "delete_vhost", name],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        if ctl:
+            # deleted while the next test runs (rabbitmqctl takes seconds to start); waited
+            # for before the test run exits
+            _deleting.append(subprocess.Popen(  # noqa: S603 (a fixed tool, our own arguments)
+                ["rabbitmqctl", "-q", "delete_vhost", name],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        else:
+            _api("DELETE", f"/vhosts/{name}")
 
 
 _deleting: list[subprocess.Popen[bytes]] = []
@@ -186,6 +226,10 @@ def vhost_of(url: str) -> str:
 
 def unacknowledged(url: str) -> int:
     """Deliveries handed out and not yet acknowledged, over every queue of the vhost."""
+    if not _use_ctl():
+        queues = _api("GET", f"/queues/{vhost_of(url)}")
+        assert isinstance(queues, list)
+        return sum(int(q.get("messages_unacknowledged", 0)) for q in queues)
     out = subprocess.run(  # noqa: S603 (a fixed tool, our own arguments)
         ["rabbitmqctl", "-q", "list_queues", "-p", vhost_of(url), "--no-table-headers",
          "name", "messages_unacknowledged"],
