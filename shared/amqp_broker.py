@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -96,7 +95,6 @@ class AmqpBroker:
         )
         self._pool = self._connection.Pool(limit=pool_limit)
         self._queues = {q.name: q for q in task_queues()}
-        self._lock = threading.Lock()
 
     def publish(self, queue: str, envelope: str) -> None:
         """Publish one message and wait for RabbitMQ's confirm; raises on refusal or timeout."""
@@ -161,7 +159,3 @@ class AmqpBroker:
             return False
         finally:
             connection.release()
-
-    def close(self) -> None:
-        with self._lock:
-            self._pool.force_close_all()
