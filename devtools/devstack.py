@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import signal
@@ -21,6 +22,9 @@ def main() -> int:
     state = ROOT / ".devstack"
     # The sandbox starts empty every time, so the proxy's data must too.
     shutil.rmtree(state, ignore_errors=True)
+    # `CELERY_BROKER_URL=amqp://… make run` tries RabbitMQ as the broker (docs/scaling.md); the
+    # stack passes no other CELERY_ variable of the caller's on
+    broker = os.environ.get("CELERY_BROKER_URL")
     config = StackConfig(
         state_dir=state, web_port=8000, redis_port=6399,
         # fixed, memorable ports when free (a later --port wins over run_sandbox's --port 0)
@@ -29,6 +33,7 @@ def main() -> int:
             **({"handsets_port": 8444} if port_is_free(8444) else {}),
         },
         beat=True, handsets=True, phones=(RIDER, DRIVER),
+        extra_env={"CELERY_BROKER_URL": broker} if broker else {},
     )
     print("starting Redis, the sandbox Vonage, web, worker and beat ...", flush=True)
 

@@ -65,8 +65,11 @@ class Gauges:
         pool_targets: Mapping[str, int],
         transport_options: Mapping[str, Any] | None = None,
         keys: Keys | None = None,
+        depths: Mapping[str, int] | None = None,
     ) -> None:
+        """`depths`: the queues' depths as a broker that is no Redis (RabbitMQ) counts them."""
         self._store = store
+        self._depths = depths
         self._broker = broker
         self._inventory = inventory
         self._targets = pool_targets
@@ -93,6 +96,10 @@ class Gauges:
             labels=["queue"],
         )
         if self._broker is None:
+            # RabbitMQ: its counts, when read; the oldest job's age cannot be read without
+            # taking the message, so none is reported
+            for queue, count in (self._depths or {}).items():
+                depth.add_metric([queue], count)
             yield depth
             yield age
             return

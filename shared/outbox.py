@@ -19,7 +19,9 @@ Celery's envelope.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis
 
@@ -130,6 +132,13 @@ def republish_after(settings: Settings) -> int:
     return int(settings.visibility_timeout_seconds * 2 + settings.max_backoff_seconds)
 
 
+class QueuePublisher(Protocol):
+    """A broker that is no Redis list (RabbitMQ: shared/amqp_broker.py), for re-publishing."""
+
+    def push(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """Publish each (queue, message) pair, confirmed; raise if the broker did not take one."""
+
+
 @dataclass(frozen=True, slots=True)
 class SweepReport:
     republished: int
@@ -146,10 +155,13 @@ class Outbox:
         keys: Keys | None = None,
         *,
         broker: redis.Redis | None = None,
+        publisher: QueuePublisher | None = None,
     ) -> None:
-        """`broker` is the broker's Redis when it is not this one (the store's)."""
+        """`broker` is the broker's Redis when it is not this one (the store's); `publisher`
+        the broker when it is not a Redis at all (RabbitMQ)."""
         self._redis = client
         self._broker = broker
+        self._publisher = publisher
         self._settings = settings
         self._keys = keys or Keys()
         self._republish = client.register_script(_REPUBLISH)
@@ -158,9 +170,16 @@ class Outbox:
         self._postpone = client.register_script(_POSTPONE)
 
     @property
-    def queues_client(self) -> redis.Redis:
-        """The Redis that holds the broker's queue lists."""
+    def queues_client(self) -> redis.Redis | None:
+        """The Redis that holds the broker's queue lists (None: the broker is no Redis)."""
+        if self._publisher is not None:
+            return None
         return self._broker if self._broker is not None else self._redis
+
+    @property
+    def _apart(self) -> bool:
+        """Whether the broker is elsewhere than this Redis (jobs are published, not pushed)."""
+        return self._broker is not None or self._publisher is not None
 
     def due_in(self, countdown: float | None = None) -> float:
         """When a job published now, to run after `countdown`, is due for re-publishing."""
@@ -206,9 +225,16 @@ class Outbox:
         keys = [self._keys.pending_jobs(), self._keys.pending_due()]
         moved, unframed, taken = self._republish(
             keys=keys, args=[republish_after(self._settings), SWEEP_BATCH, _SEPARATOR,
-                             "push" if self._broker is None else "return"],
+                             "return" if self._apart else "push"],
         )
-        if self._broker is not None and taken:
+        # Taken jobs are already due again later: one that fails to publish now (the broker
+        # down) is simply published by a later sweep.
+        if self._publisher is not None and taken:
+            self._publisher.push(
+                (str(queue), str(message))
+                for queue, message in zip(taken[::2], taken[1::2], strict=True)
+            )
+        elif self._broker is not None and taken:
             pipe = self._broker.pipeline(transaction=False)
             for queue, message in zip(taken[::2], taken[1::2], strict=True):
                 pipe.lpush(str(queue), str(message))

@@ -9,6 +9,7 @@ from typing import Any
 
 from limits import parse_many
 
+from shared.amqp_broker import RABBITMQ_CONSUMER_TIMEOUT_SECONDS, is_amqp
 from shared.callback_urls import CallbackPolicy, UnsafeDestination, check_url, parse_hosts
 from shared.clients import ApiClients
 from shared.logging import LogFormat, parse_log_format
@@ -467,6 +468,18 @@ class Settings:
             raise SettingsError(
                 "SMSPROXY_CONCAT_TIMEOUT_SECONDS: must be at most half of "
                 "SMSPROXY_VISIBILITY_TIMEOUT_SECONDS"
+            )
+        if is_amqp(self.broker_url) and (
+            self.visibility_timeout_seconds >= RABBITMQ_CONSUMER_TIMEOUT_SECONDS
+        ):
+            # On RabbitMQ a countdown's message is held unacknowledged in the worker until it is
+            # due; held past the broker's consumer_timeout (30 min by default), RabbitMQ closes
+            # the channel and every delivery on it comes back. Every countdown is bounded by the
+            # visibility timeout (half of it, or a third), so bounding that bounds them all.
+            raise SettingsError(
+                "SMSPROXY_VISIBILITY_TIMEOUT_SECONDS: with a RabbitMQ broker it bounds every "
+                f"countdown, so it must be below RabbitMQ's consumer_timeout "
+                f"({RABBITMQ_CONSUMER_TIMEOUT_SECONDS} s)"
             )
         if self.out_of_session_callback_url and not self.callback_secret:
             raise SettingsError(

@@ -16,6 +16,7 @@ import redis.retry
 from redis import Redis
 
 from shared.allowances import Allowances
+from shared.amqp_broker import AmqpBroker, is_amqp
 from shared.blocked_numbers import BlockedNumbers
 from shared.broker_messages import same_redis_database
 from shared.console import ConsoleAudit, ConsoleSessions
@@ -84,6 +85,13 @@ def _client(url: str, timeout: float, connect_timeout: float) -> redis.Redis:
     )
 
 
+def broker_amqp(settings: Settings) -> AmqpBroker | None:
+    """The broker when it is RabbitMQ (the outbox re-publishes through it), else None."""
+    if not is_amqp(settings.broker_url):
+        return None
+    return AmqpBroker(settings.broker_url, WORKER_SOCKET_TIMEOUT_SECONDS)
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """Every store and domain service of one process, over one Redis client."""
@@ -147,7 +155,8 @@ class Services:
                                    RelayCaps(client, settings), daily),
             sender=Sender(client, messages, counters, settings, daily=daily),
             pool_keeper=pool_keeper,
-            outbox=Outbox(client, settings, broker=broker_redis(settings)),
+            outbox=Outbox(client, settings, broker=broker_redis(settings),
+                          publisher=broker_amqp(settings)),
             opt_outs=opt_outs,
             blocked=blocked,
             console_sessions=ConsoleSessions(

@@ -32,6 +32,9 @@ class FakePublisher:
     def ping(self) -> bool:
         return True
 
+    def queue_depths(self) -> dict[str, int] | None:
+        return None  # a Redis broker: the gauges read its lists
+
 
 class BadPublisher:
     """A broker that is down."""
@@ -44,6 +47,9 @@ class BadPublisher:
 
     def ping(self) -> bool:
         return False
+
+    def queue_depths(self) -> dict[str, int] | None:
+        return None
 
 
 @dataclass

@@ -75,7 +75,7 @@ class SharedMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         svc = self._svc
         gauges = Gauges(svc.redis, svc.outbox.queues_client, svc.inventory,
-                        svc.settings.pool_targets)
+                        svc.settings.pool_targets, depths=publisher().queue_depths())
         try:
             # read all before yielding: a failure halfway must not leave half an exposition
             readings = [*svc.counters.families(), *gauges.collect()]

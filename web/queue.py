@@ -25,6 +25,11 @@ and it goes on its queue with one LPUSH; for a webhook, dedupe, enqueue, marker,
 outbox entry run as one Lua script: one round trip, and all or nothing, so a Redis that hangs
 mid-call can neither lose the message nor queue it twice. Either way the task's argument never
 reaches `argsrepr`, which monitoring tools show: it holds phone numbers.
+
+When the broker is RabbitMQ (`amqp://`), the same message goes through kombu on a pooled
+connection with publisher confirms (shared/amqp_broker.py): `publish` returns only once RabbitMQ
+confirmed it, and a refusal, a nack or no confirm within the timeout is QueueUnavailable (503).
+The dedupe claim and the outbox entry stay in the store's Redis (the two-step webhook path).
 """
 
 from __future__ import annotations
@@ -38,10 +43,17 @@ from typing import Any
 
 import redis
 import redis.exceptions
+from amqp.exceptions import AMQPError
 from celery import Celery
 from kombu.exceptions import KombuError, OperationalError
 
-from shared.broker_messages import BrokerMessages, same_redis_database, send_task_options
+from shared.amqp_broker import AmqpBroker, is_amqp
+from shared.broker_messages import (
+    BrokerMessage,
+    BrokerMessages,
+    same_redis_database,
+    send_task_options,
+)
 from shared.jobs import TaskName
 from shared.keys import Keys
 from shared.metrics import WEBHOOKS, series_key
@@ -58,7 +70,7 @@ RETRY_PAUSES_SECONDS = (0.05, 0.15, 0.3, 0.5)
 # How long /readyz reuses the answer of a broker apart from the store (a new connection each).
 BROKER_CHECK_SECONDS = 2.0
 
-_BROKER_ERRORS = (OperationalError, KombuError, redis.exceptions.RedisError, OSError)
+_BROKER_ERRORS = (OperationalError, KombuError, AMQPError, redis.exceptions.RedisError, OSError)
 
 
 class QueueUnavailable(Exception):
@@ -122,6 +134,11 @@ class Publisher:
         self._pinged: tuple[float, bool] | None = None  # (when, whether the broker answered)
         self._republish_after = republish_after(settings)
         self._outbox = Outbox(store, settings) if store is not None else None
+        # RabbitMQ: our own confirmed publish on pooled connections (shared/amqp_broker.py);
+        # Celery's send_task would neither confirm nor bound the wait for one.
+        self._amqp = (
+            AmqpBroker(settings.broker_url, timeout) if is_amqp(settings.broker_url) else None
+        )
         self._app = Celery("smsproxy-web", broker=settings.broker_url, set_as_current=False)
         self._app.conf.update(
             # Consumer-side settings; a producer-only app states them so nothing waits on them.
@@ -205,7 +222,7 @@ class Publisher:
             except redis.exceptions.RedisError as exc:
                 raise self._unavailable(task, exc) from exc
         try:
-            self._send(task, payload)
+            self._send(task, payload, message)
         except QueueUnavailable as exc:
             if job is not None and self._outbox is not None and not exc.maybe_published:
                 try:
@@ -214,17 +231,21 @@ class Publisher:
                     log.warning("outbox entry %s kept; it will be re-published", job)
             raise
 
-    def _send(self, task: TaskName, payload: Any) -> None:
-        """Celery's own publish, under our deadline and with kombu's replays off."""
+    def _send(self, task: TaskName, payload: Any, message: BrokerMessage) -> None:
+        """Celery's own publish (RabbitMQ: our confirmed one of `message`), under our deadline
+        and with kombu's replays off."""
         deadline = time.monotonic() + self._timeout
         pauses = iter(RETRY_PAUSES_SECONDS)
         while True:
             try:
-                self._app.send_task(
-                    task.value,
-                    **send_task_options(task, payload),
-                    retry=False,  # kombu's ensure() would replay unbounded; see module doc
-                )
+                if self._amqp is not None:
+                    self._amqp.publish(message.queue, message.body)
+                else:
+                    self._app.send_task(
+                        task.value,
+                        **send_task_options(task, payload),
+                        retry=False,  # kombu's ensure() would replay unbounded; see module doc
+                    )
                 return
             except _BROKER_ERRORS as exc:
                 maybe_published = _timed_out(exc)
@@ -246,6 +267,17 @@ class Publisher:
                     " (timed out; the job may still arrive)" if maybe_published else "")
         return QueueUnavailable(task.value, maybe_published=maybe_published)
 
+    def queue_depths(self) -> dict[str, int] | None:
+        """RabbitMQ's count of waiting jobs per queue (None: the broker is no RabbitMQ, or did
+        not answer within the timeout)."""
+        if self._amqp is None:
+            return None
+        try:
+            return self._amqp.depths()
+        except _BROKER_ERRORS as exc:
+            log.warning("queue depths not read from RabbitMQ: %s", type(exc).__name__)
+            return None
+
     def ping(self) -> bool:
         """Whether the broker answers (for /readyz), within the publish timeout.
 
@@ -262,7 +294,7 @@ class Publisher:
             now = time.monotonic()
             if self._pinged is not None and now - self._pinged[0] < BROKER_CHECK_SECONDS:
                 return self._pinged[1]
-            answered = self._connect_once()
+            answered = self._amqp.ping() if self._amqp is not None else self._connect_once()
             self._pinged = (time.monotonic(), answered)
             return answered
 

@@ -17,9 +17,11 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
+from celery.worker.consumer import Consumer
 from kombu.entity import Queue as KombuQueue
 from redis.exceptions import RedisError
 
+from shared.amqp_broker import is_amqp, task_queues
 from shared.broker_messages import refuse_key_renaming
 from shared.gauges import HEARTBEAT_SECONDS, Heartbeats
 from shared.jobs import QUEUE_OF, Queue, TaskName
@@ -38,7 +40,61 @@ RESTORE_SWEEP_SECONDS = 5
 log = logging.getLogger(__name__)
 
 
+def broker_options(settings: Settings) -> dict[str, Any]:
+    """The broker transport's options and queues: kombu's Redis transport, or RabbitMQ's."""
+    if is_amqp(settings.broker_url):
+        return {
+            # every publish of a worker (retries, follow-up jobs) waits for RabbitMQ's confirm
+            "broker_transport_options": {"confirm_publish": True},
+            # durable quorum queues, declared identically by web and the sweeper
+            "task_queues": task_queues(),
+            "worker_consumer": f"{__name__}:HeldCountdownConsumer",
+        }
+    return {
+        "broker_transport_options": {
+            # A task whose worker died runs again after this; every countdown (retry backoff,
+            # multi-part wait) stays far below it, or kombu would hand the waiting message out
+            # again and again (kombu#337). Settings enforce that.
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            # sweep for stranded messages every few seconds, not kombu's default ~100 s
+            "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
+            "unacked_restore_throttle": 1,
+            # the same bounds as the workers' store client (shared/wiring.py)
+            "socket_timeout": WORKER_SOCKET_TIMEOUT_SECONDS,
+            "socket_connect_timeout": WORKER_CONNECT_TIMEOUT_SECONDS,
+            "health_check_interval": 30,
+        },
+        "task_queues": [KombuQueue(q.value) for q in Queue],  # type: ignore[no-untyped-call]
+    }
+
+
+class _HeldCountdowns(logging.Filter):
+    """Drops Celery's warning, logged on every countdown publish to a quorum queue behind a
+    direct exchange, that native delayed delivery is not used: on purpose, the worker holds a
+    countdown's message until it is due (every countdown is far below RabbitMQ's
+    consumer_timeout; shared/settings.py checks it), and the warning would fill the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "not supported with native delayed delivery" not in record.getMessage()
+
+
+class _HeldCountdownSteps(Consumer.Blueprint):  # type: ignore[misc]
+    # Celery's native delayed delivery (countdowns parked in 28 levels of dead-lettering
+    # queues) needs topic exchanges; our queues use direct ones and the worker holds countdowns
+    # instead, so its bootstep would only declare unused exchanges and warn at every start.
+    default_steps = [step for step in Consumer.Blueprint.default_steps
+                     if not step.endswith(":DelayedDelivery")]
+
+
+class HeldCountdownConsumer(Consumer):  # type: ignore[misc]
+    """The worker's consumer on RabbitMQ, without the native-delayed-delivery bootstep."""
+
+    Blueprint = _HeldCountdownSteps
+
+
 def make_celery(settings: Settings) -> Celery:
+    if is_amqp(settings.broker_url):
+        logging.getLogger("celery.app.base").addFilter(_HeldCountdowns())
     app = Celery(
         "smsproxy", broker=settings.broker_url, set_as_current=True, include=["workers.tasks"]
     )
@@ -52,25 +108,12 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            # A task whose worker died runs again after this; every countdown (retry backoff,
-            # multi-part wait) stays far below it, or kombu would hand the waiting message out
-            # again and again (kombu#337). Settings enforce that.
-            "visibility_timeout": settings.visibility_timeout_seconds,
-            # sweep for stranded messages every few seconds, not kombu's default ~100 s
-            "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
-            "unacked_restore_throttle": 1,
-            # the same bounds as the workers' store client (shared/wiring.py)
-            "socket_timeout": WORKER_SOCKET_TIMEOUT_SECONDS,
-            "socket_connect_timeout": WORKER_CONNECT_TIMEOUT_SECONDS,
-            "health_check_interval": 30,
-        },
+        **broker_options(settings),
         # Sends wait on Vonage's round trip: threads keep many in flight per process.
         worker_pool="threads",
         worker_concurrency=settings.worker_concurrency,
         worker_prefetch_multiplier=4,
         worker_hijack_root_logger=False,
-        task_queues=[KombuQueue(q.value) for q in Queue],  # type: ignore[no-untyped-call]
         task_default_queue=Queue.CONVERSATIONS.value,
         # The one place that says which queue a task goes to (beat and retries included).
         task_routes={name.value: {"queue": queue.value} for name, queue in QUEUE_OF.items()},
