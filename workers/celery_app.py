@@ -25,6 +25,7 @@ from shared.gauges import HEARTBEAT_SECONDS, Heartbeats
 from shared.jobs import QUEUE_OF, Queue, TaskName
 from shared.logging import LogFormat, configure_logging, reset_log_context
 from shared.metrics import TASKS
+from shared.sentinel import celery_broker
 from shared.settings import Settings
 from shared.tracing import configure_tracing
 from shared.wiring import WORKER_CONNECT_TIMEOUT_SECONDS, WORKER_SOCKET_TIMEOUT_SECONDS
@@ -39,9 +40,9 @@ log = logging.getLogger(__name__)
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery(
-        "smsproxy", broker=settings.broker_url, set_as_current=True, include=["workers.tasks"]
-    )
+    # a redis+sentinel:// URL becomes kombu's sentinel:// transport and its master's name
+    broker_url, sentinel_options = celery_broker(settings.broker_url)
+    app = Celery("smsproxy", broker=broker_url, set_as_current=True, include=["workers.tasks"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -64,6 +65,7 @@ def make_celery(settings: Settings) -> Celery:
             "socket_timeout": WORKER_SOCKET_TIMEOUT_SECONDS,
             "socket_connect_timeout": WORKER_CONNECT_TIMEOUT_SECONDS,
             "health_check_interval": 30,
+            **sentinel_options,
         },
         # Sends wait on Vonage's round trip: threads keep many in flight per process.
         worker_pool="threads",
