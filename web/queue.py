@@ -212,12 +212,9 @@ class Publisher:
         """
         if self._direct is None or self._enqueue_once is None:
             raise RuntimeError("the broker is not the store's Redis: use the two-step path")
-        # what is left of the publish timeout, less a margin so that the reply beats the
-        # socket timeout; never 0 (WAIT 0 blocks for ever)
-        wait_ms = max(1, int((deadline - time.monotonic() - WAIT_MARGIN_SECONDS) * 1000))
         pipe = self._direct.pipeline(transaction=False)
         self._enqueue_once(keys=keys, args=args, client=pipe)
-        pipe.execute_command("WAIT", self._replicas, wait_ms)  # type: ignore[no-untyped-call]
+        pipe.execute_command("WAIT", self._replicas, self._wait_ms(deadline))  # type: ignore[no-untyped-call]
         outcome, acked = pipe.execute()
         return str(outcome), int(acked)
 
@@ -231,15 +228,30 @@ class Publisher:
         dropped again when the broker surely did not take the job. Returns only once the broker
         has answered: the job is in it.
         """
+        deadline = time.monotonic() + self._timeout
         message = self._messages.build(task, payload)
         if self._direct is not None:
             try:
                 if job is not None and self._outbox is not None:
-                    self._outbox.publish(job, message)
+                    acked = self._outbox.publish(job, message, replicas=self._replicas,
+                                                 wait_ms=self._wait_ms(deadline))
+                elif self._replicas:
+                    pipe = self._direct.pipeline(transaction=False)
+                    pipe.lpush(message.queue, message.body)
+                    pipe.execute_command(  # type: ignore[no-untyped-call]
+                        "WAIT", self._replicas, self._wait_ms(deadline))
+                    acked = int(pipe.execute()[1])
                 else:
                     self._direct.lpush(message.queue, message.body)
+                    acked = 0
             except redis.exceptions.RedisError as exc:
                 raise self._unavailable(task, exc) from exc
+            if acked < self._replicas:
+                # as for a webhook: a failover now would lose the job (and, for a create, the
+                # conversation stored before it, which the one WAIT covers too)
+                log.warning("job %s reached %d of %d replicas in time",
+                            task.value, acked, self._replicas)
+                raise QueueUnavailable(task.value, maybe_published=True)
             return
         if job is not None and self._outbox is not None:
             try:
@@ -255,6 +267,12 @@ class Publisher:
                 except redis.exceptions.RedisError:
                     log.warning("outbox entry %s kept; it will be re-published", job)
             raise
+
+    @staticmethod
+    def _wait_ms(deadline: float) -> int:
+        """A WAIT's timeout: what is left of the publish timeout, less a margin so that its
+        reply beats the socket timeout; never 0 (WAIT 0 blocks for ever)."""
+        return max(1, int((deadline - time.monotonic() - WAIT_MARGIN_SECONDS) * 1000))
 
     def _send(self, task: TaskName, payload: Any) -> None:
         """Celery's own publish, under our deadline and with kombu's replays off."""

@@ -88,3 +88,17 @@ def test_a_send_claim_no_replica_has_is_given_back(cluster, held):
     assert cluster.relay is not None
     cluster.relay.release()
     assert log.claim_send("out-held", 30, replicas=1, wait_ms=2000).acquired
+
+
+def test_a_job_published_with_its_outbox_entry_waits_for_a_replica_too(cluster, held):
+    settings = _settings(cluster, 1)
+    door = Publisher(settings, connect_redis(settings, fail_fast=True))
+    # a create's job: a 503 then fails the conversation (web/api.py), and the client retries
+    with pytest.raises(QueueUnavailable) as raised:
+        door.publish(TaskName.CREATE_CONVERSATION, "c-held", job="create:c-held")
+    assert raised.value.maybe_published
+    with pytest.raises(QueueUnavailable):
+        door.publish(TaskName.MAINTAIN_POOL)  # no outbox entry: the push alone, then WAIT
+    assert cluster.relay is not None
+    cluster.relay.release()
+    door.publish(TaskName.CREATE_CONVERSATION, "c-held-2", job="create:c-held-2")
