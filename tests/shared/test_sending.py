@@ -176,7 +176,7 @@ def test_a_relay_records_the_time_since_its_webhook_was_received(world):
     assert snapshot["smsproxy_relay_latency_seconds_sum"] >= 2.0
 
 
-def test_a_claim_no_replica_confirmed_is_not_sent_and_spends_no_attempt(world, monkeypatch):
+def test_a_claim_no_replica_confirmed_is_not_sent_until_one_does(world, monkeypatch):
     # the WAIT itself runs on a real master and replica: tests/integration/test_sentinel.py
     outbound = owed(world, "m-unreplicated", "after the failover")
     messages = world.services.messages
