@@ -34,10 +34,15 @@ def redis_server_binary() -> str:
 class RedisServer:
     """One redis-server process on 127.0.0.1 with append-only persistence, as production runs."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, *, appendonly: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *, appendonly: bool = True,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.appendonly = appendonly
+        # e.g. --replicaof: a replica of a Sentinel-managed master (devtools/redis_sentinel.py)
+        self.extra_args = extra_args
         self._process: subprocess.Popen[bytes] | None = None
         self._paused = False
 
@@ -66,6 +71,7 @@ class RedisServer:
             "--maxmemory-policy", "noeviction",
             "--logfile", str(self.data_dir / "redis.log"),
             "--protected-mode", "yes",
+            *self.extra_args,
         ]
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)  # noqa: S603
         deadline = time.monotonic() + timeout

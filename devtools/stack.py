@@ -19,6 +19,7 @@ from typing import Any
 import requests
 
 from devtools.ports import free_port, port_is_free
+from devtools.redis_sentinel import SentinelCluster
 from devtools.redis_server import RedisServer
 from sandbox.testing import SandboxProcess, run_sandbox
 
@@ -47,6 +48,8 @@ class StackConfig:
     handsets: bool = False
     phones: tuple[str, ...] = ()
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    # a Sentinel-managed Redis (master, replica, three sentinels) instead of one redis-server
+    sentinel: bool = False
 
 
 class Stack:
@@ -58,6 +61,7 @@ class Stack:
         self._exit = ExitStack()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.redis: RedisServer | None = None
+        self.sentinel: SentinelCluster | None = None
         self.sandbox: SandboxProcess | None = None
         self.web_port = config.web_port if config.web_port and port_is_free(config.web_port) \
             else free_port()
@@ -86,9 +90,15 @@ class Stack:
         redis_port = self.config.redis_port
         if redis_port is not None and not port_is_free(redis_port):
             redis_port = None
-        self.redis = RedisServer(self.config.state_dir / "redis", redis_port)
-        self.redis.start()
-        self._exit.callback(self.redis.stop)
+        if self.config.sentinel:
+            self.sentinel = SentinelCluster(self.config.state_dir / "redis")
+            self._exit.callback(self.sentinel.stop)
+            self.sentinel.start()
+            self.redis = self.sentinel.master  # the first master; after a failover, the replica
+        else:
+            self.redis = RedisServer(self.config.state_dir / "redis", redis_port)
+            self.redis.start()
+            self._exit.callback(self.redis.stop)
 
         options: dict[str, Any] = {"retry_base_seconds": 0.5, **self.config.sandbox_options}
         if self.config.signature_secret:
@@ -119,7 +129,7 @@ class Stack:
                if not k.startswith(("VONAGE_", "SMSPROXY_", "CELERY_", "REDIS_URL"))}
         env.update(
             {
-                "REDIS_URL": self.redis.url,
+                "REDIS_URL": self.sentinel.url if self.sentinel else self.redis.url,
                 "VONAGE_API_KEY": "sandbox-key",
                 "VONAGE_API_SECRET": "sandbox-secret",
                 "VONAGE_API_HOST": self.sandbox.host,

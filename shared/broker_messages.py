@@ -39,6 +39,8 @@ from kombu.utils.json import dumps as dumps_envelope
 from kombu.utils.uuid import uuid
 
 from shared.jobs import QUEUE_OF, TaskName
+from shared.sentinel import SCHEME as SENTINEL_SCHEME
+from shared.sentinel import parse_sentinel_url
 from shared.settings import SettingsError
 from shared.tracing import inject_trace_context
 
@@ -218,9 +220,10 @@ def same_redis_database(first: str, second: str) -> bool:
 
     Loopback names (localhost, 127.0.0.1, [::1]) are one host; the port defaults to 6379 and the
     database to 0 (from the path, or `?db=`, which wins as in redis-py); `rediss://` is not
-    `redis://`; a unix socket (`unix://` or kombu's `redis+socket://`) is its path. A URL of any
-    other scheme (sentinel, another broker) is never the same. Raises ValueError for a Redis URL
-    with a malformed port or database.
+    `redis://`; a unix socket (`unix://` or kombu's `redis+socket://`) is its path;
+    `redis+sentinel://` is its set of sentinels, master name and database (shared/sentinel.py).
+    A URL of any other scheme (kombu's `sentinel://`, another broker) is never the same. Raises
+    ValueError for a Redis URL with a malformed port or database.
     """
     a, b = _redis_database(first), _redis_database(second)
     return a is not None and a == b
@@ -235,6 +238,13 @@ def _redis_database(url: str) -> _RedisDatabase | None:
     if scheme in {"redis", "rediss"}:
         server = f"{_host(parts.hostname)}:{parts.port or DEFAULT_REDIS_PORT}"  # .port checks it
         db = query.get("db", parts.path.strip("/"))
+    elif scheme == SENTINEL_SCHEME:
+        # the same sentinels (in any order) watching the same master: one Redis, wherever
+        # the master is at the moment
+        found = parse_sentinel_url(url)
+        hosts = ",".join(sorted({f"{_host(h)}:{p}" for h, p in found.sentinels}))
+        return _RedisDatabase("sentinel", f"{hosts}/{found.master}", found.db,
+                              found.username or "default", found.password)
     elif scheme in {"unix", "redis+socket"}:
         if not parts.path:
             raise ValueError("a unix socket URL needs the socket's path")

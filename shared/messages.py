@@ -25,6 +25,10 @@ class WebhookClaim(StrEnum):
     DUPLICATE = "duplicate"  # queued before
 
 
+# A claim given back because no replica confirmed it in time (a failover would drop it).
+UNREPLICATED = "unreplicated"
+
+
 @dataclass(frozen=True, slots=True)
 class SendClaim:
     """The outcome of trying to claim a send: whether to go ahead, and if not, why."""
@@ -234,8 +238,13 @@ class MessageLog:
         state = self._redis.hget(self._keys.outbound(outbound_id), "state")
         return str(state) if state is not None else None
 
-    def claim_send(self, outbound_id: str, lease_seconds: int) -> SendClaim:
+    def claim_send(
+        self, outbound_id: str, lease_seconds: int, *, replicas: int = 0, wait_ms: int = 0
+    ) -> SendClaim:
         """Take the right to call Vonage for one outbound message.
+
+        With `replicas`, the claim counts only once that many replicas hold it (WAIT, at most
+        `wait_ms`); otherwise it is given back and the state is UNREPLICATED.
 
         A finished send (submitted, delivered or failed) is never claimed again. An unfinished
         one is claimed for a lease: if the worker dies mid-call the lease runs out and the
@@ -244,9 +253,23 @@ class MessageLog:
         state = self.outbound_state(outbound_id)
         if state not in {None, DeliveryState.QUEUED.value, DeliveryState.SENDING.value}:
             return SendClaim(acquired=False, state=str(state))
-        acquired = bool(
-            self._redis.set(self._keys.send_claim(outbound_id), "1", nx=True, ex=lease_seconds)
-        )
+        if replicas > 0:
+            # WAIT counts replicas holding this connection's writes: it follows the claim on
+            # one connection (a pipeline). A claim only the master holds would vanish in a
+            # failover, and the promoted replica's redelivered task would send again.
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.set(self._keys.send_claim(outbound_id), "1", nx=True, ex=lease_seconds)
+            pipe.execute_command("WAIT", replicas, max(1, wait_ms))  # type: ignore[no-untyped-call]
+            taken, acked = pipe.execute()
+            acquired = bool(taken)
+            if acquired and int(acked) < replicas:
+                self._redis.delete(self._keys.send_claim(outbound_id))
+                return SendClaim(acquired=False, state=UNREPLICATED)
+        else:
+            acquired = bool(
+                self._redis.set(self._keys.send_claim(outbound_id), "1", nx=True,
+                                ex=lease_seconds)
+            )
         attempts = 0
         if acquired:
             key = self._keys.outbound(outbound_id)

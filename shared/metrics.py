@@ -86,7 +86,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     _counter("smsproxy_outbound_sends_total", "send attempts by outcome (sent, retried, "
              "failed, expired)", "outcome"),
     _counter("smsproxy_outbound_waits_total", "sends put off without an attempt, by reason "
-             "(rate_limit, in_doubt)", "reason"),
+             "(rate_limit, in_doubt, unreplicated)", "reason"),
     _counter("smsproxy_conversations_total", "conversation lifecycle events by outcome "
              "(requested, active, failed, closed, expired)", "outcome"),
     _counter("smsproxy_pool_exhausted_total", "creates failed for want of a free number"),

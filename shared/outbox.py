@@ -185,13 +185,25 @@ class Outbox:
         """When a job published now, to run after `countdown`, is due for re-publishing."""
         return (countdown or 0.0) + republish_after(self._settings)
 
-    def publish(self, job: str, message: BrokerMessage, countdown: float | None = None) -> None:
-        """Put a job on its queue with its outbox entry, in one step (the broker is this Redis)."""
-        self._track(
-            keys=[self._keys.pending_jobs(), self._keys.pending_due(), message.queue],
-            args=[job, outbox_entry(message.queue, message.body), self.due_in(countdown),
-                  message.body],
-        )
+    def publish(
+        self, job: str, message: BrokerMessage, countdown: float | None = None, *,
+        replicas: int = 0, wait_ms: int = 0,
+    ) -> int:
+        """Put a job on its queue with its outbox entry, in one step (the broker is this Redis).
+
+        With `replicas`, then WAIT (at most `wait_ms`) on the same connection, and return how
+        many replicas hold the job (and every write before it); 0 otherwise.
+        """
+        keys = [self._keys.pending_jobs(), self._keys.pending_due(), message.queue]
+        args: list[str | float] = [job, outbox_entry(message.queue, message.body),
+                                   self.due_in(countdown), message.body]
+        if replicas <= 0:
+            self._track(keys=keys, args=args)
+            return 0
+        pipe = self._redis.pipeline(transaction=False)
+        self._track(keys=keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", replicas, max(1, wait_ms))  # type: ignore[no-untyped-call]
+        return int(pipe.execute()[1])
 
     def track(self, job: str, message: BrokerMessage, countdown: float | None = None) -> None:
         """Keep a job that is about to be published to a broker apart from this Redis."""

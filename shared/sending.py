@@ -14,7 +14,7 @@ import redis
 from shared.domain import DeliveryState, OutboundSms
 from shared.keys import Keys
 from shared.logging import bind_log_context
-from shared.messages import MessageLog
+from shared.messages import UNREPLICATED, MessageLog
 from shared.metrics import RELAY_LATENCY, SENDS, WAITS, Counters
 from shared.phone import mask
 from shared.ratelimit import RateLimiter
@@ -23,6 +23,11 @@ from shared.settings import Settings
 from shared.vonage_gateway import VonageFailure, VonagePort
 
 log = logging.getLogger(__name__)
+
+# A send whose claim no replica confirmed (SMSPROXY_MIN_REPLICAS_ACKED) looks again after
+# this; the WAIT itself is bounded by the publish timeout, never less than MIN_WAIT_SECONDS.
+UNREPLICATED_RETRY_SECONDS = 1.0
+MIN_WAIT_SECONDS = 0.1
 
 
 class RetryLater(Exception):
@@ -110,7 +115,15 @@ class Sender:
         if wait > 0:
             self._counters.incr("smsproxy.outbound.throttled")
             raise Throttled(wait)
-        claim = self._messages.claim_send(outbound_id, self.lease_seconds)
+        claim = self._messages.claim_send(
+            outbound_id, self.lease_seconds, replicas=self._settings.min_replicas_acked,
+            wait_ms=int(max(self._settings.publish_timeout_seconds, MIN_WAIT_SECONDS) * 1000),
+        )
+        if claim.state == UNREPLICATED:
+            # No replica confirmed the claim: after a failover the send would look unclaimed
+            # and go twice. Not sent; no attempt spent; look again shortly.
+            self._counters.count(WAITS, {"reason": "unreplicated"})
+            raise InDoubt(UNREPLICATED_RETRY_SECONDS)
         if not claim.acquired:
             if claim.state in {DeliveryState.QUEUED.value, DeliveryState.SENDING.value}:
                 # Held by a live attempt, or by one whose worker died mid-call: wait for the

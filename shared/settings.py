@@ -14,6 +14,7 @@ from shared.callback_urls import CallbackPolicy, UnsafeDestination, check_url, p
 from shared.clients import ApiClients
 from shared.logging import LogFormat, parse_log_format
 from shared.masking import ContactKind, parse_kinds
+from shared.sentinel import celery_broker, is_sentinel_url, parse_sentinel_url
 from shared.templates import check_literal, check_template
 
 
@@ -371,6 +372,11 @@ class Settings:
         _non_negative_float,
         "longest a webhook waits for the broker before answering 503",
     )
+    min_replicas_acked: int = _setting(
+        "SMSPROXY_MIN_REPLICAS_ACKED", _non_negative_int,
+        "replicas that must hold a webhook's job (Redis WAIT, within the publish timeout) "
+        "before it is acknowledged, else 503 (0: no wait, a single Redis)",
+    )
     worker_concurrency: int = _setting(
         "SMSPROXY_WORKER_CONCURRENCY", _positive_int, "threads per worker process (sends in flight)"
     )
@@ -458,6 +464,13 @@ class Settings:
 
     def validate(self) -> None:
         """Cross-field checks that a single parser cannot make."""
+        for name, url in (("REDIS_URL", self.redis_url), ("CELERY_BROKER_URL", self.broker_url)):
+            try:
+                if is_sentinel_url(url):
+                    parse_sentinel_url(url)
+                celery_broker(url)
+            except ValueError as exc:
+                raise SettingsError(f"{name}: {exc}") from None
         if self.default_ttl_seconds > self.max_ttl_seconds:
             raise SettingsError(
                 "SMSPROXY_DEFAULT_TTL_SECONDS: must not exceed SMSPROXY_MAX_TTL_SECONDS"
@@ -627,6 +640,7 @@ _DEFAULTS: dict[str, str] = {
     "SMSPROXY_RETENTION_SECONDS": "2592000",
     "SMSPROXY_ALLOW_HTTP_CALLBACKS": "false",
     "SMSPROXY_PUBLISH_TIMEOUT_SECONDS": "2",
+    "SMSPROXY_MIN_REPLICAS_ACKED": "0",
     "SMSPROXY_SEND_RATE_PER_SECOND": "30",
     "SMSPROXY_SEND_BURST": "5",
     "SMSPROXY_INLINE_SENDS": "true",

@@ -13,6 +13,7 @@ import redis
 import redis.backoff
 import redis.exceptions
 import redis.retry
+import redis.sentinel
 from redis import Redis
 
 from shared.allowances import Allowances
@@ -35,6 +36,8 @@ from shared.reassembly import Reassembler
 from shared.relay_caps import DailySends, RelayCaps
 from shared.routes import RouteTable
 from shared.sending import Sender
+from shared.sentinel import SCHEME as SENTINEL_SCHEME
+from shared.sentinel import is_sentinel_url, parse_sentinel_url
 from shared.settings import Settings
 
 # A worker's commands may wait longer than a webhook's: a worker has nobody waiting on a reply,
@@ -58,7 +61,7 @@ def broker_redis(settings: Settings) -> redis.Redis | None:
     there); None when the broker is the store's Redis, or not a Redis at all."""
     if same_redis_database(settings.redis_url, settings.broker_url):
         return None
-    if urlsplit(settings.broker_url).scheme not in {"redis", "rediss"}:
+    if urlsplit(settings.broker_url).scheme not in {"redis", "rediss", SENTINEL_SCHEME}:
         return None
     return _client(settings.broker_url, WORKER_SOCKET_TIMEOUT_SECONDS,
                    WORKER_CONNECT_TIMEOUT_SECONDS)
@@ -72,16 +75,44 @@ def _client(url: str, timeout: float, connect_timeout: float) -> redis.Redis:
     connection only, rides over a pooled socket that died with a Redis restart. Never on a
     timeout: a hung Redis would cost a second timeout, and the command may yet run (a SET NX or
     an LPUSH twice). Tasks retry through Redis outages at their own level, with backoff.
+
+    Behind Sentinel (`redis+sentinel://`, shared/sentinel.py) the client is redis-py's
+    `master_for`: each new connection asks the sentinels where the master is, and a connection
+    to a demoted master fails (READONLY becomes a connection error), so the same one retry
+    lands on the promoted replica once the sentinels name it. Until then commands fail fast,
+    as with a Redis restarting: webhooks answer 503, tasks retry.
     """
+    retry = redis.retry.Retry(
+        redis.backoff.NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)
+    )
+    if is_sentinel_url(url):
+        found = parse_sentinel_url(url)
+        sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(found.sentinels),
+            # the sentinels' own connections: the same bounds, no password (it is the servers')
+            sentinel_kwargs={"socket_timeout": timeout,
+                             "socket_connect_timeout": connect_timeout},
+        )
+        client: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+            found.master,
+            redis_class=redis.Redis,
+            db=found.db,
+            username=found.username,
+            password=found.password,
+            decode_responses=True,
+            socket_connect_timeout=connect_timeout,
+            socket_timeout=timeout,
+            health_check_interval=30,
+            retry=retry,
+        )
+        return client
     return redis.Redis.from_url(
         url,
         decode_responses=True,
         socket_connect_timeout=connect_timeout,
         socket_timeout=timeout,
         health_check_interval=30,
-        retry=redis.retry.Retry(
-            redis.backoff.NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)
-        ),
+        retry=retry,
     )
 
 

@@ -58,6 +58,7 @@ from shared.jobs import TaskName
 from shared.keys import Keys
 from shared.metrics import WEBHOOKS, series_key
 from shared.outbox import TRACK_LUA, Outbox, job_name, outbox_entry, republish_after
+from shared.sentinel import celery_broker
 from shared.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ MIN_TIMEOUT_SECONDS = 0.1
 # Pauses between attempts after a refused connection (a restarting or failing-over Redis);
 # cut short by the deadline. Small: a thread waiting here is a web thread not serving.
 RETRY_PAUSES_SECONDS = (0.05, 0.15, 0.3, 0.5)
+# Left of the publish timeout after a WAIT's own timeout: its reply must come before the
+# socket's timeout, or a late answer would look like a hung Redis.
+WAIT_MARGIN_SECONDS = 0.1
 # How long /readyz reuses the answer of a broker apart from the store (a new connection each).
 BROKER_CHECK_SECONDS = 2.0
 
@@ -134,12 +138,17 @@ class Publisher:
         self._pinged: tuple[float, bool] | None = None  # (when, whether the broker answered)
         self._republish_after = republish_after(settings)
         self._outbox = Outbox(store, settings) if store is not None else None
+        self._replicas = settings.min_replicas_acked
         # RabbitMQ: our own confirmed publish on pooled connections (shared/amqp_broker.py);
         # Celery's send_task would neither confirm nor bound the wait for one.
         self._amqp = (
             AmqpBroker(settings.broker_url, timeout) if is_amqp(settings.broker_url) else None
         )
-        self._app = Celery("smsproxy-web", broker=settings.broker_url, set_as_current=False)
+        try:
+            broker_url, sentinel_options = celery_broker(settings.broker_url)
+        except ValueError as exc:
+            raise SettingsError(f"CELERY_BROKER_URL: {exc}") from None
+        self._app = Celery("smsproxy-web", broker=broker_url, set_as_current=False)
         self._app.conf.update(
             # Consumer-side settings; a producer-only app states them so nothing waits on them.
             broker_connection_retry=False,
@@ -159,6 +168,7 @@ class Publisher:
                 "max_retries": 0,
                 # Never let redis-py replay a command that timed out (it may have run).
                 "retry_on_timeout": False,
+                **sentinel_options,
             },
             task_serializer="json",
         )
@@ -181,20 +191,49 @@ class Publisher:
         """Dedupe on messageId and enqueue, as one step; raises QueueUnavailable on failure."""
         if self._enqueue_once is None:
             raise RuntimeError("the broker is not the store's Redis: use the two-step path")
+        deadline = time.monotonic() + self._timeout
         message = self._messages.build(task, payload)
+        keys = [self._keys.dedupe(kind, message_id), message.queue,
+                self._keys.metrics(), self._keys.pending_jobs(), self._keys.pending_due()]
+        args: list[Any] = [message.body, dedupe_ttl,
+                           series_key(WEBHOOKS, {"kind": kind, "outcome": "accepted"}),
+                           series_key(WEBHOOKS, {"kind": kind, "outcome": "duplicate"}),
+                           job_name(kind, message_id), self._republish_after,
+                           outbox_entry(message.queue, message.body)]
         try:
-            outcome = self._enqueue_once(
-                keys=[self._keys.dedupe(kind, message_id), message.queue,
-                      self._keys.metrics(), self._keys.pending_jobs(), self._keys.pending_due()],
-                args=[message.body, dedupe_ttl,
-                      series_key(WEBHOOKS, {"kind": kind, "outcome": "accepted"}),
-                      series_key(WEBHOOKS, {"kind": kind, "outcome": "duplicate"}),
-                      job_name(kind, message_id), self._republish_after,
-                      outbox_entry(message.queue, message.body)],
-            )
+            if self._replicas == 0:
+                outcome = self._enqueue_once(keys=keys, args=args)
+            else:
+                outcome, acked = self._enqueue_and_wait(keys, args, deadline)
+                if acked < self._replicas:
+                    # The master has the job, its replicas may not: a failover now would lose
+                    # it. 503, so Vonage retries; the retry finds it queued (a duplicate) and
+                    # waits again, or, after a failover, queues it on the promoted replica.
+                    log.warning("webhook job for %s reached %d of %d replicas in time",
+                                task.value, acked, self._replicas)
+                    raise QueueUnavailable(task.value, maybe_published=True)
         except redis.exceptions.RedisError as exc:
             raise self._unavailable(task, exc) from exc
         return WebhookOutcome(str(outcome))
+
+    def _enqueue_and_wait(
+        self, keys: list[str], args: list[Any], deadline: float
+    ) -> tuple[str, int]:
+        """The enqueue, then WAIT on the same connection (one pipeline, one round trip).
+
+        WAIT counts the replicas that have every write this connection made, so it must follow
+        the script on its connection: the script's dedupe marker, queue push and outbox entry
+        (one replicated transaction) are covered by the one WAIT. A duplicate counts too: its
+        counter increment comes after the first copy's writes, so a retry of a webhook answered
+        503 here is acknowledged only once a replica has the first copy's job.
+        """
+        if self._direct is None or self._enqueue_once is None:
+            raise RuntimeError("the broker is not the store's Redis: use the two-step path")
+        pipe = self._direct.pipeline(transaction=False)
+        self._enqueue_once(keys=keys, args=args, client=pipe)
+        pipe.execute_command("WAIT", self._replicas, self._wait_ms(deadline))  # type: ignore[no-untyped-call]
+        outcome, acked = pipe.execute()
+        return str(outcome), int(acked)
 
     def publish(self, task: TaskName, payload: Any = None, *, job: str | None = None) -> None:
         """Put one job on its queue; raises QueueUnavailable if the broker did not take it.
@@ -206,15 +245,30 @@ class Publisher:
         dropped again when the broker surely did not take the job. Returns only once the broker
         has answered: the job is in it.
         """
+        deadline = time.monotonic() + self._timeout
         message = self._messages.build(task, payload)
         if self._direct is not None:
             try:
                 if job is not None and self._outbox is not None:
-                    self._outbox.publish(job, message)
+                    acked = self._outbox.publish(job, message, replicas=self._replicas,
+                                                 wait_ms=self._wait_ms(deadline))
+                elif self._replicas:
+                    pipe = self._direct.pipeline(transaction=False)
+                    pipe.lpush(message.queue, message.body)
+                    pipe.execute_command(  # type: ignore[no-untyped-call]
+                        "WAIT", self._replicas, self._wait_ms(deadline))
+                    acked = int(pipe.execute()[1])
                 else:
                     self._direct.lpush(message.queue, message.body)
+                    acked = 0
             except redis.exceptions.RedisError as exc:
                 raise self._unavailable(task, exc) from exc
+            if acked < self._replicas:
+                # as for a webhook: a failover now would lose the job (and, for a create, the
+                # conversation stored before it, which the one WAIT covers too)
+                log.warning("job %s reached %d of %d replicas in time",
+                            task.value, acked, self._replicas)
+                raise QueueUnavailable(task.value, maybe_published=True)
             return
         if job is not None and self._outbox is not None:
             try:
@@ -230,6 +284,12 @@ class Publisher:
                 except redis.exceptions.RedisError:
                     log.warning("outbox entry %s kept; it will be re-published", job)
             raise
+
+    @staticmethod
+    def _wait_ms(deadline: float) -> int:
+        """A WAIT's timeout: what is left of the publish timeout, less a margin so that its
+        reply beats the socket timeout; never 0 (WAIT 0 blocks for ever)."""
+        return max(1, int((deadline - time.monotonic() - WAIT_MARGIN_SECONDS) * 1000))
 
     def _send(self, task: TaskName, payload: Any, message: BrokerMessage) -> None:
         """Celery's own publish (RabbitMQ: our confirmed one of `message`), under our deadline

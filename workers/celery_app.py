@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
@@ -27,6 +28,7 @@ from shared.gauges import HEARTBEAT_SECONDS, Heartbeats
 from shared.jobs import QUEUE_OF, Queue, TaskName
 from shared.logging import LogFormat, configure_logging, reset_log_context
 from shared.metrics import TASKS
+from shared.sentinel import celery_broker
 from shared.settings import Settings
 from shared.tracing import configure_tracing
 from shared.wiring import WORKER_CONNECT_TIMEOUT_SECONDS, WORKER_SOCKET_TIMEOUT_SECONDS
@@ -40,8 +42,11 @@ RESTORE_SWEEP_SECONDS = 5
 log = logging.getLogger(__name__)
 
 
-def broker_options(settings: Settings) -> dict[str, Any]:
-    """The broker transport's options and queues: kombu's Redis transport, or RabbitMQ's."""
+def broker_options(
+    settings: Settings, sentinel_options: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The broker transport's options and queues: kombu's Redis transport (behind Sentinel:
+    with its master's name, `sentinel_options`), or RabbitMQ's."""
     if is_amqp(settings.broker_url):
         return {
             # every publish of a worker (retries, follow-up jobs) waits for RabbitMQ's confirm
@@ -63,6 +68,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "socket_timeout": WORKER_SOCKET_TIMEOUT_SECONDS,
             "socket_connect_timeout": WORKER_CONNECT_TIMEOUT_SECONDS,
             "health_check_interval": 30,
+            **(sentinel_options or {}),
         },
         "task_queues": [KombuQueue(q.value) for q in Queue],  # type: ignore[no-untyped-call]
     }
@@ -95,9 +101,9 @@ class HeldCountdownConsumer(Consumer):  # type: ignore[misc]
 def make_celery(settings: Settings) -> Celery:
     if is_amqp(settings.broker_url):
         logging.getLogger("celery.app.base").addFilter(_HeldCountdowns())
-    app = Celery(
-        "smsproxy", broker=settings.broker_url, set_as_current=True, include=["workers.tasks"]
-    )
+    # a redis+sentinel:// URL becomes kombu's sentinel:// transport and its master's name
+    broker_url, sentinel_options = celery_broker(settings.broker_url)
+    app = Celery("smsproxy", broker=broker_url, set_as_current=True, include=["workers.tasks"])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -108,7 +114,7 @@ def make_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         broker_connection_retry_on_startup=True,
-        **broker_options(settings),
+        **broker_options(settings, sentinel_options),
         # Sends wait on Vonage's round trip: threads keep many in flight per process.
         worker_pool="threads",
         worker_concurrency=settings.worker_concurrency,

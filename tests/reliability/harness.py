@@ -55,9 +55,11 @@ def reliability_stack(
     pool_targets: str = "GB=2",
     beat: bool = False,
     provision: int | None = 2,
+    sentinel: bool = False,
 ) -> Iterator[Stack]:
     config = StackConfig(
         state_dir=state_dir, pool_targets=pool_targets, workers=workers, beat=beat,
+        sentinel=sentinel,
         sandbox_options={**SANDBOX, **(sandbox or {})}, extra_env={**BASE_ENV, **(env or {})},
     )
     with Stack(config) as stack:

@@ -109,6 +109,10 @@ def test_options_that_keep_the_queue_lists_are_accepted(options):
     ("unix:///run/redis.sock?db=2", "redis+socket:///run/redis.sock?virtual_host=2"),
     ("unix:///run/redis.sock", "unix:///run/../run/redis.sock?db=0"),
     ("redis://h/0 ", " redis://h/0"),
+    # the same sentinels in any order, loopback spelt either way: the same master
+    ("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster/0",
+     "redis+sentinel://10.0.0.2:26379,10.0.0.1/mymaster"),
+    ("redis+sentinel://:pw@localhost:26379/m/1", "redis+sentinel://:pw@127.0.0.1/m/1"),
 ])
 def test_same_database(first, second):
     assert same_redis_database(first, second)
@@ -128,6 +132,11 @@ def test_same_database(first, second):
     ("unix:///run/a.sock?db=1", "unix:///run/a.sock"),
     ("unix:///run/a.sock", "redis://localhost/0"),
     ("sentinel://h:26379/0", "sentinel://h:26379/0"),
+    ("redis+sentinel://h/m/0", "redis+sentinel://h/m/1"),
+    ("redis+sentinel://h/m/0", "redis+sentinel://h/other/0"),
+    ("redis+sentinel://h/m/0", "redis+sentinel://h,g/m/0"),
+    ("redis+sentinel://:a@h/m/0", "redis+sentinel://:b@h/m/0"),
+    ("redis+sentinel://h:26379/m/0", "redis://h:26379/0"),
     ("amqp://h//", "redis://h/0"),
 ])
 def test_different_databases(first, second):

@@ -7,6 +7,7 @@ import pytest
 import redis as redis_module
 
 from shared.domain import MessageKind, OutboundSms
+from shared.messages import UNREPLICATED, SendClaim
 from shared.sending import InDoubt, RecordLater, RetryLater, Throttled
 from shared.vonage_gateway import VonageFailure
 from tests.doubles import FakeVonage
@@ -173,3 +174,19 @@ def test_a_relay_records_the_time_since_its_webhook_was_received(world):
     assert snapshot["smsproxy_relay_latency_seconds_count"] == 1
     assert snapshot['smsproxy_relay_latency_seconds_bucket{le="2.5"}'] == 1
     assert snapshot["smsproxy_relay_latency_seconds_sum"] >= 2.0
+
+
+def test_a_claim_no_replica_confirmed_is_not_sent_until_one_does(world, monkeypatch):
+    # the WAIT itself runs on a real master and replica: tests/integration/test_sentinel.py
+    outbound = owed(world, "m-unreplicated", "after the failover")
+    messages = world.services.messages
+    real_claim = messages.claim_send
+    monkeypatch.setattr(messages, "claim_send",
+                        lambda *a, **k: SendClaim(acquired=False, state=UNREPLICATED))
+    with pytest.raises(InDoubt):
+        world.services.sender.send(outbound.id, world.vonage)
+    assert world.vonage.sent == []
+    monkeypatch.setattr(messages, "claim_send", real_claim)
+    world.services.sender.send(outbound.id, world.vonage)  # confirmed the next time: sent
+    assert len(world.vonage.sent) == 1
+    assert messages.outbound_state(outbound.id) == "submitted"
