@@ -296,8 +296,9 @@ class State:
             return True
         with self._lock:
             now = time.monotonic()
-            tokens, at = self._buckets.get(api_key, (rate, now))
-            tokens = min(rate, tokens + (now - at) * rate)
+            capacity = max(1.0, rate)
+            tokens, at = self._buckets.get(api_key, (capacity, now))
+            tokens = min(capacity, tokens + (now - at) * rate)
             if tokens < 1:
                 self._buckets[api_key] = (tokens, now)
                 self._throttled[api_key] = self._throttled.get(api_key, 0) + 1
