@@ -30,13 +30,29 @@ local function take_token(key, rate, burst)
 end
 """
 
+# A caller told to wait is also given a turn: the waiters queue one token apart, each told to
+# come back when its own token is due, instead of every one of them when the next single token
+# is (a backlog would otherwise retry as one herd, each wake-up costing a task run, and a worker
+# busy re-running waiters sends less). A turn is only a hint: the token is still taken at the
+# moment of sending, so a turn missed or overtaken costs a wait, never the rate.
 _TAKE = BUCKET_LUA + """
-return tostring(take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])))
+local rate = tonumber(ARGV[1])
+local wait = take_token(KEYS[1], rate, tonumber(ARGV[2]))
+if wait > 0 then
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  local last = tonumber(redis.call('HGET', KEYS[1], 'turn')) or 0
+  local turn = math.max(now + wait, last + 1 / rate)
+  redis.call('HSET', KEYS[1], 'turn', tostring(turn))
+  wait = turn - now
+end
+return tostring(wait)
 """
 
 
 class RateLimiter:
-    """`take()` returns 0.0 when a send may go now, else the seconds until a token is due."""
+    """`take()` returns 0.0 when a send may go now, else the seconds until this caller's turn
+    (the callers already waiting go first)."""
 
     def __init__(
         self, client: redis.Redis, name: str, rate: float, burst: int, keys: Keys | None = None

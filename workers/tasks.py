@@ -50,6 +50,7 @@ REDIS_MAX_RETRIES = 10
 CREATE_MAX_RETRIES = 2 * INSIGHT_MAX_ATTEMPTS + REDIS_MAX_RETRIES
 CALLBACK_MAX_RETRIES = 8
 SEND_LATER = (Throttled, RetryLater, InDoubt, RecordLater)
+THROTTLE_JITTER_SECONDS = 0.05
 P = ParamSpec("P")
 
 
@@ -92,8 +93,9 @@ def send_again(exc: Exception, rt: Runtime) -> tuple[float, dict[str, Any]]:
     """
     ceiling = rt.settings.max_backoff_seconds
     if isinstance(exc, Throttled):
-        # spread the waiters over the next second rather than waking them all at once
-        return min(ceiling, exc.wait + random.uniform(0, 1.0)), {}  # noqa: S311
+        # the limiter already spaces the waiters' turns (shared/ratelimit.py); a little jitter
+        # keeps workers whose clocks agree from landing on one instant
+        return min(ceiling, exc.wait + random.uniform(0, THROTTLE_JITTER_SECONDS)), {}  # noqa: S311
     if isinstance(exc, RetryLater):
         return backoff(exc.attempts, rt), {}
     if isinstance(exc, InDoubt):

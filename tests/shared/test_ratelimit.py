@@ -24,3 +24,18 @@ def test_refills_at_the_rate(real_redis, rate):
     assert limiter.take() > 0
     time.sleep(1.0 / rate + 0.01)
     assert limiter.take() == 0.0
+
+
+def test_waiters_are_given_turns_one_token_apart(real_redis):
+    from shared.keys import Keys
+
+    limiter = RateLimiter(real_redis, "turns", rate=1, burst=1)
+    assert limiter.take() == 0.0
+    turns = []
+    for _ in range(4):
+        assert 0 < limiter.take()
+        turns.append(float(real_redis.hget(Keys().rate_bucket("turns"), "turn")))
+    # each later waiter comes back one token (1 s at this rate) after the one before it,
+    # instead of all of them when the next token is due
+    assert [round(later - earlier, 6) for earlier, later in zip(turns, turns[1:],
+                                                                 strict=False)] == [1.0] * 3
