@@ -89,7 +89,7 @@ class Sender:
         # account's bucket keeps the name it had before there could be several).
         self._limiters = {
             key: RateLimiter(client, key, settings.send_rate_per_second, settings.send_burst,
-                             self._keys)
+                             self._keys, max_wait=settings.max_backoff_seconds)
             for key in accounts.keys or (self._primary,)
         }
 

@@ -39,3 +39,16 @@ def test_waiters_are_given_turns_one_token_apart(real_redis):
     # instead of all of them when the next token is due
     assert [round(later - earlier, 6) for earlier, later in zip(turns, turns[1:],
                                                                  strict=False)] == [1.0] * 3
+
+
+def test_no_turn_is_handed_out_beyond_the_longest_wait(real_redis):
+    from shared.keys import Keys
+
+    limiter = RateLimiter(real_redis, "horizon", rate=1, burst=1, max_wait=2.5)
+    assert limiter.take() == 0.0
+    assert 0 < limiter.take() <= 1.0 and 1.0 < limiter.take() <= 2.0
+    # the third waiter's turn would be 3 s off: it is told to ask again in 2.5 s, turn-less
+    assert limiter.take() == 2.5
+    turn = float(real_redis.hget(Keys().rate_bucket("horizon"), "turn"))
+    assert limiter.take() == 2.5
+    assert float(real_redis.hget(Keys().rate_bucket("horizon"), "turn")) == turn
