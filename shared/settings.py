@@ -147,8 +147,9 @@ def _literal(raw: str) -> str:
     return check_literal(raw.strip())
 
 
-def _setting(env: str, parse: Callable[[str], Any], doc: str) -> Any:
-    return field(metadata={"env": env, "parse": parse, "doc": doc})
+def _setting(env: str, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
+    """A field read from `env`; a `secret` one stays out of the settings' repr."""
+    return field(repr=not secret, metadata={"env": env, "parse": parse, "doc": doc})
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +160,13 @@ class Settings:
     broker_url: str = _setting("CELERY_BROKER_URL", _text, "the Celery broker (default REDIS_URL)")
     vonage_api_key: str | None = _setting("VONAGE_API_KEY", _optional_text, "account API key")
     vonage_api_secret: str | None = _setting(
-        "VONAGE_API_SECRET", _optional_text, "account API secret"
+        "VONAGE_API_SECRET", _optional_text, "account API secret", secret=True,
     )
     vonage_signature_secret: str | None = _setting(
         "VONAGE_SIGNATURE_SECRET", _optional_text,
         "every webhook must be signed with it; web refuses to start without it unless "
         "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS=true",
+        secret=True,
     )
     listed_vonage_accounts: VonageAccounts = _setting(
         "SMSPROXY_VONAGE_ACCOUNTS", VonageAccounts.parse,
@@ -211,6 +213,7 @@ class Settings:
     metrics_token: str | None = _setting(
         "SMSPROXY_METRICS_TOKEN", _optional_text,
         "when set, /metrics and /readyz require Authorization: Bearer <it> (/healthz stays open)",
+        secret=True,
     )
     pool_targets: Mapping[str, int] = _setting(
         "SMSPROXY_POOL_TARGETS", _pool_targets, "numbers to hold per country, e.g. GB=3,US=2"
@@ -266,6 +269,7 @@ class Settings:
     callback_secret: str | None = _setting(
         "SMSPROXY_CALLBACK_SECRET", _optional_text,
         "HMAC-SHA256 key signing status callbacks (needed to accept a callback_url)",
+        secret=True,
     )
     allow_http_callbacks: bool = _setting(
         "SMSPROXY_ALLOW_HTTP_CALLBACKS", _flag,

@@ -209,3 +209,15 @@ def test_a_drained_number_is_cancelled_on_its_own_account(keeper):
 
     assert ports.ports["key2"].cancelled == [gb(1).msisdn]
     assert ports.ports["key1"].cancelled == []
+
+
+def test_no_secret_is_in_the_settings_repr():
+    settings = build_settings(VONAGE_SIGNATURE_SECRET="sig-secret-1",
+                              SMSPROXY_CALLBACK_SECRET="callback-secret-1",
+                              SMSPROXY_METRICS_TOKEN="metrics-token-1")
+    listed = build_settings(**TWO)
+    text = repr(settings) + repr(listed)
+    for secret in ("sandbox-secret", "sig-secret-1", "callback-secret-1", "metrics-token-1",
+                   "secret1", "sig2"):
+        assert secret not in text
+    assert "key1" in text  # keys are not secret: every webhook names its account's
