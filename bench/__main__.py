@@ -8,6 +8,7 @@ import sys
 import time
 
 from bench import (
+    accounts,
     masking_accuracy,
     memory,
     numbers_needed,
@@ -23,6 +24,7 @@ FULL: list[tuple[str, object, list[str]]] = [
     ("4. memory per conversation", memory, []),
     ("5. numbers needed", numbers_needed, []),
     ("6. masking accuracy", masking_accuracy, []),
+    ("7. several Vonage accounts", accounts, []),
 ]
 QUICK = {
     "1. webhook ingest": ["--seconds", "4", "--rounds", "1"],
@@ -31,6 +33,7 @@ QUICK = {
     "4. memory per conversation": ["--conversations", "10000"],
     "5. numbers needed": [],
     "6. masking accuracy": [],
+    "7. several Vonage accounts": ["--messages", "150"],
 }
 
 

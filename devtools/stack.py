@@ -47,9 +47,18 @@ class StackConfig:
     # the sandbox's handsets page, starting conversations through this stack's API
     handsets: bool = False
     phones: tuple[str, ...] = ()
+    # Vonage accounts besides the sandbox's own, as (key, secret, signature secret): the
+    # sandbox serves them and the proxy is given every account in SMSPROXY_VONAGE_ACCOUNTS.
+    extra_accounts: tuple[tuple[str, str, str], ...] = ()
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # a Sentinel-managed Redis (master, replica, three sentinels) instead of one redis-server
     sentinel: bool = False
+
+    @property
+    def accounts_setting(self) -> str:
+        """SMSPROXY_VONAGE_ACCOUNTS for the sandbox's own account and the extra ones."""
+        primary = ("sandbox-key", "sandbox-secret", self.signature_secret or "")
+        return ",".join(":".join(account) for account in (primary, *self.extra_accounts))
 
 
 class Stack:
@@ -112,6 +121,10 @@ class Stack:
             options.setdefault("proxy_api_url", self.web_url)
             # the token by environment, never on the sandbox's command line
             sandbox_env["SANDBOX_PROXY_API_TOKEN"] = API_TOKEN
+        if self.config.extra_accounts:
+            # by environment: the sandbox's command line would show the secrets to every user
+            sandbox_env["SANDBOX_ACCOUNTS"] = ",".join(
+                ":".join(account) for account in self.config.extra_accounts)
         self.sandbox = self._exit.enter_context(
             run_sandbox(self.config.state_dir / "sandbox", env=sandbox_env, **options)
         )
@@ -154,6 +167,11 @@ class Stack:
             env["VONAGE_SIGNATURE_METHOD"] = self.config.signature_method
         else:  # a stack asked to run unsigned says so, or web refuses to start
             env["SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS"] = "true"
+        if self.config.extra_accounts:
+            # one source of credentials: the list replaces the single account's variables
+            for name in ("VONAGE_API_KEY", "VONAGE_API_SECRET", "VONAGE_SIGNATURE_SECRET"):
+                env.pop(name, None)
+            env["SMSPROXY_VONAGE_ACCOUNTS"] = self.config.accounts_setting
         env.update(self.config.extra_env)
         return env
 

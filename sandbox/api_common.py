@@ -6,7 +6,7 @@ from http import HTTPStatus
 
 from flask import Blueprint, Response, jsonify, request
 
-from sandbox.config import SandboxConfig
+from sandbox.config import SandboxAccount, SandboxConfig
 from sandbox.state import State
 
 
@@ -34,12 +34,22 @@ def has_credentials(params: dict[str, str]) -> bool:
 
 def valid_credentials(params: dict[str, str], config: SandboxConfig) -> bool:
     """True for a matching `Authorization: Basic` header or `api_key`/`api_secret` parameters."""
+    return authenticated_account(params, config) is not None
+
+
+def authenticated_account(params: dict[str, str], config: SandboxConfig) -> SandboxAccount | None:
+    """The account whose key and secret the request carries (header or parameters), or None."""
     auth = request.authorization
     if auth is not None and auth.type == "basic":
         key, secret = auth.username or "", auth.password or ""
     else:
         key, secret = params.get("api_key", ""), params.get("api_secret", "")
-    return same(key, config.api_key) & same(secret, config.api_secret)
+    found = None
+    for account in config.accounts:
+        # every account compared, in constant time each, whichever matches
+        if same(key, account.api_key) & same(secret, account.api_secret):
+            found = account
+    return found
 
 
 def same(given: str, expected: str) -> bool:

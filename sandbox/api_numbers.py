@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from sandbox.api_common import install_faults, valid_credentials, vonage_params
+from sandbox.api_common import authenticated_account, install_faults, vonage_params
 from sandbox.config import NumberSpec, SandboxConfig
 from sandbox.state import State, available_to_api
 
@@ -36,24 +36,26 @@ def numbers_blueprint(config: SandboxConfig, state: State) -> Blueprint:
         response.status_code = error.status
         return response
 
-    def checked() -> dict[str, str]:
+    def checked() -> tuple[dict[str, str], str]:
+        """The parameters and the API key of the account asking."""
         params = vonage_params()
-        if not valid_credentials(params, config):
+        account = authenticated_account(params, config)
+        if account is None:
             raise NumbersError(HTTPStatus.UNAUTHORIZED, "authentication failed")
         if state.chance(state.faults().throttle_rate):
             raise NumbersError(HTTPStatus.TOO_MANY_REQUESTS, "too many requests")
-        return params
+        return params, account.api_key
 
     @blueprint.get("/account/numbers")
     def list_owned() -> Response:
-        params = checked()
+        params, account = checked()
         matches = _filter(params)
-        owned = [n for n in state.owned() if matches(n.spec)]
+        owned = [n for n in state.owned(account) if matches(n.spec)]
         return jsonify(_page([n.to_api() for n in owned], params))
 
     @blueprint.get("/number/search")
     def search() -> Response:
-        params = checked()
+        params, _account = checked()  # one market: every account sees the same numbers
         country = _required(params, "country").upper()
         features = {f for f in params.get("features", "").upper().split(",") if f}
         matches = _filter(params)
@@ -67,25 +69,27 @@ def numbers_blueprint(config: SandboxConfig, state: State) -> Blueprint:
         ]
         return jsonify(_page([available_to_api(s) for s in found], params))
 
-    def change(operation: Callable[[str, str, dict[str, str]], bool]) -> Response:
-        params = checked()
+    def change(operation: Callable[[str, str, dict[str, str], str], bool]) -> Response:
+        params, account = checked()
         country = _required(params, "country").upper()
-        if not operation(country, _required(params, "msisdn"), params):
+        if not operation(country, _required(params, "msisdn"), params, account):
             raise NumbersError(METHOD_FAILED, "method failed")
         return jsonify({"error-code": "200", "error-code-label": "success"})
 
     @blueprint.post("/number/buy")
     def buy() -> Response:
-        return change(lambda country, msisdn, _: state.buy(country, msisdn))
+        return change(lambda country, msisdn, _, account: state.buy(country, msisdn, account))
 
     @blueprint.post("/number/cancel")
     def cancel() -> Response:
-        return change(lambda country, msisdn, _: state.cancel(country, msisdn))
+        return change(lambda country, msisdn, _, account: state.cancel(country, msisdn, account))
 
     @blueprint.post("/number/update")
     def update() -> Response:
         return change(
-            lambda country, msisdn, params: state.update(country, msisdn, params.get("moHttpUrl"))
+            lambda country, msisdn, params, account: state.update(
+                country, msisdn, params.get("moHttpUrl"), account
+            )
         )
 
     return blueprint

@@ -7,15 +7,15 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from sandbox.api_common import (
+    authenticated_account,
     has_credentials,
     http_error,
     install_faults,
     same,
-    valid_credentials,
     vonage_params,
 )
 from sandbox.carrier import Carrier, tariff
-from sandbox.config import SandboxConfig
+from sandbox.config import SandboxAccount, SandboxConfig
 from sandbox.phones import is_msisdn
 from sandbox.signing import verify
 from sandbox.sms import MAX_TEXT_LENGTH, encoding_for, split
@@ -72,8 +72,11 @@ def sms_blueprint(config: SandboxConfig, state: State, carrier: Carrier) -> Blue
                 return http_error(int(forced.removeprefix("http")), "scripted fault")
             if forced is not None and forced != "0":
                 raise Rejection(int(forced))
-            _authenticate(params, config)
-            _validate(params, config, state)
+            account = _authenticate(params, config)
+            # Vonage counts every request of a key against its limit, valid or not.
+            if not state.take_send_slot(account.api_key, config.rate_per_key):
+                raise Rejection(1)
+            _validate(params, config, state, account)
             if state.chance(state.faults().throttle_rate):
                 raise Rejection(1)
         except Rejection as rejection:
@@ -84,31 +87,38 @@ def sms_blueprint(config: SandboxConfig, state: State, carrier: Carrier) -> Blue
                     "messages": [{"status": str(rejection.status), "error-text": rejection.text}],
                 }
             )
-        return jsonify(_accept(params, config, state, carrier))
+        return jsonify(_accept(params, config, state, carrier, account))
 
     return blueprint
 
 
-def _authenticate(params: dict[str, str], config: SandboxConfig) -> None:
+def _authenticate(params: dict[str, str], config: SandboxConfig) -> SandboxAccount:
+    """The account sending: by key and secret, or by key and a signature over the request."""
     if "sig" in params:
         # Signed requests replace the secret with a signature over all parameters.
         if "api_secret" in params:
             raise Rejection(32)
-        secret = config.signature_secret
+        signer = config.account(params.get("api_key", ""))
+        secret = signer.signature_secret if signer else None
         if not (
-            secret
-            and same(params.get("api_key", ""), config.api_key)
+            signer
+            and secret
+            and same(params.get("api_key", ""), signer.api_key)
             and verify(params, secret, config.signature_method)
         ):
             raise Rejection(14)
-        return
+        return signer
     if not has_credentials(params):
         raise Rejection(2, "api_key and api_secret are required")
-    if not valid_credentials(params, config):
+    account = authenticated_account(params, config)
+    if account is None:
         raise Rejection(4)
+    return account
 
 
-def _validate(params: dict[str, str], config: SandboxConfig, state: State) -> None:
+def _validate(
+    params: dict[str, str], config: SandboxConfig, state: State, account: SandboxAccount
+) -> None:
     for name in ("from", "to"):
         if not params.get(name):
             raise Rejection(2, f"{name} is required")
@@ -137,12 +147,17 @@ def _validate(params: dict[str, str], config: SandboxConfig, state: State) -> No
         raise Rejection(3, "ttl must be between 20000 and 604800000 ms")
     if params.get("status-report-req", "true").lower() not in _BOOLEANS:
         raise Rejection(3, "status-report-req must be true or false")
-    if config.strict_sender and not state.owns(sender):
+    if config.strict_sender and not state.owns(sender, account.api_key):
+        # a number of another account is not this account's to send from
         raise Rejection(15, f"{sender} is not a number this account owns")
 
 
 def _accept(
-    params: dict[str, str], config: SandboxConfig, state: State, carrier: Carrier
+    params: dict[str, str],
+    config: SandboxConfig,
+    state: State,
+    carrier: Carrier,
+    account: SandboxAccount,
 ) -> dict[str, Any]:
     text = params["text"]
     encoding = encoding_for(text, params.get("type"))
@@ -159,6 +174,7 @@ def _accept(
         message_ids=tuple(state.new_message_id() for _ in parts),
         parts=tuple(parts),
         sent_at=utc_now_iso(),
+        account=account.api_key,
     )
     balance_after = state.record_sent(message, price * len(parts))
     balance = balance_after + price * len(parts)

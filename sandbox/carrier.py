@@ -53,6 +53,8 @@ class Carrier:
         """A handset texts an owned number: one inbound webhook per part; returns the part ids."""
         number = self._state.owned_number(to)
         url = number.mo_http_url if number else ""
+        # the webhook names, and is signed by, the account renting the number
+        owner = number.account if number else self._config.api_key
         encoding = encoding_for(text)
         parts = split(text, encoding)
         message_ids = [self._state.new_message_id() for _ in parts]
@@ -74,7 +76,7 @@ class Carrier:
                 "type": str(encoding),
                 "keyword": part.split()[0].upper() if part.split() else "",
                 "message-timestamp": now.strftime("%Y-%m-%d %H:%M:%S"),
-                "api-key": self._config.api_key,
+                "api-key": owner,
             }
             if len(parts) > 1:
                 params |= {
@@ -83,7 +85,7 @@ class Carrier:
                     "concat-total": str(len(parts)),
                     "concat-part": str(index + 1),
                 }
-            params = self._signed(params)
+            params = self._signed(params, owner)
             for copy in range(1, duplicates + 1):
                 webhook_id = self._state.add_webhook(
                     "inbound", url or None, params, message_ids[index], copy
@@ -108,14 +110,17 @@ class Carrier:
                 "status": "delivered",
                 "scts": now.strftime("%y%m%d%H%M"),
                 "err-code": "0",
-                "api-key": self._config.api_key,
+                "api-key": message.account or self._config.api_key,
                 "message-timestamp": now.strftime("%Y-%m-%d %H:%M:%S"),
             }
             if message.client_ref is not None:
                 params["client-ref"] = message.client_ref
-            webhook_id = self._state.add_webhook("receipt", url, self._signed(params), message_id)
+            signed = self._signed(params, message.account or self._config.api_key)
+            webhook_id = self._state.add_webhook("receipt", url, signed, message_id)
             self._deliverer.schedule(webhook_id, RECEIPT_DELAY_SECONDS)
 
-    def _signed(self, params: dict[str, str]) -> dict[str, str]:
-        secret = self._config.signature_secret
+    def _signed(self, params: dict[str, str], api_key: str) -> dict[str, str]:
+        """Signed with the secret of the account `api_key` (unsigned when it has none)."""
+        account = self._config.account(api_key)
+        secret = account.signature_secret if account else None
         return sign(params, secret, self._config.signature_method) if secret else params

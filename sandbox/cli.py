@@ -16,7 +16,13 @@ from typing import Any
 import requests
 
 from sandbox.client import SandboxClient, SandboxError
-from sandbox.config import DEFAULT_INVENTORY, WEBHOOK_FORMATS, SandboxConfig, parse_numbers
+from sandbox.config import (
+    DEFAULT_INVENTORY,
+    WEBHOOK_FORMATS,
+    SandboxConfig,
+    parse_accounts,
+    parse_numbers,
+)
 from sandbox.signing import METHODS
 
 
@@ -75,6 +81,12 @@ def _add_serve(serve: argparse.ArgumentParser) -> None:
     add("--api-key", default=_env("API_KEY", "sandbox-key"))
     add("--api-secret", default=_env("API_SECRET", "sandbox-secret"))
     add("--signature-secret", default=_env("SIGNATURE_SECRET"), help="sign webhooks with it")
+    add("--accounts", default=_env("ACCOUNTS", ""),
+        help="accounts besides --api-key: KEY:SECRET[:SIGNATURE_SECRET],... (the environment "
+             "keeps the secrets off the command line: SANDBOX_ACCOUNTS)")
+    add("--rate-per-key", type=float, default=_env("RATE_PER_KEY", "0"),
+        help="SMS requests per second per API key before status 1 Throttled (Vonage: 30); "
+             "0: no limit")
     add("--signature-method", choices=METHODS, default=_env("SIGNATURE_METHOD", "md5hash"))
     add("--webhook-format", choices=WEBHOOK_FORMATS, default=_env("WEBHOOK_FORMAT", "form"))
     add("--dlr-url", default=_env("DLR_URL"), help="account default for delivery receipts")
@@ -118,6 +130,8 @@ def config_from_args(args: argparse.Namespace) -> SandboxConfig:
         api_key=args.api_key,
         api_secret=args.api_secret,
         signature_secret=args.signature_secret or None,
+        extra_accounts=tuple(parse_accounts(args.accounts)),
+        rate_per_key=args.rate_per_key,
         signature_method=args.signature_method,
         webhook_format=args.webhook_format,
         dlr_url=args.dlr_url or None,

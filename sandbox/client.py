@@ -70,7 +70,7 @@ class SandboxClient:
         return list(self._call("GET", "/webhooks"))
 
     def owned_numbers(self) -> list[dict[str, Any]]:
-        """Numbers the account owns, with their `moHttpUrl`."""
+        """Numbers every account owns, with their `moHttpUrl` and `account` (its API key)."""
         return list(self._call("GET", "/numbers"))
 
     def add_inventory(self, numbers: list[dict[str, Any]]) -> None:

@@ -30,6 +30,28 @@ class NumberSpec:
 
 
 @dataclass(frozen=True)
+class SandboxAccount:
+    """One Vonage account: its key, secret and the secret its webhooks are signed with."""
+
+    api_key: str
+    api_secret: str = field(repr=False)
+    signature_secret: str | None = field(default=None, repr=False)
+
+
+def parse_accounts(spec: str) -> list[SandboxAccount]:
+    """Parse `key:secret[:signature_secret],...` (an empty signature secret: unsigned)."""
+    accounts: list[SandboxAccount] = []
+    for position, item in enumerate(filter(None, (c.strip() for c in spec.split(","))), 1):
+        key, sep, rest = item.partition(":")
+        secret, _, signature_secret = rest.partition(":")
+        if not key or not sep or not secret:
+            # the position, never the entry: it holds a secret
+            raise ValueError(f"bad account {position}: want KEY:SECRET[:SIGNATURE_SECRET]")
+        accounts.append(SandboxAccount(key, secret, signature_secret or None))
+    return accounts
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     """Everything `python -m sandbox serve` is told; the defaults are the CLI's."""
 
@@ -40,6 +62,11 @@ class SandboxConfig:
     api_key: str = "sandbox-key"
     api_secret: str = "sandbox-secret"  # noqa: S105 - a fixed local credential, by design
     signature_secret: str | None = None
+    # Accounts besides the one above (which the numbers owned at start belong to).
+    extra_accounts: tuple[SandboxAccount, ...] = ()
+    # Vonage's SMS limit: requests per second per API key, beyond which a send answers status
+    # 1 "Throttled" (30 by default at Vonage); 0 turns the limit off.
+    rate_per_key: float = 0.0
     signature_method: str = "md5hash"
     webhook_format: str = "form"
     dlr_url: str | None = None
@@ -81,8 +108,24 @@ class SandboxConfig:
         bad_phones = [p for p in self.phones if not is_msisdn(p)]
         if bad_phones:
             raise ValueError(f"phones must be digits, no +: {', '.join(bad_phones)}")
+        keys = [account.api_key for account in self.accounts]
+        if len(set(keys)) != len(keys):
+            raise ValueError("every account needs its own API key")
+        if self.rate_per_key < 0:
+            raise ValueError("rate per key must be >= 0")
         if self.retry_max_attempts < 1 or self.retry_base_seconds < 0 or self.latency_ms < 0:
             raise ValueError("retry attempts must be >= 1, retry base and latency >= 0")
+
+
+    @property
+    def accounts(self) -> tuple[SandboxAccount, ...]:
+        """Every account, the primary (`api_key`) first."""
+        primary = SandboxAccount(self.api_key, self.api_secret, self.signature_secret)
+        return (primary, *self.extra_accounts)
+
+    def account(self, api_key: str) -> SandboxAccount | None:
+        """The account with this key, or None."""
+        return next((a for a in self.accounts if a.api_key == api_key), None)
 
 
 def is_loopback(host: str) -> bool:

@@ -62,7 +62,8 @@ def control_blueprint(state: State, carrier: Carrier) -> Blueprint:
 
     @blueprint.get("/numbers")
     def numbers() -> Response:
-        return jsonify([n.to_api() for n in state.owned()])
+        # every account's numbers, each naming its account (the Numbers API lists one's own)
+        return jsonify([{**n.to_api(), "account": n.account} for n in state.owned()])
 
     @blueprint.get("/inventory")
     def inventory() -> Response:
@@ -78,8 +79,9 @@ def control_blueprint(state: State, carrier: Carrier) -> Blueprint:
     def add_owned() -> Response:
         entries = _numbers(_json_object())
         urls = [_field(entry, "moHttpUrl", str, "") for entry in entries]
+        accounts = [_field(entry, "account", str, "") for entry in entries]
         specs = [_spec(entry) for entry in entries]
-        state.add_owned(specs, urls)
+        state.add_owned(specs, urls, accounts)
         return jsonify({"added": len(specs)})
 
     @blueprint.get("/faults")

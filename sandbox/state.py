@@ -4,6 +4,7 @@ import itertools
 import random
 import secrets
 import threading
+import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -27,6 +28,7 @@ class OwnedNumber:
 
     spec: NumberSpec
     mo_http_url: str = ""
+    account: str = ""  # the API key of the account renting it
 
     def to_api(self) -> dict[str, Any]:
         """The Numbers API's shape: `moHttpUrl` only when one is set, as Vonage does."""
@@ -65,10 +67,12 @@ class SentMessage:
     message_ids: tuple[str, ...]
     parts: tuple[str, ...]
     sent_at: str
+    account: str = ""  # the API key it was sent with
 
     def to_json(self) -> dict[str, Any]:
         """The control API's shape."""
         return {
+            "account": self.account,
             "from": self.from_,
             "to": self.to,
             "text": self.text,
@@ -168,13 +172,16 @@ class State:
         self._faults = Faults()
         self._balance = START_BALANCE
         self._rejected = 0
+        # Per API key: the token bucket of its send rate (tokens, when), and its throttled sends.
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._throttled: dict[str, int] = {}
         self.reset()
 
     def reset(self) -> None:
         """Back to the configured start: records and faults cleared, numbers restored."""
         config = self._config
         with self._lock:
-            self._owned = {n.msisdn: OwnedNumber(n) for n in config.owned}
+            self._owned = {n.msisdn: OwnedNumber(n, account=config.api_key) for n in config.owned}
             self._inventory = {n.msisdn: n for n in config.inventory if n.msisdn not in self._owned}
             self._sent = []
             self._webhooks = {}
@@ -184,18 +191,22 @@ class State:
             self._faults = Faults(config.latency_ms, config.throttle_rate, config.error_rate)
             self._balance = START_BALANCE
             self._rejected = 0
+            self._buckets = {}
+            self._throttled = {}
 
     # Numbers
 
-    def owns(self, msisdn: str) -> bool:
-        """True if the account rents `msisdn`."""
+    def owns(self, msisdn: str, account: str | None = None) -> bool:
+        """True if an account (or this one) rents `msisdn`."""
         with self._lock:
-            return msisdn in self._owned
+            number = self._owned.get(msisdn)
+            return number is not None and account in (None, number.account)
 
-    def owned(self) -> list[OwnedNumber]:
-        """Owned numbers in msisdn order."""
+    def owned(self, account: str | None = None) -> list[OwnedNumber]:
+        """Owned numbers in msisdn order: every account's, or one account's."""
         with self._lock:
-            return [replace(self._owned[k]) for k in sorted(self._owned)]
+            return [replace(self._owned[k]) for k in sorted(self._owned)
+                    if account in (None, self._owned[k].account)]
 
     def owned_number(self, msisdn: str) -> OwnedNumber | None:
         """One owned number, or None."""
@@ -208,31 +219,38 @@ class State:
         with self._lock:
             return [self._inventory[k] for k in sorted(self._inventory)]
 
-    def buy(self, country: str, msisdn: str) -> bool:
-        """Move a number from the inventory to the account; False if it is not for sale there."""
+    def buy(self, country: str, msisdn: str, account: str | None = None) -> bool:
+        """Move a number from the inventory to an account; False if it is not for sale there."""
         with self._lock:
             spec = self._inventory.get(msisdn)
             if spec is None or spec.country != country:
                 return False
             del self._inventory[msisdn]
-            self._owned[msisdn] = OwnedNumber(spec)
+            self._owned[msisdn] = OwnedNumber(spec, account=account or self._config.api_key)
             return True
 
-    def cancel(self, country: str, msisdn: str) -> bool:
+    def cancel(self, country: str, msisdn: str, account: str | None = None) -> bool:
         """Give an owned number back to the inventory; False if the account does not own it."""
         with self._lock:
             number = self._owned.get(msisdn)
-            if number is None or number.spec.country != country:
+            if number is None or number.spec.country != country or account not in (
+                None, number.account
+            ):
                 return False
             del self._owned[msisdn]
             self._inventory[msisdn] = number.spec
             return True
 
-    def update(self, country: str, msisdn: str, mo_http_url: str | None) -> bool:
-        """Set an owned number's inbound URL (None leaves it, "" clears it); False if not owned."""
+    def update(
+        self, country: str, msisdn: str, mo_http_url: str | None, account: str | None = None
+    ) -> bool:
+        """Set an owned number's inbound URL (None leaves it, "" clears it); False if not owned
+        (by this account)."""
         with self._lock:
             number = self._owned.get(msisdn)
-            if number is None or number.spec.country != country:
+            if number is None or number.spec.country != country or account not in (
+                None, number.account
+            ):
                 return False
             if mo_http_url is not None:
                 number.mo_http_url = mo_http_url
@@ -245,12 +263,16 @@ class State:
                 if spec.msisdn not in self._owned:
                     self._inventory[spec.msisdn] = spec
 
-    def add_owned(self, specs: list[NumberSpec], mo_http_urls: list[str]) -> None:
-        """Make the account own numbers directly, as if bought outside the proxy."""
+    def add_owned(
+        self, specs: list[NumberSpec], mo_http_urls: list[str], accounts: list[str] | None = None
+    ) -> None:
+        """Make an account (the primary by default) own numbers directly, as if bought
+        outside the proxy."""
         with self._lock:
-            for spec, url in zip(specs, mo_http_urls, strict=True):
+            owners = accounts or [""] * len(specs)
+            for spec, url, owner in zip(specs, mo_http_urls, owners, strict=True):
                 self._inventory.pop(spec.msisdn, None)
-                self._owned[spec.msisdn] = OwnedNumber(spec, url)
+                self._owned[spec.msisdn] = OwnedNumber(spec, url, owner or self._config.api_key)
 
     # SMS
 
@@ -266,6 +288,23 @@ class State:
         """Count a send refused with a non-zero status."""
         with self._lock:
             self._rejected += 1
+
+    def take_send_slot(self, api_key: str, rate: float) -> bool:
+        """Whether a send with this key is within its rate (a token bucket holding one
+        second's worth, as Vonage's "30 requests per second" reads); False: throttled."""
+        if rate <= 0:
+            return True
+        with self._lock:
+            now = time.monotonic()
+            capacity = max(1.0, rate)
+            tokens, at = self._buckets.get(api_key, (capacity, now))
+            tokens = min(capacity, tokens + (now - at) * rate)
+            if tokens < 1:
+                self._buckets[api_key] = (tokens, now)
+                self._throttled[api_key] = self._throttled.get(api_key, 0) + 1
+                return False
+            self._buckets[api_key] = (tokens - 1, now)
+            return True
 
     def sent(self, to: str | None = None) -> list[SentMessage]:
         """Accepted sends in order, all or those to one handset."""
@@ -427,6 +466,16 @@ class State:
                 "webhooks": by_status,
                 "webhook_attempts": sum(len(w.attempts) for w in self._webhooks.values()),
                 "owned_numbers": len(self._owned),
+                "accounts": {
+                    account.api_key: {
+                        "sms_sent": sum(1 for m in self._sent if m.account == account.api_key),
+                        "sms_throttled": self._throttled.get(account.api_key, 0),
+                        "owned_numbers": sum(
+                            1 for n in self._owned.values() if n.account == account.api_key
+                        ),
+                    }
+                    for account in self._config.accounts
+                },
                 "available_numbers": len(self._inventory),
                 "balance": f"{self._balance:.8f}",
             }

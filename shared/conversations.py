@@ -18,7 +18,7 @@ from shared.metrics import ACTIVATION, Counters
 from shared.pool_inventory import PoolInventory
 from shared.routes import PoolExhausted, RouteTable
 from shared.settings import Settings
-from shared.vonage_gateway import VonageFailure, VonagePort
+from shared.vonage_gateway import VonageFailure, Vonages, port_of
 
 # How long an Idempotency-Key stays bound to the conversation it created.
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
@@ -79,7 +79,7 @@ class ParticipantRefused(Exception):
 class NumberBuyer(Protocol):
     """Buys one number for a country on the fly (the pool keeper); True if the pool grew."""
 
-    def buy_one(self, vonage: VonagePort, country: str, seen_size: int) -> bool: ...
+    def buy_one(self, vonage: Vonages, country: str, seen_size: int) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +176,7 @@ class Conversations:
         if idempotency_key is not None:
             self.idempotency.forget(client, idempotency_key)
 
-    def establish(self, conversation_id: str, vonage: VonagePort) -> Established:
+    def establish(self, conversation_id: str, vonage: Vonages) -> Established:
         """Validate numbers, allocate proxies and activate.
 
         Safe to run again: an active conversation returns its intro ids (re-enqueuing a send
@@ -210,7 +210,7 @@ class Conversations:
         )
 
     def _check_numbers(
-        self, conversation: Conversation, vonage: VonagePort
+        self, conversation: Conversation, vonage: Vonages
     ) -> tuple[Participant, Participant] | Established:
         """Each participant with the country Number Insight gives, or the failed conversation."""
         checked: list[Participant] = []
@@ -252,13 +252,15 @@ class Conversations:
         self._owe_intros(active)
         return Established(active, changed=True, intro_ids=self._intro_ids(active))
 
-    def _country_of(self, msisdn: str, vonage: VonagePort) -> str:
+    def _country_of(self, msisdn: str, vonage: Vonages) -> str:
         """The number's country: remembered from an earlier lookup, or asked of Vonage."""
         country = self.insights.country(msisdn)
         if country is not None:
             self.counters.incr("smsproxy.insight.cached")
             return country
-        insight = vonage.basic_insight(msisdn)
+        # any account may look a number up: the primary's does
+        primary = self.settings.vonage_accounts.primary
+        insight = port_of(vonage, primary.api_key if primary else "").basic_insight(msisdn)
         self.insights.remember(msisdn, insight.country)
         return insight.country
 
@@ -270,7 +272,7 @@ class Conversations:
         return [own, *(c for c in self.inventory.countries() if c != own)]
 
     def _allocate(
-        self, conversation_id: str, first: Participant, second: Participant, vonage: VonagePort
+        self, conversation_id: str, first: Participant, second: Participant, vonage: Vonages
     ) -> tuple[str, str]:
         request = (
             (first.number, self._countries_for(first)),

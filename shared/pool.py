@@ -1,4 +1,10 @@
-"""Pool maintenance: reconcile with the account, repair inbound URLs, buy to targets, release.
+"""Pool maintenance: reconcile with the accounts, repair inbound URLs, buy to targets, release.
+
+With several Vonage accounts (SMSPROXY_VONAGE_ACCOUNTS) the targets are for the pool as a
+whole: every account's numbers are read and reconciled, and each number bought goes to the
+account with the most headroom, the one holding the fewest pool numbers (ties: the first
+listed), so that the sends, which go out through the account of their number, spread over the
+accounts' separate rate limits.
 
 One run reads the whole inventory before changing anything, so that a failed or partial answer
 stops the run with nothing half-done; the next run starts clean. Only one keeper acts at a time
@@ -20,10 +26,16 @@ from shared.keys import Keys
 from shared.messages import MessageLog
 from shared.metrics import Counters
 from shared.phone import mask
-from shared.pool_inventory import PoolInventory
+from shared.pool_inventory import PoolInventory, PoolNumber
 from shared.routes import RouteTable
 from shared.settings import Settings
-from shared.vonage_gateway import OwnedNumber, VonageFailure, VonagePort
+from shared.vonage_gateway import (
+    AvailableNumber,
+    OwnedNumber,
+    VonageFailure,
+    Vonages,
+    port_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +55,8 @@ class PoolPolicy:
     release: bool
     inbound_url: str | None
     number_change_template: str
+    # the API keys of the accounts, primary first; ("",) when none is configured (tests)
+    accounts: tuple[str, ...] = ("",)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PoolPolicy:
@@ -54,7 +68,12 @@ class PoolPolicy:
             release=settings.pool_release,
             inbound_url=settings.inbound_url,
             number_change_template=settings.number_change_template,
+            accounts=settings.vonage_accounts.keys or ("",),
         )
+
+    def account_of(self, number: PoolNumber) -> str:
+        """The account a pool number belongs to: recorded, else the primary."""
+        return number.account or self.accounts[0]
 
     def wanted(self, country: str) -> int:
         """The target, never above the country's maximum."""
@@ -100,7 +119,8 @@ class PoolKeeper:
         self._policy = policy
         self._keys = keys or Keys()
 
-    def maintain(self, vonage: VonagePort) -> PoolReport:
+    def maintain(self, vonage: Vonages) -> PoolReport:
+        """One run over every account: `vonage` is one port per account, or one for all."""
         lock = self._redis.lock(
             self._keys.lock("pool"), timeout=LOCK_TIMEOUT_SECONDS, blocking=False
         )
@@ -121,9 +141,13 @@ class PoolKeeper:
         finally:
             lock.release()
 
-    def _maintain(self, vonage: VonagePort, policy: PoolPolicy) -> PoolReport:
+    def _maintain(self, vonage: Vonages, policy: PoolPolicy) -> PoolReport:
         report = PoolReport()
-        owned = {n.msisdn: n for n in vonage.owned_numbers()}
+        # every account is read before anything changes: a failed read stops the whole run
+        owned: dict[str, tuple[str, OwnedNumber]] = {}
+        for account in policy.accounts:
+            for number in port_of(vonage, account).owned_numbers():
+                owned[number.msisdn] = (account, number)
         self._reconcile(vonage, owned, policy, report)
         for country in sorted(set(policy.targets) | set(self._inventory.countries())):
             missing = policy.wanted(country) - self._inventory.size(country)
@@ -144,25 +168,30 @@ class PoolKeeper:
 
     def _reconcile(
         self,
-        vonage: VonagePort,
-        owned: Mapping[str, OwnedNumber],
+        vonage: Vonages,
+        owned: Mapping[str, tuple[str, OwnedNumber]],
         policy: PoolPolicy,
         report: PoolReport,
     ) -> None:
+        """`owned`: every number of every account, with the API key of its account."""
         known = {n.msisdn: n for n in self._inventory.numbers()}
         for msisdn in sorted(set(known) - set(owned)):
             self._fail_over(msisdn, known[msisdn].country, policy, report)
-        for number in owned.values():
+        for account, number in owned.values():
             if number.msisdn not in known:
                 # A number pointing at us is ours (e.g. the store was rebuilt); others only
                 # when the operator allows adopting numbers bought outside the proxy.
                 ours = policy.inbound_url is not None and number.inbound_url == policy.inbound_url
                 if not (ours or policy.adopt):
                     continue
-                self._inventory.add(number.msisdn, number.country)
+                self._inventory.add(number.msisdn, number.country, account=account or None)
                 report.adopted.append(number.msisdn)
+            elif account and known[number.msisdn].account != account:
+                # recorded before accounts were, or moved between accounts: sends follow it
+                self._inventory.set_account(number.msisdn, account)
             if policy.inbound_url and number.inbound_url != policy.inbound_url:
-                vonage.set_inbound_url(number.country, number.msisdn, policy.inbound_url)
+                port_of(vonage, account).set_inbound_url(
+                    number.country, number.msisdn, policy.inbound_url)
                 report.repaired.append(number.msisdn)
 
     def _fail_over(
@@ -194,7 +223,7 @@ class PoolKeeper:
         self._counters.incr("smsproxy.pool.lost")
         log.warning("number %s is no longer owned; its routes were moved", mask(lost))
 
-    def buy_one(self, vonage: VonagePort, country: str, seen_size: int) -> bool:
+    def buy_one(self, vonage: Vonages, country: str, seen_size: int) -> bool:
         """Buy one number for a country now, because a create found `seen_size` numbers short.
 
         One buyer per country at a time; a waiter whose pool grew meanwhile buys nothing and
@@ -241,23 +270,37 @@ class PoolKeeper:
 
     def _buy(
         self,
-        vonage: VonagePort,
+        vonage: Vonages,
         country: str,
         missing: int,
         policy: PoolPolicy,
         report: PoolReport,
     ) -> None:
+        """Buy `missing` numbers for a country, each on the account with the most headroom."""
         spend = self._monthly_spend()
-        for candidate in vonage.search_numbers(country, size=missing * 2 + 2):
-            if missing == 0:
-                break
+        held = {account: 0 for account in policy.accounts}
+        for number in self._inventory.numbers():
+            account = policy.account_of(number)
+            if account in held:
+                held[account] += 1
+        offers: dict[str, list[AvailableNumber]] = {}
+        while missing > 0:
+            open_accounts = [a for a in policy.accounts if a not in offers or offers[a]]
+            if not open_accounts:
+                break  # no account has a number to offer
+            account = min(open_accounts, key=lambda a: (held[a], policy.accounts.index(a)))
+            port = port_of(vonage, account)
+            if account not in offers:
+                offers[account] = port.search_numbers(country, size=missing * 2 + 2)
+                continue
+            candidate = offers[account].pop(0)
             cost = _cost(candidate.monthly_cost)
             if policy.monthly_budget and spend + cost > policy.monthly_budget:
                 log.warning("pool budget reached: not buying more numbers for %s", country)
                 self._counters.incr("smsproxy.pool.budget_reached")
                 break
             try:
-                vonage.buy_number(candidate.country, candidate.msisdn)
+                port.buy_number(candidate.country, candidate.msisdn)
             except VonageFailure as failure:
                 if failure.code in AUTH_FAILURES or failure.transient:
                     raise  # credentials refused, or throttled: stop, the next run retries
@@ -265,11 +308,13 @@ class PoolKeeper:
                 log.info("could not buy %s: %s", mask(candidate.msisdn), failure.code)
                 continue
             if policy.inbound_url:
-                vonage.set_inbound_url(candidate.country, candidate.msisdn, policy.inbound_url)
+                port.set_inbound_url(candidate.country, candidate.msisdn, policy.inbound_url)
             self._inventory.add(
-                candidate.msisdn, candidate.country, monthly_cost=candidate.monthly_cost
+                candidate.msisdn, candidate.country, monthly_cost=candidate.monthly_cost,
+                account=account or None,
             )
             report.bought.append(candidate.msisdn)
+            held[account] += 1
             spend += cost
             missing -= 1
         if missing:
@@ -283,12 +328,13 @@ class PoolKeeper:
             self._inventory.drain(number.msisdn)
             report.drained.append(number.msisdn)
 
-    def _cancel_drained(self, vonage: VonagePort, report: PoolReport) -> None:
+    def _cancel_drained(self, vonage: Vonages, report: PoolReport) -> None:
         """Cancel drained numbers once no live route uses them; never one with a live route."""
         for number in self._inventory.numbers():
             if number.state != "draining" or number.routes > 0:
                 continue
-            vonage.cancel_number(number.country, number.msisdn)
+            port_of(vonage, self._policy.account_of(number)).cancel_number(
+                number.country, number.msisdn)
             self._inventory.forget(number.msisdn)
             report.cancelled.append(number.msisdn)
             self._counters.incr("smsproxy.pool.cancelled")

@@ -22,6 +22,9 @@ class PoolNumber:
     routes: int
     state: str
     monthly_cost: str | None
+    # the API key of the account that owns it; None for a number recorded before accounts
+    # were (it belongs to the primary account)
+    account: str | None = None
 
 
 class PoolInventory:
@@ -31,12 +34,18 @@ class PoolInventory:
         self._redis = client
         self._keys = keys or Keys()
 
-    def add(self, msisdn: str, country: str, *, monthly_cost: str | None = None) -> bool:
-        """Make a number allocatable in its country; False if it already was."""
+    def add(
+        self, msisdn: str, country: str, *, monthly_cost: str | None = None,
+        account: str | None = None,
+    ) -> bool:
+        """Make a number allocatable in its country, owned by `account` (an API key); False if
+        it already was."""
         number_key = self._keys.number(msisdn)
         pipe = self._redis.pipeline()
         pipe.hsetnx(number_key, "routes", 0)
         pipe.hset(number_key, mapping={"country": country, "state": "active"})
+        if account:
+            pipe.hset(number_key, "account", account)
         if monthly_cost is not None:
             pipe.hset(number_key, "cost", monthly_cost)
         pipe.sadd(self._keys.pool_countries(), country)
@@ -48,6 +57,16 @@ class PoolInventory:
     def owns(self, msisdn: str) -> bool:
         """Whether the number is one of the account's pool numbers (allocatable or draining)."""
         return bool(self._redis.sismember(self._keys.pool_members(), msisdn))
+
+    def account_of(self, msisdn: str) -> str | None:
+        """The API key of the account that owns the number (None: unknown, or not recorded)."""
+        found = self._redis.hget(self._keys.number(msisdn), "account")
+        return str(found) if found else None
+
+    def set_account(self, msisdn: str, account: str) -> None:
+        """Record which account owns a number the pool already holds."""
+        if self._redis.exists(self._keys.number(msisdn)):
+            self._redis.hset(self._keys.number(msisdn), "account", account)
 
     def countries(self) -> list[str]:
         return sorted(str(c) for c in self._redis.smembers(self._keys.pool_countries()))
@@ -69,6 +88,7 @@ class PoolInventory:
                     routes=int(data.get("routes", 0)),
                     state=str(data.get("state", "active")),
                     monthly_cost=str(data["cost"]) if "cost" in data else None,
+                    account=str(data["account"]) if data.get("account") else None,
                 )
             )
         return sorted(found, key=lambda n: (n.country, n.msisdn))

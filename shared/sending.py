@@ -17,10 +17,11 @@ from shared.logging import bind_log_context
 from shared.messages import UNREPLICATED, MessageLog
 from shared.metrics import RELAY_LATENCY, SENDS, WAITS, Counters
 from shared.phone import mask
+from shared.pool_inventory import PoolInventory
 from shared.ratelimit import RateLimiter
 from shared.relay_caps import DailySends
 from shared.settings import Settings
-from shared.vonage_gateway import VonageFailure, VonagePort
+from shared.vonage_gateway import VonageFailure, VonagePort, Vonages, port_of
 
 log = logging.getLogger(__name__)
 
@@ -76,25 +77,41 @@ class Sender:
         settings: Settings,
         keys: Keys | None = None,
         daily: DailySends | None = None,
+        inventory: PoolInventory | None = None,
     ) -> None:
         self._daily = daily
+        self._inventory = inventory
         self._redis = client
         self._keys = keys or Keys()
         self._messages = messages
         self._counters = counters
         self._settings = settings
-        self._limiter = RateLimiter(
-            client,
-            settings.vonage_api_key or "default",
-            settings.send_rate_per_second,
-            settings.send_burst,
-            keys or Keys(),
-        )
+        accounts = settings.vonage_accounts
+        # "default" names the bucket of a deployment without a key (tests): as it always did
+        self._primary = accounts.primary.api_key if accounts.primary else "default"
+        self._several = len(accounts) > 1
+        # Vonage's limit is per API key: one bucket per account, named by its key (the single
+        # account's bucket keeps the name it had before there could be several).
+        self._limiters = {
+            key: RateLimiter(client, key, settings.send_rate_per_second, settings.send_burst,
+                             self._keys, max_wait=settings.max_backoff_seconds)
+            for key in accounts.keys or (self._primary,)
+        }
 
-    def send(self, outbound_id: str, vonage: VonagePort) -> None:
+    def account_of(self, sender: str) -> str:
+        """The API key a send from `sender` goes through: the account that owns the number
+        (a number the pool does not know, or an unknown account, falls to the primary)."""
+        if not self._several or self._inventory is None:
+            return self._primary  # one account: no lookup on the hot path
+        found = self._inventory.account_of(sender)
+        return found if found in self._limiters else self._primary
+
+    def send(self, outbound_id: str, vonage: Vonages) -> None:
         """Make the one Vonage call an outbound message is owed, at most once.
 
-        Raises Throttled when the shared rate limit says wait, and RetryLater on a transient
+        `vonage` is one port, or one per account: the send goes through the account that owns
+        its sender number, under that account's rate bucket. Raises Throttled when the shared
+        rate limit says wait, and RetryLater on a transient
         failure while attempts remain; a message past its attempts or age is recorded failed.
         """
         message = self._messages.outbound(outbound_id)
@@ -111,7 +128,8 @@ class Sender:
             self._counters.incr("smsproxy.outbound.expired")
             self._redis.zrem(self._keys.outbound_in_doubt(), outbound_id)
             return
-        wait = self._limiter.take()
+        account = self.account_of(message.sender)
+        wait = self._limiters[account].take()
         if wait > 0:
             self._counters.incr("smsproxy.outbound.throttled")
             raise Throttled(wait)
@@ -132,7 +150,7 @@ class Sender:
                 raise InDoubt(self._messages.claim_remaining(outbound_id) + 1.0)
             log.info("send %s already %s", outbound_id, claim.state)
             return
-        self._call(message, claim.attempts, vonage)
+        self._call(message, claim.attempts, port_of(vonage, account))
 
     def _call(self, message: OutboundSms, attempts: int, vonage: VonagePort) -> None:
         """The Vonage call of a claimed send, and what its outcome means for the record."""

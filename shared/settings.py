@@ -9,6 +9,7 @@ from typing import Any
 
 from limits import parse_many
 
+from shared.accounts import VonageAccounts
 from shared.amqp_broker import RABBITMQ_CONSUMER_TIMEOUT_SECONDS, is_amqp
 from shared.callback_urls import CallbackPolicy, UnsafeDestination, check_url, parse_hosts
 from shared.clients import ApiClients
@@ -160,8 +161,9 @@ def _literal(raw: str) -> str:
     return check_literal(raw.strip())
 
 
-def _setting(env: str, parse: Callable[[str], Any], doc: str) -> Any:
-    return field(metadata={"env": env, "parse": parse, "doc": doc})
+def _setting(env: str, parse: Callable[[str], Any], doc: str, *, secret: bool = False) -> Any:
+    """A field read from `env`; a `secret` one stays out of the settings' repr."""
+    return field(repr=not secret, metadata={"env": env, "parse": parse, "doc": doc})
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,12 +174,18 @@ class Settings:
     broker_url: str = _setting("CELERY_BROKER_URL", _text, "the Celery broker (default REDIS_URL)")
     vonage_api_key: str | None = _setting("VONAGE_API_KEY", _optional_text, "account API key")
     vonage_api_secret: str | None = _setting(
-        "VONAGE_API_SECRET", _optional_text, "account API secret"
+        "VONAGE_API_SECRET", _optional_text, "account API secret", secret=True,
     )
     vonage_signature_secret: str | None = _setting(
         "VONAGE_SIGNATURE_SECRET", _optional_text,
         "every webhook must be signed with it; web refuses to start without it unless "
         "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS=true",
+        secret=True,
+    )
+    listed_vonage_accounts: VonageAccounts = _setting(
+        "SMSPROXY_VONAGE_ACCOUNTS", VonageAccounts.parse,
+        "several Vonage accounts, `key:secret:signature_secret,...` or `@/path/to/file`; "
+        "replaces VONAGE_API_KEY, VONAGE_API_SECRET and VONAGE_SIGNATURE_SECRET",
     )
     allow_unsigned_webhooks: bool = _setting(
         "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS", _flag,
@@ -219,6 +227,7 @@ class Settings:
     metrics_token: str | None = _setting(
         "SMSPROXY_METRICS_TOKEN", _optional_text,
         "when set, /metrics and /readyz require Authorization: Bearer <it> (/healthz stays open)",
+        secret=True,
     )
     pool_targets: Mapping[str, int] = _setting(
         "SMSPROXY_POOL_TARGETS", _pool_targets, "numbers to hold per country, e.g. GB=3,US=2"
@@ -274,6 +283,7 @@ class Settings:
     callback_secret: str | None = _setting(
         "SMSPROXY_CALLBACK_SECRET", _optional_text,
         "HMAC-SHA256 key signing status callbacks (needed to accept a callback_url)",
+        secret=True,
     )
     allow_http_callbacks: bool = _setting(
         "SMSPROXY_ALLOW_HTTP_CALLBACKS", _flag,
@@ -520,6 +530,14 @@ class Settings:
                 "SMSPROXY_BUY_ON_DEMAND: needs SMSPROXY_POOL_MAXIMUMS (per country) or "
                 "SMSPROXY_POOL_MONTHLY_BUDGET, so that buying has a ceiling"
             )
+        if self.listed_vonage_accounts and (
+            self.vonage_api_key or self.vonage_api_secret or self.vonage_signature_secret
+        ):
+            # Two sources of credentials would leave which one a number sends from to guesswork.
+            raise SettingsError(
+                "SMSPROXY_VONAGE_ACCOUNTS: set either it or VONAGE_API_KEY, VONAGE_API_SECRET "
+                "and VONAGE_SIGNATURE_SECRET, not both (list the first account in it)"
+            )
         if self.otel_endpoint and not self.otel_endpoint.startswith(("http://", "https://")):
             raise SettingsError(
                 "OTEL_EXPORTER_OTLP_ENDPOINT: must start with http:// or https:// "
@@ -540,13 +558,32 @@ class Settings:
 
     def validate_for_web(self) -> None:
         """What web needs beyond the rest: webhooks are authenticated, or explicitly not."""
-        if not self.vonage_signature_secret and not self.allow_unsigned_webhooks:
+        if self.allow_unsigned_webhooks:
+            return
+        unsigned = [a.api_key for a in self.listed_vonage_accounts if not a.signature_secret]
+        if unsigned:
+            # A webhook naming that account's key could not be authenticated.
+            raise SettingsError(
+                f"SMSPROXY_VONAGE_ACCOUNTS: account {unsigned[0]} has no signature secret, so "
+                "its webhooks could not be authenticated; give every account one, or set "
+                "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS=true (development only)"
+            )
+        if not self.listed_vonage_accounts and not self.vonage_signature_secret:
             # Without a secret anyone who finds the URL can inject texts and receipts.
             raise SettingsError(
                 "VONAGE_SIGNATURE_SECRET: must be set (the signature secret of the Vonage "
                 "account) so that webhooks are authenticated; set "
                 "SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS=true to run without it (development only)"
             )
+
+    @property
+    def vonage_accounts(self) -> VonageAccounts:
+        """Every account the proxy uses: those listed, else the one of VONAGE_API_KEY."""
+        if self.listed_vonage_accounts:
+            return self.listed_vonage_accounts
+        return VonageAccounts.single(
+            self.vonage_api_key, self.vonage_api_secret, self.vonage_signature_secret
+        )
 
     @property
     def callback_policy(self) -> CallbackPolicy:

@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import redis
 import requests
@@ -25,6 +25,7 @@ from vonage_numbers import (
 from vonage_numbers.enums import NumberFeatures, NumberType
 from vonage_sms import PartialFailureError, SmsError, SmsMessage
 
+from shared.accounts import VonageAccount
 from shared.metrics import VONAGE_DURATION, Counters
 from shared.settings import Settings
 
@@ -99,6 +100,39 @@ class VonagePort(Protocol):
     def cancel_number(self, country: str, msisdn: str) -> None: ...
 
 
+@runtime_checkable
+class AccountPorts(Protocol):
+    """A VonagePort per account, by API key (several accounts: shared/accounts.py)."""
+
+    def port(self, api_key: str) -> VonagePort: ...
+
+
+# What the services take: one port (one account, or a test's double), or one per account.
+Vonages = VonagePort | AccountPorts
+
+
+def port_of(vonage: Vonages, api_key: str) -> VonagePort:
+    """The port of the account `api_key`; a single port stands for every account."""
+    if isinstance(vonage, AccountPorts):
+        return vonage.port(api_key)
+    return vonage
+
+
+class GatewayPorts:
+    """One VonageGateway per account, made when first asked for (one thread: the CLI)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._ports: dict[str, VonagePort] = {}
+
+    def port(self, api_key: str) -> VonagePort:
+        found = self._ports.get(api_key)
+        if found is None:
+            found = VonageGateway(self._settings, self._settings.vonage_accounts.get(api_key))
+            self._ports[api_key] = found
+        return found
+
+
 def is_gsm7(text: str) -> bool:
     """Whether text fits the GSM-7 alphabet (else it must go as `unicode`)."""
     return all(ch in _GSM7 for ch in text)
@@ -137,15 +171,17 @@ _GSM7 = frozenset(
 
 
 class VonageGateway:
-    """One SDK client; the SDK is not thread-safe, so build one per process or thread."""
+    """One SDK client of one account (the primary unless told); the SDK is not thread-safe,
+    so build one per process or thread."""
 
-    def __init__(self, settings: Settings) -> None:
-        if not settings.vonage_api_key or not settings.vonage_api_secret:
-            raise VonageFailure("config", "VONAGE_API_KEY and VONAGE_API_SECRET are required",
-                                transient=False)
+    def __init__(self, settings: Settings, account: VonageAccount | None = None) -> None:
+        account = account or settings.vonage_accounts.primary
+        if account is None:
+            raise VonageFailure("config", "VONAGE_API_KEY and VONAGE_API_SECRET (or "
+                                "SMSPROXY_VONAGE_ACCOUNTS) are required", transient=False)
         # Key and secret only: the SDK's request signing is broken for SMS (VONAGE.md).
         self._client = Vonage(
-            Auth(api_key=settings.vonage_api_key, api_secret=settings.vonage_api_secret),
+            Auth(api_key=account.api_key, api_secret=account.api_secret),
             HttpClientOptions(
                 api_host=settings.vonage_api_host,
                 rest_host=settings.vonage_rest_host,

@@ -184,7 +184,7 @@ class Services:
             inbound=InboundHandler(routes, store, messages, counters, settings, opt_outs,
                                    inventory, blocked, Allowances(client),
                                    RelayCaps(client, settings), daily),
-            sender=Sender(client, messages, counters, settings, daily=daily),
+            sender=Sender(client, messages, counters, settings, daily=daily, inventory=inventory),
             pool_keeper=pool_keeper,
             outbox=Outbox(client, settings, broker=broker_redis(settings),
                           publisher=broker_amqp(settings)),

@@ -89,9 +89,9 @@ class FakeVonage:
         return [n for n in self.available if n.country == country][:size]
 
     def buy_number(self, country: str, msisdn: str) -> None:
-        if msisdn in self.gone:
+        chosen = next((n for n in self.available if n.msisdn == msisdn), None)
+        if msisdn in self.gone or chosen is None:  # Vonage: 420, method failed
             raise VonageFailure("http420", "HTTP 420", transient=False)
-        chosen = next(n for n in self.available if n.msisdn == msisdn)
         self.available.remove(chosen)
         self.owned.append(OwnedNumber(msisdn, country, None))
 

@@ -7,7 +7,7 @@ from flask import Flask
 from flask.cli import AppGroup
 
 from shared.jobs import TaskName
-from shared.vonage_gateway import VonageFailure, VonageGateway
+from shared.vonage_gateway import GatewayPorts, VonageFailure
 from web.services import publisher, services
 
 pool = AppGroup("pool", help="Inspect and maintain the pool of virtual numbers.")
@@ -36,7 +36,7 @@ def pool_sync() -> None:
     """Run pool maintenance now, in this process (beat runs it every minute)."""
     svc = services()
     try:
-        report = svc.pool_keeper.maintain(VonageGateway(svc.settings))
+        report = svc.pool_keeper.maintain(GatewayPorts(svc.settings))
     except VonageFailure as failure:
         raise click.ClickException(
             f"maintenance stopped: {failure.code} {failure.reason}"

@@ -16,6 +16,7 @@ from shared.logging import bind_log_context
 from shared.messages import WebhookClaim
 from shared.metrics import WEBHOOK_DURATION, WEBHOOKS
 from shared.outbox import job_name
+from shared.settings import Settings
 from shared.signatures import safe_parameter_names, verify
 from web import json_body
 from web.errors import error_response
@@ -88,15 +89,38 @@ def _params() -> dict[str, str]:
 def _authenticate(params: dict[str, str], kind: str) -> Response | None:
     """The signature is judged before anything else, so an unsigned caller learns nothing."""
     settings = services().settings
-    if not settings.vonage_signature_secret:
-        return None
-    problem = verify(
-        params, settings.vonage_signature_secret, settings.vonage_signature_method, time.time()
-    )
+    secret, problem = _signature_secret(params, settings)
+    if problem is None and secret is None:
+        return None  # unsigned webhooks allowed (SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS)
+    if problem is None and secret is not None:
+        problem = verify(params, secret, settings.vonage_signature_method, time.time())
     if problem is None:
         return None
     services().counters.count(WEBHOOKS, {"kind": kind, "outcome": "unauthenticated"})
     return error_response(401, "bad_signature", problem)
+
+
+def _signature_secret(params: dict[str, str], settings: Settings) -> tuple[str | None, str | None]:
+    """(the secret to verify with, None) or (None, why the webhook is refused).
+
+    One account: its secret, whatever `api-key` says (as before several accounts existed).
+    Several: the account the webhook's `api-key` names, so that one account's secret never
+    vouches for another's webhooks; a webhook without `api-key` cannot be attributed and is
+    refused. The signature covers `api-key` too: it cannot be swapped for another account's.
+    """
+    accounts = settings.listed_vonage_accounts
+    if not accounts:
+        # VONAGE_SIGNATURE_SECRET alone: web needs no API key to check webhooks.
+        return settings.vonage_signature_secret, None
+    if len(accounts) == 1:
+        return accounts.accounts[0].signature_secret, None
+    api_key = params.get("api-key", "")
+    if not api_key:
+        return None, "missing api-key"
+    account = accounts.get(api_key)
+    if account is None:
+        return None, "unknown api-key"
+    return account.signature_secret, None
 
 
 def _accept(kind: str, message_id: str, task: TaskName, payload: dict[str, str | None]) -> Response:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from celery import Celery, Task
 
+from shared.accounts import VonageAccount
 from shared.broker_messages import (
     MASKED_ARGSREPR,
     MASKED_KWARGSREPR,
@@ -24,7 +25,7 @@ from shared.broker_messages import (
 from shared.jobs import TaskName
 from shared.outbox import Outbox
 from shared.settings import Settings
-from shared.vonage_gateway import TimedVonage, VonageGateway, VonagePort
+from shared.vonage_gateway import AccountPorts, TimedVonage, VonageGateway, VonagePort
 from shared.wiring import Services
 
 # What monitoring tools (Flower, `celery events`) show of a task's arguments: never numbers.
@@ -103,7 +104,7 @@ class Runtime:
         queue: TaskQueue,
         *,
         services: Services | None = None,
-        vonage_factory: Callable[[Settings], VonagePort] = VonageGateway,
+        vonage_factory: Callable[[Settings, VonageAccount | None], VonagePort] = VonageGateway,
     ) -> None:
         self.settings = settings
         self.queue = queue
@@ -115,13 +116,34 @@ class Runtime:
     def services(self) -> Services:
         return self._given or Services.from_settings(self.settings)
 
-    def vonage(self) -> VonagePort:
-        """This thread's own Vonage client: the SDK's client is not safe across threads."""
-        gateway: VonagePort | None = getattr(self._local, "vonage", None)
+    def vonage(self, api_key: str | None = None) -> VonagePort:
+        """This thread's own Vonage client of an account (the primary by default): the SDK's
+        client is not safe across threads."""
+        ports: dict[str, VonagePort] | None = getattr(self._local, "vonage", None)
+        if ports is None:
+            ports = self._local.vonage = {}
+        accounts = self.settings.vonage_accounts
+        account = accounts.get(api_key) if api_key else None
+        account = account or accounts.primary
+        name = account.api_key if account else ""
+        gateway = ports.get(name)
         if gateway is None:
-            gateway = TimedVonage(self._vonage_factory(self.settings), self.services.counters)
-            self._local.vonage = gateway
+            gateway = TimedVonage(self._vonage_factory(self.settings, account),
+                                  self.services.counters)
+            ports[name] = gateway
         return gateway
+
+    def accounts(self) -> AccountPorts:
+        """Every account's port for this thread, by API key: what sends and the pool take."""
+        return _RuntimePorts(self)
+
+
+class _RuntimePorts:
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def port(self, api_key: str) -> VonagePort:
+        return self._runtime.vonage(api_key)
 
 
 _installed: Runtime | None = None

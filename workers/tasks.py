@@ -50,6 +50,7 @@ REDIS_MAX_RETRIES = 10
 CREATE_MAX_RETRIES = 2 * INSIGHT_MAX_ATTEMPTS + REDIS_MAX_RETRIES
 CALLBACK_MAX_RETRIES = 8
 SEND_LATER = (Throttled, RetryLater, InDoubt, RecordLater)
+THROTTLE_JITTER_SECONDS = 0.05
 P = ParamSpec("P")
 
 
@@ -92,8 +93,9 @@ def send_again(exc: Exception, rt: Runtime) -> tuple[float, dict[str, Any]]:
     """
     ceiling = rt.settings.max_backoff_seconds
     if isinstance(exc, Throttled):
-        # spread the waiters over the next second rather than waking them all at once
-        return min(ceiling, exc.wait + random.uniform(0, 1.0)), {}  # noqa: S311
+        # the limiter already spaces the waiters' turns (shared/ratelimit.py); a little jitter
+        # keeps workers whose clocks agree from landing on one instant
+        return min(ceiling, exc.wait + random.uniform(0, THROTTLE_JITTER_SECONDS)), {}  # noqa: S311
     if isinstance(exc, RetryLater):
         return backoff(exc.attempts, rt), {}
     if isinstance(exc, InDoubt):
@@ -128,7 +130,7 @@ def create_conversation(self: Task[Any, Any], conversation_id: str) -> None:
     svc = rt.services
     bind_log_context(conversation_id=conversation_id)
     try:
-        outcome = svc.conversations.establish(conversation_id, rt.vonage())
+        outcome = svc.conversations.establish(conversation_id, rt.accounts())
     except VonageFailure as failure:
         if self.request.retries >= CREATE_MAX_RETRIES:
             failed = svc.conversation_store.finish(
@@ -234,7 +236,7 @@ def _send_now_or_later(rt: Runtime, outbound_id: str) -> None:
         _enqueue_sends(rt, [outbound_id])
         return
     try:
-        rt.services.sender.send(outbound_id, rt.vonage())
+        rt.services.sender.send(outbound_id, rt.accounts())
     except SEND_LATER as exc:
         countdown, kwargs = send_again(exc, rt)
         rt.queue.enqueue(TaskName.SEND_SMS, (outbound_id,), kwargs, countdown=countdown)
@@ -318,7 +320,7 @@ def send_sms(
         sender.record_sent(outbound_id, accepted_ids)
         return
     try:
-        sender.send(outbound_id, rt.vonage())
+        sender.send(outbound_id, rt.accounts())
     except SEND_LATER as exc:
         countdown, kwargs = send_again(exc, rt)
         raise self.retry(args=(outbound_id,), kwargs=kwargs, countdown=countdown) from exc
@@ -349,7 +351,7 @@ def record_receipt(self: Task[Any, Any], payload: dict[str, str]) -> None:
 def maintain_pool() -> None:
     rt = runtime.current()
     try:
-        report = rt.services.pool_keeper.maintain(rt.vonage())
+        report = rt.services.pool_keeper.maintain(rt.accounts())
     except VonageFailure:
         return  # logged and counted by the keeper; the next scheduled run starts clean
     _enqueue_sends(rt, report.sends)

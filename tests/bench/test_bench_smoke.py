@@ -7,7 +7,9 @@ and Lua are what they measure).
 
 from __future__ import annotations
 
-from bench import memory, numbers_needed, route_lookup
+import pytest
+
+from bench import accounts, memory, numbers_needed, route_lookup
 
 
 def test_route_lookup_runs_on_toy_sizes(capsys):
@@ -37,3 +39,12 @@ def test_numbers_needed_runs_on_toy_sizes(capsys):
     assert figures["peak_simultaneous"] >= figures["k"]
     numbers_needed.report(figures)
     assert "ours, pool of k" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+def test_accounts_runs_on_toy_sizes(capsys):
+    figures = accounts.measure(messages=20, rounds=1)
+    assert figures["lost"] == figures["duplicated"] == 0
+    assert figures["two_accounts_used"] == 2 and figures["ratio"] > 0
+    accounts.report(figures, 20)
+    assert "two accounts" in capsys.readouterr().out

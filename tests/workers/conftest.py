@@ -129,7 +129,7 @@ def make_worker(fake_redis, make_settings) -> Iterator[WorkerFactory]:
         for number in POOL:
             services.inventory.add(number, "GB")
         queue = FakeQueue()
-        rt = Runtime(settings, queue, services=services, vonage_factory=lambda _: vonage)
+        rt = Runtime(settings, queue, services=services, vonage_factory=lambda *_: vonage)
         runtime.install(rt)
         return Worker(rt, fake_redis, vonage, queue)
 
