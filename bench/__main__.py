@@ -14,6 +14,7 @@ from bench import (
     numbers_needed,
     relay_e2e,
     route_lookup,
+    scale_out,
     webhook_ingest,
 )
 
@@ -25,6 +26,7 @@ FULL: list[tuple[str, object, list[str]]] = [
     ("5. numbers needed", numbers_needed, []),
     ("6. masking accuracy", masking_accuracy, []),
     ("7. several Vonage accounts", accounts, []),
+    ("8. scale-out", scale_out, []),
 ]
 QUICK = {
     "1. webhook ingest": ["--seconds", "4", "--rounds", "1"],
@@ -34,6 +36,7 @@ QUICK = {
     "5. numbers needed": [],
     "6. masking accuracy": [],
     "7. several Vonage accounts": ["--messages", "150"],
+    "8. scale-out": ["--per-process", "40", "--rate-messages", "40", "--web-seconds", "3"],
 }
 
 
