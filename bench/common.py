@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import redis
+import requests
 
 from devtools.redis_server import RedisServer
-from shared.settings import Settings
+from devtools.stack import Stack
+from shared.settings import Settings, SignatureMethod
+from shared.signatures import sign
 
 
 @contextmanager
@@ -115,3 +120,44 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
     for row in cells[1:]:
         print(line(row))
     print()
+
+
+def open_conversations(stack: Stack, count: int) -> list[tuple[str, str]]:
+    """`count` active conversations with their intros sent, made with no provider latency (the
+    sandbox's faults apply to every API call): (a participant, the proxy they text) of each."""
+    sandbox = stack.sandbox
+    assert sandbox is not None
+    sandbox.client.set_faults(latency_ms=0)
+    stack.provision_pool(expected=3)
+
+    def create(i: int) -> tuple[str, str]:
+        a, b = f"4474008{i:05d}", f"4474009{i:05d}"
+        created = stack.api("POST", "/v1/conversations", {
+            "participants": [{"number": f"+{a}"}, {"number": f"+{b}"}]}).json()
+        body = stack.wait_for_status(created["id"], "active", timeout=120)
+        return a, body["participants"][0]["proxy_number"][1:]
+
+    with ThreadPoolExecutor(8) as pool:
+        pairs = list(pool.map(create, range(count)))
+    while len(sandbox.client.sms_log()) < 2 * count:
+        time.sleep(0.2)
+    return pairs
+
+
+class InboundPoster:
+    """Plays Vonage: signed inbound webhooks straight to web, as fast as it takes them (the
+    sandbox's handset API would be the bottleneck otherwise), noting when each was posted."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._url = f"{stack.web_url}/webhooks/inbound-sms"
+        self._secret = stack.config.signature_secret or ""
+        self._method = SignatureMethod(stack.config.signature_method)
+        self._session = requests.Session()
+        self.posted_at: dict[str, float] = {}
+
+    def post(self, sender: str, proxy: str, message_id: str, text: str) -> None:
+        params = {"msisdn": sender, "to": proxy, "messageId": message_id, "text": text,
+                  "type": "text", "timestamp": str(int(time.time())), "nonce": message_id}
+        params["sig"] = sign(params, self._secret, self._method)
+        self.posted_at[message_id] = time.time()
+        self._session.post(self._url, data=params, timeout=10).raise_for_status()

@@ -25,12 +25,9 @@ from datetime import datetime
 from pathlib import Path
 
 import redis
-import requests
 
-from bench.common import tree_peak_rss_bytes
+from bench.common import InboundPoster, open_conversations, tree_peak_rss_bytes
 from devtools.stack import ROOT, Stack, StackConfig
-from shared.settings import SignatureMethod
-from shared.signatures import sign
 
 LATENCY_MS = 150
 
@@ -48,41 +45,16 @@ def run_relay(messages: int, conversations: int, tmp: Path) -> dict[str, float]:
     with Stack(config) as stack:
         sandbox = stack.sandbox
         assert sandbox is not None
-        # the faults apply to every API call, so pool and conversations come first, quickly
-        sandbox.client.set_faults(latency_ms=0)
-        stack.provision_pool(expected=3)
-        pairs: list[tuple[str, str]] = []
-
-        def create(i: int) -> tuple[str, str]:
-            a, b = f"4474008{i:05d}", f"4474009{i:05d}"
-            created = stack.api("POST", "/v1/conversations", {
-                "participants": [{"number": f"+{a}"}, {"number": f"+{b}"}]}).json()
-            body = stack.wait_for_status(created["id"], "active", timeout=120)
-            return a, body["participants"][0]["proxy_number"][1:]
-
-        with ThreadPoolExecutor(8) as pool:
-            pairs = list(pool.map(create, range(conversations)))
-        while len(sandbox.client.sms_log()) < 2 * conversations:
-            time.sleep(0.2)
+        pairs = open_conversations(stack, conversations)
         sandbox.client.set_faults(latency_ms=LATENCY_MS)
         before = len(sandbox.client.sms_log())
-        # Vonage's side is played by this process: signed webhooks straight to web, as fast as
-        # it takes them (the sandbox's handset API would be the bottleneck otherwise).
-        secret = stack.config.signature_secret or ""
-        method = SignatureMethod(stack.config.signature_method)
-        session = requests.Session()
-        posted_at: dict[str, float] = {}
+        poster = InboundPoster(stack)
+        posted_at = poster.posted_at
         ids = [f"bench-{n}" for n in range(messages)]
 
         def post(n: int) -> None:
             sender, proxy = pairs[n % conversations]
-            params = {"msisdn": sender, "to": proxy, "messageId": ids[n], "text": f"m{n}",
-                      "type": "text", "timestamp": str(int(time.time())), "nonce": ids[n]}
-            params["sig"] = sign(params, secret, method)
-            posted_at[ids[n]] = time.time()
-            answer = session.post(f"{stack.web_url}/webhooks/inbound-sms", data=params,
-                                  timeout=10)
-            answer.raise_for_status()
+            poster.post(sender, proxy, ids[n], f"m{n}")
 
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:

@@ -34,13 +34,11 @@ from pathlib import Path
 
 import requests
 
-from bench.common import children
+from bench.common import InboundPoster, children, open_conversations
 from bench.webhook_ingest import METHOD, SECRET, signed_body
 from devtools.ports import free_port
 from devtools.redis_server import RedisServer
 from devtools.stack import ROOT, Stack, StackConfig
-from shared.settings import SignatureMethod
-from shared.signatures import sign
 
 LATENCY_MS = 500
 CONCURRENCY = 8
@@ -205,36 +203,16 @@ def run_relay(label: str, tmp: Path, workers: int, worker_hosts: Sequence[Host],
     with stack:
         sandbox = stack.sandbox
         assert sandbox is not None
-        sandbox.client.set_faults(latency_ms=0)
-        stack.provision_pool(expected=3)
-
-        def create(i: int) -> tuple[str, str]:
-            a, b = f"4474008{i:05d}", f"4474009{i:05d}"
-            created = stack.api("POST", "/v1/conversations", {
-                "participants": [{"number": f"+{a}"}, {"number": f"+{b}"}]}).json()
-            body = stack.wait_for_status(created["id"], "active", timeout=120)
-            return a, body["participants"][0]["proxy_number"][1:]
-
-        with ThreadPoolExecutor(8) as pool:
-            pairs = list(pool.map(create, range(CONVERSATIONS)))
-        while len(sandbox.client.sms_log()) < 2 * CONVERSATIONS:
-            time.sleep(0.2)
+        pairs = open_conversations(stack, CONVERSATIONS)
         sandbox.client.set_faults(latency_ms=LATENCY_MS)
         before = len(sandbox.client.sms_log())
-        secret = stack.config.signature_secret or ""
-        method = SignatureMethod(stack.config.signature_method)
-        session = requests.Session()
-        posted_at: dict[str, float] = {}
+        poster = InboundPoster(stack)
+        posted_at = poster.posted_at
         ids = [f"so-{n}" for n in range(messages)]
 
         def post(n: int) -> None:
             sender, proxy = pairs[n % CONVERSATIONS]
-            params = {"msisdn": sender, "to": proxy, "messageId": ids[n], "text": f"m{n}",
-                      "type": "text", "timestamp": str(int(time.time())), "nonce": ids[n]}
-            params["sig"] = sign(params, secret, method)
-            posted_at[ids[n]] = time.time()
-            session.post(f"{stack.web_url}/webhooks/inbound-sms", data=params,
-                         timeout=10).raise_for_status()
+            poster.post(sender, proxy, ids[n], f"m{n}")
 
         ours = stack.pids("web") + stack.pids("worker")
         forwarders = stack.pids("fwd")
