@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from shared.api_models import (
     CONVERSATION_ID_PATTERN,
     IDEMPOTENCY_KEY,
-    RequestError,
     encode_cursor,
     parse_create_request,
     parse_list_query,
@@ -64,18 +63,8 @@ def _not_found(conversation_id: str) -> Response:
 @require_token
 def create_conversation() -> Response | tuple[Response, int]:
     svc = services()
-    if not request.is_json:
-        return error_response(400, "invalid_json", "body must be a JSON object", field="body")
-    try:
-        body = json_body.request_json()
-    except json_body.JsonBodyError as exc:
-        return error_response(400, "invalid_json", str(exc), field="body")
-    if body is None:
-        return error_response(400, "invalid_json", "body must be a JSON object", field="body")
-    try:
-        new = parse_create_request(body, svc.settings)
-    except RequestError as exc:
-        return error_response(400, "invalid_field", str(exc), field=exc.field)
+    body = json_body.object_body()
+    new = parse_create_request(body, svc.settings)
 
     key = request.headers.get("Idempotency-Key")
     idempotency = None
@@ -122,10 +111,7 @@ def create_conversation() -> Response | tuple[Response, int]:
 @bp.get("/conversations")
 @require_token
 def list_conversations() -> Response:
-    try:
-        query = parse_list_query(request.args.to_dict())
-    except RequestError as exc:
-        return error_response(400, "invalid_field", str(exc), field=exc.field)
+    query = parse_list_query(request.args.to_dict())
     page, after = services().conversation_store.page(
         client=current_client(), status=query.status, participant=query.participant,
         cursor=query.cursor, limit=query.limit,
@@ -176,10 +162,7 @@ def announce_closed(closed: Conversation) -> None:
 @require_token
 def erase_participant(number: str) -> Response:
     """Erase a person from this client's conversations (a privacy law's right to erasure)."""
-    try:
-        msisdn = parse_participant_number(number)
-    except RequestError as exc:
-        return error_response(400, "invalid_field", str(exc), field=exc.field)
+    msisdn = parse_participant_number(number)
     erased = services().conversations.erase_participant(msisdn, current_client())
     for closed in erased.closed:
         announce_closed(closed)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request
 
 from shared.api_models import (
-    RequestError,
     encode_number_cursor,
     parse_block_request,
     parse_blocked_list_query,
@@ -23,34 +22,12 @@ from web.services import services
 bp = Blueprint("blocked_numbers", __name__, url_prefix="/v1")
 
 
-def _invalid(exc: RequestError) -> Response:
-    return error_response(400, "invalid_field", str(exc), field=exc.field)
-
-
 @bp.put("/blocked-numbers/<number>")
 @require_token
 @require_operator
 def block_number(number: str) -> Response:
-    try:
-        msisdn = parse_number_path(number)
-    except RequestError as exc:
-        return _invalid(exc)
-    body = None
-    if request.content_length or request.get_data(cache=True):
-        if not request.is_json:
-            return error_response(400, "invalid_json", "body must be a JSON object",
-                                  field="body")
-        try:
-            body = json_body.request_json()
-        except json_body.JsonBodyError as exc:
-            return error_response(400, "invalid_json", str(exc), field="body")
-        if body is None:  # a body of `null` is not the absence of one
-            return error_response(400, "invalid_json", "body must be a JSON object",
-                                  field="body")
-    try:
-        reason = parse_block_request(body)
-    except RequestError as exc:
-        return _invalid(exc)
+    msisdn = parse_number_path(number)
+    reason = parse_block_request(json_body.object_body(optional=True))
     entry = services().blocked.block(msisdn, now(), reason)
     services().counters.incr("smsproxy.blocked.added")
     return jsonify(blocked_number_view(entry))
@@ -60,10 +37,7 @@ def block_number(number: str) -> Response:
 @require_token
 @require_operator
 def get_blocked_number(number: str) -> Response:
-    try:
-        msisdn = parse_number_path(number)
-    except RequestError as exc:
-        return _invalid(exc)
+    msisdn = parse_number_path(number)
     entry = services().blocked.get(msisdn)
     if entry is None:
         return error_response(404, "not_found", "number is not blocked", field="number")
@@ -74,10 +48,7 @@ def get_blocked_number(number: str) -> Response:
 @require_token
 @require_operator
 def unblock_number(number: str) -> Response:
-    try:
-        msisdn = parse_number_path(number)
-    except RequestError as exc:
-        return _invalid(exc)
+    msisdn = parse_number_path(number)
     # Unblocking a number that is not blocked is not an error: the end state is the same.
     services().blocked.unblock(msisdn)
     return Response(status=204)
@@ -87,10 +58,7 @@ def unblock_number(number: str) -> Response:
 @require_token
 @require_operator
 def list_blocked_numbers() -> Response:
-    try:
-        query = parse_blocked_list_query(request.args.to_dict())
-    except RequestError as exc:
-        return _invalid(exc)
+    query = parse_blocked_list_query(request.args.to_dict())
     entries, more = services().blocked.page(query.cursor, query.limit)
     return jsonify({
         "blocked_numbers": [blocked_number_view(e) for e in entries],

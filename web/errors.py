@@ -8,6 +8,8 @@ from flask import Flask, Response, g, jsonify
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
+from shared.api_models import RequestError
+from web.json_body import JsonBodyError
 from web.queue import QueueUnavailable
 from web.services import publisher
 
@@ -28,6 +30,16 @@ def register_error_handlers(app: Flask) -> None:
         if exc.code == 405 and exc.valid_methods:  # type: ignore[attr-defined]
             response.headers["Allow"] = ", ".join(exc.valid_methods)  # type: ignore[attr-defined]
         return response
+
+    # The views parse with shared/api_models.py and web/json_body.py and let their errors rise:
+    # one place words every 400 the same way.
+    @app.errorhandler(RequestError)
+    def invalid_field(exc: RequestError) -> Response:
+        return error_response(400, "invalid_field", str(exc), field=exc.field)
+
+    @app.errorhandler(JsonBodyError)
+    def invalid_json(exc: JsonBodyError) -> Response:
+        return error_response(400, "invalid_json", str(exc), field="body")
 
     @app.errorhandler(RedisError)
     def redis_down(exc: RedisError) -> Response:

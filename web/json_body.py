@@ -98,3 +98,19 @@ def parse(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
 def request_json() -> Any:
     """The current request's JSON body, parsed by `parse`."""
     return parse(request.get_data(cache=True))
+
+
+def object_body(*, optional: bool = False) -> Any:
+    """The current request's body, a JSON object's value (or None when `optional` and there is
+    no body at all); raises JsonBodyError, which web/errors.py answers with 400 invalid_json.
+
+    A body of `null` is not the absence of one, and a JSON body needs its content type.
+    """
+    if optional and not request.content_length and not request.get_data(cache=True):
+        return None
+    if not request.is_json:
+        raise JsonBodyError("body must be a JSON object")
+    body = request_json()
+    if body is None:
+        raise JsonBodyError("body must be a JSON object")
+    return body
