@@ -215,6 +215,11 @@ class Settings:
         "requests each client may make to /v1, e.g. 100/second;3000/minute (none: no limit); "
         "beyond it 429 with Retry-After",
     )
+    trusted_proxies: int = _setting(
+        "SMSPROXY_TRUSTED_PROXIES", _non_negative_int,
+        "how many reverse proxies stand in front of web; their X-Forwarded-For and "
+        "X-Forwarded-Proto name the client (0: trust no such header)",
+    )
     client_max_live_conversations: int = _setting(
         "SMSPROXY_CLIENT_MAX_LIVE_CONVERSATIONS", _non_negative_int,
         "the most pending or active conversations one client may hold (0: no cap)",
@@ -674,6 +679,7 @@ _DEFAULTS: dict[str, str] = {
     "SMSPROXY_RETAIN_BODIES": "false",
     "SMSPROXY_API_RATE_LIMIT": "100/second;3000/minute",
     "SMSPROXY_CLIENT_MAX_LIVE_CONVERSATIONS": "100000",
+    "SMSPROXY_TRUSTED_PROXIES": "0",
     "SMSPROXY_RETENTION_SECONDS": "2592000",
     "SMSPROXY_ALLOW_HTTP_CALLBACKS": "false",
     "SMSPROXY_PUBLISH_TIMEOUT_SECONDS": "2",

@@ -6,6 +6,7 @@ import logging
 
 import redis
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared.keys import Keys
 from shared.logging import configure_logging, reset_log_context
@@ -41,6 +42,14 @@ def create_app(
         )
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    if settings.trusted_proxies:
+        # Behind a load balancer every request comes from its address: without this, the
+        # requests counted per address (no valid token, console sign-ins) would share one
+        # count, and one guesser would lock everyone out. Only the last N hops are believed;
+        # with none trusted, a client's own X-Forwarded-For is ignored (it could pick a count).
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     # gunicorn's threads serve one request after another: no id may carry over to the next
     app.before_request(reset_log_context)

@@ -77,6 +77,30 @@ def test_requests_without_a_valid_token_are_limited_by_address(make_client):
     assert client.get("/v1/numbers", headers=RIDES).status_code == 200
 
 
+def test_behind_trusted_proxies_requests_are_counted_per_forwarded_address(make_client):
+    client = make_client(SMSPROXY_API_TOKENS=TOKENS, SMSPROXY_API_RATE_LIMIT="2/minute",
+                         SMSPROXY_TRUSTED_PROXIES="1")
+
+    def guess(address: str) -> int:
+        return client.get("/v1/numbers", headers={
+            "Authorization": "Bearer guess", "X-Forwarded-For": f"203.0.113.9, {address}",
+        }).status_code
+
+    assert [guess("198.51.100.1") for _ in range(3)] == [401, 401, 429]
+    # another client behind the same proxy has a count of its own; the hop before the one
+    # trusted proxy (203.0.113.9, which the client wrote itself) is not believed
+    assert guess("198.51.100.2") == 401
+
+
+def test_forwarded_addresses_are_ignored_without_trusted_proxies(make_client):
+    client = make_client(SMSPROXY_API_TOKENS=TOKENS, SMSPROXY_API_RATE_LIMIT="2/minute")
+    answers = [client.get("/v1/numbers", headers={"Authorization": "Bearer guess",
+                                                  "X-Forwarded-For": f"198.51.100.{i}"})
+               for i in range(3)]
+    # a guesser cannot pick a fresh count per request by writing the header itself
+    assert [a.status_code for a in answers] == [401, 401, 429]
+
+
 def test_rate_limit_none_turns_it_off(make_client):
     client = make_client(SMSPROXY_API_TOKENS=TOKENS, SMSPROXY_API_RATE_LIMIT="none")
     assert {client.get("/v1/numbers", headers=RIDES).status_code for _ in range(150)} == {200}
