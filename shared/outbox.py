@@ -73,11 +73,12 @@ return {moved, unframed, taken}
 """
 
 # A job stored by an earlier release, as its bare message: pushed to the queue found from the
-# message, stored again as an entry, due again later; unless it changed (was settled) meanwhile.
-# KEYS: pending jobs hash, pending due zset, the queue. ARGV: job, message, entry, seconds.
+# message (KEYS[3], when the broker is this Redis; else the caller publishes it), stored again
+# as an entry, due again later; unless it changed (was settled) meanwhile.
+# KEYS: pending jobs hash, pending due zset, [the queue]. ARGV: job, message, entry, seconds.
 _REPUBLISH_UNFRAMED = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
-redis.call('LPUSH', KEYS[3], ARGV[2])
+if KEYS[3] then redis.call('LPUSH', KEYS[3], ARGV[2]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 local now = redis.call('TIME')
 redis.call('ZADD', KEYS[2], tonumber(now[1]) + tonumber(ARGV[4]), ARGV[1])
@@ -241,16 +242,9 @@ class Outbox:
         )
         # Taken jobs are already due again later: one that fails to publish now (the broker
         # down) is simply published by a later sweep.
-        if self._publisher is not None and taken:
-            self._publisher.push(
-                (str(queue), str(message))
-                for queue, message in zip(taken[::2], taken[1::2], strict=True)
-            )
-        elif self._broker is not None and taken:
-            pipe = self._broker.pipeline(transaction=False)
-            for queue, message in zip(taken[::2], taken[1::2], strict=True):
-                pipe.lpush(str(queue), str(message))
-            pipe.execute()
+        self._push_apart(
+            [(str(queue), str(message))
+             for queue, message in zip(taken[::2], taken[1::2], strict=True)])
         republished = int(moved) + self._republish_old_entries(keys, unframed)
         stale = now - republish_after(self._settings)
         open_sends = [str(i) for i in self._redis.zrangebyscore(
@@ -263,17 +257,35 @@ class Outbox:
                         republished, len(open_sends))
         return SweepReport(republished, open_sends)
 
+    def _push_apart(self, pairs: list[tuple[str, str]]) -> None:
+        """Publish (queue, message) pairs to a broker apart from this Redis."""
+        if not pairs:
+            return
+        if self._publisher is not None:
+            self._publisher.push(pairs)
+        elif self._broker is not None:
+            pipe = self._broker.pipeline(transaction=False)
+            for queue, message in pairs:
+                pipe.lpush(queue, message)
+            pipe.execute()
+
     def _republish_old_entries(self, keys: list[str], unframed: list[str]) -> int:
-        """Re-publish jobs stored before entries named their queue (then kept as entries)."""
-        moved = 0
+        """Re-publish jobs stored before entries named their queue (then kept as entries), to
+        wherever the broker is now: its queue lists are not this Redis's when it is apart."""
+        moved, apart = 0, []
         for job, message in zip(unframed[::2], unframed[1::2], strict=True):
             try:
                 queue = legacy_queue_of(message)
             except (ValueError, KeyError, TypeError):
                 log.error("sweeper: outbox job %s names no queue; left where it is", job)
                 continue
-            moved += int(self._republish_unframed(
-                keys=[*keys, queue],
+            framed = int(self._republish_unframed(
+                keys=keys if self._apart else [*keys, queue],
                 args=[job, message, outbox_entry(queue, message), republish_after(self._settings)],
             ))
+            moved += framed
+            if framed and self._apart:
+                apart.append((queue, message))
+        # Stored as an entry first: if this publish fails, a later sweep publishes it framed.
+        self._push_apart(apart)
         return moved

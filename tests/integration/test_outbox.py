@@ -151,3 +151,45 @@ def test_worker_published_jobs_go_through_the_outbox(real_redis, redis_url):
     assert _entry_queue(real_redis, "flush:g:i") == "inbound"
     due = real_redis.zscore("smsproxy:pending:due", "flush:g:i")
     assert due >= time.time() + 5 + republish_after(settings) - 2
+
+
+def _legacy_entry(client, job: str, queue: str) -> str:
+    """An outbox entry as the release before framed entries stored it: the bare message."""
+    message = json.dumps({"body": "e30=", "headers": {"id": job},
+                          "properties": {"delivery_info": {"exchange": "", "routing_key": queue}}})
+    client.hset("smsproxy:pending:jobs", job, message)
+    client.zadd("smsproxy:pending:due", {job: 0})
+    return message
+
+
+def test_a_job_stored_by_the_previous_release_is_republished_to_its_queue(real_redis, redis_url):
+    settings = Settings.from_env({"REDIS_URL": redis_url})
+    message = _legacy_entry(real_redis, "create:legacy", "conversations")
+    outbox = Outbox(real_redis, settings)
+    assert outbox.sweep(time.time()).republished == 1
+    assert real_redis.lrange("conversations", 0, -1) == [message]
+    # stored again as a framed entry, due later: the next sweep leaves it
+    assert _entry_queue(real_redis, "create:legacy") == "conversations"
+    assert outbox.sweep(time.time()).republished == 0
+
+
+def test_with_a_broker_apart_a_previous_release_job_goes_to_the_broker(
+    real_redis, redis_url, tmp_path
+):
+    from devtools.redis_server import RedisServer
+    from shared.wiring import broker_redis
+
+    broker = RedisServer(tmp_path / "broker").start()
+    try:
+        settings = Settings.from_env({"REDIS_URL": redis_url, "CELERY_BROKER_URL": broker.url})
+        broker_client = broker_redis(settings)
+        assert broker_client is not None
+        message = _legacy_entry(real_redis, "create:legacy", "conversations")
+        assert Outbox(real_redis, settings, broker=broker_client).sweep(
+            time.time()).republished == 1
+        # on the broker's queue, where a worker reads; none on the store's, where none does
+        assert broker_client.lrange("conversations", 0, -1) == [message]
+        assert real_redis.llen("conversations") == 0
+        assert _entry_queue(real_redis, "create:legacy") == "conversations"
+    finally:
+        broker.stop()
