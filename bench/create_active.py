@@ -1,0 +1,319 @@
+"""Benchmark: create → active, over the REST API, against the provider latency it cannot avoid.
+
+The whole stack (gunicorn, one worker process with the product's settings, the sandbox over
+HTTPS adding 150 ms to every Vonage call). Conversations are created with POST
+/v1/conversations at a steady rate (open loop: each request goes at its scheduled time, whether
+or not earlier ones finished) in two cases:
+
+* fresh: both participants never seen, so Number Insight is asked about both;
+* returning: the same pairs again, after their first conversations were closed, so Number
+  Insight is asked about neither (the cache: SMSPROXY_INSIGHT_CACHE_SECONDS).
+
+Each create is timed from just before its POST to (a) the `conversation.active` callback reaching
+a receiver on loopback (timestamped on arrival: no polling) and (b) the later of its two intro
+sends accepted by the sandbox (the sandbox's own `sent_at`, taken after its injected latency,
+milliseconds): "active" as a person sees it, which (b) is.
+
+The limit, measured in the same run and interleaved with the creates: the chain of provider
+calls that cannot be avoided, made straight to the sandbox through the product's own Vonage
+client (one per thread, kept alive): for fresh, both lookups in parallel then both intro sends
+in parallel (2 × 150 ms); for returning, both sends in parallel (1 × 150 ms). Added latency =
+measured − the limit's median. Number Insight calls are counted at the sandbox in each case.
+
+    .venv/bin/python -m bench.create_active [--creates 200] [--rate 10] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from devtools.stack import Stack, StackConfig
+from shared.outbound import intro_ids
+from shared.settings import Settings
+from shared.vonage_gateway import VonageGateway
+
+LATENCY_MS = 150
+CASES = ("fresh", "returning")
+# provider calls in the chain that cannot be avoided, in units of the provider latency
+UNAVOIDABLE_HOPS = {"fresh": 2, "returning": 1}
+LIMIT_SAMPLES = 10
+HANDSET = "447499000001"
+_TASK_LINE = re.compile(r'^smsproxy_tasks_total\{[^}]*task="([^"]+)"[^}]*\} ([0-9.e+]+)$')
+
+
+class _Callbacks(BaseHTTPRequestHandler):
+    """The marketplace's receiver: notes when each conversation's `active` event arrived."""
+
+    arrived: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        at = time.time()
+        event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if event.get("type") == "conversation.active":
+            with self.lock:
+                self.arrived.setdefault(event["conversation"]["id"], at)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@contextmanager
+def callback_receiver() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/events"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Limit:
+    """The unavoidable chain, timed: two lanes, each with its own kept-alive Vonage client (the
+    SDK client is not thread-safe), calling the sandbox as the worker would."""
+
+    def __init__(self, settings: Settings, sender: str) -> None:
+        self._pool = ThreadPoolExecutor(2)
+        self._local = threading.local()
+        self._settings = settings
+        self._sender = sender
+        self._sent = 0
+
+    def _gateway(self) -> VonageGateway:
+        gateway: VonageGateway | None = getattr(self._local, "gateway", None)
+        if gateway is None:
+            gateway = self._local.gateway = VonageGateway(self._settings)
+        return gateway
+
+    def _both(self, call: Callable[[int], object]) -> None:
+        list(self._pool.map(call, range(2)))
+
+    def chain(self, case: str, a: str, b: str) -> float:
+        started = time.monotonic()
+        if case == "fresh":
+            self._both(lambda i: self._gateway().basic_insight((a, b)[i]))
+        self._sent += 1
+        ref = f"limit-{self._sent}"
+        self._both(lambda i: self._gateway().send_sms(
+            sender=self._sender, recipient=HANDSET, text="limit", client_ref=f"{ref}-{i}",
+            callback=None))
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
+def _pairs(case_round: int, count: int) -> list[tuple[str, str]]:
+    # valid GB mobile numbers, new in every round so that "fresh" stays fresh
+    return [(f"44741{case_round}{i:06d}", f"44742{case_round}{i:06d}") for i in range(count)]
+
+
+def _task_counts(stack: Stack) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for line in stack.api("GET", "/metrics").text.splitlines():
+        found = _TASK_LINE.match(line)
+        if found:
+            counts[found.group(1)] += int(float(found.group(2)))
+    return counts
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def run_case(
+    stack: Stack, callback_url: str, pairs: list[tuple[str, str]], rate: float
+) -> dict[str, Any]:
+    """Create one conversation per pair at `rate` per second; time each to active."""
+    sandbox = stack.sandbox
+    assert sandbox is not None
+    lookups_before = sandbox.client.stats()["insight_lookups"]
+    tasks_before = _task_counts(stack)
+    posted: dict[str, float] = {}
+    errors: list[str] = []
+
+    def create(i: int, start: float) -> None:
+        time.sleep(max(0.0, start + i / rate - time.monotonic()))
+        a, b = pairs[i]
+        at = time.time()
+        response = stack.api("POST", "/v1/conversations", {
+            "participants": [{"number": f"+{a}"}, {"number": f"+{b}"}],
+            "callback_url": callback_url})
+        if response.status_code != 202:
+            errors.append(f"{response.status_code}")
+            return
+        posted[response.json()["id"]] = at
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda i: create(i, start), range(len(pairs))))
+    wanted = {ref for cid in posted for ref in intro_ids(cid)}
+    deadline = time.monotonic() + 120
+    while True:
+        sent = {s["client_ref"]: s for s in sandbox.client.sms_log() if s["client_ref"] in wanted}
+        if len(sent) >= len(wanted) and len(_Callbacks.arrived.keys() & posted.keys()) \
+                >= len(posted):
+            break
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    time.sleep(1)  # let any duplicate surface
+    log = [s for s in sandbox.client.sms_log() if s["client_ref"] in wanted]
+    refs = Counter(s["client_ref"] for s in log)
+    to_intros, to_active = [], []
+    for cid, at in posted.items():
+        first, second = intro_ids(cid)
+        if first in refs and second in refs:
+            done = max(_ts(s["sent_at"]) for s in log if s["client_ref"] in (first, second))
+            to_intros.append(done - at)
+        if cid in _Callbacks.arrived:
+            to_active.append(_Callbacks.arrived[cid] - at)
+    tasks_after = _task_counts(stack)
+    return {
+        "ids": list(posted),
+        "intros": to_intros,
+        "active": to_active,
+        "incomplete": len(posted) - len(to_intros) + len(errors),
+        "duplicated": sum(1 for n in refs.values() if n > 1),
+        "lookups": sandbox.client.stats()["insight_lookups"] - lookups_before,
+        "tasks": {k: tasks_after[k] - tasks_before[k] for k in tasks_after
+                  if tasks_after[k] > tasks_before[k]},
+    }
+
+
+def measure(creates: int, rate: float, rounds: int) -> dict[str, Any]:
+    per_round = max(1, creates // rounds)
+    with tempfile.TemporaryDirectory() as tmp, callback_receiver() as callback_url:
+        config = StackConfig(
+            state_dir=Path(tmp) / "stack", pool_targets="GB=3",
+            sandbox_options={"latency_ms": 0},
+            # latency is measured, not the limits: no send rate, no client request rate
+            extra_env={"SMSPROXY_SEND_RATE_PER_SECOND": "0",
+                       "SMSPROXY_API_RATE_LIMIT": "none",
+                       "SMSPROXY_CALLBACK_SECRET": "bench-callback-secret"},
+        )
+        with Stack(config) as stack:
+            sandbox = stack.sandbox
+            assert sandbox is not None
+            numbers = stack.provision_pool(expected=3)
+            sandbox.client.set_faults(latency_ms=LATENCY_MS)
+            limit = Limit(Settings.from_env(stack.env), numbers[0]["number"].lstrip("+"))
+            # both lanes' connections opened before anything is timed, as the worker's are
+            limit.chain("fresh", "447450000001", "447450000002")
+            results: dict[str, list[dict[str, Any]]] = {case: [] for case in CASES}
+            limits: dict[str, list[float]] = {case: [] for case in CASES}
+            try:
+                for r in range(rounds):
+                    pairs = _pairs(r, per_round)
+                    for case in CASES:
+                        # the limit just before each case, on numbers of its own
+                        limits[case] += [limit.chain(case, f"44743{r}{i:06d}",
+                                                     f"44744{r}{i:06d}")
+                                         for i in range(LIMIT_SAMPLES)]
+                        outcome = run_case(stack, callback_url, pairs, rate)
+                        results[case].append(outcome)
+                        if case == "fresh":  # close them: the returning case opens new ones
+                            for cid in outcome["ids"]:
+                                stack.api("DELETE", f"/v1/conversations/{cid}")
+            finally:
+                limit.close()
+    return summarise(results, limits, per_round * rounds)
+
+
+def summarise(
+    results: dict[str, list[dict[str, Any]]], limits: dict[str, list[float]], creates: int
+) -> dict[str, Any]:
+    figures: dict[str, Any] = {"creates": creates}
+    for case in CASES:
+        rounds = results[case]
+        limit = statistics.median(limits[case])
+        intros = [x for r in rounds for x in r["intros"]]
+        active = [x for r in rounds for x in r["active"]]
+        tasks: Counter[str] = Counter()
+        for r in rounds:
+            tasks.update(r["tasks"])
+        made = sum(len(r["ids"]) for r in rounds)
+        figures[case] = {
+            "limit_ms": limit * 1000,
+            "limit_p99_ms": _percentile(limits[case], 0.99) * 1000,
+            "theory_ms": UNAVOIDABLE_HOPS[case] * LATENCY_MS,
+            # medians over rounds of each round's percentile
+            "p50_ms": statistics.median(_percentile(r["intros"], 0.5) for r in rounds) * 1000,
+            "p99_ms": statistics.median(_percentile(r["intros"], 0.99) for r in rounds) * 1000,
+            "all_p50_ms": _percentile(intros, 0.5) * 1000,
+            "all_p99_ms": _percentile(intros, 0.99) * 1000,
+            "active_p50_ms": _percentile(active, 0.5) * 1000,
+            "active_p99_ms": _percentile(active, 0.99) * 1000,
+            "lookups": sum(r["lookups"] for r in rounds),
+            "made": made,
+            "incomplete": sum(r["incomplete"] for r in rounds),
+            "duplicated": sum(r["duplicated"] for r in rounds),
+            "tasks_per_create": {k: v / made for k, v in sorted(tasks.items())} if made else {},
+        }
+        f = figures[case]
+        f["added_p50_ms"] = f["p50_ms"] - f["limit_ms"]
+        f["added_p99_ms"] = f["p99_ms"] - f["limit_ms"]
+        f["ratio_p50"] = f["p50_ms"] / f["limit_ms"]
+        f["ratio_p99"] = f["p99_ms"] / f["limit_ms"]
+    return figures
+
+
+def report(f: dict[str, Any], rate: float) -> None:
+    print(f"create -> active, {f['creates']} creates per case at {rate:g}/s, provider latency "
+          f"{LATENCY_MS} ms, one worker process (product settings)")
+    for case in CASES:
+        c = f[case]
+        tasks = ", ".join(f"{k} {v:.2f}" for k, v in c["tasks_per_create"].items())
+        print(f"  {case}:")
+        print(f"    limit (unavoidable chain, {UNAVOIDABLE_HOPS[case]} x {LATENCY_MS} ms = "
+              f"{c['theory_ms']} ms): median {c['limit_ms']:.0f} ms, p99 {c['limit_p99_ms']:.0f} ms")
+        print(f"    create -> both intros accepted  p50 {c['p50_ms']:.0f} ms  p99 "
+              f"{c['p99_ms']:.0f} ms  ratio p50 {c['ratio_p50']:.2f}  p99 {c['ratio_p99']:.2f}")
+        print(f"    added over the limit            p50 {c['added_p50_ms']:.0f} ms  p99 "
+              f"{c['added_p99_ms']:.0f} ms")
+        print(f"    create -> active callback        p50 {c['active_p50_ms']:.0f} ms  p99 "
+              f"{c['active_p99_ms']:.0f} ms")
+        print(f"    Number Insight calls {c['lookups']} for {c['made']} creates "
+              f"({c['lookups'] / max(1, c['made']):.2f} each); incomplete {c['incomplete']}, "
+              f"duplicated intros {c['duplicated']} (must be 0)")
+        print(f"    task runs per create: {tasks}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--creates", type=int, default=200, help="per case, over all rounds")
+    parser.add_argument("--rate", type=float, default=10.0, help="creates per second")
+    parser.add_argument("--rounds", type=int, default=2)
+    options = parser.parse_args(argv)
+    report(measure(options.creates, options.rate, options.rounds), options.rate)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
