@@ -292,7 +292,8 @@ def report(f: dict[str, Any], rate: float) -> None:
         tasks = ", ".join(f"{k} {v:.2f}" for k, v in c["tasks_per_create"].items())
         print(f"  {case}:")
         print(f"    limit (unavoidable chain, {UNAVOIDABLE_HOPS[case]} x {LATENCY_MS} ms = "
-              f"{c['theory_ms']} ms): median {c['limit_ms']:.0f} ms, p99 {c['limit_p99_ms']:.0f} ms")
+              f"{c['theory_ms']} ms): median {c['limit_ms']:.0f} ms, "
+              f"p99 {c['limit_p99_ms']:.0f} ms")
         print(f"    create -> both intros accepted  p50 {c['p50_ms']:.0f} ms  p99 "
               f"{c['p99_ms']:.0f} ms  ratio p50 {c['ratio_p50']:.2f}  p99 {c['ratio_p99']:.2f}")
         print(f"    added over the limit            p50 {c['added_p50_ms']:.0f} ms  p99 "
