@@ -20,7 +20,8 @@ client (one per thread, kept alive): for fresh, both lookups in parallel then bo
 in parallel (2 × 150 ms); for returning, both sends in parallel (1 × 150 ms). Added latency =
 measured − the limit's median. Number Insight calls are counted at the sandbox in each case.
 
-    .venv/bin/python -m bench.create_active [--creates 200] [--rate 10] [--rounds 2]
+    .venv/bin/python -m bench.create_active [--creates 300] [--rate 10] [--rounds 3]
+        [--variants product,queued-intros]
 """
 
 from __future__ import annotations
@@ -52,22 +53,35 @@ CASES = ("fresh", "returning")
 # provider calls in the chain that cannot be avoided, in units of the provider latency
 UNAVOIDABLE_HOPS = {"fresh": 2, "returning": 1}
 LIMIT_SAMPLES = 10
+# The product as configured, and settings that undo one step, to see what that step is worth.
+VARIANTS: dict[str, dict[str, str]] = {
+    "product": {},
+    "queued-intros": {"SMSPROXY_INLINE_SENDS": "false"},
+}
+VARIANT_NOTES = {
+    "product": "default settings",
+    "queued-intros": "SMSPROXY_INLINE_SENDS=false: each intro a send_sms task",
+}
 HANDSET = "447499000001"
 _TASK_LINE = re.compile(r'^smsproxy_tasks_total\{[^}]*task="([^"]+)"[^}]*\} ([0-9.e+]+)$')
 
 
 class _Callbacks(BaseHTTPRequestHandler):
-    """The marketplace's receiver: notes when each conversation's `active` event arrived."""
+    """The marketplace's receiver: notes when each conversation's `active` event arrived (and
+    which were reported closed)."""
 
     arrived: dict[str, float] = {}
+    closed: set[str] = set()
     lock = threading.Lock()
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         at = time.time()
         event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if event.get("type") == "conversation.active":
-            with self.lock:
+        with self.lock:
+            if event.get("type") == "conversation.active":
                 self.arrived.setdefault(event["conversation"]["id"], at)
+            elif event.get("type") == "conversation.closed":
+                self.closed.add(event["conversation"]["id"])
         self.send_response(204)
         self.end_headers()
 
@@ -186,12 +200,13 @@ def run_case(
     time.sleep(1)  # let any duplicate surface
     log = [s for s in sandbox.client.sms_log() if s["client_ref"] in wanted]
     refs = Counter(s["client_ref"] for s in log)
-    to_intros, to_active = [], []
-    for cid, at in posted.items():
+    to_intros, to_active, series = [], [], []
+    for cid, at in sorted(posted.items(), key=lambda item: item[1]):
         first, second = intro_ids(cid)
         if first in refs and second in refs:
             done = max(_ts(s["sent_at"]) for s in log if s["client_ref"] in (first, second))
             to_intros.append(done - at)
+            series.append(round((done - at) * 1000))
         if cid in _Callbacks.arrived:
             to_active.append(_Callbacks.arrived[cid] - at)
     tasks_after = _task_counts(stack)
@@ -199,6 +214,7 @@ def run_case(
         "ids": list(posted),
         "intros": to_intros,
         "active": to_active,
+        "series": series,
         "incomplete": len(posted) - len(to_intros) + len(errors),
         "duplicated": sum(1 for n in refs.values() if n > 1),
         "lookups": sandbox.client.stats()["insight_lookups"] - lookups_before,
@@ -207,49 +223,79 @@ def run_case(
     }
 
 
-def measure(creates: int, rate: float, rounds: int) -> dict[str, Any]:
-    per_round = max(1, creates // rounds)
-    with tempfile.TemporaryDirectory() as tmp, callback_receiver() as callback_url:
-        config = StackConfig(
-            state_dir=Path(tmp) / "stack", pool_targets="GB=3",
-            sandbox_options={"latency_ms": 0},
-            # latency is measured, not the limits: no send rate, no client request rate
-            extra_env={"SMSPROXY_SEND_RATE_PER_SECOND": "0",
-                       "SMSPROXY_API_RATE_LIMIT": "none",
-                       "SMSPROXY_CALLBACK_SECRET": "bench-callback-secret"},
-        )
-        with Stack(config) as stack:
-            sandbox = stack.sandbox
-            assert sandbox is not None
-            numbers = stack.provision_pool(expected=3)
-            sandbox.client.set_faults(latency_ms=LATENCY_MS)
-            limit = Limit(Settings.from_env(stack.env), numbers[0]["number"].lstrip("+"))
+def close_all(stack: Stack, ids: list[str], timeout: float = 60) -> None:
+    """Close conversations and wait for their `closed` events: the next case starts on a
+    worker with nothing of this one left to do."""
+    for cid in ids:
+        stack.api("DELETE", f"/v1/conversations/{cid}")
+    deadline = time.monotonic() + timeout
+    while not _Callbacks.closed >= set(ids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def run_variant(
+    tmp: Path, callback_url: str, env: dict[str, str], round_index: int, per_round: int,
+    rate: float,
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]]]:
+    """One stack of this variant: the limit, then the fresh case, the limit, the returning
+    case (the same pairs, their first conversations closed)."""
+    config = StackConfig(
+        state_dir=tmp, pool_targets="GB=3", sandbox_options={"latency_ms": 0},
+        # latency is measured, not the limits: no send rate, no client request rate
+        extra_env={"SMSPROXY_SEND_RATE_PER_SECOND": "0", "SMSPROXY_API_RATE_LIMIT": "none",
+                   "SMSPROXY_CALLBACK_SECRET": "bench-callback-secret", **env},
+    )
+    results: dict[str, dict[str, Any]] = {}
+    limits: dict[str, list[float]] = {}
+    with Stack(config) as stack:
+        sandbox = stack.sandbox
+        assert sandbox is not None
+        numbers = stack.provision_pool(expected=3)
+        sandbox.client.set_faults(latency_ms=LATENCY_MS)
+        limit = Limit(Settings.from_env(stack.env), numbers[0]["number"].lstrip("+"))
+        try:
             # both lanes' connections opened before anything is timed, as the worker's are
             limit.chain("fresh", "447450000001", "447450000002")
-            results: dict[str, list[dict[str, Any]]] = {case: [] for case in CASES}
-            limits: dict[str, list[float]] = {case: [] for case in CASES}
-            try:
-                for r in range(rounds):
-                    pairs = _pairs(r, per_round)
-                    for case in CASES:
-                        # the limit just before each case, on numbers of its own
-                        limits[case] += [limit.chain(case, f"44743{r}{i:06d}",
-                                                     f"44744{r}{i:06d}")
-                                         for i in range(LIMIT_SAMPLES)]
-                        outcome = run_case(stack, callback_url, pairs, rate)
-                        results[case].append(outcome)
-                        if case == "fresh":  # close them: the returning case opens new ones
-                            for cid in outcome["ids"]:
-                                stack.api("DELETE", f"/v1/conversations/{cid}")
-            finally:
-                limit.close()
-    return summarise(results, limits, per_round * rounds)
+            pairs = _pairs(round_index, per_round)
+            for case in CASES:
+                # the limit just before each case, on numbers of its own
+                limits[case] = [limit.chain(case, f"44743{round_index}{i:06d}",
+                                            f"44744{round_index}{i:06d}")
+                                for i in range(LIMIT_SAMPLES)]
+                results[case] = run_case(stack, callback_url, pairs, rate)
+                if case == "fresh":  # the returning case opens new conversations
+                    close_all(stack, results[case]["ids"])
+        finally:
+            limit.close()
+    return results, limits
+
+
+def measure(
+    creates: int, rate: float, rounds: int, variants: tuple[str, ...] = ("product",)
+) -> dict[str, Any]:
+    """Every variant once per round, in turn (each on a new stack), so that the machine's
+    noise falls on all of them alike; figures are medians over rounds."""
+    per_round = max(1, creates // rounds)
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {
+        v: {case: [] for case in CASES} for v in variants}
+    limits: dict[str, dict[str, list[float]]] = {v: {case: [] for case in CASES}
+                                                 for v in variants}
+    with tempfile.TemporaryDirectory() as tmp, callback_receiver() as callback_url:
+        for r in range(rounds):
+            for variant in variants:
+                outcome, limit = run_variant(Path(tmp) / f"{variant}-{r}", callback_url,
+                                             VARIANTS[variant], r, per_round, rate)
+                for case in CASES:
+                    results[variant][case].append(outcome[case])
+                    limits[variant][case] += limit[case]
+    return {"creates": per_round * rounds, "rounds": rounds,
+            "variants": {v: summarise(results[v], limits[v]) for v in variants}}
 
 
 def summarise(
-    results: dict[str, list[dict[str, Any]]], limits: dict[str, list[float]], creates: int
+    results: dict[str, list[dict[str, Any]]], limits: dict[str, list[float]]
 ) -> dict[str, Any]:
-    figures: dict[str, Any] = {"creates": creates}
+    figures: dict[str, Any] = {}
     for case in CASES:
         rounds = results[case]
         limit = statistics.median(limits[case])
@@ -275,6 +321,9 @@ def summarise(
             "incomplete": sum(r["incomplete"] for r in rounds),
             "duplicated": sum(r["duplicated"] for r in rounds),
             "tasks_per_create": {k: v / made for k, v in sorted(tasks.items())} if made else {},
+            "round_p50_ms": [_percentile(r["intros"], 0.5) * 1000 for r in rounds],
+            "round_p99_ms": [_percentile(r["intros"], 0.99) * 1000 for r in rounds],
+            "series_ms": [r["series"] for r in rounds],
         }
         f = figures[case]
         f["added_p50_ms"] = f["p50_ms"] - f["limit_ms"]
@@ -285,34 +334,53 @@ def summarise(
 
 
 def report(f: dict[str, Any], rate: float) -> None:
-    print(f"create -> active, {f['creates']} creates per case at {rate:g}/s, provider latency "
-          f"{LATENCY_MS} ms, one worker process (product settings)")
-    for case in CASES:
-        c = f[case]
-        tasks = ", ".join(f"{k} {v:.2f}" for k, v in c["tasks_per_create"].items())
-        print(f"  {case}:")
-        print(f"    limit (unavoidable chain, {UNAVOIDABLE_HOPS[case]} x {LATENCY_MS} ms = "
-              f"{c['theory_ms']} ms): median {c['limit_ms']:.0f} ms, "
-              f"p99 {c['limit_p99_ms']:.0f} ms")
-        print(f"    create -> both intros accepted  p50 {c['p50_ms']:.0f} ms  p99 "
-              f"{c['p99_ms']:.0f} ms  ratio p50 {c['ratio_p50']:.2f}  p99 {c['ratio_p99']:.2f}")
-        print(f"    added over the limit            p50 {c['added_p50_ms']:.0f} ms  p99 "
-              f"{c['added_p99_ms']:.0f} ms")
-        print(f"    create -> active callback        p50 {c['active_p50_ms']:.0f} ms  p99 "
-              f"{c['active_p99_ms']:.0f} ms")
-        print(f"    Number Insight calls {c['lookups']} for {c['made']} creates "
-              f"({c['lookups'] / max(1, c['made']):.2f} each); incomplete {c['incomplete']}, "
-              f"duplicated intros {c['duplicated']} (must be 0)")
-        print(f"    task runs per create: {tasks}")
+    print(f"create -> active, {f['creates']} creates per case and variant at {rate:g}/s over "
+          f"{f['rounds']} round(s), provider latency {LATENCY_MS} ms, one worker process "
+          "(product settings)")
+    for variant, figures in f["variants"].items():
+        print(f"variant {variant} ({VARIANT_NOTES[variant]}):")
+        for case in CASES:
+            c = figures[case]
+            tasks = ", ".join(f"{k} {v:.2f}" for k, v in c["tasks_per_create"].items())
+            print(f"  {case}:")
+            print(f"    limit (unavoidable chain, {UNAVOIDABLE_HOPS[case]} x {LATENCY_MS} ms = "
+                  f"{c['theory_ms']} ms): median {c['limit_ms']:.0f} ms, "
+                  f"p99 {c['limit_p99_ms']:.0f} ms")
+            print(f"    create -> both intros accepted  p50 {c['p50_ms']:.0f} ms  p99 "
+                  f"{c['p99_ms']:.0f} ms  ratio p50 {c['ratio_p50']:.2f}  "
+                  f"p99 {c['ratio_p99']:.2f}")
+            print(f"    added over the limit            p50 {c['added_p50_ms']:.0f} ms  p99 "
+                  f"{c['added_p99_ms']:.0f} ms")
+            print(f"    create -> active callback        p50 {c['active_p50_ms']:.0f} ms  p99 "
+                  f"{c['active_p99_ms']:.0f} ms")
+            print(f"    Number Insight calls {c['lookups']} for {c['made']} creates "
+                  f"({c['lookups'] / max(1, c['made']):.2f} each); incomplete "
+                  f"{c['incomplete']}, duplicated intros {c['duplicated']} (must be 0)")
+            print(f"    task runs per create: {tasks}")
+            print("    each round p50 / p99: " + ", ".join(
+                f"{a:.0f} / {b:.0f} ms"
+                for a, b in zip(c["round_p50_ms"], c["round_p99_ms"], strict=True)))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--creates", type=int, default=200, help="per case, over all rounds")
+    parser.add_argument("--creates", type=int, default=300,
+                        help="per case and variant, over all rounds")
     parser.add_argument("--rate", type=float, default=10.0, help="creates per second")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--variants", default="product",
+                        help="comma-separated, of: " + ", ".join(VARIANTS))
+    parser.add_argument("--dump", type=Path, help="write every figure, each create's latency "
+                        "in the order they were made included, to this JSON file")
     options = parser.parse_args(argv)
-    report(measure(options.creates, options.rate, options.rounds), options.rate)
+    variants = tuple(v.strip() for v in options.variants.split(",") if v.strip())
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    figures = measure(options.creates, options.rate, options.rounds, variants)
+    report(figures, options.rate)
+    if options.dump:
+        options.dump.write_text(json.dumps(figures, indent=1))
     return 0
 
 
