@@ -6,6 +6,7 @@ or by a test), and enqueues follow-up tasks through the runtime's queue, by name
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import random
@@ -252,13 +253,20 @@ def _send_side_by_side(rt: Runtime, outbound_ids: tuple[str, ...]) -> None:
         for outbound_id in outbound_ids:
             _send_now_or_later(rt, outbound_id)
         return
-    others = [rt.fan_out.submit(_send_now_or_later, rt, i) for i in outbound_ids[1:]]
+    others = [rt.fan_out.submit(_send_named, rt, i) for i in outbound_ids[1:]]
     try:
-        _send_now_or_later(rt, outbound_ids[0])
+        # in a copy of the task's context, so that its lines after this one name no send
+        contextvars.copy_context().run(_send_named, rt, outbound_ids[0])
     finally:
         wait(others)  # settled either way before the task retries or acknowledges
     for other in others:
         other.result()
+
+
+def _send_named(rt: Runtime, outbound_id: str) -> None:
+    """`_send_now_or_later`, its log lines naming the send (as send_sms's do)."""
+    bind_log_context(message_id=outbound_id)
+    _send_now_or_later(rt, outbound_id)
 
 
 def _relay(rt: Runtime, whole: Reassembled) -> None:

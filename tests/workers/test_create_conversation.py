@@ -1,5 +1,6 @@
 """create_conversation: establish, enqueue the intros and the callback, retry what is transient."""
 
+import logging
 import threading
 
 import pytest
@@ -9,6 +10,7 @@ from celery.exceptions import Retry
 from shared.conversations import INSIGHT_MAX_ATTEMPTS
 from shared.domain import ConversationStatus
 from shared.jobs import TaskName
+from shared.logging import ContextFilter, log_context, reset_log_context
 from shared.messages import MessageLog
 from shared.outbound import intro_ids
 from tests.workers.conftest import run_task
@@ -51,6 +53,20 @@ def test_the_two_intros_are_sent_side_by_side(make_worker):
     conversation_id = worker.add_conversation()
     run_task(tasks.create_conversation, conversation_id)
     assert len(worker.vonage.sent) == 2 and not barrier.broken
+
+
+def test_each_intro_sent_from_the_create_names_its_send_in_the_log(worker, caplog):
+    conversation_id = worker.add_conversation()
+    handler = caplog.handler
+    handler.addFilter(ContextFilter())
+    with caplog.at_level(logging.INFO, logger="shared.sending"):
+        reset_log_context(task_id="t1", task_name=tasks.create_conversation.name)
+        run_task(tasks.create_conversation, conversation_id)
+    sent = [r for r in caplog.records if r.getMessage().startswith("sent ")]
+    assert sorted(r.message_id for r in sent) == list(intro_ids(conversation_id))
+    assert all(r.task_id == "t1" and r.conversation_id == conversation_id for r in sent)
+    assert "message_id" not in log_context()  # the task's own later lines name no send
+    reset_log_context()
 
 
 def test_without_inline_sends_the_intros_go_through_the_outbound_queue(make_worker):
