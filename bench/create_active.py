@@ -362,6 +362,68 @@ def report(f: dict[str, Any], rate: float) -> None:
                 for a, b in zip(c["round_p50_ms"], c["round_p99_ms"], strict=True)))
 
 
+def round_trips() -> dict[str, Any]:
+    """Redis round trips of one create's worker path (establish, then both intro sends), fresh
+    and returning, counted at redis-py's socket writes (a pipeline is one) in this process
+    over a private Redis, with an in-memory Vonage; by the shared/ function that made each."""
+    import traceback
+
+    from redis.connection import Connection
+
+    from bench.common import bench_settings, private_redis
+    from shared.domain import Conversation, ConversationStatus, Participant
+    from shared.wiring import Services
+    from tests.doubles import FakeVonage
+
+    counted: dict[str, Counter[str]] = {}
+    active: list[Counter[str]] = []
+    original: Callable[..., None] = Connection.send_packed_command
+
+    def counting(self: Connection, command: Any, check_health: bool = True) -> None:
+        if active:
+            caller = next((f"{f.filename.rsplit('/shared/', 1)[1]}:{f.name}"
+                           for f in reversed(traceback.extract_stack())
+                           if "/shared/" in f.filename), "?")
+            active[0][caller] += 1
+        original(self, command, check_health)
+
+    Connection.send_packed_command = counting  # type: ignore[method-assign,assignment]
+    try:
+        with private_redis() as (_server, client):
+            svc = Services.from_settings(bench_settings(SMSPROXY_SEND_RATE_PER_SECOND="0"),
+                                         client)
+            for number in ("447700900100", "447700900101", "447700900102"):
+                svc.inventory.add(number, "GB")
+            vonage = FakeVonage()
+            pairs = {"warm-up": ("447400100001", "447400100002"),
+                     "fresh": ("447400100003", "447400100004"),
+                     "returning": ("447400100003", "447400100004")}
+            for n, (name, (a, b)) in enumerate(pairs.items()):
+                conversation = Conversation(
+                    id=f"{n:032x}", participants=(Participant(a), Participant(b)),
+                    status=ConversationStatus.PENDING, created_at=time.time(),
+                    ttl_seconds=3600)
+                svc.conversation_store.add(conversation)
+                counted[f"{name} establish"] = Counter()
+                active[:] = [counted[f"{name} establish"]]
+                outcome = svc.conversations.establish(conversation.id, vonage)
+                counted[f"{name} sends"] = Counter()
+                active[:] = [counted[f"{name} sends"]]
+                for outbound_id in outcome.intro_ids:
+                    svc.sender.send(outbound_id, vonage)
+                active.clear()
+    finally:
+        Connection.send_packed_command = original  # type: ignore[method-assign]
+    return {k: dict(v) for k, v in counted.items() if not k.startswith("warm-up")}
+
+
+def report_round_trips(trips: dict[str, Any]) -> None:
+    print("Redis round trips on the worker's path of one create (in-process count):")
+    for step, callers in trips.items():
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(callers.items(), key=lambda x: -x[1]))
+        print(f"  {step}: {sum(callers.values())}  ({detail})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--creates", type=int, default=300,
@@ -370,9 +432,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", default="product",
                         help="comma-separated, of: " + ", ".join(VARIANTS))
+    parser.add_argument("--round-trips", action="store_true",
+                        help="only count the Redis round trips of one create (no stack)")
     parser.add_argument("--dump", type=Path, help="write every figure, each create's latency "
                         "in the order they were made included, to this JSON file")
     options = parser.parse_args(argv)
+    if options.round_trips:
+        report_round_trips(round_trips())
+        return 0
     variants = tuple(v.strip() for v in options.variants.split(",") if v.strip())
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

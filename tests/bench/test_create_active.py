@@ -8,9 +8,19 @@ import pytest
 
 from bench import create_active
 
-pytestmark = pytest.mark.e2e
+
+def test_round_trips_are_counted_and_a_returning_pair_remembers_nothing(capsys):
+    trips = create_active.round_trips()
+    assert set(trips) == {"fresh establish", "fresh sends", "returning establish",
+                          "returning sends"}
+    assert trips["fresh establish"]["insight_cache.py:remember"] == 2
+    assert "insight_cache.py:remember" not in trips["returning establish"]
+    assert trips["returning establish"]["insight_cache.py:countries"] == 1  # both in one
+    create_active.report_round_trips(trips)
+    assert "returning establish: " in capsys.readouterr().out
 
 
+@pytest.mark.e2e
 def test_create_active_runs_on_toy_sizes(capsys):
     figures = create_active.measure(creates=6, rate=5, rounds=1, variants=("product",))
     product = figures["variants"]["product"]
