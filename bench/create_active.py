@@ -21,7 +21,7 @@ in parallel (2 × 150 ms); for returning, both sends in parallel (1 × 150 ms). 
 measured − the limit's median. Number Insight calls are counted at the sandbox in each case.
 
     .venv/bin/python -m bench.create_active [--creates 300] [--rate 10] [--rounds 3]
-        [--variants product,queued-intros]
+        [--variants product,queued-intros] [--before /path/to/a/checkout/of/an/earlier/commit]
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from devtools import stack as stack_module
 from devtools.stack import Stack, StackConfig
 from shared.outbound import intro_ids
 from shared.settings import Settings
@@ -60,6 +61,7 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 VARIANT_NOTES = {
     "product": "default settings",
+    "before": "web and worker from the --before checkout, default settings",
     "queued-intros": "SMSPROXY_INLINE_SENDS=false: each intro a send_sms task",
 }
 HANDSET = "447499000001"
@@ -233,9 +235,24 @@ def close_all(stack: Stack, ids: list[str], timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+@contextmanager
+def code_from(tree: Path | None) -> Iterator[None]:
+    """Web and worker run from `tree` (a checkout of another commit) instead of this one; the
+    sandbox and this driver stay this tree's."""
+    if tree is None:
+        yield
+        return
+    saved = stack_module.ROOT
+    stack_module.ROOT = tree.resolve()
+    try:
+        yield
+    finally:
+        stack_module.ROOT = saved
+
+
 def run_variant(
     tmp: Path, callback_url: str, env: dict[str, str], round_index: int, per_round: int,
-    rate: float,
+    rate: float, tree: Path | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[float]]]:
     """One stack of this variant: the limit, then the fresh case, the limit, the returning
     case (the same pairs, their first conversations closed)."""
@@ -247,7 +264,7 @@ def run_variant(
     )
     results: dict[str, dict[str, Any]] = {}
     limits: dict[str, list[float]] = {}
-    with Stack(config) as stack:
+    with code_from(tree), Stack(config) as stack:
         sandbox = stack.sandbox
         assert sandbox is not None
         numbers = stack.provision_pool(expected=3)
@@ -271,10 +288,14 @@ def run_variant(
 
 
 def measure(
-    creates: int, rate: float, rounds: int, variants: tuple[str, ...] = ("product",)
+    creates: int, rate: float, rounds: int, variants: tuple[str, ...] = ("product",),
+    before: Path | None = None,
 ) -> dict[str, Any]:
     """Every variant once per round, in turn (each on a new stack), so that the machine's
-    noise falls on all of them alike; figures are medians over rounds."""
+    noise falls on all of them alike; figures are medians over rounds. `before`, a checkout
+    of an earlier commit, adds the variant "before": that code with default settings."""
+    if before is not None:
+        variants = (*variants, "before")
     per_round = max(1, creates // rounds)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {
         v: {case: [] for case in CASES} for v in variants}
@@ -283,8 +304,9 @@ def measure(
     with tempfile.TemporaryDirectory() as tmp, callback_receiver() as callback_url:
         for r in range(rounds):
             for variant in variants:
-                outcome, limit = run_variant(Path(tmp) / f"{variant}-{r}", callback_url,
-                                             VARIANTS[variant], r, per_round, rate)
+                outcome, limit = run_variant(
+                    Path(tmp) / f"{variant}-{r}", callback_url, VARIANTS.get(variant, {}), r,
+                    per_round, rate, before if variant == "before" else None)
                 for case in CASES:
                     results[variant][case].append(outcome[case])
                     limits[variant][case] += limit[case]
@@ -432,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--variants", default="product",
                         help="comma-separated, of: " + ", ".join(VARIANTS))
+    parser.add_argument("--before", type=Path,
+                        help="a checkout of an earlier commit: its web and worker measured too, "
+                        "interleaved (variant 'before')")
     parser.add_argument("--round-trips", action="store_true",
                         help="only count the Redis round trips of one create (no stack)")
     parser.add_argument("--dump", type=Path, help="write every figure, each create's latency "
@@ -444,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
-    figures = measure(options.creates, options.rate, options.rounds, variants)
+    figures = measure(options.creates, options.rate, options.rounds, variants, options.before)
     report(figures, options.rate)
     if options.dump:
         options.dump.write_text(json.dumps(figures, indent=1))
