@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -42,6 +43,8 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+import requests
 
 from devtools import stack as stack_module
 from devtools.stack import Stack, StackConfig
@@ -178,9 +181,13 @@ def run_case(
         time.sleep(max(0.0, start + i / rate - time.monotonic()))
         a, b = pairs[i]
         at = time.time()
-        response = stack.api("POST", "/v1/conversations", {
-            "participants": [{"number": f"+{a}"}, {"number": f"+{b}"}],
-            "callback_url": callback_url})
+        try:
+            response = stack.api("POST", "/v1/conversations", {
+                "participants": [{"number": f"+{a}"}, {"number": f"+{b}"}],
+                "callback_url": callback_url})
+        except requests.RequestException as exc:  # counted, as a refusal would be
+            errors.append(type(exc).__name__)
+            return
         if response.status_code != 202:
             errors.append(f"{response.status_code}")
             return
@@ -218,6 +225,8 @@ def run_case(
         "active": to_active,
         "series": series,
         "incomplete": len(posted) - len(to_intros) + len(errors),
+        "refused": dict(Counter(errors)),
+        "load": os.getloadavg()[0],
         "duplicated": sum(1 for n in refs.values() if n > 1),
         "lookups": sandbox.client.stats()["insight_lookups"] - lookups_before,
         "tasks": {k: tasks_after[k] - tasks_before[k] for k in tasks_after
@@ -341,6 +350,8 @@ def summarise(
             "lookups": sum(r["lookups"] for r in rounds),
             "made": made,
             "incomplete": sum(r["incomplete"] for r in rounds),
+            "refused": dict(sum((Counter(r["refused"]) for r in rounds), Counter())),
+            "round_load": [r["load"] for r in rounds],
             "duplicated": sum(r["duplicated"] for r in rounds),
             "tasks_per_create": {k: v / made for k, v in sorted(tasks.items())} if made else {},
             "round_p50_ms": [_percentile(r["intros"], 0.5) * 1000 for r in rounds],
@@ -379,9 +390,11 @@ def report(f: dict[str, Any], rate: float) -> None:
                   f"({c['lookups'] / max(1, c['made']):.2f} each); incomplete "
                   f"{c['incomplete']}, duplicated intros {c['duplicated']} (must be 0)")
             print(f"    task runs per create: {tasks}")
-            print("    each round p50 / p99: " + ", ".join(
-                f"{a:.0f} / {b:.0f} ms"
-                for a, b in zip(c["round_p50_ms"], c["round_p99_ms"], strict=True)))
+            if c["refused"]:
+                print(f"    creates refused, by HTTP status: {c['refused']}")
+            print("    each round p50 / p99 (1-minute load average at its end): " + ", ".join(
+                f"{a:.0f} / {b:.0f} ms ({load:.1f})" for a, b, load
+                in zip(c["round_p50_ms"], c["round_p99_ms"], c["round_load"], strict=True)))
 
 
 def round_trips() -> dict[str, Any]:
