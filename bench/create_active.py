@@ -317,6 +317,8 @@ def measure(
                     Path(tmp) / f"{variant}-{r}", callback_url, VARIANTS.get(variant, {}), r,
                     per_round, rate, before if variant == "before" else None)
                 for case in CASES:
+                    # each round keeps its own limit: the least disturbed round is judged by it
+                    outcome[case]["limit"] = statistics.median(limit[case])
                     results[variant][case].append(outcome[case])
                     limits[variant][case] += limit[case]
     return {"creates": per_round * rounds, "rounds": rounds,
@@ -359,6 +361,12 @@ def summarise(
             "series_ms": [r["series"] for r in rounds],
         }
         f = figures[case]
+        # the least disturbed round (lowest p50): on a shared machine, what the code does when
+        # the others leave it a core (as timeit takes the best of its repeats)
+        best = min(range(len(rounds)), key=lambda i: f["round_p50_ms"][i]) if rounds else 0
+        f["best_p50_ms"], f["best_p99_ms"] = f["round_p50_ms"][best], f["round_p99_ms"][best]
+        f["best_load"] = f["round_load"][best] if rounds else float("nan")
+        f["best_limit_ms"] = rounds[best]["limit"] * 1000 if rounds else float("nan")
         f["added_p50_ms"] = f["p50_ms"] - f["limit_ms"]
         f["added_p99_ms"] = f["p99_ms"] - f["limit_ms"]
         f["ratio_p50"] = f["p50_ms"] / f["limit_ms"]
@@ -384,6 +392,10 @@ def report(f: dict[str, Any], rate: float) -> None:
                   f"p99 {c['ratio_p99']:.2f}")
             print(f"    added over the limit            p50 {c['added_p50_ms']:.0f} ms  p99 "
                   f"{c['added_p99_ms']:.0f} ms")
+            print(f"    least disturbed round            p50 {c['best_p50_ms']:.0f} ms  p99 "
+                  f"{c['best_p99_ms']:.0f} ms  against its own limit {c['best_limit_ms']:.0f} ms:"
+                  f" ratio p50 {c['best_p50_ms'] / c['best_limit_ms']:.2f}  p99 "
+                  f"{c['best_p99_ms'] / c['best_limit_ms']:.2f}  (load {c['best_load']:.1f})")
             print(f"    create -> active callback        p50 {c['active_p50_ms']:.0f} ms  p99 "
                   f"{c['active_p99_ms']:.0f} ms")
             print(f"    Number Insight calls {c['lookups']} for {c['made']} creates "

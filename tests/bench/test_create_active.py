@@ -34,4 +34,4 @@ def test_create_active_runs_on_toy_sizes(capsys):
     create_active.report(figures, 5)
     out = capsys.readouterr().out
     assert out.count("create -> both intros accepted") == 2
-    assert out.count("ratio p50") == 2 and "Number Insight calls 0 for 6" in out
+    assert out.count("least disturbed round") == 2 and "Number Insight calls 0 for 6" in out
