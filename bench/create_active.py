@@ -38,7 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -298,7 +298,7 @@ def run_variant(
 
 def measure(
     creates: int, rate: float, rounds: int, variants: tuple[str, ...] = ("product",),
-    before: Path | None = None,
+    before: Path | None = None, keep: Path | None = None,
 ) -> dict[str, Any]:
     """Every variant once per round, in turn (each on a new stack), so that the machine's
     noise falls on all of them alike; figures are medians over rounds. `before`, a checkout
@@ -310,7 +310,10 @@ def measure(
         v: {case: [] for case in CASES} for v in variants}
     limits: dict[str, dict[str, list[float]]] = {v: {case: [] for case in CASES}
                                                  for v in variants}
-    with tempfile.TemporaryDirectory() as tmp, callback_receiver() as callback_url:
+    with ExitStack() as scratch, callback_receiver() as callback_url:
+        # with --keep the stacks' logs stay; else their directory goes at the end
+        tmp = tempfile.mkdtemp(dir=keep, prefix="create-active-") if keep is not None \
+            else scratch.enter_context(tempfile.TemporaryDirectory())
         for r in range(rounds):
             for variant in variants:
                 outcome, limit = run_variant(
@@ -482,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--before", type=Path,
                         help="a checkout of an earlier commit: its web and worker measured too, "
                         "interleaved (variant 'before')")
+    parser.add_argument("--keep", type=Path,
+                        help="keep each stack's logs in a new directory under this one")
     parser.add_argument("--round-trips", action="store_true",
                         help="only count the Redis round trips of one create (no stack)")
     parser.add_argument("--dump", type=Path, help="write every figure, each create's latency "
@@ -494,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
-    figures = measure(options.creates, options.rate, options.rounds, variants, options.before)
+    figures = measure(options.creates, options.rate, options.rounds, variants, options.before,
+                      options.keep)
     report(figures, options.rate)
     if options.dump:
         options.dump.write_text(json.dumps(figures, indent=1))
