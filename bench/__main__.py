@@ -9,6 +9,7 @@ import time
 
 from bench import (
     accounts,
+    create_active,
     masking_accuracy,
     memory,
     numbers_needed,
@@ -27,6 +28,7 @@ FULL: list[tuple[str, object, list[str]]] = [
     ("6. masking accuracy", masking_accuracy, []),
     ("7. several Vonage accounts", accounts, []),
     ("8. scale-out", scale_out, []),
+    ("9. create -> active", create_active, []),
 ]
 QUICK = {
     "1. webhook ingest": ["--seconds", "4", "--rounds", "1"],
@@ -37,6 +39,7 @@ QUICK = {
     "6. masking accuracy": [],
     "7. several Vonage accounts": ["--messages", "150"],
     "8. scale-out": ["--per-process", "40", "--rate-messages", "40", "--web-seconds", "3"],
+    "9. create -> active": ["--creates", "60", "--rounds", "1"],
 }
 
 

@@ -33,6 +33,7 @@ def _basic(params: dict[str, str], config: SandboxConfig, state: State) -> dict[
     # Like the other legacy APIs, Number Insight answers HTTP 200 and puts the outcome in `status`
     # (an int here, unlike the SMS API's strings).
     request_id = str(uuid.uuid4())
+    state.record_insight_lookup()
     if not valid_credentials(params, config):
         return _failure(4, "Invalid credentials", request_id)
     if state.chance(state.faults().throttle_rate):

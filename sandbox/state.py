@@ -172,6 +172,9 @@ class State:
         self._faults = Faults()
         self._balance = START_BALANCE
         self._rejected = 0
+        # Number Insight requests judged (any status; an injected 5xx never gets that far): what
+        # the proxy's cache should spare.
+        self._insight_lookups = 0
         # Per API key: the token bucket of its send rate (tokens, when), and its throttled sends.
         self._buckets: dict[str, tuple[float, float]] = {}
         self._throttled: dict[str, int] = {}
@@ -191,6 +194,7 @@ class State:
             self._faults = Faults(config.latency_ms, config.throttle_rate, config.error_rate)
             self._balance = START_BALANCE
             self._rejected = 0
+            self._insight_lookups = 0
             self._buckets = {}
             self._throttled = {}
 
@@ -288,6 +292,11 @@ class State:
         """Count a send refused with a non-zero status."""
         with self._lock:
             self._rejected += 1
+
+    def record_insight_lookup(self) -> None:
+        """Count one Number Insight request judged."""
+        with self._lock:
+            self._insight_lookups += 1
 
     def take_send_slot(self, api_key: str, rate: float) -> bool:
         """Whether a send with this key is within its rate (a token bucket holding one
@@ -463,6 +472,7 @@ class State:
                 "sms_sent": len(self._sent),
                 "sms_parts": sum(len(m.message_ids) for m in self._sent),
                 "sms_rejected": self._rejected,
+                "insight_lookups": self._insight_lookups,
                 "webhooks": by_status,
                 "webhook_attempts": sum(len(w.attempts) for w in self._webhooks.values()),
                 "owned_numbers": len(self._owned),

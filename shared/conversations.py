@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -176,8 +177,14 @@ class Conversations:
         if idempotency_key is not None:
             self.idempotency.forget(client, idempotency_key)
 
-    def establish(self, conversation_id: str, vonage: Vonages) -> Established:
+    def establish(
+        self, conversation_id: str, vonage: Vonages, fan_out: Executor | None = None
+    ) -> Established:
         """Validate numbers, allocate proxies and activate.
+
+        `fan_out`, when given, runs one participant's Number Insight lookup beside the other's:
+        its threads must each reach Vonage through a client of their own (the worker's
+        per-thread ports), as the SDK's client is not safe across threads.
 
         Safe to run again: an active conversation returns its intro ids (re-enqueuing a send
         is harmless), a finished one nothing. A transient Vonage failure propagates so that the
@@ -195,7 +202,7 @@ class Conversations:
         if refused is not None:  # blocked (or bought by the pool) since the request
             return self._fail(conversation.id, refused[1])
 
-        checked = self._check_numbers(conversation, vonage)
+        checked = self._check_numbers(conversation, vonage, fan_out)
         if isinstance(checked, Established):
             return checked
         first, second = checked
@@ -210,23 +217,59 @@ class Conversations:
         )
 
     def _check_numbers(
-        self, conversation: Conversation, vonage: Vonages
+        self, conversation: Conversation, vonage: Vonages, fan_out: Executor | None
     ) -> tuple[Participant, Participant] | Established:
-        """Each participant with the country Number Insight gives, or the failed conversation."""
-        checked: list[Participant] = []
-        for index, participant in enumerate(conversation.participants):
-            try:
-                country = self._country_of(participant.number, vonage)
-            except VonageFailure as failure:
-                if not failure.transient:
-                    return self._fail(conversation.id, f"participant {index + 1}: invalid "
-                                      f"number ({failure.reason})")
-                if self.insights.failed_attempt(conversation.id, index) >= INSIGHT_MAX_ATTEMPTS:
-                    return self._fail(conversation.id, "number_insight_unavailable")
-                raise
-            checked.append(replace(participant, country=country))
-        first, second = checked
+        """Each participant with the country Number Insight gives, or the failed conversation.
+
+        Both cached answers come in one round trip; the lookups still owed run side by side
+        when `fan_out` is given (each on a thread with its own Vonage client), so a fresh pair
+        waits for one provider round trip, not two. Every lookup is made before any failure is
+        judged, and each success is remembered, so that a retry redoes only what failed.
+        """
+        numbers = [p.number for p in conversation.participants]
+        countries: list[str | VonageFailure | None] = list(self.insights.countries(numbers))
+        owed = [index for index, country in enumerate(countries) if country is None]
+        if len(owed) < len(numbers):
+            self.counters.incr("smsproxy.insight.cached", len(numbers) - len(owed))
+        looked_up = self._look_up([numbers[i] for i in owed], vonage, fan_out)
+        for index, looked in zip(owed, looked_up, strict=True):
+            countries[index] = looked
+        transient: VonageFailure | None = None
+        for index, answer in enumerate(countries):
+            if not isinstance(answer, VonageFailure):
+                continue
+            if not answer.transient:
+                return self._fail(conversation.id, f"participant {index + 1}: invalid "
+                                  f"number ({answer.reason})")
+            if self.insights.failed_attempt(conversation.id, index) >= INSIGHT_MAX_ATTEMPTS:
+                return self._fail(conversation.id, "number_insight_unavailable")
+            transient = transient or answer
+        if transient is not None:
+            raise transient
+        first, second = (replace(p, country=str(c))
+                         for p, c in zip(conversation.participants, countries, strict=True))
         return first, second
+
+    def _look_up(
+        self, numbers: list[str], vonage: Vonages, fan_out: Executor | None
+    ) -> list[str | VonageFailure]:
+        """Each number's country from Vonage (remembered), or the failure its lookup met; the
+        first on this thread, the others on `fan_out` meanwhile when given."""
+        if fan_out is None or len(numbers) < 2:
+            return [self._ask(number, vonage) for number in numbers]
+        others = [fan_out.submit(self._ask, number, vonage) for number in numbers[1:]]
+        first = self._ask(numbers[0], vonage)
+        return [first, *(other.result() for other in others)]
+
+    def _ask(self, msisdn: str, vonage: Vonages) -> str | VonageFailure:
+        # any account may look a number up: the primary's does
+        primary = self.settings.vonage_accounts.primary
+        try:
+            insight = port_of(vonage, primary.api_key if primary else "").basic_insight(msisdn)
+        except VonageFailure as failure:
+            return failure
+        self.insights.remember(msisdn, insight.country)
+        return insight.country
 
     def _activate(
         self, conversation: Conversation, participants: tuple[Participant, Participant]
@@ -251,18 +294,6 @@ class Conversations:
         self.counters.observe(ACTIVATION, max(0.0, started - conversation.created_at))
         self._owe_intros(active)
         return Established(active, changed=True, intro_ids=self._intro_ids(active))
-
-    def _country_of(self, msisdn: str, vonage: Vonages) -> str:
-        """The number's country: remembered from an earlier lookup, or asked of Vonage."""
-        country = self.insights.country(msisdn)
-        if country is not None:
-            self.counters.incr("smsproxy.insight.cached")
-            return country
-        # any account may look a number up: the primary's does
-        primary = self.settings.vonage_accounts.primary
-        insight = port_of(vonage, primary.api_key if primary else "").basic_insight(msisdn)
-        self.insights.remember(msisdn, insight.country)
-        return insight.country
 
     def _countries_for(self, participant: Participant) -> list[str]:
         """The participant's own country first; others only when fallback is allowed."""

@@ -361,7 +361,8 @@ class Settings:
     )
     inline_sends: bool = _setting(
         "SMSPROXY_INLINE_SENDS", _flag,
-        "the relay task sends at once (one task per message); retries use the outbound queue",
+        "the relay task sends at once (one task per message), the create task both intros; "
+        "retries use the outbound queue",
     )
     send_max_attempts: int = _setting(
         "SMSPROXY_SEND_MAX_ATTEMPTS", _positive_int, "Vonage calls per message before giving up"

@@ -6,11 +6,14 @@ own (`install`) with its own Redis, Vonage double and queue, and then calls the 
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from celery import Celery, Task
 
@@ -27,6 +30,9 @@ from shared.outbox import Outbox
 from shared.settings import Settings
 from shared.vonage_gateway import AccountPorts, TimedVonage, VonageGateway, VonagePort
 from shared.wiring import Services
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 # What monitoring tools (Flower, `celery events`) show of a task's arguments: never numbers.
 HIDDEN_ARGS, HIDDEN_KWARGS = MASKED_ARGSREPR, MASKED_KWARGSREPR
@@ -95,6 +101,18 @@ class CeleryQueue:
         )
 
 
+class FanOut(ThreadPoolExecutor):
+    """Threads for the calls one task makes side by side (a create's second Number Insight
+    lookup, its second intro), each call in the submitter's context: its log fields and its
+    trace go with it."""
+
+    def submit(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> Future[_T]:
+        context = contextvars.copy_context()
+        return super().submit(functools.partial(context.run, fn, *args, **kwargs))
+
+
 class Runtime:
     """Built lazily in each worker process, after the fork, from the one settings object."""
 
@@ -111,6 +129,11 @@ class Runtime:
         self._given = services
         self._vonage_factory = vonage_factory
         self._local = threading.local()
+        # Its threads start on first use (after the fork, in a prefork child), and each keeps
+        # Vonage clients of its own through `vonage`, kept alive between calls as a task
+        # thread's are. As many as the task threads: each task holds at most one at a time.
+        self.fan_out = FanOut(max(1, settings.worker_concurrency),
+                              thread_name_prefix="smsproxy-fan-out")
 
     @cached_property
     def services(self) -> Services:

@@ -6,11 +6,13 @@ or by a test), and enqueues follow-up tasks through the runtime's queue, by name
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import wait
 from typing import Any, Concatenate, ParamSpec
 
 from celery import Task, shared_task
@@ -130,7 +132,7 @@ def create_conversation(self: Task[Any, Any], conversation_id: str) -> None:
     svc = rt.services
     bind_log_context(conversation_id=conversation_id)
     try:
-        outcome = svc.conversations.establish(conversation_id, rt.accounts())
+        outcome = svc.conversations.establish(conversation_id, rt.accounts(), rt.fan_out)
     except VonageFailure as failure:
         if self.request.retries >= CREATE_MAX_RETRIES:
             failed = svc.conversation_store.finish(
@@ -145,9 +147,9 @@ def create_conversation(self: Task[Any, Any], conversation_id: str) -> None:
         countdown = backoff(self.request.retries, rt)
         svc.outbox.postpone("create", conversation_id, countdown)
         raise self.retry(countdown=countdown) from failure
-    _enqueue_sends(rt, outcome.intro_ids)
-    if outcome.changed:
+    if outcome.changed:  # queued first: the marketplace need not wait for the intros
         _notify(rt, outcome.conversation)
+    _send_side_by_side(rt, outcome.intro_ids)
     svc.outbox.settle("create", conversation_id)
 
 
@@ -240,6 +242,31 @@ def _send_now_or_later(rt: Runtime, outbound_id: str) -> None:
     except SEND_LATER as exc:
         countdown, kwargs = send_again(exc, rt)
         rt.queue.enqueue(TaskName.SEND_SMS, (outbound_id,), kwargs, countdown=countdown)
+
+
+def _send_side_by_side(rt: Runtime, outbound_ids: tuple[str, ...]) -> None:
+    """Send a create's intros from the create task, both at once (one on the runtime's fan-out
+    thread): a new conversation waits for one provider round trip and no queue hop, instead of
+    two more tasks. Each send is claimed before its call, so a redelivered create re-sends
+    nothing; a send that has to wait goes to the outbound queue (`_send_now_or_later`)."""
+    if not rt.settings.inline_sends or len(outbound_ids) < 2:
+        for outbound_id in outbound_ids:
+            _send_now_or_later(rt, outbound_id)
+        return
+    others = [rt.fan_out.submit(_send_named, rt, i) for i in outbound_ids[1:]]
+    try:
+        # in a copy of the task's context, so that its lines after this one name no send
+        contextvars.copy_context().run(_send_named, rt, outbound_ids[0])
+    finally:
+        wait(others)  # settled either way before the task retries or acknowledges
+    for other in others:
+        other.result()
+
+
+def _send_named(rt: Runtime, outbound_id: str) -> None:
+    """`_send_now_or_later`, its log lines naming the send (as send_sms's do)."""
+    bind_log_context(message_id=outbound_id)
+    _send_now_or_later(rt, outbound_id)
 
 
 def _relay(rt: Runtime, whole: Reassembled) -> None:

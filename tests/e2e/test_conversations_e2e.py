@@ -121,6 +121,26 @@ def test_invalid_number_fails_naming_the_participant(stack):
     assert failed["failure_reason"].startswith("participant 2: invalid number")
 
 
+def test_a_participant_seen_recently_costs_no_number_insight_call(stack):
+    """Counted at the sandbox: the second conversation of a person asks only about the new
+    one (SMSPROXY_INSIGHT_CACHE_SECONDS), and both intros of each are sent once."""
+    sandbox = stack.sandbox.client
+    seen, first_partner, second_partner = "447400177701", "447400177702", "447400177703"
+    before = sandbox.stats()["insight_lookups"]
+    first = _create(stack, seen, first_partner)
+    stack.wait_for_status(first, "active", timeout=30)
+    assert sandbox.stats()["insight_lookups"] == before + 2
+    second = _create(stack, seen, second_partner)
+    stack.wait_for_status(second, "active", timeout=30)
+    assert sandbox.stats()["insight_lookups"] == before + 3
+    for conversation_id in (first, second):
+        stack.wait_for_trail(conversation_id, {"submitted", "delivered"}, 2)
+    refs = [s["client_ref"] for s in sandbox.sms_log()]
+    for conversation_id in (first, second):
+        for index in (0, 1):
+            assert refs.count(f"intro-{conversation_id}-{index}") == 1
+
+
 def test_callbacks_are_signed_retried_and_cover_the_lifecycle(stack, receiver):
     conversation_id = _create(stack, "447400177777", "447400166666", callback_url=receiver,
                               ttl_seconds=60)

@@ -97,3 +97,16 @@ def test_a_seed_makes_random_faults_repeatable(sb: SandboxProcess, vonage: Vonag
         assert set(first) == {0, 1}  # both outcomes occur: the faults really are random
     finally:
         sb.client.set_faults(throttle_rate=0.0)
+
+
+def test_every_lookup_is_counted_and_reset_clears_the_count(
+    vonage: Vonage, sb: SandboxProcess
+) -> None:
+    before = sb.client.stats()["insight_lookups"]
+    vonage.number_insight.get_basic_info(BasicInsightRequest(number="447700900001"))
+    with pytest.raises(NumberInsightError):
+        vonage.number_insight.get_basic_info(BasicInsightRequest(number="4412345"))
+
+    assert sb.client.stats()["insight_lookups"] == before + 2
+    sb.client.reset()
+    assert sb.client.stats()["insight_lookups"] == 0

@@ -3,6 +3,8 @@
 import hashlib
 import hmac
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -302,6 +304,64 @@ def test_a_lookup_busy_past_its_attempts_fails_the_conversation(fake_redis, sett
     outcome = conversations.establish("c1", vonage)
     assert outcome.changed
     assert outcome.conversation.failure_reason == "number_insight_unavailable"
+
+
+class MeetingVonage(CountingVonage):
+    """Each lookup waits until `together` lookups are in progress at once: lookups made one
+    after the other break the barrier (its timeout) instead of meeting."""
+
+    def __init__(self, together: int, timeout: float = 5.0) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(together, timeout=timeout)
+
+    def basic_insight(self, msisdn):
+        self.barrier.wait()
+        return super().basic_insight(msisdn)
+
+
+def test_with_a_fan_out_both_lookups_are_made_at_once(fake_redis, settings):
+    svc, conversations, _ = build(fake_redis, settings)
+    pending(svc, "c1", GB_A, GB_B)
+    vonage = MeetingVonage(together=2)
+    with ThreadPoolExecutor(1) as fan_out:
+        outcome = conversations.establish("c1", vonage, fan_out)
+    assert outcome.conversation.status is ConversationStatus.ACTIVE
+    assert vonage.lookups == {GB_A: 1, GB_B: 1}
+
+
+def test_without_a_fan_out_the_lookups_are_made_one_after_the_other(fake_redis, settings):
+    svc, conversations, _ = build(fake_redis, settings)
+    pending(svc, "c1", GB_A, GB_B)
+    vonage = MeetingVonage(together=2, timeout=0.2)
+    with pytest.raises(threading.BrokenBarrierError):
+        conversations.establish("c1", vonage)
+
+
+def test_side_by_side_a_busy_lookup_keeps_the_others_answer(fake_redis, settings):
+    svc, conversations, counters = build(fake_redis, settings)
+    pending(svc, "c1", GB_A, GB_B)
+    vonage = CountingVonage(busy={GB_A: 1})
+    with ThreadPoolExecutor(1) as fan_out:
+        with pytest.raises(VonageFailure):
+            conversations.establish("c1", vonage, fan_out)
+        outcome = conversations.establish("c1", vonage, fan_out)
+    assert outcome.conversation.status is ConversationStatus.ACTIVE
+    assert vonage.lookups == {GB_A: 2, GB_B: 1}  # B's answer was remembered on the first run
+    assert counters.snapshot()["smsproxy.insight.cached"] == 1
+
+
+@pytest.mark.parametrize("invalid", [0, 1])
+def test_side_by_side_an_invalid_number_fails_naming_its_participant(
+    fake_redis, settings, invalid
+):
+    svc, conversations, _ = build(fake_redis, settings)
+    pending(svc, "c1", GB_A, GB_B)
+    vonage = CountingVonage()
+    vonage.invalid.add((GB_A, GB_B)[invalid])
+    with ThreadPoolExecutor(1) as fan_out:
+        outcome = conversations.establish("c1", vonage, fan_out)
+    assert outcome.conversation.status is ConversationStatus.FAILED
+    assert outcome.conversation.failure_reason.startswith(f"participant {invalid + 1}: invalid")
 
 
 def test_a_create_that_never_finishes_fails_after_the_deadline(world):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -90,9 +90,15 @@ class Worker:
 
     def start(self, callback_url: str | None = None) -> Conversation:
         """An active conversation between A and B, established by the create task; the
-        queue is emptied of what that enqueued."""
+        queue is emptied of what that enqueued. Its intros stay owed and unsent (the create
+        runs as with SMSPROXY_INLINE_SENDS=false), for the tests that send them."""
         conversation_id = self.add_conversation(callback_url=callback_url)
-        run_task(tasks.create_conversation, conversation_id)
+        settings = self.runtime.settings
+        self.runtime.settings = replace(settings, inline_sends=False)
+        try:
+            run_task(tasks.create_conversation, conversation_id)
+        finally:
+            self.runtime.settings = settings
         self.queue.enqueued.clear()
         active = self.conversation(conversation_id)
         assert active.status is ConversationStatus.ACTIVE

@@ -3,6 +3,7 @@ with its own account's credentials, the primary's when none is named."""
 
 from __future__ import annotations
 
+import contextvars
 import threading
 
 from shared.accounts import VonageAccount
@@ -34,3 +35,21 @@ def test_one_client_per_account_and_thread(make_settings, make_services):
     other.start()
     other.join()
     assert built == [("MainThread", "key1"), ("MainThread", "key2"), ("other", "key2")]
+
+
+def test_a_fan_out_call_runs_in_its_submitters_log_context_on_a_thread_of_its_own():
+    from shared.logging import bind_log_context, log_context
+    from workers.runtime import FanOut
+
+    def seen() -> tuple[dict[str, str], str]:
+        return dict(log_context()), threading.current_thread().name
+
+    def submit() -> tuple[dict[str, str], str]:
+        bind_log_context(conversation_id="c1")
+        return fan_out.submit(seen).result(timeout=5)
+
+    with FanOut(1, thread_name_prefix="fan") as fan_out:
+        # in a context of its own, so that the field stays out of the other tests
+        context, thread = contextvars.Context().run(submit)
+    assert context.get("conversation_id") == "c1"
+    assert thread.startswith("fan") and thread != threading.current_thread().name
