@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -287,7 +286,7 @@ class NewConversation:
 
     def build(self, created_at: float, client: str | None = None) -> domain.Conversation:
         return domain.Conversation(
-            id=uuid.uuid4().hex,
+            id=domain.new_conversation_id(),
             participants=self.participants,
             status=ConversationStatus.PENDING,
             created_at=created_at,

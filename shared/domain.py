@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -15,6 +16,11 @@ from shared.masking import ContactKind
 # What stands in for a person's number (and body) in records once they were erased: never a
 # number, so that no route, lookup or send can match it.
 ERASED = "erased"
+
+
+def new_conversation_id() -> str:
+    """A new conversation's id (public in the API: unguessable and URL-safe)."""
+    return uuid.uuid4().hex
 
 
 class ConversationStatus(StrEnum):
