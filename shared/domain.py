@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import uuid
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -19,8 +19,13 @@ ERASED = "erased"
 
 
 def new_conversation_id() -> str:
-    """A new conversation's id (public in the API: unguessable and URL-safe)."""
-    return uuid.uuid4().hex
+    """A new conversation's id: 96 random bits in 16 URL-safe characters (base64url).
+
+    The id is public (the API, callbacks), so it must be unguessable; it is also repeated in
+    most keys and index entries of a conversation, so it is no longer than that. Conversations
+    created before this had 32 hex characters (uuid4().hex); both forms stay valid.
+    """
+    return secrets.token_urlsafe(12)
 
 
 class ConversationStatus(StrEnum):
