@@ -6,6 +6,12 @@ for the retention (SMSPROXY_RETENTION_SECONDS). Finishing also frees its routes
 (shared/routes.py), in the same call, so that no caller can end a conversation and forget its
 numbers.
 
+A record is a small hash of short fields (Conversation.to_fields), which Redis keeps as a
+compact listpack; one with a value too long for that (a long callback URL, metadata, intro
+text) is a JSON string instead, as every record was before the hash layout. Both are read,
+whichever a record is: a deployment upgrades in place, and an old record turns into a hash
+at its next change.
+
 The listing indexes (a client's, each person's) hold ids only; each index lives at least as
 long as the longest-lived record it lists and then expires with it, so that no key naming a
 person outlives the retention.
@@ -13,8 +19,9 @@ person outlives the retention.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import redis
 
@@ -38,7 +45,8 @@ end
 
 # A new conversation, its listing entries and its place under its client's cap, in one step:
 # two creates at the cap cannot both get in. KEYS: record, listing, pending, the two people's
-# indexes, [the client's live set]. ARGV: record, created_at, id, cap (0: none), index life.
+# indexes, [the client's live set]. ARGV: JSON record ('' for a hash), created_at, id, cap
+# (0: none), index life, then the hash's fields and values.
 _ADD = _BUMP + """
 local seconds = tonumber(ARGV[5])
 if KEYS[6] then
@@ -47,7 +55,11 @@ if KEYS[6] then
   end
   redis.call('SADD', KEYS[6], ARGV[3])
 end
-redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[1] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+end
 for i = 2, 5 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
 for _, i in ipairs({2, 4, 5}) do bump(KEYS[i], seconds) end
 return 1
@@ -56,6 +68,31 @@ return 1
 _BUMP_ALL = _BUMP + """
 for _, key in ipairs(KEYS) do bump(key, tonumber(ARGV[1])) end
 """
+
+
+def _record(conversation: Conversation) -> tuple[str, list[str]]:
+    """(JSON, []) for a record kept as a string, ('', fields and values) for a hash."""
+    fields = conversation.to_fields()
+    if fields is None:
+        return conversation.to_json(), []
+    return "", [item for pair in fields.items() for item in pair]
+
+
+def _write(pipe: Any, key: str, conversation: Conversation) -> None:
+    """Queue the replacement of a record (whatever it was before: string or hash)."""
+    fields = conversation.to_fields()
+    pipe.delete(key)
+    if fields is None:
+        pipe.set(key, conversation.to_json())
+    else:
+        pipe.hset(key, mapping=fields)
+
+
+def _load(conversation_id: str, found: Any) -> Conversation | None:
+    """A record as HGETALL (a dict) or GET (a string, the JSON layout) returned it."""
+    if isinstance(found, dict):
+        return Conversation.from_fields(conversation_id, found) if found else None
+    return Conversation.from_json(found) if found else None
 
 
 class LiveConversationCap(Exception):
@@ -102,8 +139,9 @@ class ConversationStore:
         if conversation.client is not None:
             keys.append(self._keys.client_live(conversation.client))
         life = conversation.ttl_seconds + _PENDING_ALLOWANCE_SECONDS + self._retention
+        raw, fields = _record(conversation)
         added = self._add(keys=keys, args=[
-            conversation.to_json(), conversation.created_at, conversation.id, max_live, life,
+            raw, conversation.created_at, conversation.id, max_live, life, *fields,
         ])
         if not added:
             raise LiveConversationCap(conversation.client)
@@ -164,14 +202,13 @@ class ConversationStore:
                 ]
             if not candidates:
                 return found, None
-            raws = self._redis.mget([self._keys.conversation(i) for i, _ in candidates])
-            for (conversation_id, score), raw in zip(candidates, raws, strict=True):
+            loaded = self._get_many([i for i, _ in candidates])
+            for (conversation_id, score), conversation in zip(candidates, loaded, strict=True):
                 scanned += 1
                 last = (score, conversation_id)
-                if raw is None:
+                if conversation is None:
                     self._redis.zrem(index, conversation_id)  # finished and aged out
                     continue
-                conversation = Conversation.from_json(raw)
                 if client is not None and not conversation.visible_to(client):
                     continue
                 if status is None or conversation.status is status:
@@ -182,8 +219,28 @@ class ConversationStore:
         return found, last
 
     def get(self, conversation_id: str) -> Conversation | None:
-        raw = self._redis.get(self._keys.conversation(conversation_id))
-        return Conversation.from_json(raw) if raw else None
+        return self._get_many([conversation_id])[0]
+
+    def _get_many(self, ids: Sequence[str]) -> list[Conversation | None]:
+        """Each record, hash or JSON string, in one round trip (two when some are strings)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for conversation_id in ids:
+            pipe.hgetall(self._keys.conversation(conversation_id))
+        found: list[Any] = pipe.execute(raise_on_error=False)
+        strings = [i for i, value in enumerate(found) if isinstance(value, redis.ResponseError)]
+        if strings:  # WRONGTYPE: a record in the JSON layout
+            raws = self._redis.mget([self._keys.conversation(ids[i]) for i in strings])
+            for i, raw in zip(strings, raws, strict=True):
+                found[i] = raw
+        return [_load(i, value) for i, value in zip(ids, found, strict=True)]
+
+    @staticmethod
+    def _read_watched(pipe: Any, key: str, conversation_id: str) -> Conversation | None:
+        """A record read on a pipeline that WATCHes it (commands run at once)."""
+        try:
+            return _load(conversation_id, pipe.hgetall(key))
+        except redis.ResponseError:  # WRONGTYPE: a record in the JSON layout
+            return _load(conversation_id, pipe.get(key))
 
     def transition(
         self, conversation_id: str, change: Callable[[Conversation], Conversation | None]
@@ -197,14 +254,14 @@ class ConversationStore:
             with self._redis.pipeline() as pipe:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
-                    raw = pipe.get(key)
-                    if raw is None:
+                    current = self._read_watched(pipe, key, conversation_id)
+                    if current is None:
                         return None
-                    changed = change(Conversation.from_json(raw))
+                    changed = change(current)
                     if changed is None:
                         return None
                     pipe.multi()
-                    pipe.set(key, changed.to_json())
+                    _write(pipe, key, changed)
                     if not changed.status.is_live:
                         pipe.expire(key, self._retention)
                         if changed.client is not None:
@@ -298,9 +355,6 @@ class ConversationStore:
         ids = [str(i) for i in self._redis.zrange(self._keys.pending_conversations(), 0, -1)]
         ids += [str(i) for i in self._redis.zrange(self._keys.expiry(), 0, -1)]
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            for raw in self._redis.mget([self._keys.conversation(i) for i in chunk]):
-                if raw:
-                    conversation = Conversation.from_json(raw)
-                    if conversation.status.is_live:
-                        yield conversation
+            for conversation in self._get_many(ids[start:start + 500]):
+                if conversation is not None and conversation.status.is_live:
+                    yield conversation
