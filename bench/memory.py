@@ -206,7 +206,7 @@ def usage_by_category(client: redis.Redis) -> tuple[dict[str, int], dict[str, in
     def flush() -> None:
         pipe = client.pipeline(transaction=False)
         for key in batch:
-            pipe.execute_command("MEMORY USAGE", key, "SAMPLES", 0)
+            pipe.execute_command("MEMORY USAGE", key, "SAMPLES", 0)  # type: ignore[no-untyped-call]
         for key, size in zip(batch, pipe.execute(), strict=True):
             sizes[category(key)] += int(size or 0)
             counts[category(key)] += 1
