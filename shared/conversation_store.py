@@ -12,9 +12,13 @@ text) is a JSON string instead, as every record was before the hash layout. Both
 whichever a record is: a deployment upgrades in place, and an old record turns into a hash
 at its next change.
 
-The listing indexes (a client's, each person's) hold ids only; each index lives at least as
-long as the longest-lived record it lists and then expires with it, so that no key naming a
-person outlives the retention.
+The listing indexes hold ids only: a client's is a sorted set by creation time; a person's
+is a field `c:<id>` (value: creation time) in that person's routes hash (shared/routes.py),
+so that a person costs one key, not two. A person listed before that layout also has a sorted
+set (`person:<number>:convs`), read and pruned with the hash until it expires. Each index lives
+at least as long as the longest-lived record it lists and then expires with it, so that no key
+naming a person outlives the retention (a routes hash also holds live routes: it lives longer
+than every live conversation of that person, by the retention).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import redis
 
 from shared.clock import now
 from shared.domain import ERASED, Conversation, ConversationStatus
-from shared.keys import DEFAULT_RETENTION_SECONDS, Keys
+from shared.keys import DEFAULT_RETENTION_SECONDS, LISTED, Keys
 from shared.routes import RouteTable
 
 # The longest a conversation stays pending (shared/conversations.py fails it after 900 s);
@@ -45,8 +49,8 @@ end
 
 # A new conversation, its listing entries and its place under its client's cap, in one step:
 # two creates at the cap cannot both get in. KEYS: record, listing, pending, the two people's
-# indexes, [the client's live set]. ARGV: JSON record ('' for a hash), created_at, id, cap
-# (0: none), index life, then the hash's fields and values.
+# routes hashes, [the client's live set]. ARGV: JSON record ('' for a hash), created_at, id,
+# cap (0: none), index life, then the hash's fields and values.
 _ADD = _BUMP + """
 local seconds = tonumber(ARGV[5])
 if KEYS[6] then
@@ -60,7 +64,8 @@ if ARGV[1] ~= '' then
 else
   redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 end
-for i = 2, 5 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
+for i = 2, 3 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
+for i = 4, 5 do redis.call('HSET', KEYS[i], '""" + LISTED + """' .. ARGV[3], ARGV[2]) end
 for _, i in ipairs({2, 4, 5}) do bump(KEYS[i], seconds) end
 return 1
 """
@@ -120,21 +125,41 @@ class ConversationStore:
         )
 
     def _indexes(self, conversation: Conversation) -> list[str]:
-        """The listing indexes naming this conversation: its client's and each person's."""
+        """The keys listing this conversation: its client's listing, each person's routes hash
+        (and, for what was listed before those held the listing, each person's sorted set)."""
         return [
             self._listing(conversation.client),
+            *(self._keys.routes(p.number) for p in conversation.participants),
             *(self._keys.person_conversations(p.number) for p in conversation.participants),
         ]
+
+    def _unlist(self, pipe: Any, number: str, conversation_id: str) -> None:
+        """Queue taking a conversation out of a person's listing (both layouts)."""
+        pipe.hdel(self._keys.routes(number), LISTED + conversation_id)
+        pipe.zrem(self._keys.person_conversations(number), conversation_id)
+
+    def _listed(self, number: str) -> list[tuple[str, float]]:
+        """A person's listing, (id, created_at), newest first (equal times: larger id first,
+        as Redis orders a sorted set)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(self._keys.routes(number))
+        pipe.zrange(self._keys.person_conversations(number), 0, -1, withscores=True)
+        fields, legacy = pipe.execute()
+        entries = {str(i): float(score) for i, score in legacy}
+        for name, value in fields.items():
+            if str(name).startswith(LISTED):
+                entries[str(name).removeprefix(LISTED)] = float(value)
+        return sorted(entries.items(), key=lambda e: (e[1], e[0]), reverse=True)
 
     def add(self, conversation: Conversation, max_live: int = 0) -> None:
         """Store a new conversation (pending) and index it for listing.
 
         Raises LiveConversationCap when its client already holds `max_live` live ones.
         """
-        listing, *people = self._indexes(conversation)
+        listing, first, second, *_ = self._indexes(conversation)
         keys = [
             self._keys.conversation(conversation.id), listing,
-            self._keys.pending_conversations(), *people,
+            self._keys.pending_conversations(), first, second,
         ]
         if conversation.client is not None:
             keys.append(self._keys.client_live(conversation.client))
@@ -151,8 +176,9 @@ class ConversationStore:
         pipe = self._redis.pipeline()
         pipe.delete(self._keys.conversation(conversation.id))
         pipe.zrem(self._keys.pending_conversations(), conversation.id)
-        for index in self._indexes(conversation):
-            pipe.zrem(index, conversation.id)
+        pipe.zrem(self._listing(conversation.client), conversation.id)
+        for participant in conversation.participants:
+            self._unlist(pipe, participant.number, conversation.id)
         if conversation.client is not None:
             pipe.srem(self._keys.client_live(conversation.client), conversation.id)
         pipe.execute()
@@ -180,19 +206,21 @@ class ConversationStore:
         shift a page. A page may hold fewer than `limit` items when filtering skipped many
         (bounded by `scan_budget`); the next cursor continues from where the scan stopped.
         """
-        index = (
-            self._keys.person_conversations(participant) if participant
-            else self._listing(client)
-        )
+        index = self._listing(client)
+        person = self._listed(participant) if participant else []
         found: list[Conversation] = []
-        high: float | str = "+inf" if cursor is None else cursor[0]
+        high: float = float("inf") if cursor is None else cursor[0]
         last: tuple[float, str] | None = cursor
         scanned = 0
         while len(found) < limit and scanned < scan_budget:
-            batch = self._redis.zrevrangebyscore(
-                index, high, "-inf", start=0, num=min(200, limit + 50), withscores=True
-            )
-            candidates = [(str(item[0]), float(item[1])) for item in batch]
+            num = min(200, limit + 50)
+            if participant:
+                candidates = [e for e in person if e[1] <= high][:num]
+            else:
+                batch = self._redis.zrevrangebyscore(
+                    index, high, "-inf", start=0, num=num, withscores=True
+                )
+                candidates = [(str(item[0]), float(item[1])) for item in batch]
             if last is not None:
                 # Redis orders equal scores by id, descending here: skip what is already covered
                 before = last
@@ -206,8 +234,13 @@ class ConversationStore:
             for (conversation_id, score), conversation in zip(candidates, loaded, strict=True):
                 scanned += 1
                 last = (score, conversation_id)
-                if conversation is None:
-                    self._redis.zrem(index, conversation_id)  # finished and aged out
+                if conversation is None:  # finished and aged out
+                    if participant:
+                        pipe = self._redis.pipeline(transaction=False)
+                        self._unlist(pipe, participant, conversation_id)
+                        pipe.execute()
+                    else:
+                        self._redis.zrem(index, conversation_id)
                     continue
                 if client is not None and not conversation.visible_to(client):
                     continue
@@ -327,7 +360,7 @@ class ConversationStore:
 
     def of_person(self, number: str) -> list[str]:
         """Ids of every conversation a person's number is listed in (any client's)."""
-        return [str(i) for i in self._redis.zrange(self._keys.person_conversations(number), 0, -1)]
+        return [conversation_id for conversation_id, _ in reversed(self._listed(number))]
 
     def redact(self, conversation_id: str, number: str) -> Conversation | None:
         """Replace a participant's number and name with ERASED in a finished conversation and
@@ -343,12 +376,14 @@ class ConversationStore:
             return replace(c, participants=(erased[0], erased[1]))
 
         redacted = self.transition(conversation_id, without)
-        self._redis.zrem(self._keys.person_conversations(number), conversation_id)
+        pipe = self._redis.pipeline(transaction=False)
+        self._unlist(pipe, number, conversation_id)
+        pipe.execute()
         return redacted
 
     def is_listed(self, number: str) -> bool:
-        """Whether a person's index exists (Redis deletes a sorted set with its last member)."""
-        return bool(self._redis.exists(self._keys.person_conversations(number)))
+        """Whether any conversation lists the person."""
+        return bool(self._listed(number))
 
     def live_conversations(self) -> Iterator[Conversation]:
         """Every live conversation (pending or active), via the pending and expiry indexes."""

@@ -8,6 +8,10 @@ from dataclasses import dataclass
 # conversations, message records and trails, and every index keyed by a number.
 DEFAULT_RETENTION_SECONDS = 30 * 24 * 3600
 
+# The prefix of a listing field in a person's routes hash (LISTED + conversation id); a route's
+# field is a virtual number, all digits, so the two never meet.
+LISTED = "c:"
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -35,7 +39,8 @@ class Keys:
         return f"{self.prefix}client:{client}:live"
 
     def person_conversations(self, real_number: str) -> str:
-        """Sorted set of a person's conversations by creation time (for listing by participant)."""
+        """Sorted set of a person's conversations by creation time, as listed before the
+        listing moved into the routes hash: read and pruned until it expires."""
         return f"{self.prefix}person:{real_number}:convs"
 
     def expiry(self) -> str:
@@ -47,7 +52,9 @@ class Keys:
         return f"{self.prefix}pending:convs"
 
     def routes(self, real_number: str) -> str:
-        """Hash of virtual number -> conversation id for one person's live conversations."""
+        """Hash of one person: virtual number -> conversation id for their live conversations,
+        and LISTED + conversation id -> its creation time for every conversation listing them
+        (the person's listing, shared/conversation_store.py)."""
         return f"{self.prefix}routes:{real_number}"
 
     def pair(self, first: str, second: str) -> str:

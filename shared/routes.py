@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import redis
 
 from shared.domain import Conversation
-from shared.keys import Keys
+from shared.keys import LISTED, Keys
 
 # Allocation must be atomic: two creates involving the same person must never both take the
 # same free number. One script reads the person's live routes and the pool and writes the new
@@ -20,14 +20,33 @@ from shared.keys import Keys
 _ALLOCATE = """
 local prefix, conv = ARGV[1], ARGV[2]
 -- The proxies two people had in their latest conversation together, read from the newest
--- entries of the shorter of their listings (KEYS[3], KEYS[4]): so no key remembers the pair
+-- entries of the shorter of their listings (the LISTED fields of KEYS[1] or KEYS[2], and the
+-- sorted set of that layout's predecessor, KEYS[3] or KEYS[4]): so no key remembers the pair
 -- itself, and the memory ends with their conversations' records (or an erasure of them).
 -- ARGV[3]: the conversation key prefix; ARGV[4]: how many entries to look at.
+local listed = '""" + LISTED + """'
 local function text(v) return type(v) == 'string' and v ~= '' and v or false end
+local function newest(routes, legacy, n)
+  local entries = {}
+  local all = redis.call('HGETALL', routes)
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, #listed) == listed then
+      table.insert(entries, {string.sub(all[i], #listed + 1), tonumber(all[i + 1])})
+    end
+  end
+  local old = redis.call('ZREVRANGE', legacy, 0, n - 1, 'WITHSCORES')
+  for i = 1, #old, 2 do table.insert(entries, {old[i], tonumber(old[i + 1])}) end
+  table.sort(entries, function(x, y) return x[2] > y[2] end)
+  return entries
+end
 local function last_proxies(first, second)
-  local index = KEYS[3]
-  if redis.call('ZCARD', KEYS[4]) < redis.call('ZCARD', index) then index = KEYS[4] end
-  for _, id in ipairs(redis.call('ZREVRANGE', index, 0, tonumber(ARGV[4]) - 1)) do
+  local mine = 1
+  if redis.call('HLEN', KEYS[2]) + redis.call('ZCARD', KEYS[4])
+      < redis.call('HLEN', KEYS[1]) + redis.call('ZCARD', KEYS[3]) then mine = 2 end
+  local n = tonumber(ARGV[4])
+  local entries = newest(KEYS[mine], KEYS[mine + 2], n)
+  for j = 1, math.min(#entries, n) do
+    local id = entries[j][1]
     if id ~= conv then
       local key = ARGV[3] .. id
       local kind = redis.call('TYPE', key)['ok']
