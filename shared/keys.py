@@ -11,6 +11,8 @@ DEFAULT_RETENTION_SECONDS = 30 * 24 * 3600
 # The prefix of a listing field in a person's routes hash (LISTED + conversation id); a route's
 # field is a virtual number, all digits, so the two never meet.
 LISTED = "c:"
+# The field of a person's routes hash that caches their number's Number Insight answer.
+INSIGHT = "ni"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,9 @@ class Keys:
 
     def routes(self, real_number: str) -> str:
         """Hash of one person: virtual number -> conversation id for their live conversations,
-        and LISTED + conversation id -> its creation time for every conversation listing them
-        (the person's listing, shared/conversation_store.py)."""
+        LISTED + conversation id -> its creation time for every conversation listing them
+        (the person's listing, shared/conversation_store.py), and INSIGHT -> their number's
+        cached Number Insight answer (shared/insight_cache.py)."""
         return f"{self.prefix}routes:{real_number}"
 
     def pair(self, first: str, second: str) -> str:
@@ -82,7 +85,8 @@ class Keys:
         return f"{self.prefix}number:{msisdn}"
 
     def insight(self, msisdn: str) -> str:
-        """A number's cached Number Insight country."""
+        """A number's cached Number Insight country, as kept before the answer moved into the
+        routes hash (INSIGHT): only deleted (erasure), it expires within the cache's life."""
         return f"{self.prefix}ni:{msisdn}"
 
     def insight_attempts(self, conversation_id: str) -> str:
