@@ -49,15 +49,15 @@ end
 
 # A new conversation, its listing entries and its place under its client's cap, in one step:
 # two creates at the cap cannot both get in. KEYS: record, listing, pending, the two people's
-# routes hashes, [the client's live set]. ARGV: JSON record ('' for a hash), created_at, id,
-# cap (0: none), index life, then the hash's fields and values.
+# routes hashes, [the client's live count, and the live set that counted them before]. ARGV:
+# JSON record ('' for a hash), created_at, id, cap (0: none), index life, then the hash's fields
+# and values.
 _ADD = _BUMP + """
 local seconds = tonumber(ARGV[5])
 if KEYS[6] then
-  if tonumber(ARGV[4]) > 0 and redis.call('SCARD', KEYS[6]) >= tonumber(ARGV[4]) then
-    return 0
-  end
-  redis.call('SADD', KEYS[6], ARGV[3])
+  local live = tonumber(redis.call('GET', KEYS[6]) or '0') + redis.call('SCARD', KEYS[7])
+  if tonumber(ARGV[4]) > 0 and live >= tonumber(ARGV[4]) then return 0 end
+  redis.call('INCR', KEYS[6])
 end
 if ARGV[1] ~= '' then
   redis.call('SET', KEYS[1], ARGV[1])
@@ -68,6 +68,31 @@ for i = 2, 3 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
 for i = 4, 5 do redis.call('HSET', KEYS[i], '""" + LISTED + """' .. ARGV[3], ARGV[2]) end
 for _, i in ipairs({2, 4, 5}) do bump(KEYS[i], seconds) end
 return 1
+"""
+
+# A client's live conversation ends: it leaves the set that counted it if it was created when a
+# set counted them (before the count), else the count (never below zero). In a script so that
+# the choice and the change are one step. KEYS: count, set. ARGV: id.
+_UNCOUNT = """
+local function uncount()
+  if redis.call('SREM', KEYS[2], ARGV[1]) == 0
+      and tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+    redis.call('DECR', KEYS[1])
+  end
+end
+"""
+
+_FINISHED = _UNCOUNT + "uncount()"
+
+# The same for a record about to be discarded, if it is still live (KEYS[3]: the record).
+_DISCARDED = _UNCOUNT + """
+local kind, status = redis.call('TYPE', KEYS[3])['ok'], false
+if kind == 'hash' then
+  status = redis.call('HGET', KEYS[3], 's')
+elseif kind == 'string' then
+  status = cjson.decode(redis.call('GET', KEYS[3]))['status']
+end
+if status == 'pending' or status == 'active' then uncount() end
 """
 
 _BUMP_ALL = _BUMP + """
@@ -117,6 +142,12 @@ class ConversationStore:
         self._retention = retention_seconds
         self._add = client.register_script(_ADD)
         self._bump = client.register_script(_BUMP_ALL)
+        self._finished = client.register_script(_FINISHED)
+        self._discarded = client.register_script(_DISCARDED)
+
+    def _counted(self, client: str) -> list[str]:
+        """A client's live count, and the set that counted its live conversations before."""
+        return [self._keys.client_live_count(client), self._keys.client_live(client)]
 
     def _listing(self, client: str | None) -> str:
         return (
@@ -162,7 +193,7 @@ class ConversationStore:
             self._keys.pending_conversations(), first, second,
         ]
         if conversation.client is not None:
-            keys.append(self._keys.client_live(conversation.client))
+            keys += self._counted(conversation.client)
         life = conversation.ttl_seconds + _PENDING_ALLOWANCE_SECONDS + self._retention
         raw, fields = _record(conversation)
         added = self._add(keys=keys, args=[
@@ -174,18 +205,27 @@ class ConversationStore:
     def discard(self, conversation: Conversation) -> None:
         """Remove a pending conversation that was never published (a lost idempotency race)."""
         pipe = self._redis.pipeline()
+        if conversation.client is not None:
+            self._discarded(
+                keys=[*self._counted(conversation.client),
+                      self._keys.conversation(conversation.id)],
+                args=[conversation.id], client=pipe,
+            )
         pipe.delete(self._keys.conversation(conversation.id))
         pipe.zrem(self._keys.pending_conversations(), conversation.id)
         pipe.zrem(self._listing(conversation.client), conversation.id)
         for participant in conversation.participants:
             self._unlist(pipe, participant.number, conversation.id)
-        if conversation.client is not None:
-            pipe.srem(self._keys.client_live(conversation.client), conversation.id)
         pipe.execute()
 
     def live_count(self, client: str) -> int:
         """How many live conversations a client holds (against its cap)."""
-        return int(self._redis.scard(self._keys.client_live(client)))
+        pipe = self._redis.pipeline(transaction=False)
+        count, legacy = self._counted(client)
+        pipe.get(count)
+        pipe.scard(legacy)
+        counted, listed = pipe.execute()
+        return max(0, int(counted or 0)) + int(listed)
 
     def page(
         self,
@@ -297,8 +337,9 @@ class ConversationStore:
                     _write(pipe, key, changed)
                     if not changed.status.is_live:
                         pipe.expire(key, self._retention)
-                        if changed.client is not None:
-                            pipe.srem(self._keys.client_live(changed.client), changed.id)
+                        if current.status.is_live and changed.client is not None:
+                            self._finished(keys=self._counted(changed.client),
+                                           args=[changed.id], client=pipe)
                     if changed.status.is_live and changed.expires_at is not None:
                         pipe.zadd(self._keys.expiry(), {changed.id: changed.expires_at})
                     else:

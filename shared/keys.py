@@ -37,8 +37,15 @@ class Keys:
         return f"{self.prefix}client:{client}:convs"
 
     def client_live(self, client: str) -> str:
-        """Set of one client's live conversations, for its cap."""
+        """Set of one client's live conversations, for its cap, as counted before the count
+        (client_live_count): those still in it are counted from it until they end."""
         return f"{self.prefix}client:{client}:live"
+
+    def client_live_count(self, client: str) -> str:
+        """How many live conversations one client holds (for its cap), apart from those its
+        live set still counts; a count, not a set: a member per live conversation cost about 70
+        bytes (docs/performance.md, section 4)."""
+        return f"{self.prefix}client:{client}:live-count"
 
     def person_conversations(self, real_number: str) -> str:
         """Sorted set of a person's conversations by creation time, as listed before the

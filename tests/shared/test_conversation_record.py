@@ -86,3 +86,35 @@ def test_a_record_in_the_json_layout_is_read_and_becomes_a_hash_at_its_next_chan
     assert closed is not None and closed.status is ConversationStatus.CLOSED
     assert fake_redis.type(key) == "hash" and store.get(old.id) == closed
     assert fake_redis.ttl(key) > 0  # finished: it lasts the retention, as before
+
+
+def pending_of(conversation_id, client="rides"):
+    return conversation(id=conversation_id, status=ConversationStatus.PENDING, expires_at=None,
+                        client=client)
+
+
+def test_the_cap_counts_what_the_old_live_set_holds_and_each_end_once(fake_redis):
+    store = ConversationStore(fake_redis, RouteTable(fake_redis))
+    # two live conversations counted by the set of the release before the count
+    fake_redis.sadd(KEYS.client_live("rides"), "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f", "0" * 32)
+    for old in ("3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f", "0" * 32):
+        fake_redis.hset(KEYS.conversation(old), mapping=pending_of(old).to_fields())
+    store.add(pending_of("newnewnewnewnew1"), max_live=3)
+    assert store.live_count("rides") == 3
+    from shared.conversation_store import LiveConversationCap
+    with pytest.raises(LiveConversationCap):
+        store.add(pending_of("newnewnewnewnew2"), max_live=3)
+    # an old one ends: it leaves the set, not the count; ending it again changes nothing
+    store.finish("0" * 32, ConversationStatus.CLOSED)
+    store.redact("0" * 32, "447400100001")  # a change of a finished one
+    assert fake_redis.scard(KEYS.client_live("rides")) == 1
+    assert fake_redis.get(KEYS.client_live_count("rides")) == "1"
+    store.add(pending_of("newnewnewnewnew2"), max_live=3)
+    assert store.live_count("rides") == 3
+    # a new one discarded (a lost idempotency race) and one that ends give their places back
+    store.discard(pending_of("newnewnewnewnew2"))
+    store.discard(pending_of("newnewnewnewnew2"))  # nothing left to give back
+    store.finish("newnewnewnewnew1", ConversationStatus.FAILED, "x")
+    store.finish("newnewnewnewnew1", ConversationStatus.FAILED, "x")
+    assert store.live_count("rides") == 1
+    assert fake_redis.get(KEYS.client_live_count("rides")) == "0"
