@@ -32,6 +32,7 @@ def test_memory_runs_on_toy_sizes(capsys):
     memory.report(figures)
     out = capsys.readouterr().out
     assert "bytes per live conversation" in out and "ratio to goal" in out
+    assert figures["folded_intros"]["folded"] > 0
 
 
 def test_numbers_needed_runs_on_toy_sizes(capsys):
