@@ -57,7 +57,7 @@ KEY_TYPES = (
     "pair (sticky) hashes",
     "person listing indexes",
     "client listing index",
-    "client live set",
+    "client live count (or set)",
     "expiry index",
     "pending index",
     "intro outbound records",
@@ -183,7 +183,8 @@ def category(key: str) -> str:
             "intro outbound records"
         )
     if kind == "client":
-        return "client live set" if rest.endswith(":live") else "client listing index"
+        live = rest.endswith((":live", ":live-count"))
+        return "client live count (or set)" if live else "client listing index"
     if kind == "pending" and rest == "convs":
         return "pending index"
     if kind == "ni" and not rest.startswith("tries:"):
