@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,9 +47,11 @@ MAX_CALLBACK_URL = 2048
 MIN_TTL_SECONDS = 60
 MAX_PAGE = 100
 DEFAULT_PAGE = 50
-CONVERSATION_ID_PATTERN = "^[0-9a-f]{32}$"  # every id the API gives out: uuid4().hex
+# Every id the API gives out: 16 base64url characters (domain.new_conversation_id), or 32 hex
+# characters for conversations created before ids were shortened.
+CONVERSATION_ID_PATTERN = "^(?:[A-Za-z0-9_-]{16}|[0-9a-f]{32})$"
 # The id the document's examples show; tests/web/test_openapi.py seeds a conversation under it.
-EXAMPLE_ID = "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f"
+EXAMPLE_ID = "q3Zb8c1E9d7a4b6c"
 _E164_EXAMPLE = "+447400123456"
 
 
@@ -287,7 +288,7 @@ class NewConversation:
 
     def build(self, created_at: float, client: str | None = None) -> domain.Conversation:
         return domain.Conversation(
-            id=uuid.uuid4().hex,
+            id=domain.new_conversation_id(),
             participants=self.participants,
             status=ConversationStatus.PENDING,
             created_at=created_at,

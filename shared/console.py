@@ -429,8 +429,10 @@ class Search:
 
 def parse_search(raw: str) -> Search:
     text = raw.strip()
-    if _CONVERSATION_ID.fullmatch(text.lower()):
-        return Search(conversation_id=text.lower())
+    if _CONVERSATION_ID.fullmatch(text):
+        return Search(conversation_id=text)
+    if _CONVERSATION_ID.fullmatch(text.lower()) and len(text) == 32:
+        return Search(conversation_id=text.lower())  # an old hex id typed in capitals
     if not text or len(text) > 32:
         raise SearchError("enter a conversation id or a phone number in international form")
     try:

@@ -6,21 +6,32 @@ for the retention (SMSPROXY_RETENTION_SECONDS). Finishing also frees its routes
 (shared/routes.py), in the same call, so that no caller can end a conversation and forget its
 numbers.
 
-The listing indexes (a client's, each person's) hold ids only; each index lives at least as
-long as the longest-lived record it lists and then expires with it, so that no key naming a
-person outlives the retention.
+A record is a small hash of short fields (Conversation.to_fields), which Redis keeps as a
+compact listpack; one with a value too long for that (a long callback URL, metadata, intro
+text) is a JSON string instead, as every record was before the hash layout. Both are read,
+whichever a record is: a deployment upgrades in place, and an old record turns into a hash
+at its next change.
+
+The listing indexes hold ids only: a client's is a sorted set by creation time; a person's
+is a field `c:<id>` (value: creation time) in that person's routes hash (shared/routes.py),
+so that a person costs one key, not two. A person listed before that layout also has a sorted
+set (`person:<number>:convs`), read and pruned with the hash until it expires. Each index lives
+at least as long as the longest-lived record it lists and then expires with it, so that no key
+naming a person outlives the retention (a routes hash also holds live routes: it lives longer
+than every live conversation of that person, by the retention).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from typing import Any
 
 import redis
 
 from shared.clock import now
 from shared.domain import ERASED, Conversation, ConversationStatus
-from shared.keys import DEFAULT_RETENTION_SECONDS, Keys
+from shared.keys import DEFAULT_RETENTION_SECONDS, LISTED, Keys
 from shared.routes import RouteTable
 
 # The longest a conversation stays pending (shared/conversations.py fails it after 900 s);
@@ -38,24 +49,80 @@ end
 
 # A new conversation, its listing entries and its place under its client's cap, in one step:
 # two creates at the cap cannot both get in. KEYS: record, listing, pending, the two people's
-# indexes, [the client's live set]. ARGV: record, created_at, id, cap (0: none), index life.
+# routes hashes, [the client's live count, and the live set that counted them before]. ARGV:
+# JSON record ('' for a hash), created_at, id, cap (0: none), index life, then the hash's fields
+# and values.
 _ADD = _BUMP + """
 local seconds = tonumber(ARGV[5])
 if KEYS[6] then
-  if tonumber(ARGV[4]) > 0 and redis.call('SCARD', KEYS[6]) >= tonumber(ARGV[4]) then
-    return 0
-  end
-  redis.call('SADD', KEYS[6], ARGV[3])
+  local live = tonumber(redis.call('GET', KEYS[6]) or '0') + redis.call('SCARD', KEYS[7])
+  if tonumber(ARGV[4]) > 0 and live >= tonumber(ARGV[4]) then return 0 end
+  redis.call('INCR', KEYS[6])
 end
-redis.call('SET', KEYS[1], ARGV[1])
-for i = 2, 5 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
+if ARGV[1] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+end
+for i = 2, 3 do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[3]) end
+for i = 4, 5 do redis.call('HSET', KEYS[i], '""" + LISTED + """' .. ARGV[3], ARGV[2]) end
 for _, i in ipairs({2, 4, 5}) do bump(KEYS[i], seconds) end
 return 1
+"""
+
+# A client's live conversation ends: it leaves the set that counted it if it was created when a
+# set counted them (before the count), else the count (never below zero). In a script so that
+# the choice and the change are one step. KEYS: count, set. ARGV: id.
+_UNCOUNT = """
+local function uncount()
+  if redis.call('SREM', KEYS[2], ARGV[1]) == 0
+      and tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+    redis.call('DECR', KEYS[1])
+  end
+end
+"""
+
+_FINISHED = _UNCOUNT + "uncount()"
+
+# The same for a record about to be discarded, if it is still live (KEYS[3]: the record).
+_DISCARDED = _UNCOUNT + """
+local kind, status = redis.call('TYPE', KEYS[3])['ok'], false
+if kind == 'hash' then
+  status = redis.call('HGET', KEYS[3], 's')
+elseif kind == 'string' then
+  status = cjson.decode(redis.call('GET', KEYS[3]))['status']
+end
+if status == 'pending' or status == 'active' then uncount() end
 """
 
 _BUMP_ALL = _BUMP + """
 for _, key in ipairs(KEYS) do bump(key, tonumber(ARGV[1])) end
 """
+
+
+def _record(conversation: Conversation) -> tuple[str, list[str]]:
+    """(JSON, []) for a record kept as a string, ('', fields and values) for a hash."""
+    fields = conversation.to_fields()
+    if fields is None:
+        return conversation.to_json(), []
+    return "", [item for pair in fields.items() for item in pair]
+
+
+def _write(pipe: Any, key: str, conversation: Conversation) -> None:
+    """Queue the replacement of a record (whatever it was before: string or hash)."""
+    fields = conversation.to_fields()
+    pipe.delete(key)
+    if fields is None:
+        pipe.set(key, conversation.to_json())
+    else:
+        pipe.hset(key, mapping=fields)
+
+
+def _load(conversation_id: str, found: Any) -> Conversation | None:
+    """A record as HGETALL (a dict) or GET (a string, the JSON layout) returned it."""
+    if isinstance(found, dict):
+        return Conversation.from_fields(conversation_id, found) if found else None
+    return Conversation.from_json(found) if found else None
 
 
 class LiveConversationCap(Exception):
@@ -75,6 +142,12 @@ class ConversationStore:
         self._retention = retention_seconds
         self._add = client.register_script(_ADD)
         self._bump = client.register_script(_BUMP_ALL)
+        self._finished = client.register_script(_FINISHED)
+        self._discarded = client.register_script(_DISCARDED)
+
+    def _counted(self, client: str) -> list[str]:
+        """A client's live count, and the set that counted its live conversations before."""
+        return [self._keys.client_live_count(client), self._keys.client_live(client)]
 
     def _listing(self, client: str | None) -> str:
         return (
@@ -83,27 +156,48 @@ class ConversationStore:
         )
 
     def _indexes(self, conversation: Conversation) -> list[str]:
-        """The listing indexes naming this conversation: its client's and each person's."""
+        """The keys listing this conversation: its client's listing, each person's routes hash
+        (and, for what was listed before those held the listing, each person's sorted set)."""
         return [
             self._listing(conversation.client),
+            *(self._keys.routes(p.number) for p in conversation.participants),
             *(self._keys.person_conversations(p.number) for p in conversation.participants),
         ]
+
+    def _unlist(self, pipe: Any, number: str, conversation_id: str) -> None:
+        """Queue taking a conversation out of a person's listing (both layouts)."""
+        pipe.hdel(self._keys.routes(number), LISTED + conversation_id)
+        pipe.zrem(self._keys.person_conversations(number), conversation_id)
+
+    def _listed(self, number: str) -> list[tuple[str, float]]:
+        """A person's listing, (id, created_at), newest first (equal times: larger id first,
+        as Redis orders a sorted set)."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hgetall(self._keys.routes(number))
+        pipe.zrange(self._keys.person_conversations(number), 0, -1, withscores=True)
+        fields, legacy = pipe.execute()
+        entries = {str(i): float(score) for i, score in legacy}
+        for name, value in fields.items():
+            if str(name).startswith(LISTED):
+                entries[str(name).removeprefix(LISTED)] = float(value)
+        return sorted(entries.items(), key=lambda e: (e[1], e[0]), reverse=True)
 
     def add(self, conversation: Conversation, max_live: int = 0) -> None:
         """Store a new conversation (pending) and index it for listing.
 
         Raises LiveConversationCap when its client already holds `max_live` live ones.
         """
-        listing, *people = self._indexes(conversation)
+        listing, first, second, *_ = self._indexes(conversation)
         keys = [
             self._keys.conversation(conversation.id), listing,
-            self._keys.pending_conversations(), *people,
+            self._keys.pending_conversations(), first, second,
         ]
         if conversation.client is not None:
-            keys.append(self._keys.client_live(conversation.client))
+            keys += self._counted(conversation.client)
         life = conversation.ttl_seconds + _PENDING_ALLOWANCE_SECONDS + self._retention
+        raw, fields = _record(conversation)
         added = self._add(keys=keys, args=[
-            conversation.to_json(), conversation.created_at, conversation.id, max_live, life,
+            raw, conversation.created_at, conversation.id, max_live, life, *fields,
         ])
         if not added:
             raise LiveConversationCap(conversation.client)
@@ -111,17 +205,27 @@ class ConversationStore:
     def discard(self, conversation: Conversation) -> None:
         """Remove a pending conversation that was never published (a lost idempotency race)."""
         pipe = self._redis.pipeline()
+        if conversation.client is not None:
+            self._discarded(
+                keys=[*self._counted(conversation.client),
+                      self._keys.conversation(conversation.id)],
+                args=[conversation.id], client=pipe,
+            )
         pipe.delete(self._keys.conversation(conversation.id))
         pipe.zrem(self._keys.pending_conversations(), conversation.id)
-        for index in self._indexes(conversation):
-            pipe.zrem(index, conversation.id)
-        if conversation.client is not None:
-            pipe.srem(self._keys.client_live(conversation.client), conversation.id)
+        pipe.zrem(self._listing(conversation.client), conversation.id)
+        for participant in conversation.participants:
+            self._unlist(pipe, participant.number, conversation.id)
         pipe.execute()
 
     def live_count(self, client: str) -> int:
         """How many live conversations a client holds (against its cap)."""
-        return int(self._redis.scard(self._keys.client_live(client)))
+        pipe = self._redis.pipeline(transaction=False)
+        count, legacy = self._counted(client)
+        pipe.get(count)
+        pipe.scard(legacy)
+        counted, listed = pipe.execute()
+        return max(0, int(counted or 0)) + int(listed)
 
     def page(
         self,
@@ -142,19 +246,21 @@ class ConversationStore:
         shift a page. A page may hold fewer than `limit` items when filtering skipped many
         (bounded by `scan_budget`); the next cursor continues from where the scan stopped.
         """
-        index = (
-            self._keys.person_conversations(participant) if participant
-            else self._listing(client)
-        )
+        index = self._listing(client)
+        person = self._listed(participant) if participant else []
         found: list[Conversation] = []
-        high: float | str = "+inf" if cursor is None else cursor[0]
+        high: float = float("inf") if cursor is None else cursor[0]
         last: tuple[float, str] | None = cursor
         scanned = 0
         while len(found) < limit and scanned < scan_budget:
-            batch = self._redis.zrevrangebyscore(
-                index, high, "-inf", start=0, num=min(200, limit + 50), withscores=True
-            )
-            candidates = [(str(item[0]), float(item[1])) for item in batch]
+            num = min(200, limit + 50)
+            if participant:
+                candidates = [e for e in person if e[1] <= high][:num]
+            else:
+                batch = self._redis.zrevrangebyscore(
+                    index, high, "-inf", start=0, num=num, withscores=True
+                )
+                candidates = [(str(item[0]), float(item[1])) for item in batch]
             if last is not None:
                 # Redis orders equal scores by id, descending here: skip what is already covered
                 before = last
@@ -164,14 +270,18 @@ class ConversationStore:
                 ]
             if not candidates:
                 return found, None
-            raws = self._redis.mget([self._keys.conversation(i) for i, _ in candidates])
-            for (conversation_id, score), raw in zip(candidates, raws, strict=True):
+            loaded = self._get_many([i for i, _ in candidates])
+            for (conversation_id, score), conversation in zip(candidates, loaded, strict=True):
                 scanned += 1
                 last = (score, conversation_id)
-                if raw is None:
-                    self._redis.zrem(index, conversation_id)  # finished and aged out
+                if conversation is None:  # finished and aged out
+                    if participant:
+                        pipe = self._redis.pipeline(transaction=False)
+                        self._unlist(pipe, participant, conversation_id)
+                        pipe.execute()
+                    else:
+                        self._redis.zrem(index, conversation_id)
                     continue
-                conversation = Conversation.from_json(raw)
                 if client is not None and not conversation.visible_to(client):
                     continue
                 if status is None or conversation.status is status:
@@ -182,8 +292,28 @@ class ConversationStore:
         return found, last
 
     def get(self, conversation_id: str) -> Conversation | None:
-        raw = self._redis.get(self._keys.conversation(conversation_id))
-        return Conversation.from_json(raw) if raw else None
+        return self._get_many([conversation_id])[0]
+
+    def _get_many(self, ids: Sequence[str]) -> list[Conversation | None]:
+        """Each record, hash or JSON string, in one round trip (two when some are strings)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for conversation_id in ids:
+            pipe.hgetall(self._keys.conversation(conversation_id))
+        found: list[Any] = pipe.execute(raise_on_error=False)
+        strings = [i for i, value in enumerate(found) if isinstance(value, redis.ResponseError)]
+        if strings:  # WRONGTYPE: a record in the JSON layout
+            raws = self._redis.mget([self._keys.conversation(ids[i]) for i in strings])
+            for i, raw in zip(strings, raws, strict=True):
+                found[i] = raw
+        return [_load(i, value) for i, value in zip(ids, found, strict=True)]
+
+    @staticmethod
+    def _read_watched(pipe: Any, key: str, conversation_id: str) -> Conversation | None:
+        """A record read on a pipeline that WATCHes it (commands run at once)."""
+        try:
+            return _load(conversation_id, pipe.hgetall(key))
+        except redis.ResponseError:  # WRONGTYPE: a record in the JSON layout
+            return _load(conversation_id, pipe.get(key))
 
     def transition(
         self, conversation_id: str, change: Callable[[Conversation], Conversation | None]
@@ -197,18 +327,19 @@ class ConversationStore:
             with self._redis.pipeline() as pipe:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
-                    raw = pipe.get(key)
-                    if raw is None:
+                    current = self._read_watched(pipe, key, conversation_id)
+                    if current is None:
                         return None
-                    changed = change(Conversation.from_json(raw))
+                    changed = change(current)
                     if changed is None:
                         return None
                     pipe.multi()
-                    pipe.set(key, changed.to_json())
+                    _write(pipe, key, changed)
                     if not changed.status.is_live:
                         pipe.expire(key, self._retention)
-                        if changed.client is not None:
-                            pipe.srem(self._keys.client_live(changed.client), changed.id)
+                        if current.status.is_live and changed.client is not None:
+                            self._finished(keys=self._counted(changed.client),
+                                           args=[changed.id], client=pipe)
                     if changed.status.is_live and changed.expires_at is not None:
                         pipe.zadd(self._keys.expiry(), {changed.id: changed.expires_at})
                     else:
@@ -270,7 +401,7 @@ class ConversationStore:
 
     def of_person(self, number: str) -> list[str]:
         """Ids of every conversation a person's number is listed in (any client's)."""
-        return [str(i) for i in self._redis.zrange(self._keys.person_conversations(number), 0, -1)]
+        return [conversation_id for conversation_id, _ in reversed(self._listed(number))]
 
     def redact(self, conversation_id: str, number: str) -> Conversation | None:
         """Replace a participant's number and name with ERASED in a finished conversation and
@@ -286,21 +417,20 @@ class ConversationStore:
             return replace(c, participants=(erased[0], erased[1]))
 
         redacted = self.transition(conversation_id, without)
-        self._redis.zrem(self._keys.person_conversations(number), conversation_id)
+        pipe = self._redis.pipeline(transaction=False)
+        self._unlist(pipe, number, conversation_id)
+        pipe.execute()
         return redacted
 
     def is_listed(self, number: str) -> bool:
-        """Whether a person's index exists (Redis deletes a sorted set with its last member)."""
-        return bool(self._redis.exists(self._keys.person_conversations(number)))
+        """Whether any conversation lists the person."""
+        return bool(self._listed(number))
 
     def live_conversations(self) -> Iterator[Conversation]:
         """Every live conversation (pending or active), via the pending and expiry indexes."""
         ids = [str(i) for i in self._redis.zrange(self._keys.pending_conversations(), 0, -1)]
         ids += [str(i) for i in self._redis.zrange(self._keys.expiry(), 0, -1)]
         for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            for raw in self._redis.mget([self._keys.conversation(i) for i in chunk]):
-                if raw:
-                    conversation = Conversation.from_json(raw)
-                    if conversation.status.is_live:
-                        yield conversation
+            for conversation in self._get_many(ids[start:start + 500]):
+                if conversation is not None and conversation.status.is_live:
+                    yield conversation

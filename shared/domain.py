@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -12,9 +13,24 @@ from typing import Any
 
 from shared.masking import ContactKind
 
+# Redis keeps a small hash as a listpack (a few bytes of overhead per field) while every value
+# is at most `hash-max-listpack-value` bytes (64 by default), and converts it to a hash table
+# for good once one is longer.
+LISTPACK_VALUE_BYTES = 64
+
 # What stands in for a person's number (and body) in records once they were erased: never a
 # number, so that no route, lookup or send can match it.
 ERASED = "erased"
+
+
+def new_conversation_id() -> str:
+    """A new conversation's id: 96 random bits in 16 URL-safe characters (base64url).
+
+    The id is public (the API, callbacks), so it must be unguessable; it is also repeated in
+    most keys and index entries of a conversation, so it is no longer than that. Conversations
+    created before this had 32 hex characters (uuid4().hex); both forms stay valid.
+    """
+    return secrets.token_urlsafe(12)
 
 
 class ConversationStatus(StrEnum):
@@ -131,6 +147,70 @@ class Conversation:
                 "mask": sorted(self.mask) if self.mask is not None else None,
             }),
             separators=(",", ":"),
+        )
+
+    def to_fields(self) -> dict[str, str] | None:
+        """The conversation as a flat Redis hash of short fields (absent means none), or None
+        when a value is too long for Redis to keep the hash in its compact listpack encoding
+        (as a hash table it would cost several times as much: to_json() then keeps it).
+
+        The id is the key's, so it is not stored again.
+        """
+        fields: dict[str, str] = {
+            "s": self.status.value,
+            "c": repr(self.created_at),
+            "t": str(self.ttl_seconds),
+        }
+        for side, participant in zip("ab", self.participants, strict=True):
+            for name, value in zip(
+                "npcd",
+                (participant.number, participant.proxy_number, participant.country,
+                 participant.display_name),
+                strict=True,
+            ):
+                if value is not None:
+                    fields[side + name] = value
+        optional = {
+            "e": repr(self.expires_at) if self.expires_at is not None else None,
+            "r": self.failure_reason,
+            "u": self.callback_url,
+            "m": json.dumps(dict(self.metadata), separators=(",", ":")) if self.metadata else None,
+            "i": self.intro_text,
+            "l": self.client,
+            "k": ",".join(sorted(self.mask)) if self.mask is not None else None,
+        }
+        fields.update({name: value for name, value in optional.items() if value is not None})
+        if any(len(value.encode()) > LISTPACK_VALUE_BYTES for value in fields.values()):
+            return None
+        return fields
+
+    @classmethod
+    def from_fields(cls, conversation_id: str, fields: Mapping[str, str]) -> Conversation:
+        """The conversation to_fields() stored under `conversation_id`."""
+        first, second = (
+            Participant(
+                number=fields[side + "n"], proxy_number=fields.get(side + "p"),
+                country=fields.get(side + "c"), display_name=fields.get(side + "d"),
+            )
+            for side in "ab"
+        )
+        mask = fields.get("k")
+        return cls(
+            id=conversation_id,
+            participants=(first, second),
+            status=ConversationStatus(fields["s"]),
+            created_at=float(fields["c"]),
+            ttl_seconds=int(fields["t"]),
+            expires_at=float(fields["e"]) if "e" in fields else None,
+            failure_reason=fields.get("r"),
+            callback_url=fields.get("u"),
+            metadata=json.loads(fields["m"]) if "m" in fields else {},
+            intro_text=fields.get("i"),
+            client=fields.get("l"),
+            mask=(
+                frozenset(ContactKind(k) for k in mask.split(",") if k) if mask is not None
+                else None
+            ),
         )
 
     @classmethod

@@ -8,6 +8,12 @@ from dataclasses import dataclass
 # conversations, message records and trails, and every index keyed by a number.
 DEFAULT_RETENTION_SECONDS = 30 * 24 * 3600
 
+# The prefix of a listing field in a person's routes hash (LISTED + conversation id); a route's
+# field is a virtual number, all digits, so the two never meet.
+LISTED = "c:"
+# The field of a person's routes hash that caches their number's Number Insight answer.
+INSIGHT = "ni"
+
 
 @dataclass(frozen=True, slots=True)
 class Keys:
@@ -31,11 +37,19 @@ class Keys:
         return f"{self.prefix}client:{client}:convs"
 
     def client_live(self, client: str) -> str:
-        """Set of one client's live conversations, for its cap."""
+        """Set of one client's live conversations, for its cap, as counted before the count
+        (client_live_count): those still in it are counted from it until they end."""
         return f"{self.prefix}client:{client}:live"
 
+    def client_live_count(self, client: str) -> str:
+        """How many live conversations one client holds (for its cap), apart from those its
+        live set still counts; a count, not a set: a member per live conversation cost about 70
+        bytes (docs/performance.md, section 4)."""
+        return f"{self.prefix}client:{client}:live-count"
+
     def person_conversations(self, real_number: str) -> str:
-        """Sorted set of a person's conversations by creation time (for listing by participant)."""
+        """Sorted set of a person's conversations by creation time, as listed before the
+        listing moved into the routes hash: read and pruned until it expires."""
         return f"{self.prefix}person:{real_number}:convs"
 
     def expiry(self) -> str:
@@ -47,7 +61,10 @@ class Keys:
         return f"{self.prefix}pending:convs"
 
     def routes(self, real_number: str) -> str:
-        """Hash of virtual number -> conversation id for one person's live conversations."""
+        """Hash of one person: virtual number -> conversation id for their live conversations,
+        LISTED + conversation id -> its creation time for every conversation listing them
+        (the person's listing, shared/conversation_store.py), and INSIGHT -> their number's
+        cached Number Insight answer (shared/insight_cache.py)."""
         return f"{self.prefix}routes:{real_number}"
 
     def pair(self, first: str, second: str) -> str:
@@ -75,7 +92,8 @@ class Keys:
         return f"{self.prefix}number:{msisdn}"
 
     def insight(self, msisdn: str) -> str:
-        """A number's cached Number Insight country."""
+        """A number's cached Number Insight country, as kept before the answer moved into the
+        routes hash (INSIGHT): only deleted (erasure), it expires within the cache's life."""
         return f"{self.prefix}ni:{msisdn}"
 
     def insight_attempts(self, conversation_id: str) -> str:

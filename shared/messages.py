@@ -95,6 +95,33 @@ return 1
 """
 
 
+def _now() -> float:
+    """Unix time to the millisecond: what a record's times need, in 4 fewer bytes each."""
+    return round(time.time(), 3)
+
+
+_INTRO_PREFIX = "intro-"
+
+
+def _derived(outbound_id: str) -> tuple[str | None, MessageKind | None]:
+    """(conversation id, kind) an outbound id names by itself: an intro's, intro-<id>-<side>
+    (shared/outbound.intro_id); (None, None) for any other."""
+    if not outbound_id.startswith(_INTRO_PREFIX):
+        return None, None
+    conversation_id, dash, side = outbound_id.removeprefix(_INTRO_PREFIX).rpartition("-")
+    if not dash or side not in {"0", "1"} or not conversation_id:
+        return None, None
+    return conversation_id, MessageKind.INTRO
+
+
+def _origin(outbound_id: str, data: dict[str, Any]) -> tuple[str | None, MessageKind | None]:
+    """An outbound record's conversation and kind: stored, or (an intro's) named by its id."""
+    if "kind" not in data:
+        # an intro written without them; a record lacking them otherwise is only half one
+        return _derived(outbound_id) if "from" in data else (None, None)
+    return str(data.get("conversation_id") or "") or None, MessageKind(str(data["kind"]))
+
+
 class MessageLog:
     """Dedupe markers, outbound records and the per-conversation audit trail."""
 
@@ -154,7 +181,7 @@ class MessageLog:
             "direction": "inbound",
             "from": sender,
             "parts": parts,
-            "received_at": time.time(),
+            "received_at": _now(),
         }
         if text is not None:
             fields["text"] = text
@@ -187,22 +214,25 @@ class MessageLog:
         key = self._keys.outbound(message.id)
         if not self._redis.hsetnx(key, "state", DeliveryState.QUEUED.value):
             return False
+        fields: dict[Any, Any] = {
+            "from": message.sender,
+            "to": message.recipient,
+            "created_at": _now(),
+            "attempts": 0,
+        }
+        # An intro's id names its conversation and kind (intro-<conversation>-<side>): stored
+        # once per live conversation and side, they would be bytes for nothing.
+        if _derived(message.id) != (message.conversation_id, message.kind):
+            fields.update(conversation_id=message.conversation_id or "", kind=message.kind.value)
+        # what Vonage will split it into: a receipt that settles an in-doubt send (no answer
+        # was seen) then still waits for every part's receipt (one when absent)
+        parts = sms_parts(message.text)
+        if parts != 1:
+            fields["expected_parts"] = parts
+        if message.origin_at:
+            fields["origin_at"] = message.origin_at
         pipe = self._redis.pipeline()
-        pipe.hset(
-            key,
-            mapping={
-                "conversation_id": message.conversation_id or "",
-                "kind": message.kind.value,
-                "from": message.sender,
-                "to": message.recipient,
-                "created_at": time.time(),
-                "attempts": 0,
-                # what Vonage will split it into: a receipt that settles an in-doubt send
-                # (no answer was seen) then still waits for every part's receipt
-                "expected_parts": sms_parts(message.text),
-                **({"origin_at": message.origin_at} if message.origin_at else {}),
-            },
-        )
+        pipe.hset(key, mapping=fields)
         pipe.set(self._keys.outbound_text(message.id), message.text, ex=self._retention)
         pipe.zadd(self._keys.outbound_open(), {message.id: time.time()})
         pipe.expire(key, self._retention)
@@ -219,14 +249,15 @@ class MessageLog:
         pipe.hgetall(self._keys.outbound(outbound_id))
         pipe.get(self._keys.outbound_text(outbound_id))
         data, text = pipe.execute()
-        if not data or text is None or "kind" not in data:
+        conversation_id, kind = _origin(outbound_id, data or {})
+        if not data or text is None or kind is None:
             return None
         if data.get("state") not in {DeliveryState.QUEUED.value, DeliveryState.SENDING.value}:
             return None
         return OutboundSms(
             id=outbound_id,
-            conversation_id=str(data.get("conversation_id") or "") or None,
-            kind=MessageKind(str(data["kind"])),
+            conversation_id=conversation_id,
+            kind=kind,
             sender=str(data["from"]),
             recipient=str(data["to"]),
             text=str(text),
@@ -302,7 +333,7 @@ class MessageLog:
             keys=[self._keys.outbound(outbound_id), self._keys.send_claim(outbound_id),
                   self._keys.outbound_text(outbound_id), self._keys.outbound_open()],
             args=[outbound_id, json.dumps(vonage_ids),
-                  parts if parts is not None else len(vonage_ids), time.time(),
+                  parts if parts is not None else len(vonage_ids), _now(),
                   "1" if retain_body else "0"],
         )
 
@@ -316,7 +347,7 @@ class MessageLog:
                 "state": DeliveryState.FAILED.value,
                 "error_code": code,
                 "error_reason": reason,
-                "failed_at": time.time(),
+                "failed_at": _now(),
             },
         )
         if not retain_body:
@@ -348,7 +379,7 @@ class MessageLog:
         matched = self._record_receipt(
             keys=[self._keys.outbound(outbound_id), self._keys.send_claim(outbound_id),
                   self._keys.outbound_text(outbound_id), self._keys.outbound_open()],
-            args=[outbound_id, vonage_id, status, err_code, time.time(),
+            args=[outbound_id, vonage_id, status, err_code, _now(),
                   "1" if retain_body else "0"],
         )
         return outbound_id if matched else None
@@ -489,9 +520,10 @@ class OutboundRecord:
 
     @classmethod
     def from_fields(cls, ident: str, data: dict[str, Any], text: str | None) -> OutboundRecord:
+        kind = _origin(ident, data)[1]
         return cls(
             id=ident,
-            kind=data.get("kind"),
+            kind=kind.value if kind is not None else None,
             sender=str(data["from"]),
             recipient=str(data["to"]),
             state=data.get("state"),

@@ -12,13 +12,61 @@ from collections.abc import Sequence
 import redis
 
 from shared.domain import Conversation
-from shared.keys import DEFAULT_RETENTION_SECONDS, Keys
+from shared.keys import LISTED, Keys
 
 # Allocation must be atomic: two creates involving the same person must never both take the
 # same free number. One script reads the person's live routes and the pool and writes the new
 # routes in a single step. It is idempotent per conversation: a re-run returns what it gave.
 _ALLOCATE = """
 local prefix, conv = ARGV[1], ARGV[2]
+-- The proxies two people had in their latest conversation together, read from the newest
+-- entries of the shorter of their listings (the LISTED fields of KEYS[1] or KEYS[2], and the
+-- sorted set of that layout's predecessor, KEYS[3] or KEYS[4]): so no key remembers the pair
+-- itself, and the memory ends with their conversations' records (or an erasure of them).
+-- ARGV[3]: the conversation key prefix; ARGV[4]: how many entries to look at.
+local listed = '""" + LISTED + """'
+local function text(v) return type(v) == 'string' and v ~= '' and v or false end
+local function newest(routes, legacy, n)
+  local entries = {}
+  local all = redis.call('HGETALL', routes)
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, #listed) == listed then
+      table.insert(entries, {string.sub(all[i], #listed + 1), tonumber(all[i + 1])})
+    end
+  end
+  local old = redis.call('ZREVRANGE', legacy, 0, n - 1, 'WITHSCORES')
+  for i = 1, #old, 2 do table.insert(entries, {old[i], tonumber(old[i + 1])}) end
+  table.sort(entries, function(x, y) return x[2] > y[2] end)
+  return entries
+end
+local function last_proxies(first, second)
+  local mine = 1
+  if redis.call('HLEN', KEYS[2]) + redis.call('ZCARD', KEYS[4])
+      < redis.call('HLEN', KEYS[1]) + redis.call('ZCARD', KEYS[3]) then mine = 2 end
+  local n = tonumber(ARGV[4])
+  local entries = newest(KEYS[mine], KEYS[mine + 2], n)
+  for j = 1, math.min(#entries, n) do
+    local id = entries[j][1]
+    if id ~= conv then
+      local key = ARGV[3] .. id
+      local kind = redis.call('TYPE', key)['ok']
+      local an, ap, bn, bp = false, false, false, false
+      if kind == 'hash' then
+        an, ap, bn, bp = unpack(redis.call('HMGET', key, 'an', 'ap', 'bn', 'bp'))
+      elseif kind == 'string' then  -- a record in the JSON layout
+        local people = cjson.decode(redis.call('GET', key))['participants']
+        an, ap = people[1]['number'], people[1]['proxy_number']
+        bn, bp = people[2]['number'], people[2]['proxy_number']
+      end
+      an, ap, bn, bp = text(an), text(ap), text(bn), text(bp)
+      if ap and bp then
+        if an == first and bn == second then return ap, bp end
+        if an == second and bn == first then return bp, ap end
+      end
+    end
+  end
+  return '', ''
+end
 local function existing(routes)
   local all = redis.call('HGETALL', routes)
   for i = 1, #all, 2 do
@@ -47,7 +95,8 @@ local function pick(routes, opt_out, pools, sticky)
   return false, false
 end
 -- ARGV[5], ARGV[6] = each participant's opt-out key prefix; ARGV[7] = how many pool countries
--- the first participant may use, then those countries, then the same for the second.
+-- the first participant may use, then those countries, then the same for the second; then the
+-- two people's numbers.
 local pools, at = {{}, {}}, 7
 for i = 1, 2 do
   local count = tonumber(ARGV[at])
@@ -56,12 +105,13 @@ for i = 1, 2 do
 end
 local got = {existing(KEYS[1]), existing(KEYS[2])}
 if got[1] and got[2] then return {'ok', got[1], got[2]} end
+local before = {last_proxies(ARGV[at], ARGV[at + 1])}
 local chosen, chosen_pool = {}, {}
 for i = 1, 2 do
   if got[i] then
     chosen[i] = got[i]
   else
-    chosen[i], chosen_pool[i] = pick(KEYS[i], ARGV[i + 4], pools[i], ARGV[i + 2])
+    chosen[i], chosen_pool[i] = pick(KEYS[i], ARGV[i + 4], pools[i], before[i])
     if not chosen[i] then return {'exhausted', tostring(i - 1), ''} end
   end
 end
@@ -122,6 +172,11 @@ return false
 """
 
 
+# How many of a person's newest conversations the allocation looks through for the pair's
+# last proxies (in the listing of whichever of the two has fewer): a preference, so a bound.
+STICKY_LOOKBACK = 20
+
+
 class PoolExhausted(Exception):
     """No free number for a participant; `index` says which (0 or 1)."""
 
@@ -133,15 +188,9 @@ class PoolExhausted(Exception):
 class RouteTable:
     """Each person's live routes, and the atomic scripts that take, free and move them."""
 
-    def __init__(
-        self, client: redis.Redis, keys: Keys | None = None,
-        *, retention_seconds: int = DEFAULT_RETENTION_SECONDS,
-    ) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         self._redis = client
         self._keys = keys or Keys()
-        # how long two people's last proxies are remembered: a pair that never talks again is
-        # forgotten
-        self._retention = retention_seconds
         self._allocate = client.register_script(_ALLOCATE)
         self._release = client.register_script(_RELEASE)
         self._reroute = client.register_script(_REROUTE)
@@ -151,13 +200,12 @@ class RouteTable:
         found = self._redis.hget(self._keys.routes(real_number), virtual_number)
         return str(found) if found is not None else None
 
-    def sticky_proxies(self, first: str, second: str) -> tuple[str, str]:
-        """The proxies `first` and `second` had the last time they talked, or empty strings."""
-        found = self._redis.hmget(self._keys.pair(first, second), [first, second])
-        return (str(found[0] or ""), str(found[1] or ""))
-
     def forget_pair(self, first: str, second: str) -> int:
-        """Forget which proxies two people last used (erasure); 1 if it was remembered."""
+        """Forget which proxies two people last used (erasure); 1 if it was remembered.
+
+        Since the sticky proxies come from the pair's conversations (their records are
+        redacted by the erasure), only a pair key written before that is left to delete.
+        """
         return int(self._redis.delete(self._keys.pair(first, second)))
 
     def allocate(
@@ -173,24 +221,23 @@ class RouteTable:
         (first, first_countries), (second, second_countries) = participants
         if isinstance(first_countries, str) or isinstance(second_countries, str):
             raise TypeError("countries must be a sequence of country codes, not one string")
-        sticky = self.sticky_proxies(first, second)
         result = self._allocate(
-            keys=[self._keys.routes(first), self._keys.routes(second)],
+            keys=[
+                self._keys.routes(first), self._keys.routes(second),
+                self._keys.person_conversations(first), self._keys.person_conversations(second),
+            ],
             args=[
-                self._keys.prefix, conversation_id, sticky[0], sticky[1],
+                self._keys.prefix, conversation_id, self._keys.conversation(""),
+                STICKY_LOOKBACK,
                 self._keys.opt_out(first, ""), self._keys.opt_out(second, ""),
                 len(first_countries), *first_countries,
                 len(second_countries), *second_countries,
+                first, second,
             ],
         )
         status, a, b = (str(x) for x in result)
         if status == "exhausted":
             raise PoolExhausted(int(a))
-        pair = self._keys.pair(first, second)
-        pipe = self._redis.pipeline()
-        pipe.hset(pair, mapping={first: a, second: b})
-        pipe.expire(pair, self._retention)
-        pipe.execute()
         return a, b
 
     def release(self, conversation: Conversation) -> int:

@@ -153,7 +153,7 @@ class Services:
         """Build everything over `client`, or over a new client made by `connect_redis`."""
         client = client if client is not None else connect_redis(settings, fail_fast=fail_fast)
         keep = settings.retention_seconds
-        routes = RouteTable(client, retention_seconds=keep)
+        routes = RouteTable(client)
         store = ConversationStore(client, routes, retention_seconds=keep)
         inventory = PoolInventory(client)
         messages = MessageLog(client, retention_seconds=keep)

@@ -21,15 +21,18 @@ def test_route_lookup_runs_on_toy_sizes(capsys):
 
 
 def test_memory_runs_on_toy_sizes(capsys):
-    figures = memory.measure(
-        conversations=30, processes=1, pool_size=5, sent_sample=6, proposal_sample=3
-    )
-    assert figures["key_counts"]["conversation JSON"] == 30
-    assert figures["key_counts"]["intro outbound records"] == 60
-    assert figures["bytes_per_conversation"] > 0
-    assert len(figures["proposals"]) == len(memory.PROPOSALS)
+    figures = memory.measure(conversations=30, processes=1, pool_size=5)
+    for state in ("established", "delivered"):
+        counts = figures[state]["key_counts"]
+        assert counts["conversation record"] == 30
+        assert figures[state]["total"] > 0
+    assert figures["established"]["key_counts"]["bodies awaiting their send"] == 60
+    assert figures["delivered"]["key_counts"]["bodies awaiting their send"] == 0
+    assert figures["ratio_to_goal"] == figures["bytes_per_conversation"] / memory.GOAL_BYTES
     memory.report(figures)
-    assert "bytes per live conversation" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "bytes per live conversation" in out and "ratio to goal" in out
+    assert figures["folded_intros"]["folded"] > 0
 
 
 def test_numbers_needed_runs_on_toy_sizes(capsys):

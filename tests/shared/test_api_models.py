@@ -10,7 +10,7 @@ from shared.api_models import (
     parse_create_request,
     parse_list_query,
 )
-from shared.domain import ConversationStatus
+from shared.domain import ConversationStatus, new_conversation_id
 
 A, B = {"number": "+447400100001"}, {"number": "+44 7400 100002"}
 TWO = {"participants": [A, B]}
@@ -131,3 +131,24 @@ def test_the_mask_is_the_requests_or_else_the_deployments(make_settings):
     from shared.domain import Conversation
 
     assert Conversation.from_json(stored.to_json()).mask == chosen.mask
+
+
+def test_conversation_ids_are_short_url_safe_and_unguessable_and_old_ids_stay_valid():
+    import base64
+    import re
+
+    from shared.api_models import CONVERSATION_ID_PATTERN
+
+    ids = {new_conversation_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for conversation_id in ids:
+        assert re.fullmatch(CONVERSATION_ID_PATTERN, conversation_id)
+        assert re.fullmatch(r"[A-Za-z0-9_-]{16}", conversation_id)
+        assert len(base64.urlsafe_b64decode(conversation_id)) == 12  # 96 random bits
+    # ids given out before the upgrade (uuid4().hex) still name their conversations
+    assert re.fullmatch(CONVERSATION_ID_PATTERN, "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f")
+    for wrong in ("3F2B8C1E9D7A4B6C8E0F1A2B3C4D5E6F", "q3Zb8c1E9d7a4b6", "q3Zb8c1E9d7a4b6c+",
+                  "q3Zb8c1E9d7a4b:c", "q3Zb8c1E9d7a4b6cq3Zb8c1E9d7a4b6c"):
+        assert not re.fullmatch(CONVERSATION_ID_PATTERN, wrong)
+    short = new_conversation_id()
+    assert decode_cursor(encode_cursor((1.5, short))) == (1.5, short)

@@ -92,6 +92,8 @@ def test_the_audit_forgets_what_is_older_than_its_retention(fake_redis):
 
 @pytest.mark.parametrize("raw, expected", [
     ("0123456789ABCDEF0123456789abcdef", ("0123456789abcdef0123456789abcdef", None)),
+    # a current id is case-sensitive base64url: taken exactly as typed
+    (" q3Zb-8c1E9d7a4_6 ", ("q3Zb-8c1E9d7a4_6", None)),
     (" +44 7400 123456 ", (None, "447400123456")),
     ("0044 7400 123456", (None, "447400123456")),
 ])

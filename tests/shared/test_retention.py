@@ -32,8 +32,8 @@ def pending(svc: Services, conversation_id: str = "c1", client: str | None = "ri
 
 
 def indexes(client: str = "rides") -> list[str]:
-    return [KEYS.person_conversations(A), KEYS.person_conversations(B),
-            KEYS.client_conversations(client)]
+    # a person's listing is in their routes hash (which therefore outlives their live routes)
+    return [KEYS.routes(A), KEYS.routes(B), KEYS.client_conversations(client)]
 
 
 def test_a_new_conversations_indexes_expire_after_its_longest_possible_life(svc, fake_redis):
@@ -56,8 +56,10 @@ def test_finishing_keeps_the_record_for_the_retention_and_never_shortens_an_inde
 
 def test_an_index_from_before_indexes_expired_gets_an_expiry(svc, fake_redis):
     pending(svc)
-    fake_redis.persist(KEYS.person_conversations(A))  # as an older release left it
+    fake_redis.persist(KEYS.routes(A))  # as an older release left it
+    fake_redis.zadd(KEYS.person_conversations(A), {"c1": 1.0})  # that release's listing
     svc.conversation_store.finish("c1", ConversationStatus.CLOSED)
+    assert 0 < fake_redis.ttl(KEYS.routes(A)) <= KEEP
     assert 0 < fake_redis.ttl(KEYS.person_conversations(A)) <= KEEP
 
 
@@ -69,14 +71,16 @@ def test_activity_that_extends_a_conversation_extends_its_indexes(svc, fake_redi
         assert fake_redis.ttl(key) > 600 + 3600 + KEEP
 
 
-def test_message_records_and_pair_memory_follow_the_setting(svc, fake_redis):
+def test_message_records_follow_the_setting_and_no_key_remembers_the_pair(svc, fake_redis):
     pending(svc)
     svc.routes.allocate("c1", ((A, ["GB"]), (B, ["GB"])))
     svc.messages.record_inbound("c1", "m1", A, 1, "hi")
     svc.messages.owe(OutboundSms("o1", "c1", MessageKind.RELAY, "447700900101", B, "hi"))
     for key in (KEYS.inbound("m1"), KEYS.outbound("o1"), KEYS.outbound_text("o1"),
-                KEYS.conversation_log("c1"), KEYS.pair(A, B)):
+                KEYS.conversation_log("c1")):
         assert 0 < fake_redis.ttl(key) <= KEEP, key
+    # the sticky proxies come from the pair's conversations, which expire as above
+    assert not fake_redis.exists(KEYS.pair(A, B))
 
 
 def test_every_key_naming_a_person_has_an_expiry_or_goes_with_the_conversation(svc, fake_redis):
@@ -89,5 +93,6 @@ def test_every_key_naming_a_person_has_an_expiry_or_goes_with_the_conversation(s
     for key in fake_redis.keys("*"):
         if A in key or B in key:
             assert fake_redis.ttl(key) > 0, key
-    # the routes were freed with the finish: no routes:<number> key is left
-    assert not fake_redis.exists(KEYS.routes(A)) and not fake_redis.exists(KEYS.routes(B))
+    # the routes were freed with the finish: what is left of routes:<number> is the listing
+    for number in (A, B):
+        assert fake_redis.hkeys(KEYS.routes(number)) == ["c:c1"]

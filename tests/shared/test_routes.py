@@ -160,3 +160,34 @@ def test_rerouting_off_a_lost_number_skips_numbers_the_person_opted_out_of(svc):
     svc.opt_outs.change(gb(1), lost, ParticipantState.OPTED_OUT, "stop-2")
     svc.opt_outs.change(gb(1), others[1], ParticipantState.OPTED_OUT, "stop-3")
     assert svc.routes.reroute("c1", gb(1), others[1], IN_GB) is None
+
+
+def test_a_pair_gets_back_the_proxies_of_its_last_conversation_from_its_records(svc):
+    # A's first number is taken by another conversation, so that A and B's conversation gets
+    # numbers the least-loaded rule alone would not give them again once everything is free
+    other = _conversation(svc, "c0", gb(1), gb(3))
+    first = _conversation(svc, "c1", gb(1), gb(2))
+    assert first.participants[0].proxy_number != other.participants[0].proxy_number
+    for conversation_id in ("c0", "c1"):
+        svc.conversation_store.finish(conversation_id, ConversationStatus.CLOSED)
+    again = _conversation(svc, "c2", gb(1), gb(2))
+    assert [p.proxy_number for p in again.participants] == [
+        p.proxy_number for p in first.participants]
+    # in the other order, each person still gets their own
+    svc.conversation_store.finish("c2", ConversationStatus.CLOSED)
+    swapped = _conversation(svc, "c3", gb(2), gb(1))
+    assert [p.proxy_number for p in swapped.participants] == [
+        p.proxy_number for p in reversed(first.participants)]
+    assert not svc.redis.keys("*pair*")  # nothing but the records remembers the pair
+
+
+def test_an_erased_conversation_no_longer_makes_the_pair_sticky(svc):
+    other = _conversation(svc, "c0", gb(1), gb(3))
+    first = _conversation(svc, "c1", gb(1), gb(2))
+    for conversation_id in ("c0", "c1"):
+        svc.conversation_store.finish(conversation_id, ConversationStatus.CLOSED)
+    svc.conversation_store.redact("c1", gb(1))  # the erasure's step on each record
+    again = _conversation(svc, "c2", gb(1), gb(2))
+    # the least-loaded rule again: the number c0 had, not the one c1 had
+    assert again.participants[0].proxy_number == other.participants[0].proxy_number
+    assert again.participants[0].proxy_number != first.participants[0].proxy_number

@@ -141,5 +141,5 @@ def test_a_conversation_that_fails_gives_its_place_back(make_client, fake_redis,
     assert svc.conversation_store.live_count("rides") == 1
     svc.conversation_store.finish(created.json["id"], ConversationStatus.FAILED, "x")
     assert svc.conversation_store.live_count("rides") == 0
-    assert not fake_redis.exists(Keys().client_live("rides"))
+    assert fake_redis.get(Keys().client_live_count("rides")) == "0"
     assert client.post("/v1/conversations", json=body(), headers=RIDES).status_code == 202
