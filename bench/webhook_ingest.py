@@ -1,11 +1,16 @@
-"""Benchmark 1, webhook ingest: signed inbound webhooks at the receiver versus a bare handler.
+"""Benchmark 1, webhook ingest: signed inbound webhooks at the receiver versus two baselines.
 
-Both run under gunicorn with the Procfile's web config (`gunicorn.conf.py`), one after the other,
-interleaved over rounds; load comes from a separate process (wrk when installed, else a Python
-asyncio client). Reports requests/s and its ratio to the bare handler, latency percentiles, the
-p50/p99 at a fixed 1,000 requests/s (open loop), and peak RSS of the web processes.
+The baselines: a bare Flask handler answering 204 (`bench/bare_app.py`), and the floor of a
+durable acknowledgement, a bare Flask handler that answers only after one Redis round trip to a
+Redis with the receiver's persistence settings (`bench/floor_app.py`). All three run under
+gunicorn with the Procfile's web config (`gunicorn.conf.py`), with each worker class asked for
+(GUNICORN_WORKER_CLASS), one after the other and interleaved over rounds; load comes from a
+separate process (wrk). Reports requests/s and the ratios ours / floor and ours / bare (the
+median of each round's ratio, with its range over rounds: the machine is shared), latency
+percentiles, the p50/p99 at a fixed 1,000 requests/s (open loop), and peak RSS.
 
-    .venv/bin/python -m bench.webhook_ingest [--seconds 8] [--rounds 3]
+    .venv/bin/python -m bench.webhook_ingest [--seconds 6] [--rounds 3]
+        [--worker-classes gthread,gevent] [--rate 1000]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 import requests
 
 from bench.common import tree_peak_rss_bytes
@@ -61,12 +67,13 @@ class Server:
         return peak
 
 
-def start_gunicorn(app: str, env: dict[str, str]) -> Server:
+def start_gunicorn(app: str, env: dict[str, str], worker_class: str = "gthread") -> Server:
     port = free_port()
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "gunicorn", app, "--config", str(ROOT / "gunicorn.conf.py"),
          "--bind", f"127.0.0.1:{port}"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env={**env, "GUNICORN_WORKER_CLASS": worker_class},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -87,10 +94,10 @@ class LoadResult:
     errors: int
 
 
-def run_wrk(port: int, seconds: int, bodies: Path) -> LoadResult:
+def run_wrk(port: int, seconds: int, bodies: Path, connections: int = 32) -> LoadResult:
     env = {**os.environ, "WRK_BODIES": str(bodies), "WRK_THREADS": "2"}
     out = subprocess.run(  # noqa: S603
-        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s",
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
          str(ROOT / "bench" / "wrk_bodies.lua"), f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, env=env, check=True,
     ).stdout
@@ -162,66 +169,124 @@ def fixed_rate(port: int, rate: int, seconds: int, first: int) -> LoadResult:
     )
 
 
-def measure(seconds: int, rounds: int) -> dict[str, float]:
+APPS = {"bare": "bench.bare_app:app", "floor": "bench.floor_app:app", "ours": "web.wsgi:app"}
+# What the Procfile runs: the cross-class ratio is ours under each class to bare under this one.
+DEFAULT_CLASS = "gthread"
+
+
+def write_bodies(path: Path, count: int, first: int) -> None:
+    """Pre-signed webhooks, each with a new messageId, signed now (fresh timestamps)."""
+    at = int(time.time())
+    with path.open("w") as out:
+        for n in range(first, first + count):
+            out.write(signed_body(n, at) + "\n")
+
+
+def measure(
+    seconds: int, rounds: int, worker_classes: list[str], rate: int = 1000,
+    connections: int = 32, bodies_per_run: int | None = None,
+) -> dict[str, dict[str, float]]:
+    """Figures per worker class: requests/s, latency and RSS of each app, and the ratios."""
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed for the throughput runs: apt-get install wrk")
-    results: dict[str, list[LoadResult]] = {"bare": [], "ours": []}
-    rss: dict[str, int] = {"bare": 0, "ours": 0}
+    runs: dict[tuple[str, str], list[LoadResult]] = {}
+    rss: dict[tuple[str, str], int] = {}
+    fixed: dict[str, LoadResult] = {}
+    # enough unique messageIds for a run well above the expected rate
+    per_run = bodies_per_run or 16000 * seconds
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as redis_server:
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("SMSPROXY_", "VONAGE_"))},
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith(("SMSPROXY_", "VONAGE_", "GUNICORN_"))},
             "REDIS_URL": redis_server.url, "PYTHONPATH": str(ROOT),
             "VONAGE_SIGNATURE_SECRET": SECRET, "VONAGE_SIGNATURE_METHOD": METHOD.value,
             "SMSPROXY_API_TOKENS": "bench-0123456789abcdef0123456789abcdef",
             "SMSPROXY_LOG_LEVEL": "WARNING",
         }
+        store = redis.Redis.from_url(redis_server.url)
         bodies = Path(tmp) / "bodies.txt"
-        at = int(time.time())
-        with bodies.open("w") as out:
-            # enough unique messageIds for every round at well above the expected rate
-            for n in range(12000 * seconds * rounds):
-                out.write(signed_body(n, at) + "\n")
-        for _ in range(rounds):
-            for label, app in (("bare", "bench.bare_app:app"), ("ours", "web.wsgi:app")):
-                server = start_gunicorn(app, env)
-                results[label].append(run_wrk(server.port, seconds, bodies))
-                rss[label] = max(rss[label], server.stop())
-        server = start_gunicorn("web.wsgi:app", env)
-        steady = fixed_rate(server.port, 1000, seconds, first=10_000_000)
-        rss["ours"] = max(rss["ours"], server.stop())
+        for round_number in range(rounds):
+            # new ids and timestamps each round, and an empty store for each run: every
+            # webhook is a new one (a duplicate takes a shorter path)
+            write_bodies(bodies, per_run, first=round_number * per_run)
+            for worker_class in worker_classes:
+                for label, app in APPS.items():
+                    store.flushall()
+                    server = start_gunicorn(app, env, worker_class)
+                    runs.setdefault((worker_class, label), []).append(
+                        run_wrk(server.port, seconds, bodies, connections))
+                    key = (worker_class, label)
+                    rss[key] = max(rss.get(key, 0), server.stop())
+        for worker_class in worker_classes:
+            store.flushall()
+            server = start_gunicorn(APPS["ours"], env, worker_class)
+            fixed[worker_class] = fixed_rate(server.port, rate, seconds, first=10_000_000)
+            key = (worker_class, "ours")
+            rss[key] = max(rss[key], server.stop())
+        store.close()
 
-    bare = statistics.median(r.rps for r in results["bare"])
-    ours = statistics.median(r.rps for r in results["ours"])
-    figures = {
-        "bare_rps": bare, "ours_rps": ours, "ratio": ours / bare,
-        "ours_p50_ms": statistics.median(r.p50_ms for r in results["ours"]),
-        "ours_p99_ms": statistics.median(r.p99_ms for r in results["ours"]),
-        "bare_p50_ms": statistics.median(r.p50_ms for r in results["bare"]),
-        "bare_p99_ms": statistics.median(r.p99_ms for r in results["bare"]),
-        "errors": sum(r.errors for r in results["ours"]) + steady.errors,
-        "fixed_1000_p50_ms": steady.p50_ms, "fixed_1000_p99_ms": steady.p99_ms,
-        "rss_bare_mib": rss["bare"] / 1024, "rss_ours_mib": rss["ours"] / 1024,
-    }
+    figures: dict[str, dict[str, float]] = {}
+    default = DEFAULT_CLASS if DEFAULT_CLASS in worker_classes else worker_classes[0]
+    for worker_class in worker_classes:
+        f: dict[str, float] = {"rounds": rounds, "rate": rate}
+        for label in APPS:
+            results = runs[(worker_class, label)]
+            f[f"{label}_rps"] = statistics.median(r.rps for r in results)
+            f[f"{label}_p50_ms"] = statistics.median(r.p50_ms for r in results)
+            f[f"{label}_p99_ms"] = statistics.median(r.p99_ms for r in results)
+            f[f"{label}_rss_mib"] = rss[(worker_class, label)] / 1024
+        ours = [r.rps for r in runs[(worker_class, "ours")]]
+        # each round's ratio (its runs were seconds apart), then the median and range
+        for name, base in (("floor", runs[(worker_class, "floor")]),
+                           ("bare", runs[(worker_class, "bare")]),
+                           ("bare_default", runs[(default, "bare")])):
+            ratios = [o / b.rps for o, b in zip(ours, base, strict=True)]
+            f[f"ours_to_{name}"] = statistics.median(ratios)
+            f[f"ours_to_{name}_min"], f[f"ours_to_{name}_max"] = min(ratios), max(ratios)
+        floor_ratios = [fl.rps / b.rps for fl, b in zip(
+            runs[(worker_class, "floor")], runs[(worker_class, "bare")], strict=True)]
+        f["floor_to_bare"] = statistics.median(floor_ratios)
+        f["errors"] = sum(r.errors for r in runs[(worker_class, "ours")]) \
+            + fixed[worker_class].errors
+        f["fixed_p50_ms"] = fixed[worker_class].p50_ms
+        f["fixed_p99_ms"] = fixed[worker_class].p99_ms
+        figures[worker_class] = f
     return figures
 
 
-def report(f: dict[str, float]) -> None:
-    print("webhook ingest (gunicorn gthread 2x8, wrk -t2 -c32, signed sha256 webhooks)")
-    print(f"  bare Flask 204      {f['bare_rps']:8.0f} req/s  p50 {f['bare_p50_ms']:.2f} ms"
-          f"  p99 {f['bare_p99_ms']:.2f} ms  peak RSS {f['rss_bare_mib']:.0f} MiB")
-    print(f"  smsproxy webhook    {f['ours_rps']:8.0f} req/s  p50 {f['ours_p50_ms']:.2f} ms"
-          f"  p99 {f['ours_p99_ms']:.2f} ms  peak RSS {f['rss_ours_mib']:.0f} MiB")
-    print(f"  ratio {f['ratio']:.2f} (goal >= 0.6); non-2xx answers: {f['errors']:.0f}")
-    print(f"  at a fixed 1,000 req/s: p50 {f['fixed_1000_p50_ms']:.2f} ms, "
-          f"p99 {f['fixed_1000_p99_ms']:.2f} ms (goal p99 < 25 ms)")
+def report(figures: dict[str, dict[str, float]], connections: int = 32) -> None:
+    default = DEFAULT_CLASS if DEFAULT_CLASS in figures else next(iter(figures))
+    for worker_class, f in figures.items():
+        print(f"webhook ingest, gunicorn {worker_class} (gunicorn.conf.py), wrk -t2 "
+              f"-c{connections}, signed sha256 webhooks, medians of {f['rounds']:.0f} rounds")
+        for label, title in (("bare", "bare Flask 204"), ("floor", "floor: 1 Redis trip"),
+                             ("ours", "smsproxy webhook")):
+            print(f"  {title:20} {f[f'{label}_rps']:8.0f} req/s  p50 {f[f'{label}_p50_ms']:6.2f} ms"
+                  f"  p99 {f[f'{label}_p99_ms']:6.2f} ms  peak RSS {f[f'{label}_rss_mib']:.0f} MiB")
+        print(f"  ratio ours/floor {f['ours_to_floor']:.2f} (range {f['ours_to_floor_min']:.2f}-"
+              f"{f['ours_to_floor_max']:.2f}; goal >= 0.85); floor/bare {f['floor_to_bare']:.2f}")
+        print(f"  ratio ours/bare {f['ours_to_bare']:.2f} (range {f['ours_to_bare_min']:.2f}-"
+              f"{f['ours_to_bare_max']:.2f}; stretch >= 0.6)")
+        if worker_class != default:
+            print(f"  ratio ours/bare-{default} {f['ours_to_bare_default']:.2f} (range "
+                  f"{f['ours_to_bare_default_min']:.2f}-{f['ours_to_bare_default_max']:.2f})")
+        print(f"  at a fixed {f['rate']:,.0f} req/s: p50 {f['fixed_p50_ms']:.2f} ms, "
+              f"p99 {f['fixed_p99_ms']:.2f} ms (goal p99 < 25 ms); "
+              f"non-2xx answers: {f['errors']:.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--worker-classes", default="gthread,gevent",
+                        help="comma-separated gunicorn worker classes (GUNICORN_WORKER_CLASS)")
+    parser.add_argument("--rate", type=int, default=1000, help="the fixed-rate run's req/s")
+    parser.add_argument("--connections", type=int, default=32, help="wrk's connections")
     options = parser.parse_args(argv)
-    report(measure(options.seconds, options.rounds))
+    classes = [c.strip() for c in options.worker_classes.split(",") if c.strip()]
+    report(measure(options.seconds, options.rounds, classes, options.rate, options.connections),
+           options.connections)
     return 0
 
 

@@ -21,8 +21,13 @@ until it is converted.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import math
+import os
 import re
+import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,6 +37,11 @@ import redis
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from shared.keys import Keys
+
+log = logging.getLogger(__name__)
+
+# How often a process writes the observations it buffered (HistogramBuffer).
+FLUSH_SECONDS = 1.0
 
 
 class Kind(StrEnum):
@@ -269,6 +279,17 @@ class Counters:
         if own:
             target.execute()
 
+    def add_fields(self, increments: Mapping[str, float]) -> None:
+        """Add to many fields of the hash in one round trip (HistogramBuffer's flush)."""
+        pipe = self._redis.pipeline(transaction=True)
+        key = self._keys.metrics()
+        for field, amount in increments.items():
+            if isinstance(amount, int):
+                pipe.hincrby(key, field, amount)
+            else:
+                pipe.hincrbyfloat(key, field, amount)
+        pipe.execute()
+
     def snapshot(self) -> Snapshot:
         raw = self._redis.hgetall(self._keys.metrics())
         values = Snapshot()
@@ -282,6 +303,78 @@ class Counters:
     def families(self) -> list[Metric]:
         """Every stored series as Prometheus metric families (histograms made cumulative)."""
         return list(export(self.snapshot()))
+
+
+class HistogramBuffer:
+    """Histogram observations added up in this process and written to the shared hash in one
+    pipeline about every FLUSH_SECONDS, by a daemon thread of its own.
+
+    For the webhook timings: writing each observation as it happens cost every webhook a
+    second Redis round trip after its enqueue (docs/performance.md, benchmark 1). What is
+    buffered is few fields (one per bucket, kind and status code), whatever the load. The price:
+    /metrics lags by up to a flush interval, and a process killed outright (SIGKILL) loses at
+    most that interval's observations; a normal exit writes them (atexit). While the store
+    refuses connections the observations are kept and written once it is back; after a
+    timeout they are dropped, since the write may have happened.
+    """
+
+    def __init__(self, counters: Counters, interval: float = FLUSH_SECONDS) -> None:
+        self._counters = counters
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._pending: dict[str, float] = {}
+        self._flusher: threading.Thread | None = None
+        self._flusher_pid = 0
+        self._exit_hook = False
+
+    def observe(self, family: str, seconds: float, labels: Mapping[str, str] | None = None
+                ) -> None:
+        """Record one observation; no I/O (the flusher thread writes it)."""
+        fields = histogram_fields(FAMILIES[family], max(0.0, seconds), labels or {})
+        with self._lock:
+            pending = self._pending
+            bucket, total, count = fields
+            pending[bucket] = pending.get(bucket, 0) + 1
+            pending[total] = pending.get(total, 0.0) + max(0.0, seconds)
+            pending[count] = pending.get(count, 0) + 1
+            # started here, not in __init__: after gunicorn's fork, and again in a forked child
+            if self._flusher is None or self._flusher_pid != os.getpid():
+                self._start_flusher()
+
+    def flush(self) -> None:
+        """Write what is buffered now, in one pipeline (nothing when nothing is)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            self._counters.add_fields(pending)
+        except redis.exceptions.TimeoutError:
+            log.warning("%d metric fields dropped: the store timed out", len(pending))
+        except redis.exceptions.RedisError:
+            with self._lock:
+                for field, value in pending.items():
+                    self._pending[field] = self._pending.get(field, 0) + value
+
+    def _start_flusher(self) -> None:
+        self._flusher = threading.Thread(target=self._run, name="metrics-flush", daemon=True)
+        self._flusher_pid = os.getpid()
+        self._flusher.start()
+        if not self._exit_hook:
+            atexit.register(self.flush)
+            self._exit_hook = True
+
+    def _run(self) -> None:
+        """Flush every interval; end after an interval with nothing new (observe restarts it),
+        so that an idle app (many of them in the tests) keeps no thread."""
+        while True:
+            time.sleep(self._interval)
+            with self._lock:
+                idle = not self._pending
+                if idle:
+                    self._flusher = None
+                    return
+            self.flush()
 
 
 def _number(value: Any) -> float:

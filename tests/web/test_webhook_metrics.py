@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 
+import fakeredis
 import redis
 
-from shared.metrics import Counters
+from shared.metrics import WEBHOOK_DURATION, Counters, HistogramBuffer
 from tests.doubles import BadPublisher
 from web.app import create_app
+from web.services import flush_timings
 
 INBOUND = {"msisdn": "447400123456", "to": "447700900100", "messageId": "m-1", "text": "hi"}
 
@@ -26,6 +28,9 @@ def test_every_answer_is_timed_by_kind_and_status(make_client, fake_redis, publi
     down = make_client(publisher=BadPublisher())  # a broker apart from the store, down
     assert down.post("/webhooks/inbound-sms", data={**INBOUND, "messageId": "m-2"}) \
         .status_code == 503
+    # buffered in each process, written about once a second: write them now
+    flush_timings(client.application)
+    flush_timings(down.application)
     assert _count(fake_redis, "inbound", "200") == 1
     assert _count(fake_redis, "inbound", "400") == 1
     assert _count(fake_redis, "receipt", "400") == 1
@@ -36,6 +41,30 @@ def test_every_answer_is_timed_by_kind_and_status(make_client, fake_redis, publi
     counted = {k: v for k, v in Counters(fake_redis).snapshot().items()
                if k.startswith("smsproxy_webhook_duration_seconds_count")}
     assert sum(counted.values()) == 4, counted
+
+
+def test_timings_reach_the_store_on_their_own_within_seconds(make_client, fake_redis):
+    client = make_client()
+    assert client.post("/webhooks/inbound-sms", data=INBOUND).status_code == 200
+    deadline = time.monotonic() + 5
+    while _count(fake_redis, "inbound", "200") == 0:
+        assert time.monotonic() < deadline, "the flusher thread never wrote the timing"
+        time.sleep(0.05)
+
+
+def test_timings_are_kept_while_the_store_refuses_and_written_once_it_is_back():
+    server = fakeredis.FakeServer()
+    store = fakeredis.FakeRedis(server=server, decode_responses=True)
+    buffer = HistogramBuffer(Counters(store), interval=60)
+    buffer.observe(WEBHOOK_DURATION, 0.003, {"kind": "inbound", "code": "503"})
+    server.connected = False  # every command now raises ConnectionError
+    buffer.flush()
+    server.connected = True
+    assert _count(store, "inbound", "503") == 0
+    buffer.flush()
+    assert _count(store, "inbound", "503") == 1
+    assert Counters(store).snapshot()[
+        'smsproxy_webhook_duration_seconds_bucket{code="503",kind="inbound",le="0.005"}'] == 1
 
 
 def test_the_job_carries_when_its_webhook_was_received(client, publisher):
