@@ -32,7 +32,7 @@ from pathlib import Path
 import redis
 import requests
 
-from bench.common import tree_peak_rss_bytes
+from bench.common import children, tree_peak_rss_bytes
 from devtools.ports import free_port
 from devtools.redis_server import RedisServer
 from devtools.stack import ROOT
@@ -92,6 +92,43 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    # CPU seconds per request (user + system) of the gunicorn processes, and of redis-server:
+    # far steadier than requests/s on a shared machine, where other work takes the cores
+    web_cpu_us: float = float("nan")
+    redis_cpu_us: float = float("nan")
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its direct children (gunicorn's workers)."""
+    total = 0.0
+    for process in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    return total
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def measured_wrk(server: Server, store: redis.Redis, seconds: int, bodies: Path,
+                 connections: int) -> LoadResult:
+    """A wrk run, with the CPU the web processes and Redis spent on it per request."""
+    web0, redis0 = tree_cpu_seconds(server.process.pid), redis_cpu_seconds(store)
+    result = run_wrk(server.port, seconds, bodies, connections)
+    web1, redis1 = tree_cpu_seconds(server.process.pid), redis_cpu_seconds(store)
+    if result.requests:
+        result.web_cpu_us = (web1 - web0) / result.requests * 1e6
+        result.redis_cpu_us = (redis1 - redis0) / result.requests * 1e6
+    return result
 
 
 def run_wrk(port: int, seconds: int, bodies: Path, connections: int = 32) -> LoadResult:
@@ -103,7 +140,9 @@ def run_wrk(port: int, seconds: int, bodies: Path, connections: int = 32) -> Loa
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    return LoadResult(rps, _wrk_percentile(out, "50"), _wrk_percentile(out, "99"), errors)
+    requests_done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return LoadResult(rps, _wrk_percentile(out, "50"), _wrk_percentile(out, "99"), errors,
+                      requests_done)
 
 
 def _wrk_percentile(out: str, which: str) -> float:
@@ -214,7 +253,7 @@ def measure(
                     store.flushall()
                     server = start_gunicorn(app, env, worker_class)
                     runs.setdefault((worker_class, label), []).append(
-                        run_wrk(server.port, seconds, bodies, connections))
+                        measured_wrk(server, store, seconds, bodies, connections))
                     key = (worker_class, label)
                     rss[key] = max(rss.get(key, 0), server.stop())
         for worker_class in worker_classes:
@@ -235,6 +274,8 @@ def measure(
             f[f"{label}_p50_ms"] = statistics.median(r.p50_ms for r in results)
             f[f"{label}_p99_ms"] = statistics.median(r.p99_ms for r in results)
             f[f"{label}_rss_mib"] = rss[(worker_class, label)] / 1024
+            f[f"{label}_web_cpu_us"] = statistics.median(r.web_cpu_us for r in results)
+            f[f"{label}_redis_cpu_us"] = statistics.median(r.redis_cpu_us for r in results)
         ours = [r.rps for r in runs[(worker_class, "ours")]]
         # each round's ratio (its runs were seconds apart), then the median and range
         for name, base in (("floor", runs[(worker_class, "floor")]),
@@ -246,6 +287,10 @@ def measure(
         floor_ratios = [fl.rps / b.rps for fl, b in zip(
             runs[(worker_class, "floor")], runs[(worker_class, "bare")], strict=True)]
         f["floor_to_bare"] = statistics.median(floor_ratios)
+        # what requests/s would be were the web processes' CPU the only limit (a host whose
+        # cores were free): the ratio of CPU per request, the inverse way round
+        f["cpu_floor_to_ours"] = f["floor_web_cpu_us"] / f["ours_web_cpu_us"]
+        f["cpu_bare_to_ours"] = f["bare_web_cpu_us"] / f["ours_web_cpu_us"]
         f["errors"] = sum(r.errors for r in runs[(worker_class, "ours")]) \
             + fixed[worker_class].errors
         f["fixed_p50_ms"] = fixed[worker_class].p50_ms
@@ -262,11 +307,16 @@ def report(figures: dict[str, dict[str, float]], connections: int = 32) -> None:
         for label, title in (("bare", "bare Flask 204"), ("floor", "floor: 1 Redis trip"),
                              ("ours", "smsproxy webhook")):
             print(f"  {title:20} {f[f'{label}_rps']:8.0f} req/s  p50 {f[f'{label}_p50_ms']:6.2f} ms"
-                  f"  p99 {f[f'{label}_p99_ms']:6.2f} ms  peak RSS {f[f'{label}_rss_mib']:.0f} MiB")
+                  f"  p99 {f[f'{label}_p99_ms']:6.2f} ms  CPU/request web "
+                  f"{f[f'{label}_web_cpu_us']:4.0f} us, redis {f[f'{label}_redis_cpu_us']:3.0f} us"
+                  f"  peak RSS {f[f'{label}_rss_mib']:.0f} MiB")
         print(f"  ratio ours/floor {f['ours_to_floor']:.2f} (range {f['ours_to_floor_min']:.2f}-"
               f"{f['ours_to_floor_max']:.2f}; goal >= 0.85); floor/bare {f['floor_to_bare']:.2f}")
         print(f"  ratio ours/bare {f['ours_to_bare']:.2f} (range {f['ours_to_bare_min']:.2f}-"
               f"{f['ours_to_bare_max']:.2f}; stretch >= 0.6)")
+        print(f"  CPU per request, web processes: floor/ours {f['cpu_floor_to_ours']:.2f}, "
+              f"bare/ours {f['cpu_bare_to_ours']:.2f} (requests/s ratios if web's CPU were "
+              "the only limit)")
         if worker_class != default:
             print(f"  ratio ours/bare-{default} {f['ours_to_bare_default']:.2f} (range "
                   f"{f['ours_to_bare_default_min']:.2f}-{f['ours_to_bare_default_max']:.2f})")
