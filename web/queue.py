@@ -98,7 +98,8 @@ class WebhookOutcome(StrEnum):
 
 # KEYS: dedupe marker, queue list, metrics hash, pending jobs hash, pending due zset.
 # ARGV: message, marker TTL, counter names, job name, seconds until a re-publish is due,
-# outbox entry.
+# the outbox entry's head (the entry is the head and the message: sending the message once
+# saves a kilobyte or so per webhook).
 # The job is also kept in an outbox until a worker settles it: kombu's Redis transport pops a
 # message before it records it as unacknowledged, so a worker dying in between loses it
 # (celery#7950); the sweeper re-publishes what stays unsettled (shared/outbox.py).
@@ -112,7 +113,7 @@ end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[1], 'queued', 'EX', ARGV[2])
 redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
-track(KEYS[4], KEYS[5], ARGV[5], ARGV[7], ARGV[6])
+track(KEYS[4], KEYS[5], ARGV[5], ARGV[7] .. ARGV[1], ARGV[6])
 return 'queued'
 """
 
@@ -199,7 +200,7 @@ class Publisher:
                            series_key(WEBHOOKS, {"kind": kind, "outcome": "accepted"}),
                            series_key(WEBHOOKS, {"kind": kind, "outcome": "duplicate"}),
                            job_name(kind, message_id), self._republish_after,
-                           outbox_entry(message.queue, message.body)]
+                           outbox_entry(message.queue, "")]
         try:
             if self._replicas == 0:
                 outcome = self._enqueue_once(keys=keys, args=args)
