@@ -20,7 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"  # noqa: S105 (signs loopback test traffic only)
@@ -73,8 +75,10 @@ def _child(app_name: str, tree: str, requests: int) -> None:
     warm, environs = 200, [environ(n) for n in range(requests + 200)]
     statuses: list[str] = []
 
-    def start_response(status: str, headers: object, exc_info: object = None) -> None:
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None
+                       ) -> Callable[[bytes], object]:
         statuses.append(status)
+        return lambda _data: None
 
     def call(env: dict[str, object]) -> None:
         b"".join(app(env, start_response))

@@ -67,12 +67,18 @@ class Server:
         return peak
 
 
-def start_gunicorn(app: str, env: dict[str, str], worker_class: str = "gthread") -> Server:
+def start_gunicorn(app: str, env: dict[str, str], worker_class: str = "gthread",
+                   worker_connections: int = 0) -> Server:
+    """gunicorn with gunicorn.conf.py; `worker_connections` caps each worker's connections
+    (GUNICORN_WORKER_CONNECTIONS; 0: the config's default)."""
     port = free_port()
+    extra = {"GUNICORN_WORKER_CLASS": worker_class}
+    if worker_connections:
+        extra["GUNICORN_WORKER_CONNECTIONS"] = str(worker_connections)
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "gunicorn", app, "--config", str(ROOT / "gunicorn.conf.py"),
          "--bind", f"127.0.0.1:{port}"],
-        cwd=ROOT, env={**env, "GUNICORN_WORKER_CLASS": worker_class},
+        cwd=ROOT, env={**env, **extra},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 30
@@ -153,6 +159,10 @@ def _wrk_percentile(out: str, which: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
+OPEN_LOOP_CONNECTIONS = 64
+WORKERS = 2  # gunicorn.conf.py's default, which these runs keep
+
+
 async def _open_loop(port: int, rate: int, seconds: int, first: int) -> tuple[list[float], int]:
     """Send at a fixed rate whatever the answers; latency counts from the scheduled time."""
     total = rate * seconds
@@ -183,7 +193,7 @@ async def _open_loop(port: int, rate: int, seconds: int, first: int) -> tuple[li
                 errors += 1
             queue.task_done()
 
-    workers = [asyncio.create_task(connection()) for _ in range(64)]
+    workers = [asyncio.create_task(connection()) for _ in range(OPEN_LOOP_CONNECTIONS)]
     start = time.monotonic() + 0.2
     for i in range(total):
         scheduled = start + i / rate
@@ -223,9 +233,16 @@ def write_bodies(path: Path, count: int, first: int) -> None:
 
 def measure(
     seconds: int, rounds: int, worker_classes: list[str], rate: int = 1000,
-    connections: int = 32, bodies_per_run: int | None = None,
+    connections: int = 32, bodies_per_run: int | None = None, balance: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """Figures per worker class: requests/s, latency and RSS of each app, and the ratios."""
+    """Figures per worker class: requests/s, latency and RSS of each app, and the ratios.
+
+    `balance` caps each worker's connections at the clients' share (connections / workers):
+    gunicorn's workers accept greedily, and without a cap one of them often takes nearly all
+    of wrk's few long-lived connections, which decides a run more than the handler does.
+    """
+    cap = connections // WORKERS if balance else 0
+    fixed_cap = OPEN_LOOP_CONNECTIONS // WORKERS if balance else 0
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed for the throughput runs: apt-get install wrk")
     runs: dict[tuple[str, str], list[LoadResult]] = {}
@@ -251,14 +268,14 @@ def measure(
             for worker_class in worker_classes:
                 for label, app in APPS.items():
                     store.flushall()
-                    server = start_gunicorn(app, env, worker_class)
+                    server = start_gunicorn(app, env, worker_class, cap)
                     runs.setdefault((worker_class, label), []).append(
                         measured_wrk(server, store, seconds, bodies, connections))
                     key = (worker_class, label)
                     rss[key] = max(rss.get(key, 0), server.stop())
         for worker_class in worker_classes:
             store.flushall()
-            server = start_gunicorn(APPS["ours"], env, worker_class)
+            server = start_gunicorn(APPS["ours"], env, worker_class, fixed_cap)
             fixed[worker_class] = fixed_rate(server.port, rate, seconds, first=10_000_000)
             key = (worker_class, "ours")
             rss[key] = max(rss[key], server.stop())
@@ -267,7 +284,7 @@ def measure(
     figures: dict[str, dict[str, float]] = {}
     default = DEFAULT_CLASS if DEFAULT_CLASS in worker_classes else worker_classes[0]
     for worker_class in worker_classes:
-        f: dict[str, float] = {"rounds": rounds, "rate": rate}
+        f: dict[str, float] = {"rounds": rounds, "rate": rate, "cap": cap}
         for label in APPS:
             results = runs[(worker_class, label)]
             f[f"{label}_rps"] = statistics.median(r.rps for r in results)
@@ -302,7 +319,8 @@ def measure(
 def report(figures: dict[str, dict[str, float]], connections: int = 32) -> None:
     default = DEFAULT_CLASS if DEFAULT_CLASS in figures else next(iter(figures))
     for worker_class, f in figures.items():
-        print(f"webhook ingest, gunicorn {worker_class} (gunicorn.conf.py), wrk -t2 "
+        capped = f"{f['cap']:.0f} connections per worker" if f["cap"] else "no connection cap"
+        print(f"webhook ingest, gunicorn {worker_class} (gunicorn.conf.py, {capped}), wrk -t2 "
               f"-c{connections}, signed sha256 webhooks, medians of {f['rounds']:.0f} rounds")
         for label, title in (("bare", "bare Flask 204"), ("floor", "floor: 1 Redis trip"),
                              ("ours", "smsproxy webhook")):
@@ -333,10 +351,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated gunicorn worker classes (GUNICORN_WORKER_CLASS)")
     parser.add_argument("--rate", type=int, default=1000, help="the fixed-rate run's req/s")
     parser.add_argument("--connections", type=int, default=32, help="wrk's connections")
+    parser.add_argument("--no-balance", action="store_true",
+                        help="no per-worker connection cap (gunicorn.conf.py's default)")
     options = parser.parse_args(argv)
     classes = [c.strip() for c in options.worker_classes.split(",") if c.strip()]
-    report(measure(options.seconds, options.rounds, classes, options.rate, options.connections),
-           options.connections)
+    report(measure(options.seconds, options.rounds, classes, options.rate, options.connections,
+                   balance=not options.no_balance), options.connections)
     return 0
 
 

@@ -134,7 +134,7 @@ def install_rate_limit(
         # the store's own connection pool: its timeouts and retry policy, no second pool
         storage_uri="redis://",
         storage_options={
-            "connection_pool": client.connection_pool,  # type: ignore[dict-item]
+            "connection_pool": client.connection_pool,
             "key_prefix": f"{keys.prefix}ratelimit",
         },
         strategy="sliding-window-counter",
