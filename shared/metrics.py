@@ -326,16 +326,26 @@ class HistogramBuffer:
         self._flusher: threading.Thread | None = None
         self._flusher_pid = 0
         self._exit_hook = False
+        # the fields of each (family, bucket, labels) seen: spelling them is most of the work
+        # of an observation; few (buckets x kinds x status codes)
+        self._fields: dict[tuple[str, float, tuple[tuple[str, str], ...]],
+                           tuple[str, str, str]] = {}
 
     def observe(self, family: str, seconds: float, labels: Mapping[str, str] | None = None
                 ) -> None:
         """Record one observation; no I/O (the flusher thread writes it)."""
-        fields = histogram_fields(FAMILIES[family], max(0.0, seconds), labels or {})
+        spec = FAMILIES[family]
+        seconds = max(0.0, seconds)
+        bound = next((b for b in spec.buckets if seconds <= b), math.inf)
+        key = (family, bound, tuple(sorted((labels or {}).items())))
+        fields = self._fields.get(key)
+        if fields is None:
+            fields = self._fields[key] = histogram_fields(spec, seconds, labels or {})
         with self._lock:
             pending = self._pending
             bucket, total, count = fields
             pending[bucket] = pending.get(bucket, 0) + 1
-            pending[total] = pending.get(total, 0.0) + max(0.0, seconds)
+            pending[total] = pending.get(total, 0.0) + seconds
             pending[count] = pending.get(count, 0) + 1
             # started here, not in __init__: after gunicorn's fork, and again in a forked child
             if self._flusher is None or self._flusher_pid != os.getpid():

@@ -135,6 +135,8 @@ class Publisher:
             self._direct.register_script(_ENQUEUE_ONCE) if self._direct is not None else None
         )
         self._keys = Keys()
+        # the counter fields of each webhook kind, spelled once
+        self._outcome_fields: dict[str, tuple[str, str]] = {}
         self._ping_lock = threading.Lock()
         self._pinged: tuple[float, bool] | None = None  # (when, whether the broker answered)
         self._republish_after = republish_after(settings)
@@ -196,9 +198,12 @@ class Publisher:
         message = self._messages.build(task, payload)
         keys = [self._keys.dedupe(kind, message_id), message.queue,
                 self._keys.metrics(), self._keys.pending_jobs(), self._keys.pending_due()]
-        args: list[Any] = [message.body, dedupe_ttl,
-                           series_key(WEBHOOKS, {"kind": kind, "outcome": "accepted"}),
-                           series_key(WEBHOOKS, {"kind": kind, "outcome": "duplicate"}),
+        counted = self._outcome_fields.get(kind)
+        if counted is None:
+            counted = self._outcome_fields[kind] = (
+                series_key(WEBHOOKS, {"kind": kind, "outcome": "accepted"}),
+                series_key(WEBHOOKS, {"kind": kind, "outcome": "duplicate"}))
+        args: list[Any] = [message.body, dedupe_ttl, *counted,
                            job_name(kind, message_id), self._republish_after,
                            outbox_entry(message.queue, "")]
         try:
