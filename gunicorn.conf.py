@@ -9,12 +9,6 @@ workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # worker, so redis-py's sockets yield while they wait); docs/performance.md, benchmark 1.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
-# Connections one worker holds at once (gunicorn's default, 1000, unless set). Workers accept
-# greedily from one listening socket: with few long-lived keep-alive clients, one worker can
-# end up with nearly all of them while the other idles (measured: 2.7 s of CPU against 0.2 s
-# in 5 s of load). A cap near (expected clients / workers) spreads them; too low a cap leaves
-# new connections waiting in the backlog for an idle one to time out (`keepalive`).
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 # Vonage gives up on a webhook after 15 s; answer (or fail) well before that.
 timeout = 10
 graceful_timeout = 10

@@ -68,13 +68,10 @@ class Server:
 
 
 def start_gunicorn(app: str, env: dict[str, str], worker_class: str = "gthread",
-                   worker_connections: int = 0) -> Server:
-    """gunicorn with gunicorn.conf.py; `worker_connections` caps each worker's connections
-    (GUNICORN_WORKER_CONNECTIONS; 0: the config's default)."""
+                   workers: int = 2) -> Server:
+    """gunicorn with gunicorn.conf.py, its worker class and count set as operators set them."""
     port = free_port()
-    extra = {"GUNICORN_WORKER_CLASS": worker_class}
-    if worker_connections:
-        extra["GUNICORN_WORKER_CONNECTIONS"] = str(worker_connections)
+    extra = {"GUNICORN_WORKER_CLASS": worker_class, "GUNICORN_WORKERS": str(workers)}
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "gunicorn", app, "--config", str(ROOT / "gunicorn.conf.py"),
          "--bind", f"127.0.0.1:{port}"],
@@ -103,21 +100,27 @@ class LoadResult:
     # far steadier than requests/s on a shared machine, where other work takes the cores
     web_cpu_us: float = float("nan")
     redis_cpu_us: float = float("nan")
+    # the busiest worker's share of the workers' CPU: gunicorn's workers accept greedily from
+    # one socket, and one of them may take most of wrk's long-lived connections (1/workers:
+    # even)
+    busiest_share: float = float("nan")
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its direct children (gunicorn's workers)."""
-    total = 0.0
-    for process in [pid, *children(pid)]:
-        try:
-            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
-    return total
+    return sum(cpu_seconds(process) for process in [pid, *children(pid)])
 
 
 def redis_cpu_seconds(client: redis.Redis) -> float:
@@ -128,9 +131,14 @@ def redis_cpu_seconds(client: redis.Redis) -> float:
 def measured_wrk(server: Server, store: redis.Redis, seconds: int, bodies: Path,
                  connections: int) -> LoadResult:
     """A wrk run, with the CPU the web processes and Redis spent on it per request."""
+    workers = children(server.process.pid)
+    each0 = [cpu_seconds(w) for w in workers]
     web0, redis0 = tree_cpu_seconds(server.process.pid), redis_cpu_seconds(store)
     result = run_wrk(server.port, seconds, bodies, connections)
     web1, redis1 = tree_cpu_seconds(server.process.pid), redis_cpu_seconds(store)
+    spent = [cpu_seconds(w) - before for w, before in zip(workers, each0, strict=True)]
+    if sum(spent) > 0:
+        result.busiest_share = max(spent) / sum(spent)
     if result.requests:
         result.web_cpu_us = (web1 - web0) / result.requests * 1e6
         result.redis_cpu_us = (redis1 - redis0) / result.requests * 1e6
@@ -160,7 +168,6 @@ def _wrk_percentile(out: str, which: str) -> float:
 
 
 OPEN_LOOP_CONNECTIONS = 64
-WORKERS = 2  # gunicorn.conf.py's default, which these runs keep
 
 
 async def _open_loop(port: int, rate: int, seconds: int, first: int) -> tuple[list[float], int]:
@@ -173,25 +180,36 @@ async def _open_loop(port: int, rate: int, seconds: int, first: int) -> tuple[li
 
     async def connection() -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
         while True:
             scheduled, body = await queue.get()
-            writer.write(
-                b"POST /webhooks/inbound-sms HTTP/1.1\r\nHost: bench\r\n"
-                b"Content-Type: application/x-www-form-urlencoded\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-            )
-            await writer.drain()
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            latencies.append(time.monotonic() - scheduled)
-            if not status.startswith(b"HTTP/1.1 2"):
+            try:
+                if writer is None or reader is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(
+                    b"POST /webhooks/inbound-sms HTTP/1.1\r\nHost: bench\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+                )
+                await writer.drain()
+                status = await reader.readline()
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                latencies.append(time.monotonic() - scheduled)
+                if not status.startswith(b"HTTP/1.1 2"):
+                    errors += 1
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                # the server closed the connection: an error, and a new connection next time
                 errors += 1
-            queue.task_done()
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+            finally:
+                queue.task_done()
 
     workers = [asyncio.create_task(connection()) for _ in range(OPEN_LOOP_CONNECTIONS)]
     start = time.monotonic() + 0.2
@@ -201,7 +219,11 @@ async def _open_loop(port: int, rate: int, seconds: int, first: int) -> tuple[li
         if delay > 0:
             await asyncio.sleep(delay)
         queue.put_nowait((scheduled, signed_body(first + i, at).encode()))
-    await queue.join()
+    try:
+        # bounded: a server that stops answering ends the run, counted as errors
+        await asyncio.wait_for(queue.join(), timeout=seconds + 30)
+    except TimeoutError:
+        errors += queue.qsize()
     for task in workers:
         task.cancel()
     return latencies, errors
@@ -233,16 +255,9 @@ def write_bodies(path: Path, count: int, first: int) -> None:
 
 def measure(
     seconds: int, rounds: int, worker_classes: list[str], rate: int = 1000,
-    connections: int = 32, bodies_per_run: int | None = None, balance: bool = True,
+    connections: int = 32, bodies_per_run: int | None = None, workers: int = 2,
 ) -> dict[str, dict[str, float]]:
-    """Figures per worker class: requests/s, latency and RSS of each app, and the ratios.
-
-    `balance` caps each worker's connections at the clients' share (connections / workers):
-    gunicorn's workers accept greedily, and without a cap one of them often takes nearly all
-    of wrk's few long-lived connections, which decides a run more than the handler does.
-    """
-    cap = connections // WORKERS if balance else 0
-    fixed_cap = OPEN_LOOP_CONNECTIONS // WORKERS if balance else 0
+    """Figures per worker class: requests/s, latency and RSS of each app, and the ratios."""
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed for the throughput runs: apt-get install wrk")
     runs: dict[tuple[str, str], list[LoadResult]] = {}
@@ -268,14 +283,14 @@ def measure(
             for worker_class in worker_classes:
                 for label, app in APPS.items():
                     store.flushall()
-                    server = start_gunicorn(app, env, worker_class, cap)
+                    server = start_gunicorn(app, env, worker_class, workers)
                     runs.setdefault((worker_class, label), []).append(
                         measured_wrk(server, store, seconds, bodies, connections))
                     key = (worker_class, label)
                     rss[key] = max(rss.get(key, 0), server.stop())
         for worker_class in worker_classes:
             store.flushall()
-            server = start_gunicorn(APPS["ours"], env, worker_class, fixed_cap)
+            server = start_gunicorn(APPS["ours"], env, worker_class, workers)
             fixed[worker_class] = fixed_rate(server.port, rate, seconds, first=10_000_000)
             key = (worker_class, "ours")
             rss[key] = max(rss[key], server.stop())
@@ -284,7 +299,7 @@ def measure(
     figures: dict[str, dict[str, float]] = {}
     default = DEFAULT_CLASS if DEFAULT_CLASS in worker_classes else worker_classes[0]
     for worker_class in worker_classes:
-        f: dict[str, float] = {"rounds": rounds, "rate": rate, "cap": cap}
+        f: dict[str, float] = {"rounds": rounds, "rate": rate, "workers": workers}
         for label in APPS:
             results = runs[(worker_class, label)]
             f[f"{label}_rps"] = statistics.median(r.rps for r in results)
@@ -293,6 +308,7 @@ def measure(
             f[f"{label}_rss_mib"] = rss[(worker_class, label)] / 1024
             f[f"{label}_web_cpu_us"] = statistics.median(r.web_cpu_us for r in results)
             f[f"{label}_redis_cpu_us"] = statistics.median(r.redis_cpu_us for r in results)
+            f[f"{label}_busiest"] = max(r.busiest_share for r in results)
         ours = [r.rps for r in runs[(worker_class, "ours")]]
         # each round's ratio (its runs were seconds apart), then the median and range
         for name, base in (("floor", runs[(worker_class, "floor")]),
@@ -319,15 +335,16 @@ def measure(
 def report(figures: dict[str, dict[str, float]], connections: int = 32) -> None:
     default = DEFAULT_CLASS if DEFAULT_CLASS in figures else next(iter(figures))
     for worker_class, f in figures.items():
-        capped = f"{f['cap']:.0f} connections per worker" if f["cap"] else "no connection cap"
-        print(f"webhook ingest, gunicorn {worker_class} (gunicorn.conf.py, {capped}), wrk -t2 "
-              f"-c{connections}, signed sha256 webhooks, medians of {f['rounds']:.0f} rounds")
+        print(f"webhook ingest, gunicorn {worker_class} x {f['workers']:.0f} (gunicorn.conf.py), "
+              f"wrk -t2 -c{connections}, signed sha256 webhooks, medians of "
+              f"{f['rounds']:.0f} rounds")
         for label, title in (("bare", "bare Flask 204"), ("floor", "floor: 1 Redis trip"),
                              ("ours", "smsproxy webhook")):
             print(f"  {title:20} {f[f'{label}_rps']:8.0f} req/s  p50 {f[f'{label}_p50_ms']:6.2f} ms"
                   f"  p99 {f[f'{label}_p99_ms']:6.2f} ms  CPU/request web "
                   f"{f[f'{label}_web_cpu_us']:4.0f} us, redis {f[f'{label}_redis_cpu_us']:3.0f} us"
-                  f"  peak RSS {f[f'{label}_rss_mib']:.0f} MiB")
+                  f"  peak RSS {f[f'{label}_rss_mib']:.0f} MiB  busiest worker <= "
+                  f"{f[f'{label}_busiest']:.0%}")
         print(f"  ratio ours/floor {f['ours_to_floor']:.2f} (range {f['ours_to_floor_min']:.2f}-"
               f"{f['ours_to_floor_max']:.2f}; goal >= 0.85); floor/bare {f['floor_to_bare']:.2f}")
         print(f"  ratio ours/bare {f['ours_to_bare']:.2f} (range {f['ours_to_bare_min']:.2f}-"
@@ -351,12 +368,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated gunicorn worker classes (GUNICORN_WORKER_CLASS)")
     parser.add_argument("--rate", type=int, default=1000, help="the fixed-rate run's req/s")
     parser.add_argument("--connections", type=int, default=32, help="wrk's connections")
-    parser.add_argument("--no-balance", action="store_true",
-                        help="no per-worker connection cap (gunicorn.conf.py's default)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="gunicorn worker processes (GUNICORN_WORKERS; the Procfile's is 2)")
     options = parser.parse_args(argv)
     classes = [c.strip() for c in options.worker_classes.split(",") if c.strip()]
     report(measure(options.seconds, options.rounds, classes, options.rate, options.connections,
-                   balance=not options.no_balance), options.connections)
+                   workers=options.workers), options.connections)
     return 0
 
 
