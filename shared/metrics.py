@@ -24,7 +24,6 @@ from __future__ import annotations
 import atexit
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -307,14 +306,16 @@ class Counters:
 
 class HistogramBuffer:
     """Histogram observations added up in this process and written to the shared hash in one
-    pipeline about every FLUSH_SECONDS, by a daemon thread of its own.
+    pipeline at most about every FLUSH_SECONDS, by the caller that finds the interval over.
 
     For the webhook timings: writing each observation as it happens cost every webhook a
     second Redis round trip after its enqueue (docs/performance.md, benchmark 1). What is
-    buffered is few fields (one per bucket, kind and status code), whatever the load. The price:
-    /metrics lags by up to a flush interval, and a process killed outright (SIGKILL) loses at
-    most that interval's observations; a normal exit writes them (atexit). While the store
-    refuses connections the observations are kept and written once it is back; after a
+    buffered is few fields (one per bucket, kind and status code), whatever the load; under load
+    one webhook a second per process pays the write. The price: what the last webhooks of a
+    burst observed waits for the next webhook, a scrape of this process (/metrics flushes
+    first) or the process's normal exit (atexit); a process killed outright (SIGKILL) loses at
+    most that. No thread of its own: a flush runs in the request that triggers it. While the
+    store refuses connections the observations are kept and written once it is back; after a
     timeout they are dropped, since the write may have happened.
     """
 
@@ -322,9 +323,9 @@ class HistogramBuffer:
         self._counters = counters
         self._interval = interval
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()
         self._pending: dict[str, float] = {}
-        self._flusher: threading.Thread | None = None
-        self._flusher_pid = 0
+        self._next_flush = 0.0  # the first observation is written at once
         self._exit_hook = False
         # the fields of each (family, bucket, labels) seen: spelling them is most of the work
         # of an observation; few (buckets x kinds x status codes)
@@ -333,7 +334,7 @@ class HistogramBuffer:
 
     def observe(self, family: str, seconds: float, labels: Mapping[str, str] | None = None
                 ) -> None:
-        """Record one observation; no I/O (the flusher thread writes it)."""
+        """Record one observation; no I/O (see `flush_if_due`)."""
         spec = FAMILIES[family]
         seconds = max(0.0, seconds)
         bound = next((b for b in spec.buckets if seconds <= b), math.inf)
@@ -341,18 +342,28 @@ class HistogramBuffer:
         fields = self._fields.get(key)
         if fields is None:
             fields = self._fields[key] = histogram_fields(spec, seconds, labels or {})
+        bucket, total, count = fields
         with self._lock:
             pending = self._pending
-            bucket, total, count = fields
             pending[bucket] = pending.get(bucket, 0) + 1
             pending[total] = pending.get(total, 0.0) + seconds
             pending[count] = pending.get(count, 0) + 1
-            # started here, not in __init__: after gunicorn's fork, and again in a forked child
-            if self._flusher is None or self._flusher_pid != os.getpid():
-                self._start_flusher()
+            if not self._exit_hook:
+                atexit.register(self.flush)
+                self._exit_hook = True
+
+    def flush_if_due(self) -> None:
+        """Flush when the interval is over and no other thread is flushing (else return)."""
+        if time.monotonic() < self._next_flush or not self._flushing.acquire(blocking=False):
+            return
+        try:
+            self.flush()
+        finally:
+            self._flushing.release()
 
     def flush(self) -> None:
         """Write what is buffered now, in one pipeline (nothing when nothing is)."""
+        self._next_flush = time.monotonic() + self._interval
         with self._lock:
             pending, self._pending = self._pending, {}
         if not pending:
@@ -365,26 +376,6 @@ class HistogramBuffer:
             with self._lock:
                 for field, value in pending.items():
                     self._pending[field] = self._pending.get(field, 0) + value
-
-    def _start_flusher(self) -> None:
-        self._flusher = threading.Thread(target=self._run, name="metrics-flush", daemon=True)
-        self._flusher_pid = os.getpid()
-        self._flusher.start()
-        if not self._exit_hook:
-            atexit.register(self.flush)
-            self._exit_hook = True
-
-    def _run(self) -> None:
-        """Flush every interval; end after an interval with nothing new (observe restarts it),
-        so that an idle app (many of them in the tests) keeps no thread."""
-        while True:
-            time.sleep(self._interval)
-            with self._lock:
-                idle = not self._pending
-                if idle:
-                    self._flusher = None
-                    return
-            self.flush()
 
 
 def _number(value: Any) -> float:

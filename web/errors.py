@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, g, jsonify
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from web.queue import QueueUnavailable
+from web.services import publisher
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,15 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(RedisError)
     def redis_down(exc: RedisError) -> Response:
         log.warning("redis unavailable: %s", type(exc).__name__)
+        g.store_failed = True  # nothing more is written to it in this request (metrics)
         response = error_response(503, "store_unavailable", "the store is unavailable; retry")
         response.headers["Retry-After"] = "5"
         return response
 
     @app.errorhandler(QueueUnavailable)
     def broker_down(exc: QueueUnavailable) -> Response:
+        # the broker is the store's Redis: nothing more is written to it in this request
+        g.store_failed = publisher().broker_is_store
         response = error_response(503, "queue_unavailable", "the queue is unavailable; retry")
         response.headers["Retry-After"] = "5"
         return response

@@ -20,7 +20,7 @@ def install(app: Flask, built: Services, door: Publisher) -> None:
 
 
 def timings() -> HistogramBuffer:
-    """The webhook timings of this process, buffered (written about once a second)."""
+    """The webhook timings of this process, buffered (written at most about once a second)."""
     found: HistogramBuffer = current_app.extensions[_TIMINGS]
     return found
 

@@ -45,15 +45,19 @@ def _start_clock() -> None:
 
 @bp.after_request
 def _time_answer(response: Response) -> Response:
-    """Every answer a webhook gets, timed and counted by kind and status code (the 503s of a
-    store that is down included: they are written once it is back). Buffered: no round trip."""
+    """Every answer a webhook gets, timed and counted by kind and status code (the 503s
+    included). Buffered: about once a second, one webhook writes what its process buffered."""
     started = g.pop("webhook_started", None)
     kind = _KIND_OF.get(request.endpoint or "")
     if started is not None and kind is not None:
-        timings().observe(
+        buffer = timings()
+        buffer.observe(
             WEBHOOK_DURATION, time.perf_counter() - started,
             {"kind": kind, "code": str(response.status_code)},
         )
+        # A store that just failed would cost another socket timeout before the 503 leaves.
+        if not g.get("store_failed"):
+            buffer.flush_if_due()
     return response
 
 
