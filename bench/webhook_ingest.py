@@ -78,7 +78,7 @@ def start_gunicorn(app: str, env: dict[str, str], worker_class: str = "gthread",
         cwd=ROOT, env={**env, **extra},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # generous: a shared machine under load starts it slowly
     while time.monotonic() < deadline:
         try:
             requests.get(f"http://127.0.0.1:{port}/webhooks/inbound-sms", timeout=1)
