@@ -306,17 +306,22 @@ class Counters:
 
 class HistogramBuffer:
     """Histogram observations added up in this process and written to the shared hash in one
-    pipeline at most about every FLUSH_SECONDS, by the caller that finds the interval over.
+    pipeline about every FLUSH_SECONDS.
 
     For the webhook timings: writing each observation as it happens cost every webhook a
     second Redis round trip after its enqueue (docs/performance.md, benchmark 1). What is
-    buffered is few fields (one per bucket, kind and status code), whatever the load; under load
-    one webhook a second per process pays the write. The price: what the last webhooks of a
-    burst observed waits for the next webhook, a scrape of this process (/metrics flushes
-    first) or the process's normal exit (atexit); a process killed outright (SIGKILL) loses at
-    most that. No thread of its own: a flush runs in the request that triggers it. While the
-    store refuses connections the observations are kept and written once it is back; after a
-    timeout they are dropped, since the write may have happened.
+    buffered is few fields (one per bucket, kind and status code), whatever the load. Under
+    load, the request that finds the interval over writes the buffer (`flush_if_due`): one per
+    process per second. The last observations of a burst are written by a daemon thread an
+    interval later, so a quiet process's figures lag by about a second at most; /metrics writes
+    its own process's buffer before it reads, a normal exit writes it too (atexit), and a
+    process killed outright (SIGKILL) loses at most that second.
+
+    The thread writes only while the last contact with the store went well (`store_failed`):
+    it never retries a store that is down behind the requests' backs (redis-py's jittered
+    reconnect backoff would run in it). While the store refuses connections the observations
+    are kept, and written by the first request that finds it back; after a timeout they are
+    dropped, since the write may have happened.
     """
 
     def __init__(self, counters: Counters, interval: float = FLUSH_SECONDS) -> None:
@@ -326,6 +331,8 @@ class HistogramBuffer:
         self._flushing = threading.Lock()
         self._pending: dict[str, float] = {}
         self._next_flush = 0.0  # the first observation is written at once
+        self._store_ok = True
+        self._flusher: threading.Thread | None = None
         self._exit_hook = False
         # the fields of each (family, bucket, labels) seen: spelling them is most of the work
         # of an observation; few (buckets x kinds x status codes)
@@ -334,7 +341,7 @@ class HistogramBuffer:
 
     def observe(self, family: str, seconds: float, labels: Mapping[str, str] | None = None
                 ) -> None:
-        """Record one observation; no I/O (see `flush_if_due`)."""
+        """Record one observation; no I/O."""
         spec = FAMILIES[family]
         seconds = max(0.0, seconds)
         bound = next((b for b in spec.buckets if seconds <= b), math.inf)
@@ -352,30 +359,64 @@ class HistogramBuffer:
                 atexit.register(self.flush)
                 self._exit_hook = True
 
-    def flush_if_due(self) -> None:
-        """Flush when the interval is over and no other thread is flushing (else return)."""
-        if time.monotonic() < self._next_flush or not self._flushing.acquire(blocking=False):
-            return
-        try:
-            self.flush()
-        finally:
-            self._flushing.release()
+    def store_failed(self) -> None:
+        """The caller's request found the store down: the thread leaves it alone until a
+        request's write succeeds."""
+        self._store_ok = False
 
-    def flush(self) -> None:
-        """Write what is buffered now, in one pipeline (nothing when nothing is)."""
+    def flush_if_due(self) -> None:
+        """Flush when the interval is over (else make sure the thread will), unless another
+        thread is flushing."""
+        if time.monotonic() < self._next_flush:
+            self._start_flusher()
+            return
+        if self._flushing.acquire(blocking=False):
+            try:
+                self._store_ok = self.flush()
+            finally:
+                self._flushing.release()
+
+    def flush(self) -> bool:
+        """Write what is buffered now, in one pipeline; whether the store took it (or there
+        was nothing to write)."""
         self._next_flush = time.monotonic() + self._interval
         with self._lock:
             pending, self._pending = self._pending, {}
         if not pending:
-            return
+            return True
         try:
             self._counters.add_fields(pending)
+            return True
         except redis.exceptions.TimeoutError:
             log.warning("%d metric fields dropped: the store timed out", len(pending))
         except redis.exceptions.RedisError:
             with self._lock:
                 for field, value in pending.items():
                     self._pending[field] = self._pending.get(field, 0) + value
+        return False
+
+    def _start_flusher(self) -> None:
+        with self._lock:
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(target=self._run, name="metrics-flush",
+                                             daemon=True)
+        self._flusher.start()
+
+    def _run(self) -> None:
+        """Write the buffer once the interval is over, then end (the next request past the
+        interval, or the next burst, starts another)."""
+        try:
+            time.sleep(max(0.0, self._next_flush - time.monotonic()) + 0.05)
+            if self._store_ok and self._flushing.acquire(blocking=False):
+                try:
+                    if time.monotonic() >= self._next_flush:
+                        self._store_ok = self.flush()
+                finally:
+                    self._flushing.release()
+        finally:
+            with self._lock:
+                self._flusher = None
 
 
 def _number(value: Any) -> float:

@@ -46,7 +46,7 @@ def _start_clock() -> None:
 @bp.after_request
 def _time_answer(response: Response) -> Response:
     """Every answer a webhook gets, timed and counted by kind and status code (the 503s
-    included). Buffered: about once a second, one webhook writes what its process buffered."""
+    included). Buffered: written about once a second (shared/metrics.py, HistogramBuffer)."""
     started = g.pop("webhook_started", None)
     kind = _KIND_OF.get(request.endpoint or "")
     if started is not None and kind is not None:
@@ -56,7 +56,9 @@ def _time_answer(response: Response) -> Response:
             {"kind": kind, "code": str(response.status_code)},
         )
         # A store that just failed would cost another socket timeout before the 503 leaves.
-        if not g.get("store_failed"):
+        if g.get("store_failed"):
+            buffer.store_failed()
+        else:
             buffer.flush_if_due()
     return response
 
