@@ -404,19 +404,27 @@ class HistogramBuffer:
         self._flusher.start()
 
     def _run(self) -> None:
-        """Write the buffer once the interval is over, then end (the next request past the
-        interval, or the next burst, starts another)."""
+        """Write the buffer whenever the interval is over, until it stays empty (or the store
+        was found down); the next request within an interval starts another."""
         try:
-            time.sleep(max(0.0, self._next_flush - time.monotonic()) + 0.05)
-            if self._store_ok and self._flushing.acquire(blocking=False):
-                try:
-                    if time.monotonic() >= self._next_flush:
+            while True:
+                time.sleep(max(0.0, self._next_flush - time.monotonic()) + 0.05)
+                with self._lock:
+                    # decided under the lock `observe` and `_start_flusher` take: an
+                    # observation added after this finds no thread and starts one
+                    if not self._pending or not self._store_ok:
+                        self._flusher = None
+                        return
+                if time.monotonic() >= self._next_flush and self._flushing.acquire(
+                        blocking=False):
+                    try:
                         self._store_ok = self.flush()
-                finally:
-                    self._flushing.release()
+                    finally:
+                        self._flushing.release()
         finally:
             with self._lock:
-                self._flusher = None
+                if self._flusher is threading.current_thread():
+                    self._flusher = None
 
 
 def _number(value: Any) -> float:

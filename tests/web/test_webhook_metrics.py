@@ -114,3 +114,23 @@ def test_metrics_with_the_store_down_say_so_instead_of_failing(make_settings, pu
     response = app.test_client().get("/metrics")
     assert response.status_code == 200
     assert response.get_data(as_text=True).splitlines()[-1] == "smsproxy_store_up 0.0"
+
+
+def test_an_observation_made_while_the_flusher_waits_is_written_too(fake_redis):
+    buffer = HistogramBuffer(Counters(fake_redis), interval=0.2)
+    labels = {"kind": "inbound", "code": "200"}
+
+    def answer() -> None:
+        buffer.observe(WEBHOOK_DURATION, 0.002, labels)
+        buffer.flush_if_due()
+
+    answer()  # the first: written at once
+    answer()  # within the interval: the flusher will write it
+    time.sleep(0.21)
+    answer()  # past the interval: this request writes both...
+    answer()  # ...and this one, within the next interval, is left to the flusher, which
+    # was already waiting: it must not end before writing it
+    deadline = time.monotonic() + 3
+    while _count(fake_redis, "inbound", "200") < 4:
+        assert time.monotonic() < deadline, _count(fake_redis, "inbound", "200")
+        time.sleep(0.02)
