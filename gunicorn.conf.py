@@ -5,7 +5,9 @@ import os
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")  # noqa: S104 (a server's listen address)
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 # Threads keep a worker busy while one request waits on Redis; the handlers are short.
-worker_class = "gthread"
+# GUNICORN_WORKER_CLASS=gevent serves them on greenlets instead (gunicorn monkey-patches the
+# worker, so redis-py's sockets yield while they wait); docs/performance.md, benchmark 1.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # Vonage gives up on a webhook after 15 s; answer (or fail) well before that.
 timeout = 10

@@ -10,6 +10,7 @@ import time
 from bench import (
     accounts,
     create_active,
+    ingest_handler,
     masking_accuracy,
     memory,
     numbers_needed,
@@ -21,6 +22,7 @@ from bench import (
 
 FULL: list[tuple[str, object, list[str]]] = [
     ("1. webhook ingest", webhook_ingest, []),
+    ("1b. webhook handler CPU", ingest_handler, []),
     ("2. end-to-end relay", relay_e2e, []),
     ("3. route lookup at scale", route_lookup, []),
     ("4. memory per conversation", memory, []),
@@ -32,6 +34,7 @@ FULL: list[tuple[str, object, list[str]]] = [
 ]
 QUICK = {
     "1. webhook ingest": ["--seconds", "4", "--rounds", "1"],
+    "1b. webhook handler CPU": ["--requests", "1000", "--rounds", "2"],
     "2. end-to-end relay": ["--messages", "200", "--conversations", "20"],
     "3. route lookup at scale": ["--large", "100000"],
     "4. memory per conversation": ["--conversations", "10000"],

@@ -1,11 +1,16 @@
-"""Benchmark 1, webhook ingest: signed inbound webhooks at the receiver versus a bare handler.
+"""Benchmark 1, webhook ingest: signed inbound webhooks at the receiver versus two baselines.
 
-Both run under gunicorn with the Procfile's web config (`gunicorn.conf.py`), one after the other,
-interleaved over rounds; load comes from a separate process (wrk when installed, else a Python
-asyncio client). Reports requests/s and its ratio to the bare handler, latency percentiles, the
-p50/p99 at a fixed 1,000 requests/s (open loop), and peak RSS of the web processes.
+The baselines: a bare Flask handler answering 204 (`bench/bare_app.py`), and the floor of a
+durable acknowledgement, a bare Flask handler that answers only after one Redis round trip to a
+Redis with the receiver's persistence settings (`bench/floor_app.py`). All three run under
+gunicorn with the Procfile's web config (`gunicorn.conf.py`), with each worker class asked for
+(GUNICORN_WORKER_CLASS), one after the other and interleaved over rounds; load comes from a
+separate process (wrk). Reports requests/s and the ratios ours / floor and ours / bare (the
+median of each round's ratio, with its range over rounds: the machine is shared), latency
+percentiles, the p50/p99 at a fixed 1,000 requests/s (open loop), and peak RSS.
 
-    .venv/bin/python -m bench.webhook_ingest [--seconds 8] [--rounds 3]
+    .venv/bin/python -m bench.webhook_ingest [--seconds 6] [--rounds 3]
+        [--worker-classes gthread,gevent] [--rate 1000]
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
 import requests
 
-from bench.common import tree_peak_rss_bytes
+from bench.common import children, tree_peak_rss_bytes
 from devtools.ports import free_port
 from devtools.redis_server import RedisServer
 from devtools.stack import ROOT
@@ -61,14 +67,18 @@ class Server:
         return peak
 
 
-def start_gunicorn(app: str, env: dict[str, str]) -> Server:
+def start_gunicorn(app: str, env: dict[str, str], worker_class: str = "gthread",
+                   workers: int = 2) -> Server:
+    """gunicorn with gunicorn.conf.py, its worker class and count set as operators set them."""
     port = free_port()
+    extra = {"GUNICORN_WORKER_CLASS": worker_class, "GUNICORN_WORKERS": str(workers)}
     process = subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", "gunicorn", app, "--config", str(ROOT / "gunicorn.conf.py"),
          "--bind", f"127.0.0.1:{port}"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env={**env, **extra},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # generous: a shared machine under load starts it slowly
     while time.monotonic() < deadline:
         try:
             requests.get(f"http://127.0.0.1:{port}/webhooks/inbound-sms", timeout=1)
@@ -85,18 +95,68 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    # CPU seconds per request (user + system) of the gunicorn processes, and of redis-server:
+    # far steadier than requests/s on a shared machine, where other work takes the cores
+    web_cpu_us: float = float("nan")
+    redis_cpu_us: float = float("nan")
+    # the busiest worker's share of the workers' CPU: gunicorn's workers accept greedily from
+    # one socket, and one of them may take most of wrk's long-lived connections (1/workers:
+    # even)
+    busiest_share: float = float("nan")
 
 
-def run_wrk(port: int, seconds: int, bodies: Path) -> LoadResult:
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its direct children (gunicorn's workers)."""
+    return sum(cpu_seconds(process) for process in [pid, *children(pid)])
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def measured_wrk(server: Server, store: redis.Redis, seconds: int, bodies: Path,
+                 connections: int) -> LoadResult:
+    """A wrk run, with the CPU the web processes and Redis spent on it per request."""
+    workers = children(server.process.pid)
+    each0 = [cpu_seconds(w) for w in workers]
+    web0, redis0 = tree_cpu_seconds(server.process.pid), redis_cpu_seconds(store)
+    result = run_wrk(server.port, seconds, bodies, connections)
+    web1, redis1 = tree_cpu_seconds(server.process.pid), redis_cpu_seconds(store)
+    spent = [cpu_seconds(w) - before for w, before in zip(workers, each0, strict=True)]
+    if sum(spent) > 0:
+        result.busiest_share = max(spent) / sum(spent)
+    if result.requests:
+        result.web_cpu_us = (web1 - web0) / result.requests * 1e6
+        result.redis_cpu_us = (redis1 - redis0) / result.requests * 1e6
+    return result
+
+
+def run_wrk(port: int, seconds: int, bodies: Path, connections: int = 32) -> LoadResult:
     env = {**os.environ, "WRK_BODIES": str(bodies), "WRK_THREADS": "2"}
     out = subprocess.run(  # noqa: S603
-        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s",
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
          str(ROOT / "bench" / "wrk_bodies.lua"), f"http://127.0.0.1:{port}"],
         capture_output=True, text=True, env=env, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = sum(int(x) for x in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    return LoadResult(rps, _wrk_percentile(out, "50"), _wrk_percentile(out, "99"), errors)
+    requests_done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return LoadResult(rps, _wrk_percentile(out, "50"), _wrk_percentile(out, "99"), errors,
+                      requests_done)
 
 
 def _wrk_percentile(out: str, which: str) -> float:
@@ -105,6 +165,9 @@ def _wrk_percentile(out: str, which: str) -> float:
         return float("nan")
     value, unit = float(found.group(1)), found.group(2)
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+OPEN_LOOP_CONNECTIONS = 64
 
 
 async def _open_loop(port: int, rate: int, seconds: int, first: int) -> tuple[list[float], int]:
@@ -117,27 +180,38 @@ async def _open_loop(port: int, rate: int, seconds: int, first: int) -> tuple[li
 
     async def connection() -> None:
         nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
         while True:
             scheduled, body = await queue.get()
-            writer.write(
-                b"POST /webhooks/inbound-sms HTTP/1.1\r\nHost: bench\r\n"
-                b"Content-Type: application/x-www-form-urlencoded\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
-            )
-            await writer.drain()
-            status = await reader.readline()
-            length = 0
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await reader.readexactly(length)
-            latencies.append(time.monotonic() - scheduled)
-            if not status.startswith(b"HTTP/1.1 2"):
+            try:
+                if writer is None or reader is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(
+                    b"POST /webhooks/inbound-sms HTTP/1.1\r\nHost: bench\r\n"
+                    b"Content-Type: application/x-www-form-urlencoded\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+                )
+                await writer.drain()
+                status = await reader.readline()
+                length = 0
+                while (line := await reader.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                latencies.append(time.monotonic() - scheduled)
+                if not status.startswith(b"HTTP/1.1 2"):
+                    errors += 1
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                # the server closed the connection: an error, and a new connection next time
                 errors += 1
-            queue.task_done()
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+            finally:
+                queue.task_done()
 
-    workers = [asyncio.create_task(connection()) for _ in range(64)]
+    workers = [asyncio.create_task(connection()) for _ in range(OPEN_LOOP_CONNECTIONS)]
     start = time.monotonic() + 0.2
     for i in range(total):
         scheduled = start + i / rate
@@ -145,7 +219,11 @@ async def _open_loop(port: int, rate: int, seconds: int, first: int) -> tuple[li
         if delay > 0:
             await asyncio.sleep(delay)
         queue.put_nowait((scheduled, signed_body(first + i, at).encode()))
-    await queue.join()
+    try:
+        # bounded: a server that stops answering ends the run, counted as errors
+        await asyncio.wait_for(queue.join(), timeout=seconds + 30)
+    except TimeoutError:
+        errors += queue.qsize()
     for task in workers:
         task.cancel()
     return latencies, errors
@@ -162,66 +240,140 @@ def fixed_rate(port: int, rate: int, seconds: int, first: int) -> LoadResult:
     )
 
 
-def measure(seconds: int, rounds: int) -> dict[str, float]:
+APPS = {"bare": "bench.bare_app:app", "floor": "bench.floor_app:app", "ours": "web.wsgi:app"}
+# What the Procfile runs: the cross-class ratio is ours under each class to bare under this one.
+DEFAULT_CLASS = "gthread"
+
+
+def write_bodies(path: Path, count: int, first: int) -> None:
+    """Pre-signed webhooks, each with a new messageId, signed now (fresh timestamps)."""
+    at = int(time.time())
+    with path.open("w") as out:
+        for n in range(first, first + count):
+            out.write(signed_body(n, at) + "\n")
+
+
+def measure(
+    seconds: int, rounds: int, worker_classes: list[str], rate: int = 1000,
+    connections: int = 32, bodies_per_run: int | None = None, workers: int = 2,
+) -> dict[str, dict[str, float]]:
+    """Figures per worker class: requests/s, latency and RSS of each app, and the ratios."""
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed for the throughput runs: apt-get install wrk")
-    results: dict[str, list[LoadResult]] = {"bare": [], "ours": []}
-    rss: dict[str, int] = {"bare": 0, "ours": 0}
+    runs: dict[tuple[str, str], list[LoadResult]] = {}
+    rss: dict[tuple[str, str], int] = {}
+    fixed: dict[str, LoadResult] = {}
+    # enough unique messageIds for a run well above the expected rate
+    per_run = bodies_per_run or 16000 * seconds
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as redis_server:
         env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("SMSPROXY_", "VONAGE_"))},
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith(("SMSPROXY_", "VONAGE_", "GUNICORN_"))},
             "REDIS_URL": redis_server.url, "PYTHONPATH": str(ROOT),
             "VONAGE_SIGNATURE_SECRET": SECRET, "VONAGE_SIGNATURE_METHOD": METHOD.value,
             "SMSPROXY_API_TOKENS": "bench-0123456789abcdef0123456789abcdef",
             "SMSPROXY_LOG_LEVEL": "WARNING",
         }
+        store = redis.Redis.from_url(redis_server.url)
         bodies = Path(tmp) / "bodies.txt"
-        at = int(time.time())
-        with bodies.open("w") as out:
-            # enough unique messageIds for every round at well above the expected rate
-            for n in range(12000 * seconds * rounds):
-                out.write(signed_body(n, at) + "\n")
-        for _ in range(rounds):
-            for label, app in (("bare", "bench.bare_app:app"), ("ours", "web.wsgi:app")):
-                server = start_gunicorn(app, env)
-                results[label].append(run_wrk(server.port, seconds, bodies))
-                rss[label] = max(rss[label], server.stop())
-        server = start_gunicorn("web.wsgi:app", env)
-        steady = fixed_rate(server.port, 1000, seconds, first=10_000_000)
-        rss["ours"] = max(rss["ours"], server.stop())
+        for round_number in range(rounds):
+            # new ids and timestamps each round, and an empty store for each run: every
+            # webhook is a new one (a duplicate takes a shorter path)
+            write_bodies(bodies, per_run, first=round_number * per_run)
+            for worker_class in worker_classes:
+                for label, app in APPS.items():
+                    store.flushall()
+                    server = start_gunicorn(app, env, worker_class, workers)
+                    runs.setdefault((worker_class, label), []).append(
+                        measured_wrk(server, store, seconds, bodies, connections))
+                    key = (worker_class, label)
+                    rss[key] = max(rss.get(key, 0), server.stop())
+        for worker_class in worker_classes:
+            store.flushall()
+            server = start_gunicorn(APPS["ours"], env, worker_class, workers)
+            fixed[worker_class] = fixed_rate(server.port, rate, seconds, first=10_000_000)
+            key = (worker_class, "ours")
+            rss[key] = max(rss[key], server.stop())
+        store.close()
 
-    bare = statistics.median(r.rps for r in results["bare"])
-    ours = statistics.median(r.rps for r in results["ours"])
-    figures = {
-        "bare_rps": bare, "ours_rps": ours, "ratio": ours / bare,
-        "ours_p50_ms": statistics.median(r.p50_ms for r in results["ours"]),
-        "ours_p99_ms": statistics.median(r.p99_ms for r in results["ours"]),
-        "bare_p50_ms": statistics.median(r.p50_ms for r in results["bare"]),
-        "bare_p99_ms": statistics.median(r.p99_ms for r in results["bare"]),
-        "errors": sum(r.errors for r in results["ours"]) + steady.errors,
-        "fixed_1000_p50_ms": steady.p50_ms, "fixed_1000_p99_ms": steady.p99_ms,
-        "rss_bare_mib": rss["bare"] / 1024, "rss_ours_mib": rss["ours"] / 1024,
-    }
+    figures: dict[str, dict[str, float]] = {}
+    default = DEFAULT_CLASS if DEFAULT_CLASS in worker_classes else worker_classes[0]
+    for worker_class in worker_classes:
+        f: dict[str, float] = {"rounds": rounds, "rate": rate, "workers": workers}
+        for label in APPS:
+            results = runs[(worker_class, label)]
+            f[f"{label}_rps"] = statistics.median(r.rps for r in results)
+            f[f"{label}_p50_ms"] = statistics.median(r.p50_ms for r in results)
+            f[f"{label}_p99_ms"] = statistics.median(r.p99_ms for r in results)
+            f[f"{label}_rss_mib"] = rss[(worker_class, label)] / 1024
+            f[f"{label}_web_cpu_us"] = statistics.median(r.web_cpu_us for r in results)
+            f[f"{label}_redis_cpu_us"] = statistics.median(r.redis_cpu_us for r in results)
+            f[f"{label}_busiest"] = max(r.busiest_share for r in results)
+        ours = [r.rps for r in runs[(worker_class, "ours")]]
+        # each round's ratio (its runs were seconds apart), then the median and range
+        for name, base in (("floor", runs[(worker_class, "floor")]),
+                           ("bare", runs[(worker_class, "bare")]),
+                           ("bare_default", runs[(default, "bare")])):
+            ratios = [o / b.rps for o, b in zip(ours, base, strict=True)]
+            f[f"ours_to_{name}"] = statistics.median(ratios)
+            f[f"ours_to_{name}_min"], f[f"ours_to_{name}_max"] = min(ratios), max(ratios)
+        floor_ratios = [fl.rps / b.rps for fl, b in zip(
+            runs[(worker_class, "floor")], runs[(worker_class, "bare")], strict=True)]
+        f["floor_to_bare"] = statistics.median(floor_ratios)
+        # what requests/s would be were the web processes' CPU the only limit (a host whose
+        # cores were free): the ratio of CPU per request, the inverse way round
+        f["cpu_floor_to_ours"] = f["floor_web_cpu_us"] / f["ours_web_cpu_us"]
+        f["cpu_bare_to_ours"] = f["bare_web_cpu_us"] / f["ours_web_cpu_us"]
+        f["errors"] = sum(r.errors for r in runs[(worker_class, "ours")]) \
+            + fixed[worker_class].errors
+        f["fixed_p50_ms"] = fixed[worker_class].p50_ms
+        f["fixed_p99_ms"] = fixed[worker_class].p99_ms
+        figures[worker_class] = f
     return figures
 
 
-def report(f: dict[str, float]) -> None:
-    print("webhook ingest (gunicorn gthread 2x8, wrk -t2 -c32, signed sha256 webhooks)")
-    print(f"  bare Flask 204      {f['bare_rps']:8.0f} req/s  p50 {f['bare_p50_ms']:.2f} ms"
-          f"  p99 {f['bare_p99_ms']:.2f} ms  peak RSS {f['rss_bare_mib']:.0f} MiB")
-    print(f"  smsproxy webhook    {f['ours_rps']:8.0f} req/s  p50 {f['ours_p50_ms']:.2f} ms"
-          f"  p99 {f['ours_p99_ms']:.2f} ms  peak RSS {f['rss_ours_mib']:.0f} MiB")
-    print(f"  ratio {f['ratio']:.2f} (goal >= 0.6); non-2xx answers: {f['errors']:.0f}")
-    print(f"  at a fixed 1,000 req/s: p50 {f['fixed_1000_p50_ms']:.2f} ms, "
-          f"p99 {f['fixed_1000_p99_ms']:.2f} ms (goal p99 < 25 ms)")
+def report(figures: dict[str, dict[str, float]], connections: int = 32) -> None:
+    default = DEFAULT_CLASS if DEFAULT_CLASS in figures else next(iter(figures))
+    for worker_class, f in figures.items():
+        print(f"webhook ingest, gunicorn {worker_class} x {f['workers']:.0f} (gunicorn.conf.py), "
+              f"wrk -t2 -c{connections}, signed sha256 webhooks, medians of "
+              f"{f['rounds']:.0f} rounds")
+        for label, title in (("bare", "bare Flask 204"), ("floor", "floor: 1 Redis trip"),
+                             ("ours", "smsproxy webhook")):
+            print(f"  {title:20} {f[f'{label}_rps']:8.0f} req/s  p50 {f[f'{label}_p50_ms']:6.2f} ms"
+                  f"  p99 {f[f'{label}_p99_ms']:6.2f} ms  CPU/request web "
+                  f"{f[f'{label}_web_cpu_us']:4.0f} us, redis {f[f'{label}_redis_cpu_us']:3.0f} us"
+                  f"  peak RSS {f[f'{label}_rss_mib']:.0f} MiB  busiest worker <= "
+                  f"{f[f'{label}_busiest']:.0%}")
+        print(f"  ratio ours/floor {f['ours_to_floor']:.2f} (range {f['ours_to_floor_min']:.2f}-"
+              f"{f['ours_to_floor_max']:.2f}; goal >= 0.85); floor/bare {f['floor_to_bare']:.2f}")
+        print(f"  ratio ours/bare {f['ours_to_bare']:.2f} (range {f['ours_to_bare_min']:.2f}-"
+              f"{f['ours_to_bare_max']:.2f}; stretch >= 0.6)")
+        print(f"  CPU per request, web processes: floor/ours {f['cpu_floor_to_ours']:.2f}, "
+              f"bare/ours {f['cpu_bare_to_ours']:.2f} (requests/s ratios if web's CPU were "
+              "the only limit)")
+        if worker_class != default:
+            print(f"  ratio ours/bare-{default} {f['ours_to_bare_default']:.2f} (range "
+                  f"{f['ours_to_bare_default_min']:.2f}-{f['ours_to_bare_default_max']:.2f})")
+        print(f"  at a fixed {f['rate']:,.0f} req/s: p50 {f['fixed_p50_ms']:.2f} ms, "
+              f"p99 {f['fixed_p99_ms']:.2f} ms (goal p99 < 25 ms); "
+              f"non-2xx answers: {f['errors']:.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--worker-classes", default="gthread,gevent",
+                        help="comma-separated gunicorn worker classes (GUNICORN_WORKER_CLASS)")
+    parser.add_argument("--rate", type=int, default=1000, help="the fixed-rate run's req/s")
+    parser.add_argument("--connections", type=int, default=32, help="wrk's connections")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="gunicorn worker processes (GUNICORN_WORKERS; the Procfile's is 2)")
     options = parser.parse_args(argv)
-    report(measure(options.seconds, options.rounds))
+    classes = [c.strip() for c in options.worker_classes.split(",") if c.strip()]
+    report(measure(options.seconds, options.rounds, classes, options.rate, options.connections,
+                   workers=options.workers), options.connections)
     return 0
 
 

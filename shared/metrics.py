@@ -21,8 +21,12 @@ until it is converted.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import math
 import re
+import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,6 +36,11 @@ import redis
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from shared.keys import Keys
+
+log = logging.getLogger(__name__)
+
+# How often a process writes the observations it buffered (HistogramBuffer).
+FLUSH_SECONDS = 1.0
 
 
 class Kind(StrEnum):
@@ -269,6 +278,17 @@ class Counters:
         if own:
             target.execute()
 
+    def add_fields(self, increments: Mapping[str, float]) -> None:
+        """Add to many fields of the hash in one round trip (HistogramBuffer's flush)."""
+        pipe = self._redis.pipeline(transaction=True)
+        key = self._keys.metrics()
+        for field, amount in increments.items():
+            if isinstance(amount, int):
+                pipe.hincrby(key, field, amount)
+            else:
+                pipe.hincrbyfloat(key, field, amount)
+        pipe.execute()
+
     def snapshot(self) -> Snapshot:
         raw = self._redis.hgetall(self._keys.metrics())
         values = Snapshot()
@@ -282,6 +302,129 @@ class Counters:
     def families(self) -> list[Metric]:
         """Every stored series as Prometheus metric families (histograms made cumulative)."""
         return list(export(self.snapshot()))
+
+
+class HistogramBuffer:
+    """Histogram observations added up in this process and written to the shared hash in one
+    pipeline about every FLUSH_SECONDS.
+
+    For the webhook timings: writing each observation as it happens cost every webhook a
+    second Redis round trip after its enqueue (docs/performance.md, benchmark 1). What is
+    buffered is few fields (one per bucket, kind and status code), whatever the load. Under
+    load, the request that finds the interval over writes the buffer (`flush_if_due`): one per
+    process per second. The last observations of a burst are written by a daemon thread an
+    interval later, so a quiet process's figures lag by about a second at most; /metrics writes
+    its own process's buffer before it reads, a normal exit writes it too (atexit), and a
+    process killed outright (SIGKILL) loses at most that second.
+
+    The thread writes only while the last contact with the store went well (`store_failed`):
+    it never retries a store that is down behind the requests' backs (redis-py's jittered
+    reconnect backoff would run in it). While the store refuses connections the observations
+    are kept, and written by the first request that finds it back; after a timeout they are
+    dropped, since the write may have happened.
+    """
+
+    def __init__(self, counters: Counters, interval: float = FLUSH_SECONDS) -> None:
+        self._counters = counters
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._pending: dict[str, float] = {}
+        self._next_flush = 0.0  # the first observation is written at once
+        self._store_ok = True
+        self._flusher: threading.Thread | None = None
+        self._exit_hook = False
+        # the fields of each (family, bucket, labels) seen: spelling them is most of the work
+        # of an observation; few (buckets x kinds x status codes)
+        self._fields: dict[tuple[str, float, tuple[tuple[str, str], ...]],
+                           tuple[str, str, str]] = {}
+
+    def observe(self, family: str, seconds: float, labels: Mapping[str, str] | None = None
+                ) -> None:
+        """Record one observation; no I/O."""
+        spec = FAMILIES[family]
+        seconds = max(0.0, seconds)
+        bound = next((b for b in spec.buckets if seconds <= b), math.inf)
+        key = (family, bound, tuple(sorted((labels or {}).items())))
+        fields = self._fields.get(key)
+        if fields is None:
+            fields = self._fields[key] = histogram_fields(spec, seconds, labels or {})
+        bucket, total, count = fields
+        with self._lock:
+            pending = self._pending
+            pending[bucket] = pending.get(bucket, 0) + 1
+            pending[total] = pending.get(total, 0.0) + seconds
+            pending[count] = pending.get(count, 0) + 1
+            if not self._exit_hook:
+                atexit.register(self.flush)
+                self._exit_hook = True
+
+    def store_failed(self) -> None:
+        """The caller's request found the store down: the thread leaves it alone until a
+        request's write succeeds."""
+        self._store_ok = False
+
+    def flush_if_due(self) -> None:
+        """Flush when the interval is over (else make sure the thread will), unless another
+        thread is flushing."""
+        if time.monotonic() < self._next_flush:
+            self._start_flusher()
+            return
+        if self._flushing.acquire(blocking=False):
+            try:
+                self._store_ok = self.flush()
+            finally:
+                self._flushing.release()
+
+    def flush(self) -> bool:
+        """Write what is buffered now, in one pipeline; whether the store took it (or there
+        was nothing to write)."""
+        self._next_flush = time.monotonic() + self._interval
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return True
+        try:
+            self._counters.add_fields(pending)
+            return True
+        except redis.exceptions.TimeoutError:
+            log.warning("%d metric fields dropped: the store timed out", len(pending))
+        except redis.exceptions.RedisError:
+            with self._lock:
+                for field, value in pending.items():
+                    self._pending[field] = self._pending.get(field, 0) + value
+        return False
+
+    def _start_flusher(self) -> None:
+        with self._lock:
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(target=self._run, name="metrics-flush",
+                                             daemon=True)
+        self._flusher.start()
+
+    def _run(self) -> None:
+        """Write the buffer whenever the interval is over, until it stays empty (or the store
+        was found down); the next request within an interval starts another."""
+        try:
+            while True:
+                time.sleep(max(0.0, self._next_flush - time.monotonic()) + 0.05)
+                with self._lock:
+                    # decided under the lock `observe` and `_start_flusher` take: an
+                    # observation added after this finds no thread and starts one
+                    if not self._pending or not self._store_ok:
+                        self._flusher = None
+                        return
+                if time.monotonic() >= self._next_flush and self._flushing.acquire(
+                        blocking=False):
+                    try:
+                        self._store_ok = self.flush()
+                    finally:
+                        self._flushing.release()
+        finally:
+            with self._lock:
+                if self._flusher is threading.current_thread():
+                    self._flusher = None
 
 
 def _number(value: Any) -> float:

@@ -152,3 +152,19 @@ def test_nothing_deployed_serves_the_handsets_page():
         assert not any(k.startswith("SANDBOX_HANDSETS") for k in service.get("environment", {}))
     assert "sandbox" not in (ROOT / "Procfile").read_text()
     assert "handsets" not in (ROOT / "Dockerfile").read_text()
+
+
+def test_gunicorn_worker_class_is_gthread_unless_set(monkeypatch):
+    import runpy
+
+    from gunicorn.config import Config
+
+    monkeypatch.delenv("GUNICORN_WORKER_CLASS", raising=False)
+    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["worker_class"] == "gthread"
+    monkeypatch.setenv("GUNICORN_WORKER_CLASS", "gevent")
+    chosen = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["worker_class"]
+    assert chosen == "gevent"
+    # a class gunicorn can load here: gevent is installed (pinned in both locks)
+    config = Config()
+    config.set("worker_class", chosen)
+    assert config.worker_class.__name__ == "GeventWorker"

@@ -96,6 +96,29 @@ def _breached(exc: RateLimitExceeded) -> Response:
     )
 
 
+class _BlueprintLimiter(Limiter):
+    """flask-limiter's Limiter, whose per-request check (installed before every request of the
+    app) returns at once outside the limited blueprints.
+
+    For the webhooks: with no limit on them, flask-limiter (4.1) still resolves limits,
+    exemptions and meta limits for each, about 8 % of a webhook's CPU (docs/performance.md,
+    benchmark 1); its public `request_filter` skips only part of that. The override is of a
+    method that is not public API: tests/web/test_clients.py's rate-limit tests and
+    test_webhooks_are_never_rate_limited catch a flask-limiter that stops calling it.
+    """
+
+    def __init__(self, limited: frozenset[str], **options: Any) -> None:
+        self._limited_blueprints = limited  # before Limiter's own __init__, which installs it
+        super().__init__(**options)
+
+    def _check_request_limit(
+        self, callable_name: str | None = None, in_middleware: bool = True
+    ) -> None:
+        if request.blueprint not in self._limited_blueprints:
+            return
+        super()._check_request_limit(callable_name, in_middleware)
+
+
 def install_rate_limit(
     app: Flask, blueprints: Sequence[Blueprint], settings: Settings, client: redis.Redis,
     keys: Keys,
@@ -104,13 +127,14 @@ def install_rate_limit(
     count per client over all of them)."""
     if settings.api_rate_limit is None:
         return None
-    limiter = Limiter(
+    limiter = _BlueprintLimiter(
+        frozenset(blueprint.name for blueprint in blueprints),
         key_func=_rate_key,
         app=app,
         # the store's own connection pool: its timeouts and retry policy, no second pool
         storage_uri="redis://",
         storage_options={
-            "connection_pool": client.connection_pool,  # type: ignore[dict-item]
+            "connection_pool": client.connection_pool,
             "key_prefix": f"{keys.prefix}ratelimit",
         },
         strategy="sliding-window-counter",

@@ -98,7 +98,8 @@ class WebhookOutcome(StrEnum):
 
 # KEYS: dedupe marker, queue list, metrics hash, pending jobs hash, pending due zset.
 # ARGV: message, marker TTL, counter names, job name, seconds until a re-publish is due,
-# outbox entry.
+# the outbox entry's head (the entry is the head and the message: sending the message once
+# saves a kilobyte or so per webhook).
 # The job is also kept in an outbox until a worker settles it: kombu's Redis transport pops a
 # message before it records it as unacknowledged, so a worker dying in between loses it
 # (celery#7950); the sweeper re-publishes what stays unsettled (shared/outbox.py).
@@ -112,7 +113,7 @@ end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[1], 'queued', 'EX', ARGV[2])
 redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
-track(KEYS[4], KEYS[5], ARGV[5], ARGV[7], ARGV[6])
+track(KEYS[4], KEYS[5], ARGV[5], ARGV[7] .. ARGV[1], ARGV[6])
 return 'queued'
 """
 
@@ -134,6 +135,8 @@ class Publisher:
             self._direct.register_script(_ENQUEUE_ONCE) if self._direct is not None else None
         )
         self._keys = Keys()
+        # the counter fields of each webhook kind, spelled once
+        self._outcome_fields: dict[str, tuple[str, str]] = {}
         self._ping_lock = threading.Lock()
         self._pinged: tuple[float, bool] | None = None  # (when, whether the broker answered)
         self._republish_after = republish_after(settings)
@@ -195,11 +198,14 @@ class Publisher:
         message = self._messages.build(task, payload)
         keys = [self._keys.dedupe(kind, message_id), message.queue,
                 self._keys.metrics(), self._keys.pending_jobs(), self._keys.pending_due()]
-        args: list[Any] = [message.body, dedupe_ttl,
-                           series_key(WEBHOOKS, {"kind": kind, "outcome": "accepted"}),
-                           series_key(WEBHOOKS, {"kind": kind, "outcome": "duplicate"}),
+        counted = self._outcome_fields.get(kind)
+        if counted is None:
+            counted = self._outcome_fields[kind] = (
+                series_key(WEBHOOKS, {"kind": kind, "outcome": "accepted"}),
+                series_key(WEBHOOKS, {"kind": kind, "outcome": "duplicate"}))
+        args: list[Any] = [message.body, dedupe_ttl, *counted,
                            job_name(kind, message_id), self._republish_after,
-                           outbox_entry(message.queue, message.body)]
+                           outbox_entry(message.queue, "")]
         try:
             if self._replicas == 0:
                 outcome = self._enqueue_once(keys=keys, args=args)

@@ -21,7 +21,7 @@ from shared.signatures import safe_parameter_names, verify
 from web import json_body
 from web.errors import error_response
 from web.queue import QueueUnavailable, WebhookOutcome
-from web.services import publisher, services
+from web.services import publisher, services, timings
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
@@ -45,19 +45,21 @@ def _start_clock() -> None:
 
 @bp.after_request
 def _time_answer(response: Response) -> Response:
-    """Every answer a webhook gets, timed and counted by status code (the 503s included, as
-    long as the store takes the write: when it is down, /metrics says so instead)."""
+    """Every answer a webhook gets, timed and counted by kind and status code (the 503s
+    included). Buffered: written about once a second (shared/metrics.py, HistogramBuffer)."""
     started = g.pop("webhook_started", None)
     kind = _KIND_OF.get(request.endpoint or "")
-    # A store that just failed would cost another socket timeout before the 503 leaves.
-    if started is not None and kind is not None and not g.get("store_failed"):
-        try:
-            services().counters.observe(
-                WEBHOOK_DURATION, time.perf_counter() - started,
-                {"kind": kind, "code": str(response.status_code)},
-            )
-        except RedisError:
-            pass  # counting must never change the answer Vonage gets
+    if started is not None and kind is not None:
+        buffer = timings()
+        buffer.observe(
+            WEBHOOK_DURATION, time.perf_counter() - started,
+            {"kind": kind, "code": str(response.status_code)},
+        )
+        # A store that just failed would cost another socket timeout before the 503 leaves.
+        if g.get("store_failed"):
+            buffer.store_failed()
+        else:
+            buffer.flush_if_due()
     return response
 
 

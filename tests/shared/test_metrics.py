@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import fakeredis
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -12,8 +13,10 @@ from shared.gauges import ALIVE_WITHIN_SECONDS, Gauges, Heartbeats
 from shared.keys import Keys
 from shared.metrics import (
     RELAY_LATENCY,
+    WEBHOOK_DURATION,
     WEBHOOKS,
     Counters,
+    HistogramBuffer,
     export,
     legacy_series,
     series_key,
@@ -146,3 +149,20 @@ def test_vonage_calls_are_timed_by_api_and_outcome_and_results_pass_through(fake
     count = "smsproxy_vonage_request_duration_seconds_count"
     assert snapshot[f'{count}{{api="sms",outcome="ok"}}'] == 1
     assert snapshot[f'{count}{{api="numbers_owned",outcome="error"}}'] == 1
+
+
+def test_buffered_observations_write_what_direct_ones_do():
+    direct, buffered = fakeredis.FakeRedis(decode_responses=True), \
+        fakeredis.FakeRedis(decode_responses=True)
+    buffer = HistogramBuffer(Counters(buffered), interval=60)
+    samples = [(0.0004, "200"), (0.003, "200"), (0.003, "200"), (0.07, "503"), (9.0, "200"),
+               (-1.0, "400")]
+    for seconds, code in samples:
+        labels = {"kind": "inbound", "code": code}
+        Counters(direct).observe(WEBHOOK_DURATION, seconds, labels)
+        buffer.observe(WEBHOOK_DURATION, seconds, labels)
+    assert Counters(buffered).snapshot() == {}  # nothing written before a flush
+    buffer.flush()
+    assert Counters(buffered).snapshot() == pytest.approx(Counters(direct).snapshot())
+    buffer.flush()  # nothing new: nothing more written
+    assert Counters(buffered).snapshot() == pytest.approx(Counters(direct).snapshot())

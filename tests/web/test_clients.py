@@ -101,6 +101,21 @@ def test_forwarded_addresses_are_ignored_without_trusted_proxies(make_client):
     assert [a.status_code for a in answers] == [401, 401, 429]
 
 
+def test_webhooks_are_never_rate_limited(make_client):
+    client = make_client(SMSPROXY_API_TOKENS=TOKENS, SMSPROXY_API_RATE_LIMIT="2/minute")
+    inbound = {"msisdn": "447400123456", "to": "447700900100", "text": "hi"}
+    answers = [client.post("/webhooks/inbound-sms", data={**inbound, "messageId": f"m-{n}"})
+               for n in range(5)]
+    assert [a.status_code for a in answers] == [200] * 5
+    assert "X-RateLimit-Limit" not in answers[0].headers
+    # ...and they took nothing of /v1's budget, which is still enforced
+    limited = [client.get("/v1/numbers", headers=RIDES).status_code for _ in range(3)]
+    assert limited == [200, 200, 429]
+    # the block list is limited too, on the same count
+    blocked = client.get("/v1/blocked-numbers", headers=RIDES)
+    assert blocked.status_code == 429
+
+
 def test_rate_limit_none_turns_it_off(make_client):
     client = make_client(SMSPROXY_API_TOKENS=TOKENS, SMSPROXY_API_RATE_LIMIT="none")
     assert {client.get("/v1/numbers", headers=RIDES).status_code for _ in range(150)} == {200}
