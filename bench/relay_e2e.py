@@ -34,6 +34,7 @@ from typing import Any
 import redis
 
 from bench.common import InboundPoster, open_conversations, tree_peak_rss_bytes
+from bench.scale_out import cpu_seconds
 from devtools.stack import ROOT, Stack, StackConfig
 from shared.settings import Settings
 from workers.celery_app import make_celery
@@ -66,6 +67,11 @@ def run_relay(messages: int, conversations: int, tmp: Path,
             sender, proxy = pairs[n % conversations]
             poster.post(sender, proxy, ids[n], f"m{n}")
 
+        assert stack.redis is not None
+        store = redis.Redis.from_url(stack.redis.url)
+        worker_pid = stack.processes["worker1"].pid
+        commands = int(store.info("stats")["total_commands_processed"])
+        cpu = cpu_seconds([worker_pid])
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(post, range(messages)))
@@ -75,7 +81,11 @@ def run_relay(messages: int, conversations: int, tmp: Path,
                 break
             time.sleep(0.1)
         elapsed = time.monotonic() - started
-        time.sleep(2)  # let any duplicate surface
+        time.sleep(2)  # let any duplicate surface, and the receipts be recorded
+        # what each message cost, whatever the machine's noise: the worker's CPU time and the
+        # Redis commands of all parts (web, worker, kombu), receipts included
+        cpu = cpu_seconds([worker_pid]) - cpu
+        commands = int(store.info("stats")["total_commands_processed"]) - commands - 1
         sends = [s for s in sandbox.client.sms_log()[before:]
                  if s["client_ref"].startswith("relay-")]
         refs = Counter(s["client_ref"] for s in sends)
@@ -91,6 +101,7 @@ def run_relay(messages: int, conversations: int, tmp: Path,
         "p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else float("nan"),
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan"),
         "rss_web_mib": rss.get("web", 0.0), "rss_worker_mib": rss.get("worker1", 0.0),
+        "cpu_ms": cpu * 1000 / messages, "commands": commands / messages,
     }
 
 
@@ -171,6 +182,8 @@ def measure(messages: int, conversations: int, rounds: int,
         "rss_web_mib": max(x["rss_web_mib"] for x in relay),
         "rss_worker_mib": max(x["rss_worker_mib"] for x in relay),
         "rss_noop_worker_mib": max(x["rss_worker_mib"] for x in noop),
+        "cpu_ms": statistics.median(x["cpu_ms"] for x in relay),
+        "commands": statistics.median(x["commands"] for x in relay),
     }
     figures["ratio"] = figures["relay_rate"] / figures["limit_rate"]
     figures["noop_ratio"] = figures["relay_rate"] / figures["noop_rate"]
@@ -192,6 +205,8 @@ def report(f: dict[str, Any], messages: int, worker_args: tuple[str, ...] = ()) 
           + "; relay " + ", ".join(f"{x:.0f}" for x in f["relay_rates"]))
     print(f"  webhook-to-send p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms; "
           f"lost {f['lost']:.0f}, duplicated {f['duplicated']:.0f} (must be 0)")
+    print(f"  per message: worker CPU {f['cpu_ms']:.2f} ms, Redis commands {f['commands']:.1f} "
+          "(web, worker and kombu; its receipt included)")
     print(f"  peak RSS: web {f['rss_web_mib']:.0f} MiB, worker {f['rss_worker_mib']:.0f} MiB")
 
 
