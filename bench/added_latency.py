@@ -140,6 +140,49 @@ def provider_floor(stack: Stack, sender: str, recipient: str, samples: int) -> l
     return [log[r] - started[r] - LATENCY_MS / 1000 for r in refs if r in log]
 
 
+class FloorProbe:
+    """Direct SDK sends from this process, one at a time on one warm connection, for as long as
+    a rate runs: the provider's own latency beyond its 150 ms under the same machine noise (its
+    p99 shows what the machine alone does to a tail)."""
+
+    def __init__(self, stack: Stack, sender: str, recipient: str) -> None:
+        self._gateway = VonageGateway(Settings.from_env(stack.env))
+        self._stack = stack
+        self._sender, self._recipient = sender, recipient
+        self._started: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._count = 0
+
+    def __enter__(self) -> FloorProbe:
+        self._started.clear()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            ref = f"probe-{self._count}"
+            self._count += 1
+            self._started[ref] = time.time()
+            self._gateway.send_sms(sender=self._sender, recipient=self._recipient,
+                                   text="probe", client_ref=ref, callback=None)
+
+    def extra_ms(self) -> list[float]:
+        """Each probe send's milliseconds beyond the injected latency."""
+        sandbox = self._stack.sandbox
+        assert sandbox is not None
+        log = {s["client_ref"]: _ts(s["sent_at"]) for s in sandbox.client.sms_log()
+               if s.get("client_ref") in self._started}
+        return [(log[r] - t) * 1000 - LATENCY_MS for r, t in self._started.items() if r in log]
+
+
 def _one(stack: Stack, poster: OpenLoopPoster, pair: tuple[str, str], message_id: str) -> float:
     """One message on its own: its added milliseconds (NaN if its send never came)."""
     poster.post(*pair, message_id)
@@ -176,10 +219,13 @@ def measure(rates: Sequence[int], seconds: float, idle: float, conversations: in
             figures: dict[str, Any] = {"floor_ms": statistics.median(floor[1:]) * 1000,
                                        "floor_new_connection_ms": floor[0] * 1000,
                                        "rates": {}}
+            probe = FloorProbe(stack, pairs[0][1], "447400000002")
             for rate in rates:
                 poster.lag.clear()
                 failed_before = poster.failed
-                ids = poster.steady(rate, seconds, pairs, f"r{rate}")
+                with probe:
+                    ids = poster.steady(rate, seconds, pairs, f"r{rate}")
+                floor_now = probe.extra_ms()
                 accepted = wait_for_sends(stack, ids, 120 + seconds)
                 added = [(accepted[i] - poster.posted_at[i]) * 1000 - LATENCY_MS
                          for i in ids if i in accepted]
@@ -189,6 +235,8 @@ def measure(rates: Sequence[int], seconds: float, idle: float, conversations: in
                     "p50_ms": _percentile(added, 0.5), "p99_ms": _percentile(added, 0.99),
                     "max_ms": max(added, default=float("nan")),
                     "lag_p99_ms": _percentile(poster.lag, 0.99) * 1000,
+                    "floor_p50_ms": _percentile(floor_now, 0.5),
+                    "floor_p99_ms": _percentile(floor_now, 0.99), "floor_n": len(floor_now),
                 }
                 time.sleep(1)
             cold, after = [], []
@@ -215,8 +263,10 @@ def report(f: dict[str, Any], seconds: float) -> None:
               f"p99 {r['p99_ms']:6.1f} ms, "
               f"max {r['max_ms']:6.0f} ms; ratio p99 / provider latency "
               f"{(r['p99_ms'] + LATENCY_MS) / (LATENCY_MS + floor):.2f}; "
-              f"sent {r['sent']}/{r['messages']}, lost {r['lost']}, poster lag p99 "
-              f"{r['lag_p99_ms']:.1f} ms{goal}")
+              f"sent {r['sent']}/{r['messages']}, lost {r['lost']}{goal}")
+        print(f"        same time, direct sends (the floor): p50 {r['floor_p50_ms']:6.1f} ms, "
+              f"p99 {r['floor_p99_ms']:6.1f} ms ({r['floor_n']} sends); poster lag p99 "
+              f"{r['lag_p99_ms']:.1f} ms (machine noise)")
     if "cold_ms" in f:
         print(f"  first message after {f['idle_s']:g} s idle: added {f['cold_ms']:6.1f} ms "
               f"(median of {len(f['cold_all'])}: "

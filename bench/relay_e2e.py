@@ -70,7 +70,9 @@ def run_relay(messages: int, conversations: int, tmp: Path,
         assert stack.redis is not None
         store = redis.Redis.from_url(stack.redis.url)
         worker_pid = stack.processes["worker1"].pid
-        commands = int(store.info("stats")["total_commands_processed"])
+        stats = store.info("stats")
+        commands = int(stats["total_commands_processed"])
+        reads = int(stats["total_reads_processed"])
         cpu = cpu_seconds([worker_pid])
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
@@ -82,10 +84,14 @@ def run_relay(messages: int, conversations: int, tmp: Path,
             time.sleep(0.1)
         elapsed = time.monotonic() - started
         time.sleep(2)  # let any duplicate surface, and the receipts be recorded
-        # what each message cost, whatever the machine's noise: the worker's CPU time and the
-        # Redis commands of all parts (web, worker, kombu), receipts included
+        # What each message cost, whatever the machine's noise: the worker's CPU time, and of
+        # all parts (web, worker, kombu; receipts included) the Redis commands (those run inside
+        # scripts and transactions too) and the socket reads Redis made (a pipeline, a
+        # transaction or a script arrives in one: a read is a round trip). Less the INFO call.
         cpu = cpu_seconds([worker_pid]) - cpu
-        commands = int(store.info("stats")["total_commands_processed"]) - commands - 1
+        stats = store.info("stats")
+        commands = int(stats["total_commands_processed"]) - commands - 1
+        reads = int(stats["total_reads_processed"]) - reads - 1
         sends = [s for s in sandbox.client.sms_log()[before:]
                  if s["client_ref"].startswith("relay-")]
         refs = Counter(s["client_ref"] for s in sends)
@@ -102,6 +108,7 @@ def run_relay(messages: int, conversations: int, tmp: Path,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan"),
         "rss_web_mib": rss.get("web", 0.0), "rss_worker_mib": rss.get("worker1", 0.0),
         "cpu_ms": cpu * 1000 / messages, "commands": commands / messages,
+        "round_trips": reads / messages,
     }
 
 
@@ -184,6 +191,7 @@ def measure(messages: int, conversations: int, rounds: int,
         "rss_noop_worker_mib": max(x["rss_worker_mib"] for x in noop),
         "cpu_ms": statistics.median(x["cpu_ms"] for x in relay),
         "commands": statistics.median(x["commands"] for x in relay),
+        "round_trips": statistics.median(x["round_trips"] for x in relay),
     }
     figures["ratio"] = figures["relay_rate"] / figures["limit_rate"]
     figures["noop_ratio"] = figures["relay_rate"] / figures["noop_rate"]
@@ -205,8 +213,8 @@ def report(f: dict[str, Any], messages: int, worker_args: tuple[str, ...] = ()) 
           + "; relay " + ", ".join(f"{x:.0f}" for x in f["relay_rates"]))
     print(f"  webhook-to-send p50 {f['p50_ms']:.0f} ms, p99 {f['p99_ms']:.0f} ms; "
           f"lost {f['lost']:.0f}, duplicated {f['duplicated']:.0f} (must be 0)")
-    print(f"  per message: worker CPU {f['cpu_ms']:.2f} ms, Redis commands {f['commands']:.1f} "
-          "(web, worker and kombu; its receipt included)")
+    print(f"  per message (its receipt included): worker CPU {f['cpu_ms']:.2f} ms; Redis round "
+          f"trips {f['round_trips']:.1f}, commands {f['commands']:.1f} (web, worker and kombu)")
     print(f"  peak RSS: web {f['rss_web_mib']:.0f} MiB, worker {f['rss_worker_mib']:.0f} MiB")
 
 

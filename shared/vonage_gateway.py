@@ -349,11 +349,12 @@ class PooledVonage:
     """A VonagePort over a pool of clients of one account, each used by one call at a time.
 
     The SDK's client is not safe to share between concurrent calls, and a client per thread
-    breaks down twice: the gevent pool runs each task in a new greenlet (a client, and a TLS
-    handshake, per send), and the thread pool hands tasks to its threads in turn, so at a low
-    rate every thread's connection has idled past the server's keep-alive timeout by the time
-    it is used again. A call takes the client used last (whose connection is the warmest) or
-    builds one when all are busy; the pool holds at most as many as ever ran at once.
+    falls short twice: the gevent pool runs each task in a new greenlet (a client, and a TLS
+    handshake, per send), and the thread pool gives each task to whichever idle thread takes
+    it, so at a low rate the calls spread over up to all of its threads' connections, each of
+    which may have idled past the server's keep-alive timeout when its turn comes. A call takes
+    the client used last (whose connection is the warmest) or builds one when all are busy;
+    the pool holds at most as many as ever ran at once.
     """
 
     def __init__(self, build: Callable[[], VonagePort]) -> None:

@@ -70,4 +70,4 @@ def test_relay_throughput_runs_on_toy_sizes(capsys):
     assert figures["limit_rate"] > 0 and figures["ratio"] > 0 and figures["commands"] > 0
     relay_e2e.report(figures, 20)
     out = capsys.readouterr().out
-    assert "to the limit (goal >= 0.8)" in out and "per message: worker CPU" in out
+    assert "to the limit (goal >= 0.8)" in out and "Redis round trips" in out
