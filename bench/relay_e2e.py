@@ -51,7 +51,9 @@ def run_relay(messages: int, conversations: int, tmp: Path,
         # --messages over few --conversations would reach)
         extra_env={"SMSPROXY_SEND_RATE_PER_SECOND": "0",
                    "SMSPROXY_CONVERSATION_RELAY_RATE_PER_MINUTE": "0",
-                   "SMSPROXY_CONVERSATION_DAILY_RELAYS": "0"},
+                   "SMSPROXY_CONVERSATION_DAILY_RELAYS": "0",
+                   # the setup polls each new conversation until it is active
+                   "SMSPROXY_API_RATE_LIMIT": "1000/second;100000/minute"},
     )
     with Stack(config) as stack:
         sandbox = stack.sandbox
