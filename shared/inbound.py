@@ -119,8 +119,7 @@ class InboundHandler:
         for a routed message its verdict against the conversation's caps, for one without a
         route what the out-of-session reply depends on."""
         ends = context.ends
-        own = frozenset(n for n in ends if self._inventory is not None
-                        and self._inventory.owns(n))
+        own = self._inventory.owned(*ends) if self._inventory is not None else frozenset()
         blocked = frozenset(self._blocked.blocked(*ends)) if self._blocked is not None else None
         context = replace(
             context, own_numbers=own, blocked=blocked or frozenset(),

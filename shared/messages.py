@@ -122,6 +122,40 @@ def _origin(outbound_id: str, data: dict[str, Any]) -> tuple[str | None, Message
     return str(data.get("conversation_id") or "") or None, MessageKind(str(data["kind"]))
 
 
+# A send's claim in one round trip (it was three: the state, the lease, the attempt): a
+# finished send is never claimed; an unfinished one is taken for a lease, marked sending and
+# its attempt counted. KEYS: record, claim. ARGV: lease seconds. Returns {taken, state, attempts}.
+_CLAIM_SEND = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state and state ~= 'queued' and state ~= 'sending' then return {0, state, 0} end
+state = state or 'queued'
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then return {0, state, 0} end
+redis.call('HSET', KEYS[1], 'state', 'sending')
+return {1, state, redis.call('HINCRBY', KEYS[1], 'attempts', 1)}
+"""
+
+# A record written once per id, whole, in one round trip (it was two: the marker, then the
+# rest): the first field given is the once-only marker, and a record already there is left as
+# it is, with nothing else written. An owed send's body and its place among the open sends go
+# with it. KEYS: record, the trail's list, the body, the open sends. ARGV: retention seconds,
+# the trail entry ('' for none), the owed send's id ('' for none: no body, not open), its body,
+# now, then field, value pairs. Returns 1 when this call wrote the record.
+_RECORD_ONCE = """
+if redis.call('HSETNX', KEYS[1], ARGV[6], ARGV[7]) == 0 then return 0 end
+if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[1])
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[3])
+end
+if ARGV[2] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('EXPIRE', KEYS[2], ARGV[1])
+end
+return 1
+"""
+
+
 class MessageLog:
     """Dedupe markers, outbound records and the per-conversation audit trail."""
 
@@ -136,6 +170,8 @@ class MessageLog:
         self._retention = retention_seconds
         self._record_receipt = client.register_script(_RECORD_RECEIPT)
         self._mark_submitted = client.register_script(_MARK_SUBMITTED)
+        self._claim_send = client.register_script(_CLAIM_SEND)
+        self._record_once = client.register_script(_RECORD_ONCE)
 
     # -- webhook dedupe --------------------------------------------------------------------
     #
@@ -193,15 +229,25 @@ class MessageLog:
             fields["participant_state"] = participant_state
         if not_relayed is not None:
             fields["not_relayed"] = not_relayed
-        if not self._redis.hsetnx(key, "conversation_id", conversation_id):
-            return False
-        pipe = self._redis.pipeline()
-        pipe.hset(key, mapping=fields)
-        pipe.expire(key, self._retention)
-        pipe.rpush(self._keys.conversation_log(conversation_id), f"in:{message_id}")
-        pipe.expire(self._keys.conversation_log(conversation_id), self._retention)
-        pipe.execute()
-        return True
+        return self._write_once(key, fields, self._keys.conversation_log(conversation_id),
+                                f"in:{message_id}")
+
+
+    def _write_once(
+        self, key: str, fields: dict[str, Any], log: str | None = None, entry: str = "",
+        owed: OutboundSms | None = None,
+    ) -> bool:
+        """Write a record whole, once per key (its first field is the marker), appending
+        `entry` to the list `log`, and for an `owed` send its body and open entry too; False
+        when the record was already there (then nothing is written)."""
+        pairs = [str(v) for kv in fields.items() for v in kv]
+        keys = [key, log or key,
+                self._keys.outbound_text(owed.id) if owed else key,
+                self._keys.outbound_open() if owed else key]
+        args: list[str | int | float] = [
+            self._retention, entry if log else "", owed.id if owed else "",
+            owed.text if owed else "", time.time(), *pairs]
+        return bool(self._record_once(keys=keys, args=args))
 
     # -- outbound records ------------------------------------------------------------------
 
@@ -211,10 +257,8 @@ class MessageLog:
         `in_trail=False` leaves it out of the conversation's log list, for sends whose ids the
         trail derives from the conversation (the intros), to save the list entry.
         """
-        key = self._keys.outbound(message.id)
-        if not self._redis.hsetnx(key, "state", DeliveryState.QUEUED.value):
-            return False
-        fields: dict[Any, Any] = {
+        fields: dict[str, Any] = {
+            "state": DeliveryState.QUEUED.value,  # first: the once-only marker
             "from": message.sender,
             "to": message.recipient,
             "created_at": _now(),
@@ -231,17 +275,10 @@ class MessageLog:
             fields["expected_parts"] = parts
         if message.origin_at:
             fields["origin_at"] = message.origin_at
-        pipe = self._redis.pipeline()
-        pipe.hset(key, mapping=fields)
-        pipe.set(self._keys.outbound_text(message.id), message.text, ex=self._retention)
-        pipe.zadd(self._keys.outbound_open(), {message.id: time.time()})
-        pipe.expire(key, self._retention)
-        if message.conversation_id and in_trail:
-            log = self._keys.conversation_log(message.conversation_id)
-            pipe.rpush(log, f"out:{message.id}")
-            pipe.expire(log, self._retention)
-        pipe.execute()
-        return True
+        log = (self._keys.conversation_log(message.conversation_id)
+               if message.conversation_id and in_trail else None)
+        return self._write_once(self._keys.outbound(message.id), fields, log,
+                                f"out:{message.id}", owed=message)
 
     def outbound(self, outbound_id: str) -> OutboundSms | None:
         """A send still owed; None once it is finished (its body is gone) or if unknown."""
@@ -281,26 +318,26 @@ class MessageLog:
         one is claimed for a lease: if the worker dies mid-call the lease runs out and the
         redelivered task may try again; that gap is the only window for a duplicate.
         """
+        if replicas == 0:
+            taken, held, attempts = self._claim_send(
+                keys=[self._keys.outbound(outbound_id), self._keys.send_claim(outbound_id)],
+                args=[lease_seconds],
+            )
+            return SendClaim(acquired=bool(taken), state=str(held), attempts=int(attempts))
         state = self.outbound_state(outbound_id)
         if state not in {None, DeliveryState.QUEUED.value, DeliveryState.SENDING.value}:
             return SendClaim(acquired=False, state=str(state))
-        if replicas > 0:
-            # WAIT counts replicas holding this connection's writes: it follows the claim on
-            # one connection (a pipeline). A claim only the master holds would vanish in a
-            # failover, and the promoted replica's redelivered task would send again.
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.set(self._keys.send_claim(outbound_id), "1", nx=True, ex=lease_seconds)
-            pipe.execute_command("WAIT", replicas, max(1, wait_ms))  # type: ignore[no-untyped-call]
-            taken, acked = pipe.execute()
-            acquired = bool(taken)
-            if acquired and int(acked) < replicas:
-                self._redis.delete(self._keys.send_claim(outbound_id))
-                return SendClaim(acquired=False, state=UNREPLICATED)
-        else:
-            acquired = bool(
-                self._redis.set(self._keys.send_claim(outbound_id), "1", nx=True,
-                                ex=lease_seconds)
-            )
+        # WAIT counts replicas holding this connection's writes: it follows the claim on one
+        # connection (a pipeline). A claim only the master holds would vanish in a failover,
+        # and the promoted replica's redelivered task would send again.
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(self._keys.send_claim(outbound_id), "1", nx=True, ex=lease_seconds)
+        pipe.execute_command("WAIT", replicas, max(1, wait_ms))  # type: ignore[no-untyped-call]
+        taken, acked = pipe.execute()
+        acquired = bool(taken)
+        if acquired and int(acked) < replicas:
+            self._redis.delete(self._keys.send_claim(outbound_id))
+            return SendClaim(acquired=False, state=UNREPLICATED)
         attempts = 0
         if acquired:
             key = self._keys.outbound(outbound_id)

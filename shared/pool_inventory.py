@@ -58,6 +58,13 @@ class PoolInventory:
         """Whether the number is one of the account's pool numbers (allocatable or draining)."""
         return bool(self._redis.sismember(self._keys.pool_members(), msisdn))
 
+    def owned(self, *msisdns: str) -> frozenset[str]:
+        """Which of the numbers are the account's pool numbers, in one round trip."""
+        if not msisdns:
+            return frozenset()
+        found = self._redis.smismember(self._keys.pool_members(), list(msisdns))
+        return frozenset(n for n, member in zip(msisdns, found, strict=True) if member)
+
     def account_of(self, msisdn: str) -> str | None:
         """The API key of the account that owns the number (None: unknown, or not recorded)."""
         found = self._redis.hget(self._keys.number(msisdn), "account")

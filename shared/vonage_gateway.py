@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -342,6 +343,66 @@ def _http_failure(exc: HttpRequestError) -> VonageFailure:
     status = getattr(getattr(exc, "response", None), "status_code", 0) or 0
     transient = status == 429 or status >= 500
     return VonageFailure(f"http{status}", f"HTTP {status}", transient=transient)
+
+
+class PooledVonage:
+    """A VonagePort over a pool of clients of one account, each used by one call at a time.
+
+    The SDK's client is not safe to share between concurrent calls, and a client per thread
+    falls short twice: the gevent pool runs each task in a new greenlet (a client, and a TLS
+    handshake, per send), and the thread pool gives each task to whichever idle thread takes
+    it, so at a low rate the calls spread over up to all of its threads' connections, each of
+    which may have idled past the server's keep-alive timeout when its turn comes. A call takes
+    the client used last (whose connection is the warmest) or builds one when all are busy;
+    the pool holds at most as many as ever ran at once.
+    """
+
+    def __init__(self, build: Callable[[], VonagePort]) -> None:
+        self._build = build
+        self._idle: list[VonagePort] = []
+        self._lock = threading.Lock()
+
+    def _use(self, call: Callable[[VonagePort], _T]) -> _T:
+        with self._lock:
+            client = self._idle.pop() if self._idle else None
+        if client is None:
+            client = self._build()
+        try:
+            return call(client)
+        finally:
+            with self._lock:
+                self._idle.append(client)
+
+    @property
+    def idle(self) -> int:
+        """How many clients wait for a call (for tests and the pre-warm)."""
+        with self._lock:
+            return len(self._idle)
+
+    def send_sms(
+        self, *, sender: str, recipient: str, text: str, client_ref: str, callback: str | None
+    ) -> SentSms:
+        return self._use(lambda c: c.send_sms(
+            sender=sender, recipient=recipient, text=text, client_ref=client_ref,
+            callback=callback))
+
+    def basic_insight(self, msisdn: str) -> NumberInsight:
+        return self._use(lambda c: c.basic_insight(msisdn))
+
+    def owned_numbers(self) -> list[OwnedNumber]:
+        return self._use(lambda c: c.owned_numbers())
+
+    def search_numbers(self, country: str, size: int) -> list[AvailableNumber]:
+        return self._use(lambda c: c.search_numbers(country, size))
+
+    def buy_number(self, country: str, msisdn: str) -> None:
+        self._use(lambda c: c.buy_number(country, msisdn))
+
+    def set_inbound_url(self, country: str, msisdn: str, url: str) -> None:
+        self._use(lambda c: c.set_inbound_url(country, msisdn, url))
+
+    def cancel_number(self, country: str, msisdn: str) -> None:
+        self._use(lambda c: c.cancel_number(country, msisdn))
 
 
 class TimedVonage:

@@ -28,7 +28,13 @@ from shared.broker_messages import (
 from shared.jobs import TaskName
 from shared.outbox import Outbox
 from shared.settings import Settings
-from shared.vonage_gateway import AccountPorts, TimedVonage, VonageGateway, VonagePort
+from shared.vonage_gateway import (
+    AccountPorts,
+    PooledVonage,
+    TimedVonage,
+    VonageGateway,
+    VonagePort,
+)
 from shared.wiring import Services
 
 _P = ParamSpec("_P")
@@ -128,10 +134,11 @@ class Runtime:
         self.queue = queue
         self._given = services
         self._vonage_factory = vonage_factory
-        self._local = threading.local()
-        # Its threads start on first use (after the fork, in a prefork child), and each keeps
-        # Vonage clients of its own through `vonage`, kept alive between calls as a task
-        # thread's are. As many as the task threads: each task holds at most one at a time.
+        self._ports: dict[str, VonagePort] = {}
+        self._ports_lock = threading.Lock()
+        # Its threads start on first use (after the fork, in a prefork child); their calls
+        # borrow pooled Vonage clients through `vonage`, as the task threads' do. As many as
+        # the task threads: each task holds at most one at a time.
         self.fan_out = FanOut(max(1, settings.worker_concurrency),
                               thread_name_prefix="smsproxy-fan-out")
 
@@ -140,21 +147,18 @@ class Runtime:
         return self._given or Services.from_settings(self.settings)
 
     def vonage(self, api_key: str | None = None) -> VonagePort:
-        """This thread's own Vonage client of an account (the primary by default): the SDK's
-        client is not safe across threads."""
-        ports: dict[str, VonagePort] | None = getattr(self._local, "vonage", None)
-        if ports is None:
-            ports = self._local.vonage = {}
+        """The Vonage port of an account (the primary by default): a pool of SDK clients, each
+        used by one call at a time (the SDK's client is not safe across concurrent calls)."""
         accounts = self.settings.vonage_accounts
         account = accounts.get(api_key) if api_key else None
         account = account or accounts.primary
         name = account.api_key if account else ""
-        gateway = ports.get(name)
-        if gateway is None:
-            gateway = TimedVonage(self._vonage_factory(self.settings, account),
-                                  self.services.counters)
-            ports[name] = gateway
-        return gateway
+        with self._ports_lock:
+            port = self._ports.get(name)
+            if port is None:
+                pooled = PooledVonage(lambda: self._vonage_factory(self.settings, account))
+                port = self._ports[name] = TimedVonage(pooled, self.services.counters)
+        return port
 
     def accounts(self) -> AccountPorts:
         """Every account's port for this thread, by API key: what sends and the pool take."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import accounts, memory, numbers_needed, route_lookup
+from bench import accounts, added_latency, memory, numbers_needed, relay_e2e, route_lookup
 
 
 def test_route_lookup_runs_on_toy_sizes(capsys):
@@ -51,3 +51,26 @@ def test_accounts_runs_on_toy_sizes(capsys):
     assert figures["two_accounts_used"] == 2 and figures["ratio"] > 0
     accounts.report(figures, 20)
     assert "two accounts" in capsys.readouterr().out
+
+
+@pytest.mark.e2e
+def test_added_latency_runs_on_toy_sizes(capsys):
+    figures = added_latency.measure(rates=[5], seconds=2, idle=2, conversations=3)
+    steady = figures["rates"][5]
+    assert steady["messages"] == steady["sent"] == 10 and steady["lost"] == 0
+    assert steady["p99_ms"] >= steady["p50_ms"]
+    assert figures["cold_ms"] == figures["cold_ms"]  # measured (not NaN: its send arrived)
+    added_latency.report(figures, 2)
+    out = capsys.readouterr().out
+    assert "5 messages/s: added p50" in out and "ratio p99 / provider latency" in out
+    assert "first message after 2 s idle" in out
+
+
+@pytest.mark.e2e
+def test_relay_throughput_runs_on_toy_sizes(capsys):
+    figures = relay_e2e.measure(messages=20, conversations=4, rounds=1)
+    assert figures["lost"] == figures["duplicated"] == 0
+    assert figures["limit_rate"] > 0 and figures["ratio"] > 0 and figures["commands"] > 0
+    relay_e2e.report(figures, 20)
+    out = capsys.readouterr().out
+    assert "to the limit (goal >= 0.8)" in out and "Redis round trips" in out
