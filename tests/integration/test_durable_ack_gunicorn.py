@@ -17,16 +17,13 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import redis
 import requests
 
 from devtools.ports import free_port
-from devtools.redis_server import RedisServer
 from devtools.stack import ROOT
 from shared.settings import SignatureMethod
 from shared.signatures import sign
@@ -96,15 +93,6 @@ class Web:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "store").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _message_ids(client: redis.Redis) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,15 +33,6 @@ TIMEOUT = 0.5  # SMSPROXY_PUBLISH_TIMEOUT_SECONDS
 def vhost() -> Iterator[str]:
     with private_vhost("ack") as url:
         yield url
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "store").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
