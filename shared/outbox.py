@@ -226,6 +226,10 @@ class Outbox:
         self._postpone(keys=[self._keys.pending_due()],
                        args=[job_name(kind, ident), self.due_in(countdown)])
 
+    def holds(self, kind: str, ident: str) -> bool:
+        """Whether the job is still owed: published (or about to be) and not yet settled."""
+        return bool(self._redis.hexists(self._keys.pending_jobs(), job_name(kind, ident)))
+
     def settle(self, kind: str, ident: str) -> None:
         """The task that runs this job has done with it: it leaves the outbox."""
         name = job_name(kind, ident)

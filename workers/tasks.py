@@ -41,6 +41,7 @@ from shared.outbox import job_name
 from shared.reassembly import MISSING_PART_MARKER, LatePart, Pending, Reassembled
 from shared.sending import InDoubt, RecordLater, RetryLater, Throttled
 from shared.vonage_gateway import VonageFailure
+from shared.wiring import Services
 from workers import runtime
 from workers.runtime import HiddenArgsTask, Runtime
 
@@ -124,6 +125,21 @@ def _notify(rt: Runtime, conversation: Conversation | None) -> None:
         )
 
 
+def _report_owed(svc: Services, conversation: Conversation | None) -> bool:
+    """Whether a run that finds the create's outcome already made must report it again.
+
+    The run that made it may have died, or met a Redis error, between the change and queuing
+    its callback; until a run settles the create job, the report may be missing. Reporting it
+    again may repeat a callback already queued, which is harmless (the event's id is stable);
+    once the create is settled, a redelivered create reports nothing.
+    """
+    return (
+        conversation is not None
+        and conversation.status in (ConversationStatus.ACTIVE, ConversationStatus.FAILED)
+        and svc.outbox.holds("create", conversation.id)
+    )
+
+
 @proxy_task(name=TaskName.CREATE_CONVERSATION.value, bind=True,
              max_retries=CREATE_MAX_RETRIES)
 @survives_redis_outages
@@ -147,7 +163,8 @@ def create_conversation(self: Task[Any, Any], conversation_id: str) -> None:
         countdown = backoff(self.request.retries, rt)
         svc.outbox.postpone("create", conversation_id, countdown)
         raise self.retry(countdown=countdown) from failure
-    if outcome.changed:  # queued first: the marketplace need not wait for the intros
+    if outcome.changed or _report_owed(svc, outcome.conversation):
+        # queued first: the marketplace need not wait for the intros
         _notify(rt, outcome.conversation)
     _send_side_by_side(rt, outcome.intro_ids)
     svc.outbox.settle("create", conversation_id)

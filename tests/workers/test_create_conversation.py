@@ -201,3 +201,58 @@ def test_an_invalid_number_fails_at_once(worker):
 def test_an_unknown_conversation_is_a_no_op(worker):
     run_task(tasks.create_conversation, "f" * 32)
     assert worker.queue.enqueued == []
+
+
+def _keep_create_in_outbox(worker, conversation_id):
+    """The create job in the outbox, as the API's publish leaves it until a run settles it."""
+    return worker.keep_in_outbox("create", conversation_id)
+
+
+def test_a_redis_error_queuing_the_callback_is_reported_by_the_retry(worker, monkeypatch):
+    conversation_id = worker.add_conversation(callback_url=CALLBACK)
+    job = _keep_create_in_outbox(worker, conversation_id)
+    real_enqueue = worker.queue.enqueue
+
+    def enqueue(task, *args, **kwargs):
+        if task is TaskName.NOTIFY_CALLBACK:
+            raise redis.ConnectionError("Redis is restarting")
+        return real_enqueue(task, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(worker.queue, "enqueue", enqueue)
+        with pytest.raises(Retry):
+            run_task(tasks.create_conversation, conversation_id)
+    assert worker.conversation(conversation_id).status is ConversationStatus.ACTIVE
+    assert worker.queue.of(TaskName.NOTIFY_CALLBACK) == []
+    run_task(tasks.create_conversation, conversation_id, retries=1)
+    assert worker.queue.of(TaskName.NOTIFY_CALLBACK) == [
+        (({"conversation_id": conversation_id, "event": "active"},), {}, None)
+    ]
+    assert len(worker.vonage.sent) == 2  # the intros were sent once
+    assert not worker.in_outbox(job)
+    worker.queue.enqueued.clear()
+    run_task(tasks.create_conversation, conversation_id)  # settled: a redelivery reports nothing
+    assert worker.queue.of(TaskName.NOTIFY_CALLBACK) == []
+
+
+def test_a_create_that_died_after_activating_is_reported_by_its_redelivery(worker):
+    conversation_id = worker.add_conversation(callback_url=CALLBACK)
+    _keep_create_in_outbox(worker, conversation_id)
+    # the first run activated the conversation, then its worker was killed
+    worker.services.conversations.establish(conversation_id, worker.runtime.accounts())
+    assert worker.conversation(conversation_id).status is ConversationStatus.ACTIVE
+    run_task(tasks.create_conversation, conversation_id)
+    assert worker.queue.of(TaskName.NOTIFY_CALLBACK) == [
+        (({"conversation_id": conversation_id, "event": "active"},), {}, None)
+    ]
+
+
+def test_a_failure_whose_report_was_lost_is_reported_by_a_redelivery(worker):
+    conversation_id = worker.add_conversation(callback_url=CALLBACK, numbers=(C, D))
+    _keep_create_in_outbox(worker, conversation_id)
+    worker.services.conversation_store.finish(
+        conversation_id, ConversationStatus.FAILED, "number_insight_unavailable")
+    run_task(tasks.create_conversation, conversation_id)
+    assert worker.queue.of(TaskName.NOTIFY_CALLBACK) == [
+        (({"conversation_id": conversation_id, "event": "failed"},), {}, None)
+    ]
