@@ -134,9 +134,10 @@ class ConversationStore:
 
     def __init__(
         self, client: redis.Redis, routes: RouteTable, keys: Keys | None = None,
-        *, retention_seconds: int = DEFAULT_RETENTION_SECONDS,
+        *, retention_seconds: int = DEFAULT_RETENTION_SECONDS, legacy_owner: str | None = None,
     ) -> None:
         self._redis = client
+        self._legacy_owner = legacy_owner
         self._routes = routes
         self._keys = keys or Keys()
         self._retention = retention_seconds
@@ -239,8 +240,8 @@ class ConversationStore:
     ) -> tuple[list[Conversation], tuple[float, str] | None]:
         """Newest first, filtered; returns a page and the cursor after its last item.
 
-        With `client`, only what that client may see: its own conversations (and those from
-        before clients had names, when listing by participant).
+        With `client`, only what that client may see: its own conversations (and, listing by
+        participant, those from before clients had names when it is their owner).
 
         The cursor is (created_at, id) of the last item, so that items created meanwhile never
         shift a page. A page may hold fewer than `limit` items when filtering skipped many
@@ -282,7 +283,7 @@ class ConversationStore:
                     else:
                         self._redis.zrem(index, conversation_id)
                     continue
-                if client is not None and not conversation.visible_to(client):
+                if client is not None and not self.owned_by(conversation, client):
                     continue
                 if status is None or conversation.status is status:
                     found.append(conversation)
@@ -293,6 +294,10 @@ class ConversationStore:
 
     def get(self, conversation_id: str) -> Conversation | None:
         return self._get_many([conversation_id])[0]
+
+    def owned_by(self, conversation: Conversation, client: str) -> bool:
+        """Whether `client` may see and act on it (shared/domain.Conversation.visible_to)."""
+        return conversation.visible_to(client, self._legacy_owner)
 
     def _get_many(self, ids: Sequence[str]) -> list[Conversation | None]:
         """Each record, hash or JSON string, in one round trip (two when some are strings)."""

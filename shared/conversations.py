@@ -361,7 +361,7 @@ class Conversations:
         for conversation_id in self.store.of_person(number):
             conversation = self.store.get(conversation_id)
             if conversation is not None:
-                if not conversation.visible_to(client):
+                if not self.store.owned_by(conversation, client):
                     continue
                 if conversation.status.is_live:
                     ended = self.close(conversation_id)

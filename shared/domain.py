@@ -114,8 +114,12 @@ class Conversation:
     # made per conversation): the deployment's SMSPROXY_MASK_KINDS.
     mask: frozenset[ContactKind] | None = None
 
-    def visible_to(self, client: str) -> bool:
-        return self.client is None or self.client == client
+    def visible_to(self, client: str, legacy_owner: str | None = None) -> bool:
+        """Whether `client` may see it: its own, or one from before clients had names when
+        `client` is their owner (Settings.legacy_owner)."""
+        if self.client is None:
+            return legacy_owner is not None and client == legacy_owner
+        return self.client == client
 
     def counterpart_of(self, number: str) -> Participant | None:
         """The other side for a participant's real number, or None if it is not in this one."""

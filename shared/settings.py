@@ -444,6 +444,11 @@ class Settings:
         "comma-separated client names that act on the whole deployment: the block list, and "
         "the console's pool, overview and audit",
     )
+    legacy_client: str | None = _setting(
+        "SMSPROXY_LEGACY_CLIENT", _optional_text,
+        "the client (of SMSPROXY_API_TOKENS) that owns conversations stored before clients had "
+        "names; unset: the only client when there is one, else no client sees them",
+    )
     console_session_seconds: int = _setting(
         "SMSPROXY_CONSOLE_SESSION_SECONDS", _positive_int,
         "how long a console sign-in lasts, from signing in (not extended by use)",
@@ -555,6 +560,11 @@ class Settings:
                 "SMSPROXY_CONSOLE_SECRET_KEY: must be at least 32 characters (make one with "
                 "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
             )
+        if self.legacy_client is not None and self.legacy_client not in self.api_clients.names():
+            raise SettingsError(
+                f"SMSPROXY_LEGACY_CLIENT: {self.legacy_client} is not a client of "
+                "SMSPROXY_API_TOKENS"
+            )
         unknown = sorted(self.operators - set(self.api_clients.names()))
         if unknown:
             raise SettingsError(
@@ -590,6 +600,17 @@ class Settings:
         return VonageAccounts.single(
             self.vonage_api_key, self.vonage_api_secret, self.vonage_signature_secret
         )
+
+    @property
+    def legacy_owner(self) -> str | None:
+        """Who owns the conversations stored before clients had names (they record none): the
+        client named for them, else the only client (it held the one token of that time). With
+        several, which one made them is not known, so none may see them; they still relay,
+        expire and age out."""
+        if self.legacy_client is not None:
+            return self.legacy_client
+        names = self.api_clients.names()
+        return names[0] if len(names) == 1 else None
 
     @property
     def callback_policy(self) -> CallbackPolicy:

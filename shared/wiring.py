@@ -154,7 +154,8 @@ class Services:
         client = client if client is not None else connect_redis(settings, fail_fast=fail_fast)
         keep = settings.retention_seconds
         routes = RouteTable(client)
-        store = ConversationStore(client, routes, retention_seconds=keep)
+        store = ConversationStore(client, routes, retention_seconds=keep,
+                                  legacy_owner=settings.legacy_owner)
         inventory = PoolInventory(client)
         messages = MessageLog(client, retention_seconds=keep)
         counters = Counters(client)

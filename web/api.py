@@ -51,8 +51,9 @@ def _find(conversation_id: str) -> Conversation | None:
     if not _CONVERSATION_ID.fullmatch(conversation_id):
         return None
     bind_log_context(conversation_id=conversation_id)
-    found = services().conversation_store.get(conversation_id)
-    return found if found is not None and found.visible_to(current_client()) else None
+    store = services().conversation_store
+    found = store.get(conversation_id)
+    return found if found is not None and store.owned_by(found, current_client()) else None
 
 
 def _not_found(conversation_id: str) -> Response:

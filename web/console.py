@@ -343,8 +343,9 @@ def _find(conversation_id: str) -> Conversation:
     """The signed-in client's conversation, or 404 (unknown and another's look the same)."""
     if not _CONVERSATION_ID.fullmatch(conversation_id):
         abort(404, "no such conversation")
-    found = services().conversation_store.get(conversation_id)
-    if found is None or not found.visible_to(_current().client):
+    store = services().conversation_store
+    found = store.get(conversation_id)
+    if found is None or not store.owned_by(found, _current().client):
         abort(404, "no such conversation")
     return found
 

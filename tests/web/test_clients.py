@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from shared.conversation_store import ConversationStore
+from shared.domain import Conversation, ConversationStatus, Participant
 from shared.keys import Keys
+from shared.routes import RouteTable
+from shared.settings import SettingsError
 
 RIDES_TOKEN = "rides-0123456789abcdef0123456789abcdef"
 SHOP_TOKEN = "shop-0123456789abcdef0123456789abcdef"
@@ -158,3 +162,52 @@ def test_a_conversation_that_fails_gives_its_place_back(make_client, fake_redis,
     assert svc.conversation_store.live_count("rides") == 0
     assert fake_redis.get(Keys().client_live_count("rides")) == "0"
     assert client.post("/v1/conversations", json=body(), headers=RIDES).status_code == 202
+
+
+def _legacy_conversation(fake_redis) -> str:
+    """A conversation as the release before named clients stored it: with no client."""
+    conversation_id = "L" * 16
+    ConversationStore(fake_redis, RouteTable(fake_redis)).add(Conversation(
+        id=conversation_id,
+        participants=(Participant("447400111111"), Participant("447400222222")),
+        status=ConversationStatus.PENDING, created_at=1.0, ttl_seconds=3600,
+    ))
+    return conversation_id
+
+
+def _sees(client, headers, conversation_id: str) -> tuple[bool, bool]:
+    """(reads it, finds it listing by participant)."""
+    got = client.get(f"/v1/conversations/{conversation_id}", headers=headers).status_code
+    listed = client.get("/v1/conversations?participant=%2B447400111111", headers=headers)
+    return got == 200, conversation_id in [c["id"] for c in listed.json["conversations"]]
+
+
+def test_a_conversation_from_before_clients_is_seen_by_no_client_of_several(
+    make_client, fake_redis
+):
+    app = make_client(SMSPROXY_API_TOKENS=TOKENS)
+    conversation_id = _legacy_conversation(fake_redis)
+    for headers in (RIDES, SHOP):
+        assert _sees(app, headers, conversation_id) == (False, False)
+        closing = app.delete(f"/v1/conversations/{conversation_id}", headers=headers)
+        assert closing.status_code == 404
+
+
+def test_a_conversation_from_before_clients_belongs_to_the_legacy_client(make_client, fake_redis):
+    app = make_client(SMSPROXY_API_TOKENS=TOKENS, SMSPROXY_LEGACY_CLIENT="shop")
+    conversation_id = _legacy_conversation(fake_redis)
+    assert _sees(app, RIDES, conversation_id) == (False, False)
+    assert _sees(app, SHOP, conversation_id) == (True, True)
+    assert app.delete(f"/v1/conversations/{conversation_id}", headers=RIDES).status_code == 404
+    assert app.delete(f"/v1/conversations/{conversation_id}", headers=SHOP).status_code == 200
+
+
+def test_a_conversation_from_before_clients_belongs_to_the_only_client(make_client, fake_redis):
+    app = make_client(SMSPROXY_API_TOKENS=f"rides:{RIDES_TOKEN}")
+    conversation_id = _legacy_conversation(fake_redis)
+    assert _sees(app, RIDES, conversation_id) == (True, True)
+
+
+def test_the_legacy_client_must_be_a_client(make_settings):
+    with pytest.raises(SettingsError, match="SMSPROXY_LEGACY_CLIENT: taxi is not a client"):
+        make_settings(SMSPROXY_API_TOKENS=TOKENS, SMSPROXY_LEGACY_CLIENT="taxi")
