@@ -7,13 +7,13 @@ from the number they were texted to, and never relayed.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from devtools.stack import Stack, StackConfig
+from tests.e2e.http_server import serving
 
 pytestmark = pytest.mark.e2e
 
@@ -37,11 +37,8 @@ class _Receiver(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def receiver():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
+    with serving(_Receiver) as base_url:
+        yield f"{base_url}/hook"
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 import time
 from collections import Counter
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
@@ -18,6 +17,7 @@ import requests
 from devtools.stack import Stack, StackConfig
 from shared.settings import SignatureMethod
 from shared.signatures import sign
+from tests.e2e.http_server import serving
 
 pytestmark = pytest.mark.e2e
 
@@ -42,10 +42,8 @@ class _Events(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def events_url():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Events)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/events"
-    server.shutdown()
+    with serving(_Events) as base_url:
+        yield f"{base_url}/events"
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 import requests
@@ -16,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from devtools.stack import Stack, StackConfig
 from shared.settings import SignatureMethod
 from shared.signatures import sign
+from tests.e2e.http_server import serving
 
 pytestmark = pytest.mark.e2e
 
@@ -60,10 +61,8 @@ class _Collector(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def collector():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with serving(_Collector) as base_url:
+        yield base_url
 
 
 @pytest.fixture(scope="module")
