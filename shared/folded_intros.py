@@ -1,0 +1,281 @@
+"""A finished intro's record folded into its conversation's own hash (one field per side).
+
+A conversation's two intros are the only sends every conversation has. Once one is finished
+(delivered or failed by its receipts: nothing will claim, send or retry it again), its record
+(`out:intro-<id>-<side>`, a key of its own) is folded into one field of the conversation's hash,
+named by the side ("0", "1"), and the key is deleted: a live conversation then costs two keys
+fewer (docs/performance.md, section 4). The receipt script does it, in the same step as the
+receipt that finished the send; a later receipt for it unfolds the record first, applies as
+before, and folds it again.
+
+The field's value is the record's fields in a fixed order, separated by '|':
+
+    state | attempts | created | submitted | receipt | parts | expected | error | from | to
+          | vonage-id[:status] ...
+
+state is `d` (delivered) or `f` (failed); the times are milliseconds, each after the one before
+it (`created` after the conversation's own `c`, floored to the millisecond); `parts` is empty
+when it is the number of Vonage ids; `from` and `to` are empty when they are the side's proxy
+and number in the conversation (a proxy that moves later is written into the field first, see
+`keep`); each Vonage id carries its receipt's status as one letter (RECEIPT_CODES), none when
+no receipt came for it. Only a record that is exactly this is folded (its times to the
+millisecond, no other field, the whole value within a listpack's 64 bytes, the conversation a
+hash); any other keeps its key, read as before.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from shared.domain import ERASED
+
+# The conversation hash's field holding each side's folded intro.
+FIELDS = ("0", "1")
+
+# The longest value Redis keeps in a listpack (hash-max-listpack-value): a longer one would turn
+# the whole conversation hash into a hash table.
+MAX_VALUE_BYTES = 64
+
+STATE_CODES = {"delivered": "d", "failed": "f"}
+RECEIPT_CODES = {"delivered": "d", "accepted": "a", "failed": "f", "rejected": "r",
+                 "expired": "e", "buffered": "b", "unknown": "u"}
+_STATES = {code: name for name, code in STATE_CODES.items()}
+_RECEIPTS = {code: name for name, code in RECEIPT_CODES.items()}
+
+# The positions of the value's slots.
+_FROM, _TO, _IDS = 8, 9, 10
+
+
+def _lua_table(codes: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{name}='{code}'" for name, code in codes.items()) + "}"
+
+
+# Lua for the scripts of shared/messages.py that touch an intro's record. KEYS[1] is the record;
+# `conv` the conversation's key, `field` the side's field ('0'/'1'). The codec here and in
+# Python below must agree: tests/shared/test_folded_intros.py checks one against the other.
+LUA = """
+local STATE_CODES = """ + _lua_table(STATE_CODES) + """
+local RECEIPT_CODES = """ + _lua_table(RECEIPT_CODES) + """
+local STATES, RECEIPTS = {}, {}
+for name, code in pairs(STATE_CODES) do STATES[code] = name end
+for name, code in pairs(RECEIPT_CODES) do RECEIPTS[code] = name end
+local REQUIRED = {'state', 'from', 'to', 'created_at', 'attempts', 'vonage_ids', 'parts',
+                  'submitted_at', 'receipts', 'receipt_at'}
+local KNOWN = {expected_parts = true, receipt_error = true}
+for _, name in ipairs(REQUIRED) do KNOWN[name] = true end
+
+local function split(s)
+  local out, start = {}, 1
+  while true do
+    local i = string.find(s, '|', start, true)
+    if not i then out[#out + 1] = string.sub(s, start); return out end
+    out[#out + 1] = string.sub(s, start, i - 1)
+    start = i + 1
+  end
+end
+
+-- a time written to the millisecond (as messages.py writes them), in ms; nil for any other
+local function ms(s)
+  if not string.match(s, '^%d+%.?%d?%d?%d?$') then return nil end
+  return math.floor(tonumber(s) * 1000 + 0.5)
+end
+
+local function seconds(m)
+  return string.format('%d.%03d', math.floor(m / 1000), m % 1000)
+end
+
+local function side_of(field) return field == '0' and 'a' or 'b' end
+
+local function is_hash(key) return redis.call('TYPE', key)['ok'] == 'hash' end
+
+-- the folded intro's state, or nil when it is not folded (its record, if any, answers)
+local function folded_state(conv, field)
+  if redis.call('EXISTS', KEYS[1]) == 1 or not is_hash(conv) then return nil end
+  local value = redis.call('HGET', conv, field)
+  if not value then return nil end
+  return STATES[string.sub(value, 1, 1)] or 'delivered'
+end
+
+-- fold the record into the conversation's hash if it is finished and fits; true if it did
+local function fold(conv, field)
+  if not is_hash(conv) then return false end
+  local flat = redis.call('HGETALL', KEYS[1])
+  local f = {}
+  for i = 1, #flat, 2 do
+    local name, value = flat[i], flat[i + 1]
+    if not KNOWN[name] or string.find(value, '|', 1, true) then return false end
+    f[name] = value
+  end
+  for _, name in ipairs(REQUIRED) do if not f[name] then return false end end
+  if not STATE_CODES[f.state] or f.from == '' or f.to == ''
+      or not string.match(f.attempts, '^%d+$') then return false end
+  local c = redis.call('HGET', conv, 'c')
+  local created, submitted, at = ms(f.created_at), ms(f.submitted_at), ms(f.receipt_at)
+  if not c or not tonumber(c) or not created or not submitted or not at then return false end
+  local ok_ids, ids = pcall(cjson.decode, f.vonage_ids)
+  local ok_receipts, receipts = pcall(cjson.decode, f.receipts)
+  if not ok_ids or not ok_receipts or type(ids) ~= 'table' or type(receipts) ~= 'table' then
+    return false
+  end
+  local listed, parts = {}, {}
+  for _, id in ipairs(ids) do
+    if type(id) ~= 'string' or id == '' or string.find(id, '[|:]') then return false end
+    local status = receipts[id]
+    if status == nil then
+      parts[#parts + 1] = id
+    elseif RECEIPT_CODES[status] then
+      parts[#parts + 1] = id .. ':' .. RECEIPT_CODES[status]
+    else
+      return false
+    end
+    listed[id] = true
+  end
+  if #parts == 0 then return false end
+  for id, _ in pairs(receipts) do if not listed[id] then return false end end
+  local side = side_of(field)
+  local from, to = f.from, f.to
+  if from == redis.call('HGET', conv, side .. 'p') then from = '' end
+  if to == redis.call('HGET', conv, side .. 'n') then to = '' end
+  local count = f.parts
+  if count == tostring(#ids) then count = '' end
+  local value = table.concat({
+    STATE_CODES[f.state], f.attempts,
+    string.format('%d', created - math.floor(tonumber(c) * 1000)),
+    string.format('%d', submitted - created), string.format('%d', at - submitted),
+    count, f.expected_parts or '', f.receipt_error or '', from, to,
+    table.concat(parts, '|')}, '|')
+  if #value > """ + str(MAX_VALUE_BYTES) + """ then return false end
+  redis.call('HSET', conv, field, value)
+  redis.call('DEL', KEYS[1])
+  return true
+end
+
+-- a folded intro back as its record (for a late receipt), with what is left of its retention;
+-- false when it is not folded, or aged out (as its record would have)
+local function unfold(conv, field, now, retention)
+  if not folded_state(conv, field) then return false end
+  local s = split(redis.call('HGET', conv, field))
+  local side = side_of(field)
+  local created = math.floor(tonumber(redis.call('HGET', conv, 'c')) * 1000) + tonumber(s[3])
+  local submitted = created + tonumber(s[4])
+  local left = math.floor(created / 1000 + tonumber(retention) - tonumber(now))
+  if left <= 0 then return false end
+  local ids, receipts = {}, {}
+  for i = 11, #s do
+    local id, code = string.match(s[i], '^([^:]*):?(.*)$')
+    ids[#ids + 1] = id
+    if code ~= '' then receipts[id] = RECEIPTS[code] end
+  end
+  local fields = {
+    'state', STATES[s[1]], 'attempts', s[2], 'created_at', seconds(created),
+    'submitted_at', seconds(submitted), 'receipt_at', seconds(submitted + tonumber(s[5])),
+    'parts', s[6] ~= '' and s[6] or tostring(#ids),
+    'from', s[9] ~= '' and s[9] or redis.call('HGET', conv, side .. 'p'),
+    'to', s[10] ~= '' and s[10] or redis.call('HGET', conv, side .. 'n'),
+    'vonage_ids', cjson.encode(ids),
+    'receipts', next(receipts) and cjson.encode(receipts) or '{}'}
+  if s[7] ~= '' then table.insert(fields, 'expected_parts'); table.insert(fields, s[7]) end
+  if s[8] ~= '' then table.insert(fields, 'receipt_error'); table.insert(fields, s[8]) end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('EXPIRE', KEYS[1], left)
+  redis.call('HDEL', conv, field)
+  return true
+end
+"""
+
+
+def field_of(side: int) -> str:
+    return FIELDS[side]
+
+
+def _seconds(millis: int) -> str:
+    return f"{millis // 1000}.{millis % 1000:03d}"
+
+
+def _base(conversation: Mapping[str, Any]) -> int | None:
+    try:
+        return math.floor(float(conversation["c"]) * 1000)
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def unfold(value: str, conversation: Mapping[str, Any], side: int) -> dict[str, str] | None:
+    """The record a folded value stands for, as its key held it (the Lua `unfold`, in Python);
+    None for a value that is not one. `conversation` is the conversation's hash."""
+    slots = value.split("|")
+    base = _base(conversation)
+    if len(slots) <= _IDS or base is None or slots[0] not in _STATES:
+        return None
+    letter = "ab"[side]
+    try:
+        created = base + int(slots[2])
+        submitted = created + int(slots[3])
+        at = submitted + int(slots[4])
+    except ValueError:
+        return None
+    ids: list[str] = []
+    receipts: dict[str, str] = {}
+    for part in slots[_IDS:]:
+        vonage_id, _, code = part.partition(":")
+        ids.append(vonage_id)
+        if code:
+            receipts[vonage_id] = _RECEIPTS.get(code, code)
+    fields = {
+        "state": _STATES[slots[0]], "attempts": slots[1], "created_at": _seconds(created),
+        "submitted_at": _seconds(submitted), "receipt_at": _seconds(at),
+        "parts": slots[5] or str(len(ids)),
+        "from": slots[_FROM] or str(conversation.get(letter + "p", "")),
+        "to": slots[_TO] or str(conversation.get(letter + "n", "")),
+        "vonage_ids": json.dumps(ids), "receipts": json.dumps(receipts),
+    }
+    if slots[6]:
+        fields["expected_parts"] = slots[6]
+    if slots[7]:
+        fields["receipt_error"] = slots[7]
+    return fields
+
+
+def created_at(value: str, conversation: Mapping[str, Any]) -> float | None:
+    """When the folded intro was owed (its retention runs from then)."""
+    base = _base(conversation)
+    try:
+        return (base + int(value.split("|")[2])) / 1000 if base is not None else None
+    except (IndexError, ValueError):
+        return None
+
+
+def erased(value: str, conversation: Mapping[str, Any], side: int, number: str) -> str | None:
+    """The value with `number` (as its sender or recipient) replaced by ERASED; None when it
+    names neither."""
+    slots = value.split("|")
+    if len(slots) <= _IDS:
+        return None
+    letter = "ab"[side]
+    changed = False
+    for slot, derived in ((_FROM, letter + "p"), (_TO, letter + "n")):
+        if (slots[slot] or conversation.get(derived)) == number:
+            slots[slot] = ERASED
+            changed = True
+    return "|".join(slots) if changed else None
+
+
+def keep(
+    value: str, before: Mapping[str, Any], after: Mapping[str, str], side: int
+) -> str:
+    """The value to keep when the conversation's hash changes from `before` to `after`: a
+    proxy it derives from the conversation (its sender) that moves is written into it first.
+    A number it derives that changes is erasure (a conversation's people never change
+    otherwise): it then derives ERASED, which is what erasure writes into it too."""
+    slots = value.split("|")
+    proxy = "ab"[side] + "p"
+    if len(slots) > _IDS and not slots[_FROM] and before.get(proxy) != after.get(proxy):
+        slots[_FROM] = str(before.get(proxy, ""))
+    return "|".join(slots)
+
+
+def state_of(value: str) -> str:
+    """A folded intro's delivery state."""
+    return _STATES.get(value[:1], "delivered")
