@@ -10,8 +10,10 @@ before, and folds it again.
 
 The field's value is the record's fields in a fixed order, separated by '|':
 
-    state | attempts | created | submitted | receipt | parts | expected | error | from | to
-          | vonage-id[:status] ...
+    state | attempts | created | submitted | receipt | vonage-id[:status],... | parts
+          | expected parts | receipt error | from | to
+
+(the empty slots at the end left out).
 
 state is `d` (delivered) or `f` (failed); the times are milliseconds, each after the one before
 it (`created` after the conversation's own `c`, floored to the millisecond); `parts` is empty
@@ -45,8 +47,9 @@ RECEIPT_CODES = {"delivered": "d", "accepted": "a", "failed": "f", "rejected": "
 _STATES = {code: name for name, code in STATE_CODES.items()}
 _RECEIPTS = {code: name for name, code in RECEIPT_CODES.items()}
 
-# The positions of the value's slots.
-_FROM, _TO, _IDS = 8, 9, 10
+# The positions of the value's slots, and how many there are.
+_IDS, _PARTS, _EXPECTED, _ERROR, _FROM, _TO = 5, 6, 7, 8, 9, 10
+_SLOTS = 11
 
 
 def _lua_table(codes: Mapping[str, str]) -> str:
@@ -67,14 +70,17 @@ local REQUIRED = {'state', 'from', 'to', 'created_at', 'attempts', 'vonage_ids',
 local KNOWN = {expected_parts = true, receipt_error = true}
 for _, name in ipairs(REQUIRED) do KNOWN[name] = true end
 
-local function split(s)
+-- the slots of a value split at `sep`, padded to `n` with ''
+local function split(s, sep, n)
   local out, start = {}, 1
   while true do
-    local i = string.find(s, '|', start, true)
-    if not i then out[#out + 1] = string.sub(s, start); return out end
+    local i = string.find(s, sep, start, true)
+    if not i then out[#out + 1] = string.sub(s, start); break end
     out[#out + 1] = string.sub(s, start, i - 1)
     start = i + 1
   end
+  while #out < n do out[#out + 1] = '' end
+  return out
 end
 
 -- a time written to the millisecond (as messages.py writes them), in ms; nil for any other
@@ -122,7 +128,7 @@ local function fold(conv, field)
   end
   local listed, parts = {}, {}
   for _, id in ipairs(ids) do
-    if type(id) ~= 'string' or id == '' or string.find(id, '[|:]') then return false end
+    if type(id) ~= 'string' or id == '' or string.find(id, '[|:,]') then return false end
     local status = receipts[id]
     if status == nil then
       parts[#parts + 1] = id
@@ -145,8 +151,9 @@ local function fold(conv, field)
     STATE_CODES[f.state], f.attempts,
     string.format('%d', created - math.floor(tonumber(c) * 1000)),
     string.format('%d', submitted - created), string.format('%d', at - submitted),
-    count, f.expected_parts or '', f.receipt_error or '', from, to,
-    table.concat(parts, '|')}, '|')
+    table.concat(parts, ','), count, f.expected_parts or '', f.receipt_error or '', from,
+    to}, '|')
+  value = string.gsub(value, '|*$', '')
   if #value > """ + str(MAX_VALUE_BYTES) + """ then return false end
   redis.call('HSET', conv, field, value)
   redis.call('DEL', KEYS[1])
@@ -157,28 +164,28 @@ end
 -- false when it is not folded, or aged out (as its record would have)
 local function unfold(conv, field, now, retention)
   if not folded_state(conv, field) then return false end
-  local s = split(redis.call('HGET', conv, field))
+  local s = split(redis.call('HGET', conv, field), '|', """ + str(_SLOTS) + """)
   local side = side_of(field)
   local created = math.floor(tonumber(redis.call('HGET', conv, 'c')) * 1000) + tonumber(s[3])
   local submitted = created + tonumber(s[4])
   local left = math.floor(created / 1000 + tonumber(retention) - tonumber(now))
   if left <= 0 then return false end
   local ids, receipts = {}, {}
-  for i = 11, #s do
-    local id, code = string.match(s[i], '^([^:]*):?(.*)$')
+  for _, part in ipairs(split(s[6], ',', 0)) do
+    local id, code = string.match(part, '^([^:]*):?(.*)$')
     ids[#ids + 1] = id
     if code ~= '' then receipts[id] = RECEIPTS[code] end
   end
   local fields = {
     'state', STATES[s[1]], 'attempts', s[2], 'created_at', seconds(created),
     'submitted_at', seconds(submitted), 'receipt_at', seconds(submitted + tonumber(s[5])),
-    'parts', s[6] ~= '' and s[6] or tostring(#ids),
-    'from', s[9] ~= '' and s[9] or redis.call('HGET', conv, side .. 'p'),
-    'to', s[10] ~= '' and s[10] or redis.call('HGET', conv, side .. 'n'),
     'vonage_ids', cjson.encode(ids),
-    'receipts', next(receipts) and cjson.encode(receipts) or '{}'}
-  if s[7] ~= '' then table.insert(fields, 'expected_parts'); table.insert(fields, s[7]) end
-  if s[8] ~= '' then table.insert(fields, 'receipt_error'); table.insert(fields, s[8]) end
+    'receipts', next(receipts) and cjson.encode(receipts) or '{}',
+    'parts', s[7] ~= '' and s[7] or tostring(#ids),
+    'from', s[10] ~= '' and s[10] or redis.call('HGET', conv, side .. 'p'),
+    'to', s[11] ~= '' and s[11] or redis.call('HGET', conv, side .. 'n')}
+  if s[8] ~= '' then table.insert(fields, 'expected_parts'); table.insert(fields, s[8]) end
+  if s[9] ~= '' then table.insert(fields, 'receipt_error'); table.insert(fields, s[9]) end
   redis.call('HSET', KEYS[1], unpack(fields))
   redis.call('EXPIRE', KEYS[1], left)
   redis.call('HDEL', conv, field)
@@ -189,6 +196,15 @@ end
 
 def field_of(side: int) -> str:
     return FIELDS[side]
+
+
+def _slots(value: str) -> list[str]:
+    slots = value.split("|")
+    return slots + [""] * (_SLOTS - len(slots))
+
+
+def _joined(slots: list[str]) -> str:
+    return "|".join(slots).rstrip("|")
 
 
 def _seconds(millis: int) -> str:
@@ -205,9 +221,9 @@ def _base(conversation: Mapping[str, Any]) -> int | None:
 def unfold(value: str, conversation: Mapping[str, Any], side: int) -> dict[str, str] | None:
     """The record a folded value stands for, as its key held it (the Lua `unfold`, in Python);
     None for a value that is not one. `conversation` is the conversation's hash."""
-    slots = value.split("|")
+    slots = _slots(value)
     base = _base(conversation)
-    if len(slots) <= _IDS or base is None or slots[0] not in _STATES:
+    if len(slots) != _SLOTS or base is None or slots[0] not in _STATES or not slots[_IDS]:
         return None
     letter = "ab"[side]
     try:
@@ -218,7 +234,7 @@ def unfold(value: str, conversation: Mapping[str, Any], side: int) -> dict[str, 
         return None
     ids: list[str] = []
     receipts: dict[str, str] = {}
-    for part in slots[_IDS:]:
+    for part in slots[_IDS].split(","):
         vonage_id, _, code = part.partition(":")
         ids.append(vonage_id)
         if code:
@@ -226,15 +242,15 @@ def unfold(value: str, conversation: Mapping[str, Any], side: int) -> dict[str, 
     fields = {
         "state": _STATES[slots[0]], "attempts": slots[1], "created_at": _seconds(created),
         "submitted_at": _seconds(submitted), "receipt_at": _seconds(at),
-        "parts": slots[5] or str(len(ids)),
+        "parts": slots[_PARTS] or str(len(ids)),
         "from": slots[_FROM] or str(conversation.get(letter + "p", "")),
         "to": slots[_TO] or str(conversation.get(letter + "n", "")),
         "vonage_ids": json.dumps(ids), "receipts": json.dumps(receipts),
     }
-    if slots[6]:
-        fields["expected_parts"] = slots[6]
-    if slots[7]:
-        fields["receipt_error"] = slots[7]
+    if slots[_EXPECTED]:
+        fields["expected_parts"] = slots[_EXPECTED]
+    if slots[_ERROR]:
+        fields["receipt_error"] = slots[_ERROR]
     return fields
 
 
@@ -250,8 +266,8 @@ def created_at(value: str, conversation: Mapping[str, Any]) -> float | None:
 def erased(value: str, conversation: Mapping[str, Any], side: int, number: str) -> str | None:
     """The value with `number` (as its sender or recipient) replaced by ERASED; None when it
     names neither."""
-    slots = value.split("|")
-    if len(slots) <= _IDS:
+    slots = _slots(value)
+    if len(slots) != _SLOTS:
         return None
     letter = "ab"[side]
     changed = False
@@ -259,7 +275,7 @@ def erased(value: str, conversation: Mapping[str, Any], side: int, number: str) 
         if (slots[slot] or conversation.get(derived)) == number:
             slots[slot] = ERASED
             changed = True
-    return "|".join(slots) if changed else None
+    return _joined(slots) if changed else None
 
 
 def keep(
@@ -269,11 +285,11 @@ def keep(
     proxy it derives from the conversation (its sender) that moves is written into it first.
     A number it derives that changes is erasure (a conversation's people never change
     otherwise): it then derives ERASED, which is what erasure writes into it too."""
-    slots = value.split("|")
+    slots = _slots(value)
     proxy = "ab"[side] + "p"
-    if len(slots) > _IDS and not slots[_FROM] and before.get(proxy) != after.get(proxy):
+    if len(slots) == _SLOTS and not slots[_FROM] and before.get(proxy) != after.get(proxy):
         slots[_FROM] = str(before.get(proxy, ""))
-    return "|".join(slots)
+    return _joined(slots)
 
 
 def state_of(value: str) -> str:

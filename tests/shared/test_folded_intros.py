@@ -87,7 +87,8 @@ def test_late_receipts_for_a_folded_intro_apply_as_they_did_to_its_record(world,
     assert (first.state, second.state, second.part_receipts) == ("delivered", "failed",
                                                                   ("failed",))
     assert not fake_redis.exists(KEYS.outbound(intros[1]))
-    assert "|6|" in fake_redis.hget(KEYS.conversation(conversation.id), "1")
+    raw = fake_redis.hgetall(KEYS.conversation(conversation.id))
+    assert (folded_intros.unfold(raw["1"], raw, 1) or {}).get("receipt_error") == "6"
     # a receipt naming a part never heard of: counted as before, even if it no longer fits
     log.apply_receipt(intros[0], "0B" + "1" * 60, "delivered", "0")
     assert _trail(world, conversation.id)[0].part_receipts == ("delivered", "delivered")
