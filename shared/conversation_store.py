@@ -31,7 +31,7 @@ from typing import Any
 import redis
 
 from shared import folded_intros
-from shared.clock import now
+from shared.clock import after, now
 from shared.domain import ERASED, Conversation, ConversationStatus
 from shared.keys import DEFAULT_RETENTION_SECONDS, LISTED, Keys
 from shared.outbound import intro_id
@@ -402,7 +402,7 @@ class ConversationStore:
         def later(c: Conversation) -> Conversation | None:
             if c.status is not ConversationStatus.ACTIVE or c.expires_at is None:
                 return None
-            wanted = at + c.ttl_seconds
+            wanted = after(at, c.ttl_seconds)
             return c.with_status(c.status, expires_at=wanted) if wanted > c.expires_at else None
 
         return self.transition(conversation_id, later)
