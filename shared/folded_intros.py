@@ -10,19 +10,19 @@ before, and folds it again.
 
 The field's value is the record's fields in a fixed order, separated by '|':
 
-    state | attempts | created | submitted | receipt | vonage-id[:status],... | parts
-          | expected parts | receipt error | from | to
+    <state><attempts> | created | submitted | vonage-id[:status],... | parts | expected parts
+                      | receipt error | from | to
 
-(the empty slots at the end left out).
-
-state is `d` (delivered) or `f` (failed); the times are milliseconds, each after the one before
-it (`created` after the conversation's own `c`, floored to the millisecond); `parts` is empty
-when it is the number of Vonage ids; `from` and `to` are empty when they are the side's proxy
-and number in the conversation (a proxy that moves later is written into the field first, see
-`keep`); each Vonage id carries its receipt's status as one letter (RECEIPT_CODES), none when
-no receipt came for it. Only a record that is exactly this is folded (its times to the
-millisecond, no other field, the whole value within a listpack's 64 bytes, the conversation a
-hash); any other keeps its key, read as before.
+(the empty slots at the end left out). state is `d` (delivered) or `f` (failed); the times are
+milliseconds, `created` after the conversation's own `c` (to the millisecond, floored) and
+`submitted` after `created`; `parts` is empty when it is the number of Vonage ids; `from` and
+`to` are empty when they are the side's proxy and number in the conversation (a proxy that
+moves later is written into the field first, see `keep`); each Vonage id carries its receipt's
+status as one letter (RECEIPT_CODES), none for `delivered`, and an empty one (`id:`) when no
+receipt came for it. When the last receipt came (`receipt_at`), which nothing reads, is not
+kept (a later receipt writes it again). Only a record that is exactly this is folded (its
+times to the millisecond, no other field, the whole value within a listpack's 64 bytes, the
+conversation a hash); any other keeps its key, read as before.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ _STATES = {code: name for name, code in STATE_CODES.items()}
 _RECEIPTS = {code: name for name, code in RECEIPT_CODES.items()}
 
 # The positions of the value's slots, and how many there are.
-_IDS, _PARTS, _EXPECTED, _ERROR, _FROM, _TO = 5, 6, 7, 8, 9, 10
-_SLOTS = 11
+_IDS, _PARTS, _EXPECTED, _ERROR, _FROM, _TO = 3, 4, 5, 6, 7, 8
+_SLOTS = 9
 
 
 def _lua_table(codes: Mapping[str, str]) -> str:
@@ -66,8 +66,8 @@ local STATES, RECEIPTS = {}, {}
 for name, code in pairs(STATE_CODES) do STATES[code] = name end
 for name, code in pairs(RECEIPT_CODES) do RECEIPTS[code] = name end
 local REQUIRED = {'state', 'from', 'to', 'created_at', 'attempts', 'vonage_ids', 'parts',
-                  'submitted_at', 'receipts', 'receipt_at'}
-local KNOWN = {expected_parts = true, receipt_error = true}
+                  'submitted_at', 'receipts'}
+local KNOWN = {expected_parts = true, receipt_error = true, receipt_at = true}
 for _, name in ipairs(REQUIRED) do KNOWN[name] = true end
 
 -- the slots of a value split at `sep`, padded to `n` with ''
@@ -91,6 +91,12 @@ end
 
 local function seconds(m)
   return string.format('%d.%03d', math.floor(m / 1000), m % 1000)
+end
+
+-- the conversation's creation (its `c`: milliseconds, or seconds as a float), in ms, floored
+local function base_of(c)
+  if string.match(c, '^%d+$') then return tonumber(c) end
+  return math.floor(tonumber(c) * 1000)
 end
 
 local function side_of(field) return field == '0' and 'a' or 'b' end
@@ -119,8 +125,8 @@ local function fold(conv, field)
   if not STATE_CODES[f.state] or f.from == '' or f.to == ''
       or not string.match(f.attempts, '^%d+$') then return false end
   local c = redis.call('HGET', conv, 'c')
-  local created, submitted, at = ms(f.created_at), ms(f.submitted_at), ms(f.receipt_at)
-  if not c or not tonumber(c) or not created or not submitted or not at then return false end
+  local created, submitted = ms(f.created_at), ms(f.submitted_at)
+  if not c or not tonumber(c) or not created or not submitted then return false end
   local ok_ids, ids = pcall(cjson.decode, f.vonage_ids)
   local ok_receipts, receipts = pcall(cjson.decode, f.receipts)
   if not ok_ids or not ok_receipts or type(ids) ~= 'table' or type(receipts) ~= 'table' then
@@ -131,6 +137,8 @@ local function fold(conv, field)
     if type(id) ~= 'string' or id == '' or string.find(id, '[|:,]') then return false end
     local status = receipts[id]
     if status == nil then
+      parts[#parts + 1] = id .. ':'
+    elseif status == 'delivered' then
       parts[#parts + 1] = id
     elseif RECEIPT_CODES[status] then
       parts[#parts + 1] = id .. ':' .. RECEIPT_CODES[status]
@@ -148,11 +156,9 @@ local function fold(conv, field)
   local count = f.parts
   if count == tostring(#ids) then count = '' end
   local value = table.concat({
-    STATE_CODES[f.state], f.attempts,
-    string.format('%d', created - math.floor(tonumber(c) * 1000)),
-    string.format('%d', submitted - created), string.format('%d', at - submitted),
-    table.concat(parts, ','), count, f.expected_parts or '', f.receipt_error or '', from,
-    to}, '|')
+    STATE_CODES[f.state] .. f.attempts, string.format('%d', created - base_of(c)),
+    string.format('%d', submitted - created), table.concat(parts, ','), count,
+    f.expected_parts or '', f.receipt_error or '', from, to}, '|')
   value = string.gsub(value, '|*$', '')
   if #value > """ + str(MAX_VALUE_BYTES) + """ then return false end
   redis.call('HSET', conv, field, value)
@@ -166,26 +172,27 @@ local function unfold(conv, field, now, retention)
   if not folded_state(conv, field) then return false end
   local s = split(redis.call('HGET', conv, field), '|', """ + str(_SLOTS) + """)
   local side = side_of(field)
-  local created = math.floor(tonumber(redis.call('HGET', conv, 'c')) * 1000) + tonumber(s[3])
-  local submitted = created + tonumber(s[4])
+  local created = base_of(redis.call('HGET', conv, 'c')) + tonumber(s[2])
+  local submitted = created + tonumber(s[3])
   local left = math.floor(created / 1000 + tonumber(retention) - tonumber(now))
   if left <= 0 then return false end
   local ids, receipts = {}, {}
-  for _, part in ipairs(split(s[6], ',', 0)) do
-    local id, code = string.match(part, '^([^:]*):?(.*)$')
+  for _, part in ipairs(split(s[4], ',', 0)) do
+    local id, colon, code = string.match(part, '^([^:]*)(:?)(.*)$')
     ids[#ids + 1] = id
-    if code ~= '' then receipts[id] = RECEIPTS[code] end
+    if colon == '' then receipts[id] = 'delivered'
+    elseif code ~= '' then receipts[id] = RECEIPTS[code] end
   end
   local fields = {
-    'state', STATES[s[1]], 'attempts', s[2], 'created_at', seconds(created),
-    'submitted_at', seconds(submitted), 'receipt_at', seconds(submitted + tonumber(s[5])),
+    'state', STATES[string.sub(s[1], 1, 1)], 'attempts', string.sub(s[1], 2),
+    'created_at', seconds(created), 'submitted_at', seconds(submitted),
     'vonage_ids', cjson.encode(ids),
     'receipts', next(receipts) and cjson.encode(receipts) or '{}',
-    'parts', s[7] ~= '' and s[7] or tostring(#ids),
-    'from', s[10] ~= '' and s[10] or redis.call('HGET', conv, side .. 'p'),
-    'to', s[11] ~= '' and s[11] or redis.call('HGET', conv, side .. 'n')}
-  if s[8] ~= '' then table.insert(fields, 'expected_parts'); table.insert(fields, s[8]) end
-  if s[9] ~= '' then table.insert(fields, 'receipt_error'); table.insert(fields, s[9]) end
+    'parts', s[5] ~= '' and s[5] or tostring(#ids),
+    'from', s[8] ~= '' and s[8] or redis.call('HGET', conv, side .. 'p'),
+    'to', s[9] ~= '' and s[9] or redis.call('HGET', conv, side .. 'n')}
+  if s[6] ~= '' then table.insert(fields, 'expected_parts'); table.insert(fields, s[6]) end
+  if s[7] ~= '' then table.insert(fields, 'receipt_error'); table.insert(fields, s[7]) end
   redis.call('HSET', KEYS[1], unpack(fields))
   redis.call('EXPIRE', KEYS[1], left)
   redis.call('HDEL', conv, field)
@@ -212,8 +219,10 @@ def _seconds(millis: int) -> str:
 
 
 def _base(conversation: Mapping[str, Any]) -> int | None:
+    """The conversation's creation (`c`: milliseconds, or seconds as a float) in ms, floored."""
     try:
-        return math.floor(float(conversation["c"]) * 1000)
+        c = str(conversation["c"])
+        return int(c) if c.isdigit() else math.floor(float(c) * 1000)
     except (KeyError, ValueError, TypeError):
         return None
 
@@ -223,25 +232,27 @@ def unfold(value: str, conversation: Mapping[str, Any], side: int) -> dict[str, 
     None for a value that is not one. `conversation` is the conversation's hash."""
     slots = _slots(value)
     base = _base(conversation)
-    if len(slots) != _SLOTS or base is None or slots[0] not in _STATES or not slots[_IDS]:
+    if (len(slots) != _SLOTS or base is None or slots[0][:1] not in _STATES
+            or not slots[_IDS]):
         return None
     letter = "ab"[side]
     try:
-        created = base + int(slots[2])
-        submitted = created + int(slots[3])
-        at = submitted + int(slots[4])
+        created = base + int(slots[1])
+        submitted = created + int(slots[2])
     except ValueError:
         return None
     ids: list[str] = []
     receipts: dict[str, str] = {}
     for part in slots[_IDS].split(","):
-        vonage_id, _, code = part.partition(":")
+        vonage_id, colon, code = part.partition(":")
         ids.append(vonage_id)
-        if code:
+        if not colon:
+            receipts[vonage_id] = "delivered"
+        elif code:
             receipts[vonage_id] = _RECEIPTS.get(code, code)
     fields = {
-        "state": _STATES[slots[0]], "attempts": slots[1], "created_at": _seconds(created),
-        "submitted_at": _seconds(submitted), "receipt_at": _seconds(at),
+        "state": _STATES[slots[0][:1]], "attempts": slots[0][1:],
+        "created_at": _seconds(created), "submitted_at": _seconds(submitted),
         "parts": slots[_PARTS] or str(len(ids)),
         "from": slots[_FROM] or str(conversation.get(letter + "p", "")),
         "to": slots[_TO] or str(conversation.get(letter + "n", "")),
@@ -258,7 +269,7 @@ def created_at(value: str, conversation: Mapping[str, Any]) -> float | None:
     """When the folded intro was owed (its retention runs from then)."""
     base = _base(conversation)
     try:
-        return (base + int(value.split("|")[2])) / 1000 if base is not None else None
+        return (base + int(value.split("|")[1])) / 1000 if base is not None else None
     except (IndexError, ValueError):
         return None
 
