@@ -3,9 +3,11 @@
 Creates N conversations through the real code path (`ConversationStore.add` for a named /v1
 client, as the API does, then `Conversations.establish` with an in-memory Vonage: Number
 Insight, the allocation script, activation, the two intro SMS records) in a private
-redis-server; then sends and delivers every intro as the send and receipt tasks record it (the
-real `MessageLog.mark_submitted` and `apply_receipt`), the state a conversation keeps for the
-rest of its life. It measures `INFO memory` used_memory before and after each phase, and
+redis-server, and sends and delivers each one's intros right after it is made, as the send and
+receipt tasks record them (the real `MessageLog.mark_submitted` and `apply_receipt`, which
+folds a delivered intro into its conversation's hash): the state a conversation keeps for the
+rest of its life. (`--intros after` makes every conversation first and measures that state, all
+intros owed, before sending them.) It measures `INFO memory` used_memory before and after, and
 attributes the bytes by key type with `MEMORY USAGE key SAMPLES 0` on every key.
 
 Load: a marketplace in one country (GB), a pool of 50 numbers; every conversation joins a
@@ -13,7 +15,7 @@ distinct rider with a driver who has `--per-driver` conversations, both with a s
 name, no metadata, no callback URL, the default intro template. The baseline is used_memory
 with the pool set up and no conversation; the goal is at most 1 KB per live conversation.
 
-    .venv/bin/python -m bench.memory [--conversations 100000] [--processes 3]
+    .venv/bin/python -m bench.memory [--conversations 100000] [--processes 3] [--intros each]
 """
 
 from __future__ import annotations
@@ -97,17 +99,19 @@ def new_conversation(i: int, per_driver: int, created_at: float) -> Conversation
     )
 
 
-def _establish_range(job: tuple[str, int, int, int]) -> tuple[int, list[str]]:
-    """One process's share: add and establish conversations start..stop; returns (failures,
-    the ids of the conversations it made).
+def _establish_range(job: tuple[str, int, int, int, bool]) -> tuple[int, list[str]]:
+    """One process's share: add and establish conversations start..stop, and with `each`
+    send and deliver each one's intros right after (as the send task, queued by the create,
+    does); returns (failures, the ids of the conversations it made).
 
     Runs in a spawned process, so it imports the test double and builds its own client here.
     """
     from tests.doubles import FakeVonage
 
-    url, start, stop, per_driver = job
+    url, start, stop, per_driver, each = job
     client = redis.Redis.from_url(url, decode_responses=True)
     services = Services.from_settings(bench_settings(), client)
+    log = MessageLog(client)
     store, conversations = services.conversation_store, services.conversations
     vonage = FakeVonage()
     failures, ids = 0, []
@@ -120,8 +124,20 @@ def _establish_range(job: tuple[str, int, int, int]) -> tuple[int, list[str]]:
             ConversationStatus.ACTIVE
         ):
             failures += 1
+        elif each:
+            _deliver(log, conversation.id, 2 * i)
     client.close()
     return failures, ids
+
+
+def _deliver(log: MessageLog, conv: str, serial: int) -> None:
+    """A conversation's two intros go out and are delivered, as the send task and the receipt
+    task record them."""
+    for index in range(2):
+        outbound = intro_id(conv, index)
+        vonage_id = f"{index:02x}{serial + index:016x}"  # Vonage's are 16-18 hex characters
+        log.mark_submitted(outbound, [vonage_id], retain_body=False)
+        log.apply_receipt(outbound, vonage_id, "delivered", "0")
 
 
 def _send_range(job: tuple[str, list[str]]) -> int:
@@ -130,16 +146,10 @@ def _send_range(job: tuple[str, list[str]]) -> int:
     url, ids = job
     client = redis.Redis.from_url(url, decode_responses=True)
     log = MessageLog(client)
-    sent = 0
-    for conv in ids:
-        for index in range(2):
-            outbound = intro_id(conv, index)
-            vonage_id = f"{index:02x}{sent:016x}"  # Vonage's ids are 16-18 hex characters
-            log.mark_submitted(outbound, [vonage_id], retain_body=False)
-            log.apply_receipt(outbound, vonage_id, "delivered", "0")
-            sent += 1
+    for n, conv in enumerate(ids):
+        _deliver(log, conv, 2 * n)
     client.close()
-    return sent
+    return 2 * len(ids)
 
 
 def _chunks(count: int, processes: int, per_driver: int) -> list[tuple[int, int]]:
@@ -157,9 +167,12 @@ def _run(processes: int, function: Any, jobs: Sequence[Any]) -> list[Any]:
         return list(pool.map(function, jobs))
 
 
-def populate(url: str, count: int, processes: int, per_driver: int) -> tuple[int, list[str]]:
-    """Create `count` conversations through the real path; (failures, their ids)."""
-    jobs = [(url, s, e, per_driver) for s, e in _chunks(count, processes, per_driver)]
+def populate(
+    url: str, count: int, processes: int, per_driver: int, each: bool = False
+) -> tuple[int, list[str]]:
+    """Create `count` conversations through the real path (with `each`, their intros sent and
+    delivered right after each); (failures, their ids)."""
+    jobs = [(url, s, e, per_driver, each) for s, e in _chunks(count, processes, per_driver)]
     failures, ids = 0, []
     for failed, made in _run(processes, _establish_range, jobs):
         failures += failed
@@ -279,8 +292,14 @@ def measure(
     processes: int = 3,
     pool_size: int = 50,
     per_driver: int = 3,
+    intros: str = "each",
 ) -> dict[str, Any]:
-    """Run the benchmark and return its figures (bytes are per live conversation)."""
+    """Run the benchmark and return its figures (bytes are per live conversation).
+
+    `intros`: "each" sends and delivers a conversation's intros right after it is made, as the
+    product does (a few are owed at any time); "after" makes every conversation first, all
+    their intros owed at once, and measures that state too before sending them all (Redis's
+    key and expiry tables then keep the size that peak of keys gave them)."""
     with private_redis() as (server, client):
         inventory = PoolInventory(client)
         for i in range(pool_size):
@@ -288,12 +307,13 @@ def measure(
         empty = _snapshot(client)
 
         started = time.monotonic()
-        failures, ids = populate(server.url, conversations, processes, per_driver)
+        each = intros == "each"
+        failures, ids = populate(server.url, conversations, processes, per_driver, each)
         elapsed = time.monotonic() - started
         if failures:
             raise RuntimeError(f"{failures} conversations did not become active")
-        established = _snapshot(client)
-        sent = send_all(server.url, ids, processes)
+        established = None if each else _snapshot(client)
+        sent = 2 * conversations if each else send_all(server.url, ids, processes)
         if sent != 2 * conversations:
             raise RuntimeError(f"{sent} intros recorded as sent, not {2 * conversations}")
         delivered = _snapshot(client)
@@ -317,7 +337,10 @@ def measure(
         "peak_rss_bytes": peak,
         "id_length": len(ids[-1]),
         "encodings": encodings,
-        "established": _per_conversation(established, empty, conversations),
+        "intros": intros,
+        "established": (
+            _per_conversation(established, empty, conversations) if established else None
+        ),
         "delivered": after_send,
         "bytes_per_conversation": after_send["total"],
         "folded_intros": folded,
@@ -330,7 +353,8 @@ def measure(
 def report(figures: dict[str, Any]) -> None:
     n = figures["conversations"]
     goal = figures["goal_bytes"]
-    est, done = figures["established"], figures["delivered"]
+    done = figures["delivered"]
+    est = figures["established"] or done  # "each": no state with every intro owed
     print(
         f"{n} conversations established through the real path in {figures['seconds']:.1f} s "
         f"({figures['rate_per_second']:.0f}/s, {figures['processes']} processes); "
@@ -358,15 +382,14 @@ def report(figures: dict[str, Any]) -> None:
         rows,
     )
     total = figures["bytes_per_conversation"]
+    states = [] if figures["established"] is None else [
+        ["just established (every intro owed)", f"{est['total']:.0f}",
+         f"{est['total'] / goal:.2f}", f"<= {goal}"]]
     print_table(
-        "Bytes per live conversation versus the goal",
+        f"Bytes per live conversation versus the goal (intros sent: {figures['intros']})",
         ["state", "bytes / conversation", "ratio to goal", "goal"],
-        [
-            ["just established (intros owed)", f"{est['total']:.0f}",
-             f"{est['total'] / goal:.2f}", f"<= {goal}"],
-            ["intros sent and delivered (what it keeps)", f"{total:.0f}",
-             f"{figures['ratio_to_goal']:.2f}", f"<= {goal}"],
-        ],
+        [*states, ["intros sent and delivered (what it keeps)", f"{total:.0f}",
+                   f"{figures['ratio_to_goal']:.2f}", f"<= {goal}"]],
     )
     fold = figures["folded_intros"]
     print(f"Intros folded into their conversation's hash (a sample): {fold['folded']} of "
@@ -382,12 +405,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--pool-size", type=int, default=50)
     parser.add_argument("--per-driver", type=int, default=3)
+    parser.add_argument(
+        "--intros", choices=("each", "after"), default="each",
+        help="each: a conversation's intros are sent and delivered right after it is made (as "
+             "in the product); after: once every conversation is made (measures that state "
+             "too, and the key tables keep the size of its peak of keys)")
     args = parser.parse_args(argv)
     figures = measure(
         conversations=args.conversations,
         processes=args.processes,
         pool_size=args.pool_size,
         per_driver=args.per_driver,
+        intros=args.intros,
     )
     report(figures)
     return 0
