@@ -362,23 +362,28 @@ def report(figures: dict[str, Any]) -> None:
         f"{mib(figures['peak_rss_bytes'])}; encodings: "
         + ", ".join(f"{k} {v}" for k, v in figures["encodings"].items())
     )
+    both = figures["established"] is not None
     rows: list[list[object]] = []
+
+    def row(name: str, *cells: object) -> None:
+        rows.append([name, *(cells if both else cells[2:])])
+
     for name in KEY_TYPES:
         if est["key_counts"][name] or done["key_counts"][name]:
-            rows.append([name, est["key_counts"][name], f"{est['by_type'][name]:.0f}",
-                         done["key_counts"][name], f"{done['by_type'][name]:.0f}"])
-    rows.append(["key and expiry tables (MEMORY STATS)", "-", f"{est['key_tables']:.0f}",
-                 "-", f"{done['key_tables']:.0f}"])
-    rows.append(["remainder (allocator, fragments of shared structures)", "-",
-                 f"{est['remainder']:.0f}", "-", f"{done['remainder']:.0f}"])
-    rows.append(["**total (INFO used_memory delta)**",
-                 f"{est['keys_per_conversation']:.2f} keys/conv", f"**{est['total']:.0f}**",
-                 f"{done['keys_per_conversation']:.2f} keys/conv", f"**{done['total']:.0f}**"])
+            row(name, est["key_counts"][name], f"{est['by_type'][name]:.0f}",
+                done["key_counts"][name], f"{done['by_type'][name]:.0f}")
+    row("key and expiry tables (MEMORY STATS)", "-", f"{est['key_tables']:.0f}",
+        "-", f"{done['key_tables']:.0f}")
+    row("remainder (allocator, fragments of shared structures)", "-",
+        f"{est['remainder']:.0f}", "-", f"{done['remainder']:.0f}")
+    row("**total (INFO used_memory delta)**",
+        f"{est['keys_per_conversation']:.2f} keys/conv", f"**{est['total']:.0f}**",
+        f"{done['keys_per_conversation']:.2f} keys/conv", f"**{done['total']:.0f}**")
+    headers = ["keys (established)", "bytes/conv (established)"] if both else []
     print_table(
         f"Bytes per live conversation by key type ({n} conversations; baseline: the pool "
         f"and no conversation, {mib(figures['used_memory_before'])})",
-        ["key type", "keys (established)", "bytes/conv (established)",
-         "keys (intros delivered)", "bytes/conv (intros delivered)"],
+        ["key type", *headers, "keys (intros delivered)", "bytes/conv (intros delivered)"],
         rows,
     )
     total = figures["bytes_per_conversation"]
