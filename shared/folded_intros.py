@@ -59,11 +59,27 @@ def _lua_table(codes: Mapping[str, str]) -> str:
 # Lua for the scripts of shared/messages.py that touch an intro's record. KEYS[1] is the record;
 # `conv` the conversation's key, `field` the side's field ('0'/'1'). The codec here and in
 # Python below must agree: tests/shared/test_folded_intros.py checks one against the other.
-LUA = """
+#
+# LUA_STATE, all the claim, mark_submitted and owe scripts need (they run for every send: kept
+# small), is part of LUA, the whole codec (the receipt script).
+LUA_STATE = """
+local STATES = """ + _lua_table(_STATES) + """
+local function is_hash(key) return redis.call('TYPE', key)['ok'] == 'hash' end
+
+-- the folded intro's state, or nil when it is not folded (its record, if any, answers)
+local function folded_state(conv, field)
+  if redis.call('EXISTS', KEYS[1]) == 1 or not is_hash(conv) then return nil end
+  local value = redis.call('HGET', conv, field)
+  if not value then return nil end
+  return STATES[string.sub(value, 1, 1)] or 'delivered'
+end
+
+"""
+
+LUA = LUA_STATE + """
 local STATE_CODES = """ + _lua_table(STATE_CODES) + """
 local RECEIPT_CODES = """ + _lua_table(RECEIPT_CODES) + """
-local STATES, RECEIPTS = {}, {}
-for name, code in pairs(STATE_CODES) do STATES[code] = name end
+local RECEIPTS = {}
 for name, code in pairs(RECEIPT_CODES) do RECEIPTS[code] = name end
 local REQUIRED = {'state', 'from', 'to', 'created_at', 'attempts', 'vonage_ids', 'parts',
                   'submitted_at', 'receipts'}
@@ -100,16 +116,6 @@ local function base_of(c)
 end
 
 local function side_of(field) return field == '0' and 'a' or 'b' end
-
-local function is_hash(key) return redis.call('TYPE', key)['ok'] == 'hash' end
-
--- the folded intro's state, or nil when it is not folded (its record, if any, answers)
-local function folded_state(conv, field)
-  if redis.call('EXISTS', KEYS[1]) == 1 or not is_hash(conv) then return nil end
-  local value = redis.call('HGET', conv, field)
-  if not value then return nil end
-  return STATES[string.sub(value, 1, 1)] or 'delivered'
-end
 
 -- fold the record into the conversation's hash if it is finished and fits; true if it did
 local function fold(conv, field)

@@ -96,7 +96,7 @@ return 1
 # A folded intro was finished by its receipts: nothing to record (no half record is made).
 # KEYS: record, claim, text, open sends, [conversation]. ARGV: id, vonage ids, parts, now,
 # retain body (1/0), [an intro's field].
-_MARK_SUBMITTED = _SUBMIT + folded_intros.LUA + """
+_MARK_SUBMITTED = _SUBMIT + folded_intros.LUA_STATE + """
 redis.call('DEL', KEYS[2])
 if KEYS[5] and folded_state(KEYS[5], ARGV[6]) then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'vonage_ids') == 1 then return 0 end
@@ -136,7 +136,7 @@ def _origin(outbound_id: str, data: dict[str, Any]) -> tuple[str | None, Message
 # finished send is never claimed; an unfinished one is taken for a lease, marked sending and
 # its attempt counted; a folded intro is finished. KEYS: record, claim, [conversation]. ARGV:
 # lease seconds, [an intro's field]. Returns {taken, state, attempts}.
-_CLAIM_SEND = folded_intros.LUA + """
+_CLAIM_SEND = folded_intros.LUA_STATE + """
 if KEYS[3] then
   local folded = folded_state(KEYS[3], ARGV[2])
   if folded then return {0, folded, 0} end
@@ -156,7 +156,7 @@ return {1, state, redis.call('HINCRBY', KEYS[1], 'attempts', 1)}
 # trail's list, the body, the open sends, [conversation]. ARGV: retention seconds, the trail
 # entry ('' for none), the owed send's id ('' for none: no body, not open), its body, now, an
 # intro's field ('' for none), then field, value pairs. Returns 1 when this call wrote it.
-_RECORD_ONCE = folded_intros.LUA + """
+_RECORD_ONCE = folded_intros.LUA_STATE + """
 if KEYS[5] and folded_state(KEYS[5], ARGV[6]) then return 0 end
 if redis.call('HSETNX', KEYS[1], ARGV[7], ARGV[8]) == 0 then return 0 end
 if #ARGV > 8 then redis.call('HSET', KEYS[1], unpack(ARGV, 9)) end
