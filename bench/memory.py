@@ -3,9 +3,11 @@
 Creates N conversations through the real code path (`ConversationStore.add` for a named /v1
 client, as the API does, then `Conversations.establish` with an in-memory Vonage: Number
 Insight, the allocation script, activation, the two intro SMS records) in a private
-redis-server; then sends and delivers every intro as the send and receipt tasks record it (the
-real `MessageLog.mark_submitted` and `apply_receipt`), the state a conversation keeps for the
-rest of its life. It measures `INFO memory` used_memory before and after each phase, and
+redis-server, and sends and delivers each one's intros right after it is made, as the send and
+receipt tasks record them (the real `MessageLog.mark_submitted` and `apply_receipt`, which
+folds a delivered intro into its conversation's hash): the state a conversation keeps for the
+rest of its life. (`--intros after` makes every conversation first and measures that state, all
+intros owed, before sending them.) It measures `INFO memory` used_memory before and after, and
 attributes the bytes by key type with `MEMORY USAGE key SAMPLES 0` on every key.
 
 Load: a marketplace in one country (GB), a pool of 50 numbers; every conversation joins a
@@ -13,7 +15,7 @@ distinct rider with a driver who has `--per-driver` conversations, both with a s
 name, no metadata, no callback URL, the default intro template. The baseline is used_memory
 with the pool set up and no conversation; the goal is at most 1 KB per live conversation.
 
-    .venv/bin/python -m bench.memory [--conversations 100000] [--processes 3]
+    .venv/bin/python -m bench.memory [--conversations 100000] [--processes 3] [--intros each]
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from bench.common import (
     server_pid,
     used_memory,
 )
+from shared import folded_intros
+from shared.clock import now
 from shared.domain import Conversation, ConversationStatus, Participant, new_conversation_id
 from shared.keys import Keys
 from shared.messages import MessageLog
@@ -95,22 +99,24 @@ def new_conversation(i: int, per_driver: int, created_at: float) -> Conversation
     )
 
 
-def _establish_range(job: tuple[str, int, int, int]) -> tuple[int, list[str]]:
-    """One process's share: add and establish conversations start..stop; returns (failures,
-    the ids of the conversations it made).
+def _establish_range(job: tuple[str, int, int, int, bool]) -> tuple[int, list[str]]:
+    """One process's share: add and establish conversations start..stop, and with `each`
+    send and deliver each one's intros right after (as the send task, queued by the create,
+    does); returns (failures, the ids of the conversations it made).
 
     Runs in a spawned process, so it imports the test double and builds its own client here.
     """
     from tests.doubles import FakeVonage
 
-    url, start, stop, per_driver = job
+    url, start, stop, per_driver, each = job
     client = redis.Redis.from_url(url, decode_responses=True)
     services = Services.from_settings(bench_settings(), client)
+    log = MessageLog(client)
     store, conversations = services.conversation_store, services.conversations
     vonage = FakeVonage()
     failures, ids = 0, []
     for i in range(start, stop):
-        conversation = new_conversation(i, per_driver, time.time())
+        conversation = new_conversation(i, per_driver, now())  # as the API stamps it
         store.add(conversation)
         ids.append(conversation.id)
         outcome = conversations.establish(conversation.id, vonage)
@@ -118,8 +124,20 @@ def _establish_range(job: tuple[str, int, int, int]) -> tuple[int, list[str]]:
             ConversationStatus.ACTIVE
         ):
             failures += 1
+        elif each:
+            _deliver(log, conversation.id, 2 * i)
     client.close()
     return failures, ids
+
+
+def _deliver(log: MessageLog, conv: str, serial: int) -> None:
+    """A conversation's two intros go out and are delivered, as the send task and the receipt
+    task record them."""
+    for index in range(2):
+        outbound = intro_id(conv, index)
+        vonage_id = f"{index:02x}{serial + index:016x}"  # Vonage's are 16-18 hex characters
+        log.mark_submitted(outbound, [vonage_id], retain_body=False)
+        log.apply_receipt(outbound, vonage_id, "delivered", "0")
 
 
 def _send_range(job: tuple[str, list[str]]) -> int:
@@ -128,16 +146,10 @@ def _send_range(job: tuple[str, list[str]]) -> int:
     url, ids = job
     client = redis.Redis.from_url(url, decode_responses=True)
     log = MessageLog(client)
-    sent = 0
-    for conv in ids:
-        for index in range(2):
-            outbound = intro_id(conv, index)
-            vonage_id = f"{index:02x}{sent:016x}"  # Vonage's ids are 16-18 hex characters
-            log.mark_submitted(outbound, [vonage_id], retain_body=False)
-            log.apply_receipt(outbound, vonage_id, "delivered", "0")
-            sent += 1
+    for n, conv in enumerate(ids):
+        _deliver(log, conv, 2 * n)
     client.close()
-    return sent
+    return 2 * len(ids)
 
 
 def _chunks(count: int, processes: int, per_driver: int) -> list[tuple[int, int]]:
@@ -155,9 +167,12 @@ def _run(processes: int, function: Any, jobs: Sequence[Any]) -> list[Any]:
         return list(pool.map(function, jobs))
 
 
-def populate(url: str, count: int, processes: int, per_driver: int) -> tuple[int, list[str]]:
-    """Create `count` conversations through the real path; (failures, their ids)."""
-    jobs = [(url, s, e, per_driver) for s, e in _chunks(count, processes, per_driver)]
+def populate(
+    url: str, count: int, processes: int, per_driver: int, each: bool = False
+) -> tuple[int, list[str]]:
+    """Create `count` conversations through the real path (with `each`, their intros sent and
+    delivered right after each); (failures, their ids)."""
+    jobs = [(url, s, e, per_driver, each) for s, e in _chunks(count, processes, per_driver)]
     failures, ids = 0, []
     for failed, made in _run(processes, _establish_range, jobs):
         failures += failed
@@ -261,44 +276,15 @@ def _per_conversation(
     }
 
 
-# What folding a conversation's two intro records into its own hash would save (not applied:
-# it changes every script that records a send, see docs/performance.md), measured on synthetic
-# copies of sampled keys: the folded hash goes to database 1 under the conversation's key name.
-_SHORT = {"state": "s", "attempts": "a", "created_at": "c", "vonage_ids": "v", "parts": "p",
-          "submitted_at": "t", "receipts": "r", "receipt_at": "q", "from": "f", "to": "o",
-          "expected_parts": "x", "origin_at": "g"}
-
-
-def folded_intros(url: str, sample: Sequence[str]) -> dict[str, Any]:
-    """Bytes (MEMORY USAGE) of the record and its two intro records now, and of one hash with
-    the intros' fields folded in (side digit + a one-letter name), per conversation."""
-    src = redis.Redis.from_url(url, decode_responses=True)
-    dst = redis.Redis.from_url(url.rsplit("/", 1)[0] + "/1", decode_responses=True)
-    now_bytes = folded_bytes = 0
-    encodings = set()
-    try:
-        dst.flushdb()
-        for conv in sample:
-            record = KEYS.conversation(conv)
-            intros = [KEYS.outbound(intro_id(conv, side)) for side in range(2)]
-            fields: dict[Any, Any] = {str(k): str(v) for k, v in src.hgetall(record).items()}
-            for side, key in enumerate(intros):
-                for name, value in src.hgetall(key).items():
-                    fields[f"{side}{_SHORT.get(str(name), str(name))}"] = str(value)
-            dst.hset(record, mapping=fields)
-            pipe = src.pipeline(transaction=False)
-            for key in (record, *intros):
-                pipe.execute_command("MEMORY USAGE", key, "SAMPLES", 0)  # type: ignore[no-untyped-call]
-            now_bytes += sum(int(size or 0) for size in pipe.execute())
-            folded_bytes += int(dst.execute_command(  # type: ignore[no-untyped-call]
-                "MEMORY USAGE", record, "SAMPLES", 0) or 0)
-            encodings.add(str(dst.object("encoding", record)))
-        dst.flushdb()
-    finally:
-        src.close()
-        dst.close()
-    n = max(1, len(sample))
-    return {"now": now_bytes / n, "folded": folded_bytes / n, "encodings": sorted(encodings)}
+def folded_share(client: redis.Redis, sample: Sequence[str]) -> dict[str, Any]:
+    """Of a sample of conversations: how many intros were folded into the conversation's hash
+    (shared/folded_intros.py) rather than kept as keys, and the mean folded value's length."""
+    pipe = client.pipeline(transaction=False)
+    for conv in sample:
+        pipe.hmget(KEYS.conversation(conv), *folded_intros.FIELDS)
+    values = [v for pair in pipe.execute() for v in pair if v is not None]
+    return {"intros": 2 * len(sample), "folded": len(values),
+            "mean_value_bytes": sum(len(v) for v in values) / max(1, len(values))}
 
 
 def measure(
@@ -306,8 +292,14 @@ def measure(
     processes: int = 3,
     pool_size: int = 50,
     per_driver: int = 3,
+    intros: str = "each",
 ) -> dict[str, Any]:
-    """Run the benchmark and return its figures (bytes are per live conversation)."""
+    """Run the benchmark and return its figures (bytes are per live conversation).
+
+    `intros`: "each" sends and delivers a conversation's intros right after it is made, as the
+    product does (a few are owed at any time); "after" makes every conversation first, all
+    their intros owed at once, and measures that state too before sending them all (Redis's
+    key and expiry tables then keep the size that peak of keys gave them)."""
     with private_redis() as (server, client):
         inventory = PoolInventory(client)
         for i in range(pool_size):
@@ -315,18 +307,19 @@ def measure(
         empty = _snapshot(client)
 
         started = time.monotonic()
-        failures, ids = populate(server.url, conversations, processes, per_driver)
+        each = intros == "each"
+        failures, ids = populate(server.url, conversations, processes, per_driver, each)
         elapsed = time.monotonic() - started
         if failures:
             raise RuntimeError(f"{failures} conversations did not become active")
-        established = _snapshot(client)
-        sent = send_all(server.url, ids, processes)
+        established = None if each else _snapshot(client)
+        sent = 2 * conversations if each else send_all(server.url, ids, processes)
         if sent != 2 * conversations:
             raise RuntimeError(f"{sent} intros recorded as sent, not {2 * conversations}")
         delivered = _snapshot(client)
         peak = peak_rss_bytes(server_pid(client))
         step = max(1, len(ids) // 1000)
-        what_if = folded_intros(server.url, ids[::step][:1000])
+        folded = folded_share(client, ids[::step][:1000])
         encodings = {
             "conversation record": str(client.object("encoding", KEYS.conversation(ids[-1]))),
             "intro outbound records": str(
@@ -344,10 +337,13 @@ def measure(
         "peak_rss_bytes": peak,
         "id_length": len(ids[-1]),
         "encodings": encodings,
-        "established": _per_conversation(established, empty, conversations),
+        "intros": intros,
+        "established": (
+            _per_conversation(established, empty, conversations) if established else None
+        ),
         "delivered": after_send,
         "bytes_per_conversation": after_send["total"],
-        "folded_intros": what_if,
+        "folded_intros": folded,
         "goal_bytes": GOAL_BYTES,
         "ratio_to_goal": after_send["total"] / GOAL_BYTES,
         "meets_goal": after_send["total"] <= GOAL_BYTES,
@@ -357,7 +353,8 @@ def measure(
 def report(figures: dict[str, Any]) -> None:
     n = figures["conversations"]
     goal = figures["goal_bytes"]
-    est, done = figures["established"], figures["delivered"]
+    done = figures["delivered"]
+    est = figures["established"] or done  # "each": no state with every intro owed
     print(
         f"{n} conversations established through the real path in {figures['seconds']:.1f} s "
         f"({figures['rate_per_second']:.0f}/s, {figures['processes']} processes); "
@@ -365,52 +362,43 @@ def report(figures: dict[str, Any]) -> None:
         f"{mib(figures['peak_rss_bytes'])}; encodings: "
         + ", ".join(f"{k} {v}" for k, v in figures["encodings"].items())
     )
+    both = figures["established"] is not None
     rows: list[list[object]] = []
+
+    def row(name: str, *cells: object) -> None:
+        rows.append([name, *(cells if both else cells[2:])])
+
     for name in KEY_TYPES:
         if est["key_counts"][name] or done["key_counts"][name]:
-            rows.append([name, est["key_counts"][name], f"{est['by_type'][name]:.0f}",
-                         done["key_counts"][name], f"{done['by_type'][name]:.0f}"])
-    rows.append(["key and expiry tables (MEMORY STATS)", "-", f"{est['key_tables']:.0f}",
-                 "-", f"{done['key_tables']:.0f}"])
-    rows.append(["remainder (allocator, fragments of shared structures)", "-",
-                 f"{est['remainder']:.0f}", "-", f"{done['remainder']:.0f}"])
-    rows.append(["**total (INFO used_memory delta)**",
-                 f"{est['keys_per_conversation']:.2f} keys/conv", f"**{est['total']:.0f}**",
-                 f"{done['keys_per_conversation']:.2f} keys/conv", f"**{done['total']:.0f}**"])
+            row(name, est["key_counts"][name], f"{est['by_type'][name]:.0f}",
+                done["key_counts"][name], f"{done['by_type'][name]:.0f}")
+    row("key and expiry tables (MEMORY STATS)", "-", f"{est['key_tables']:.0f}",
+        "-", f"{done['key_tables']:.0f}")
+    row("remainder (allocator, fragments of shared structures)", "-",
+        f"{est['remainder']:.0f}", "-", f"{done['remainder']:.0f}")
+    row("**total (INFO used_memory delta)**",
+        f"{est['keys_per_conversation']:.2f} keys/conv", f"**{est['total']:.0f}**",
+        f"{done['keys_per_conversation']:.2f} keys/conv", f"**{done['total']:.0f}**")
+    headers = ["keys (established)", "bytes/conv (established)"] if both else []
     print_table(
         f"Bytes per live conversation by key type ({n} conversations; baseline: the pool "
         f"and no conversation, {mib(figures['used_memory_before'])})",
-        ["key type", "keys (established)", "bytes/conv (established)",
-         "keys (intros delivered)", "bytes/conv (intros delivered)"],
+        ["key type", *headers, "keys (intros delivered)", "bytes/conv (intros delivered)"],
         rows,
     )
     total = figures["bytes_per_conversation"]
+    states = [] if figures["established"] is None else [
+        ["just established (every intro owed)", f"{est['total']:.0f}",
+         f"{est['total'] / goal:.2f}", f"<= {goal}"]]
     print_table(
-        "Bytes per live conversation versus the goal",
+        f"Bytes per live conversation versus the goal (intros sent: {figures['intros']})",
         ["state", "bytes / conversation", "ratio to goal", "goal"],
-        [
-            ["just established (intros owed)", f"{est['total']:.0f}",
-             f"{est['total'] / goal:.2f}", f"<= {goal}"],
-            ["intros sent and delivered (what it keeps)", f"{total:.0f}",
-             f"{figures['ratio_to_goal']:.2f}", f"<= {goal}"],
-        ],
+        [*states, ["intros sent and delivered (what it keeps)", f"{total:.0f}",
+                   f"{figures['ratio_to_goal']:.2f}", f"<= {goal}"]],
     )
     fold = figures["folded_intros"]
-    per_key = done["key_tables"] / max(1e-9, done["keys_per_conversation"])
-    saved = fold["now"] - fold["folded"] + 2 * per_key
-    print_table(
-        "Not applied: the two intro records folded into the conversation's hash (synthetic "
-        "copies of a sample)",
-        ["figure", "bytes / conversation"],
-        [
-            ["record + two intro records now (MEMORY USAGE)", f"{fold['now']:.0f}"],
-            [f"one folded hash ({', '.join(fold['encodings'])})", f"{fold['folded']:.0f}"],
-            ["key and expiry tables of two keys (this run's mean per key)",
-             f"{2 * per_key:.0f}"],
-            ["would save (estimate)", f"{saved:.0f}"],
-            ["total with it (estimate)", f"{total - saved:.0f}"],
-        ],
-    )
+    print(f"Intros folded into their conversation's hash (a sample): {fold['folded']} of "
+          f"{fold['intros']}, values of {fold['mean_value_bytes']:.0f} bytes on average")
     verdict = "meets" if figures["meets_goal"] else "DOES NOT meet"
     print(f"Result: {total:.0f} bytes per live conversation (ratio {figures['ratio_to_goal']:.2f}"
           f" to the goal) {verdict} the goal of <= {goal}.")
@@ -422,12 +410,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=3)
     parser.add_argument("--pool-size", type=int, default=50)
     parser.add_argument("--per-driver", type=int, default=3)
+    parser.add_argument(
+        "--intros", choices=("each", "after"), default="each",
+        help="each: a conversation's intros are sent and delivered right after it is made (as "
+             "in the product); after: once every conversation is made (measures that state "
+             "too, and the key tables keep the size of its peak of keys)")
     args = parser.parse_args(argv)
     figures = measure(
         conversations=args.conversations,
         processes=args.processes,
         pool_size=args.pool_size,
         per_driver=args.per_driver,
+        intros=args.intros,
     )
     report(figures)
     return 0

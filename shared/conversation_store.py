@@ -23,15 +23,18 @@ than every live conversation of that person, by the retention).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import redis
 
-from shared.clock import now
+from shared import folded_intros
+from shared.clock import after, now
 from shared.domain import ERASED, Conversation, ConversationStatus
 from shared.keys import DEFAULT_RETENTION_SECONDS, LISTED, Keys
+from shared.outbound import intro_id
 from shared.routes import RouteTable
 
 # The longest a conversation stays pending (shared/conversations.py fails it after 900 s);
@@ -108,14 +111,17 @@ def _record(conversation: Conversation) -> tuple[str, list[str]]:
     return "", [item for pair in fields.items() for item in pair]
 
 
-def _write(pipe: Any, key: str, conversation: Conversation) -> None:
-    """Queue the replacement of a record (whatever it was before: string or hash)."""
+def _write(
+    pipe: Any, key: str, conversation: Conversation, folded: Mapping[str, str] | None = None
+) -> None:
+    """Queue the replacement of a record (whatever it was before: string or hash), keeping
+    the `folded` intros it holds (shared/folded_intros.py)."""
     fields = conversation.to_fields()
     pipe.delete(key)
     if fields is None:
         pipe.set(key, conversation.to_json())
     else:
-        pipe.hset(key, mapping=fields)
+        pipe.hset(key, mapping={**fields, **(folded or {})})
 
 
 def _load(conversation_id: str, found: Any) -> Conversation | None:
@@ -313,12 +319,41 @@ class ConversationStore:
         return [_load(i, value) for i, value in zip(ids, found, strict=True)]
 
     @staticmethod
-    def _read_watched(pipe: Any, key: str, conversation_id: str) -> Conversation | None:
-        """A record read on a pipeline that WATCHes it (commands run at once)."""
+    def _read_watched(
+        pipe: Any, key: str, conversation_id: str
+    ) -> tuple[Conversation | None, dict[str, str]]:
+        """A record read on a pipeline that WATCHes it (commands run at once), and its hash
+        as stored ({} for the JSON layout)."""
         try:
-            return _load(conversation_id, pipe.hgetall(key))
+            found = pipe.hgetall(key)
         except redis.ResponseError:  # WRONGTYPE: a record in the JSON layout
-            return _load(conversation_id, pipe.get(key))
+            return _load(conversation_id, pipe.get(key)), {}
+        return _load(conversation_id, found), found
+
+    def _keep_folded(
+        self, pipe: Any, raw: Mapping[str, str], changed: Conversation
+    ) -> dict[str, str]:
+        """The folded intros a rewritten record keeps (those not aged out, as their records
+        would have); when it becomes a JSON string, they are queued back as records."""
+        fields = changed.to_fields()
+        kept: dict[str, str] = {}
+        for side, field in enumerate(folded_intros.FIELDS):
+            value = raw.get(field)
+            owed_at = folded_intros.created_at(value, raw) if value else None
+            if value is None or owed_at is None:
+                continue
+            left = int(owed_at + self._retention - time.time())
+            if left <= 0:
+                continue
+            if fields is not None:
+                kept[field] = folded_intros.keep(value, raw, fields, side)
+                continue
+            record = folded_intros.unfold(value, raw, side)
+            if record is not None:
+                key = self._keys.outbound(intro_id(changed.id, side))
+                pipe.hset(key, mapping=record)
+                pipe.expire(key, left)
+        return kept
 
     def transition(
         self, conversation_id: str, change: Callable[[Conversation], Conversation | None]
@@ -332,14 +367,14 @@ class ConversationStore:
             with self._redis.pipeline() as pipe:
                 try:
                     pipe.watch(key)  # type: ignore[no-untyped-call]
-                    current = self._read_watched(pipe, key, conversation_id)
+                    current, raw = self._read_watched(pipe, key, conversation_id)
                     if current is None:
                         return None
                     changed = change(current)
                     if changed is None:
                         return None
                     pipe.multi()
-                    _write(pipe, key, changed)
+                    _write(pipe, key, changed, self._keep_folded(pipe, raw, changed))
                     if not changed.status.is_live:
                         pipe.expire(key, self._retention)
                         if current.status.is_live and changed.client is not None:
@@ -372,7 +407,7 @@ class ConversationStore:
         def later(c: Conversation) -> Conversation | None:
             if c.status is not ConversationStatus.ACTIVE or c.expires_at is None:
                 return None
-            wanted = at + c.ttl_seconds
+            wanted = after(at, c.ttl_seconds)
             return c.with_status(c.status, expires_at=wanted) if wanted > c.expires_at else None
 
         return self.transition(conversation_id, later)

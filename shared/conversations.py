@@ -9,7 +9,7 @@ from typing import Protocol
 from shared import outbound
 from shared.api_models import NewConversation
 from shared.blocked_numbers import BlockedNumbers
-from shared.clock import now
+from shared.clock import after, now
 from shared.conversation_store import ConversationStore
 from shared.domain import Conversation, ConversationStatus, Participant
 from shared.idempotency import IdempotencyKeys
@@ -281,7 +281,7 @@ class Conversations:
             lambda c: c.with_status(
                 ConversationStatus.ACTIVE,
                 participants=participants,
-                expires_at=started + c.ttl_seconds,
+                expires_at=after(started, c.ttl_seconds),
             )
             if c.status is ConversationStatus.PENDING
             else None,

@@ -162,7 +162,7 @@ class Conversation:
         """
         fields: dict[str, str] = {
             "s": self.status.value,
-            "c": repr(self.created_at),
+            "c": _stamp(self.created_at),
             "t": str(self.ttl_seconds),
         }
         for side, participant in zip("ab", self.participants, strict=True):
@@ -175,7 +175,7 @@ class Conversation:
                 if value is not None:
                     fields[side + name] = value
         optional = {
-            "e": repr(self.expires_at) if self.expires_at is not None else None,
+            "e": _stamp(self.expires_at) if self.expires_at is not None else None,
             "r": self.failure_reason,
             "u": self.callback_url,
             "m": json.dumps(dict(self.metadata), separators=(",", ":")) if self.metadata else None,
@@ -203,9 +203,9 @@ class Conversation:
             id=conversation_id,
             participants=(first, second),
             status=ConversationStatus(fields["s"]),
-            created_at=float(fields["c"]),
+            created_at=_time(fields["c"]),
             ttl_seconds=int(fields["t"]),
-            expires_at=float(fields["e"]) if "e" in fields else None,
+            expires_at=_time(fields["e"]) if "e" in fields else None,
             failure_reason=fields.get("r"),
             callback_url=fields.get("u"),
             metadata=json.loads(fields["m"]) if "m" in fields else {},
@@ -235,6 +235,19 @@ class Conversation:
             client=data.get("client"),
             mask=frozenset(ContactKind(k) for k in data["mask"]) if "mask" in data else None,
         )
+
+
+def _stamp(at: float) -> str:
+    """A time for a record's hash: whole milliseconds when it has no finer digits (a listpack
+    keeps such a number as an integer, 10 bytes instead of 16: docs/performance.md, section 4),
+    else as Python prints the float (which always has a '.' or an 'e')."""
+    millis = round(at * 1000)
+    return str(millis) if millis / 1000 == at and millis >= 0 else repr(at)
+
+
+def _time(value: str) -> float:
+    """A time _stamp() wrote, or one written as seconds before it (a float's digits)."""
+    return int(value) / 1000 if value.isdigit() else float(value)
 
 
 def _without_empty(fields: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import redis
 
+from shared import folded_intros
 from shared.domain import ERASED, DeliveryState, MessageKind, OutboundSms
 from shared.keys import DEFAULT_RETENTION_SECONDS, Keys
 from shared.vonage_gateway import sms_parts
@@ -56,8 +57,13 @@ end
 # one), and race the send's own record of Vonage's answer. A receipt for a send still `sending`
 # proves Vonage took it: it completes the record first, with as many parts as the text splits
 # into (the answer was never seen). Delivered once every part is; failed once any part failed.
-# KEYS: record, claim, text, open sends. ARGV: id, vonage id, status, err-code, now, retain body.
-_RECORD_RECEIPT = _SUBMIT + """
+# An intro's record (KEYS[5], its conversation; ARGV[7], its side's field) is folded into its
+# conversation's hash once finished, and unfolded first for a receipt that comes later
+# (shared/folded_intros.py): a late receipt applies as it would have to the record.
+# KEYS: record, claim, text, open sends, [conversation]. ARGV: id, vonage id, status, err-code,
+# now, retain body, [field, retention seconds].
+_RECORD_RECEIPT = _SUBMIT + folded_intros.LUA + """
+if KEYS[5] then unfold(KEYS[5], ARGV[7], ARGV[5], ARGV[8]) end
 if redis.call('HEXISTS', KEYS[1], 'vonage_ids') == 0 then
   -- not ours, never sent, or aged out: no half a record is made
   if redis.call('HGET', KEYS[1], 'state') ~= 'sending' then return 0 end
@@ -80,15 +86,19 @@ elseif delivered and seen >= parts then
   redis.call('HSET', KEYS[1], 'state', 'delivered')
 end
 if ARGV[4] ~= '' and ARGV[4] ~= '0' then redis.call('HSET', KEYS[1], 'receipt_error', ARGV[4]) end
+if KEYS[5] then fold(KEYS[5], ARGV[7]) end
 return 1
 """
 
 # Vonage took a send: its ids and part count, once. One step, because the send's own worker and
 # a delivery receipt that arrived first (which completes an in-doubt record) race to do it, and
 # the later one must neither reset the receipts already counted nor the state they gave.
-# KEYS: record, claim, text, open sends. ARGV: id, vonage ids, parts, now, retain body (1/0).
-_MARK_SUBMITTED = _SUBMIT + """
+# A folded intro was finished by its receipts: nothing to record (no half record is made).
+# KEYS: record, claim, text, open sends, [conversation]. ARGV: id, vonage ids, parts, now,
+# retain body (1/0), [an intro's field].
+_MARK_SUBMITTED = _SUBMIT + folded_intros.LUA_STATE + """
 redis.call('DEL', KEYS[2])
+if KEYS[5] and folded_state(KEYS[5], ARGV[6]) then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'vonage_ids') == 1 then return 0 end
 submit(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
@@ -124,8 +134,13 @@ def _origin(outbound_id: str, data: dict[str, Any]) -> tuple[str | None, Message
 
 # A send's claim in one round trip (it was three: the state, the lease, the attempt): a
 # finished send is never claimed; an unfinished one is taken for a lease, marked sending and
-# its attempt counted. KEYS: record, claim. ARGV: lease seconds. Returns {taken, state, attempts}.
-_CLAIM_SEND = """
+# its attempt counted; a folded intro is finished. KEYS: record, claim, [conversation]. ARGV:
+# lease seconds, [an intro's field]. Returns {taken, state, attempts}.
+_CLAIM_SEND = folded_intros.LUA_STATE + """
+if KEYS[3] then
+  local folded = folded_state(KEYS[3], ARGV[2])
+  if folded then return {0, folded, 0} end
+end
 local state = redis.call('HGET', KEYS[1], 'state')
 if state and state ~= 'queued' and state ~= 'sending' then return {0, state, 0} end
 state = state or 'queued'
@@ -137,12 +152,14 @@ return {1, state, redis.call('HINCRBY', KEYS[1], 'attempts', 1)}
 # A record written once per id, whole, in one round trip (it was two: the marker, then the
 # rest): the first field given is the once-only marker, and a record already there is left as
 # it is, with nothing else written. An owed send's body and its place among the open sends go
-# with it. KEYS: record, the trail's list, the body, the open sends. ARGV: retention seconds,
-# the trail entry ('' for none), the owed send's id ('' for none: no body, not open), its body,
-# now, then field, value pairs. Returns 1 when this call wrote the record.
-_RECORD_ONCE = """
-if redis.call('HSETNX', KEYS[1], ARGV[6], ARGV[7]) == 0 then return 0 end
-if #ARGV > 7 then redis.call('HSET', KEYS[1], unpack(ARGV, 8)) end
+# with it. An intro folded into its conversation (KEYS[5]) is there already. KEYS: record, the
+# trail's list, the body, the open sends, [conversation]. ARGV: retention seconds, the trail
+# entry ('' for none), the owed send's id ('' for none: no body, not open), its body, now, an
+# intro's field ('' for none), then field, value pairs. Returns 1 when this call wrote it.
+_RECORD_ONCE = folded_intros.LUA_STATE + """
+if KEYS[5] and folded_state(KEYS[5], ARGV[6]) then return 0 end
+if redis.call('HSETNX', KEYS[1], ARGV[7], ARGV[8]) == 0 then return 0 end
+if #ARGV > 8 then redis.call('HSET', KEYS[1], unpack(ARGV, 9)) end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 if ARGV[3] ~= '' then
   redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[1])
@@ -154,6 +171,22 @@ if ARGV[2] ~= '' then
 end
 return 1
 """
+
+
+# A folded intro's value replaced only if it is still the one read (a late receipt may have
+# unfolded it meanwhile). KEYS: conversation. ARGV: field, old value, new value.
+_REPLACE_FOLDED = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+
+def _side(outbound_id: str) -> int | None:
+    """An intro's side (0, 1), None for any other send."""
+    if _derived(outbound_id)[0] is None:
+        return None
+    return int(outbound_id.rpartition("-")[2])
 
 
 class MessageLog:
@@ -172,6 +205,16 @@ class MessageLog:
         self._mark_submitted = client.register_script(_MARK_SUBMITTED)
         self._claim_send = client.register_script(_CLAIM_SEND)
         self._record_once = client.register_script(_RECORD_ONCE)
+        self._replace_folded = client.register_script(_REPLACE_FOLDED)
+
+    def _folded_at(self, outbound_id: str) -> tuple[list[str], list[str]]:
+        """For an intro: ([its conversation's key], [its field]) that the scripts take, where
+        its record is folded once finished; ([], []) for any other send."""
+        conversation_id, _ = _derived(outbound_id)
+        side = _side(outbound_id)
+        if conversation_id is None or side is None:
+            return [], []
+        return [self._keys.conversation(conversation_id)], [folded_intros.field_of(side)]
 
     # -- webhook dedupe --------------------------------------------------------------------
     #
@@ -241,12 +284,13 @@ class MessageLog:
         `entry` to the list `log`, and for an `owed` send its body and open entry too; False
         when the record was already there (then nothing is written)."""
         pairs = [str(v) for kv in fields.items() for v in kv]
+        conversation, field = self._folded_at(owed.id) if owed else ([], [])
         keys = [key, log or key,
                 self._keys.outbound_text(owed.id) if owed else key,
-                self._keys.outbound_open() if owed else key]
+                self._keys.outbound_open() if owed else key, *conversation]
         args: list[str | int | float] = [
             self._retention, entry if log else "", owed.id if owed else "",
-            owed.text if owed else "", time.time(), *pairs]
+            owed.text if owed else "", time.time(), *(field or [""]), *pairs]
         return bool(self._record_once(keys=keys, args=args))
 
     # -- outbound records ------------------------------------------------------------------
@@ -303,8 +347,20 @@ class MessageLog:
         )
 
     def outbound_state(self, outbound_id: str) -> str | None:
-        state = self._redis.hget(self._keys.outbound(outbound_id), "state")
-        return str(state) if state is not None else None
+        """A send's delivery state; a folded intro's from its conversation's hash."""
+        conversation, field = self._folded_at(outbound_id)
+        if not conversation:
+            state = self._redis.hget(self._keys.outbound(outbound_id), "state")
+            return str(state) if state is not None else None
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hget(self._keys.outbound(outbound_id), "state")
+        pipe.hget(conversation[0], field[0])
+        state, folded = pipe.execute(raise_on_error=False)
+        if isinstance(state, str):
+            return state
+        if isinstance(folded, str):  # (a conversation in the JSON layout answers an error)
+            return folded_intros.state_of(folded)
+        return None
 
     def claim_send(
         self, outbound_id: str, lease_seconds: int, *, replicas: int = 0, wait_ms: int = 0
@@ -319,9 +375,11 @@ class MessageLog:
         redelivered task may try again; that gap is the only window for a duplicate.
         """
         if replicas == 0:
+            conversation, field = self._folded_at(outbound_id)
             taken, held, attempts = self._claim_send(
-                keys=[self._keys.outbound(outbound_id), self._keys.send_claim(outbound_id)],
-                args=[lease_seconds],
+                keys=[self._keys.outbound(outbound_id), self._keys.send_claim(outbound_id),
+                      *conversation],
+                args=[lease_seconds, *field],
             )
             return SendClaim(acquired=bool(taken), state=str(held), attempts=int(attempts))
         state = self.outbound_state(outbound_id)
@@ -366,12 +424,14 @@ class MessageLog:
         `parts` defaults to one per id Vonage answered with. Once only: a record already
         completed (by a receipt that came first) is left alone.
         """
+        conversation, field = self._folded_at(outbound_id)
         self._mark_submitted(
             keys=[self._keys.outbound(outbound_id), self._keys.send_claim(outbound_id),
-                  self._keys.outbound_text(outbound_id), self._keys.outbound_open()],
+                  self._keys.outbound_text(outbound_id), self._keys.outbound_open(),
+                  *conversation],
             args=[outbound_id, json.dumps(vonage_ids),
                   parts if parts is not None else len(vonage_ids), _now(),
-                  "1" if retain_body else "0"],
+                  "1" if retain_body else "0", *field],
         )
 
     def mark_failed(self, outbound_id: str, code: str, reason: str, *, retain_body: bool) -> None:
@@ -413,11 +473,14 @@ class MessageLog:
         """
         if not outbound_id:
             return None
+        conversation, field = self._folded_at(outbound_id)
         matched = self._record_receipt(
             keys=[self._keys.outbound(outbound_id), self._keys.send_claim(outbound_id),
-                  self._keys.outbound_text(outbound_id), self._keys.outbound_open()],
+                  self._keys.outbound_text(outbound_id), self._keys.outbound_open(),
+                  *conversation],
             args=[outbound_id, vonage_id, status, err_code, _now(),
-                  "1" if retain_body else "0"],
+                  "1" if retain_body else "0", *field,
+                  *([self._retention] if field else [])],
         )
         return outbound_id if matched else None
 
@@ -437,13 +500,27 @@ class MessageLog:
             pipe.hmget(self._record_key(kind, ident), "from", "to", "state", "text")
             if kind == "out":
                 pipe.exists(self._keys.outbound_text(ident))
-        found = iter(pipe.execute())
+        folds = self._folds(pipe, conversation_id, refs)
+        found = iter(folds.fill(pipe.execute(raise_on_error=False)))
         changed = 0
         owed = {DeliveryState.QUEUED.value, DeliveryState.SENDING.value}
+        replaced: list[tuple[str, str, str]] = []
         for kind, ident in refs:
             sender, recipient, state, inline_text = next(found)
             has_text = inline_text is not None or (kind == "out" and bool(next(found)))
             key = self._record_key(kind, ident)
+            if sender is None and recipient is None and state is None and ident in folds.live:
+                # a folded intro (finished: never owed): its sender or recipient erased there
+                field, value = folds.live[ident]
+                erased = folded_intros.erased(value, folds.conversation, folds.side[ident],
+                                              number)
+                if erased is None and not has_text:
+                    continue
+                if erased is not None:
+                    replaced.append((field, value, erased))
+                pipe.delete(self._keys.outbound_text(ident))
+                changed += 1
+                continue
             fields: dict[Any, Any] = {
                 name: ERASED for name, value in (("from", sender), ("to", recipient))
                 if value == number
@@ -460,8 +537,27 @@ class MessageLog:
             if kind == "out":
                 pipe.delete(self._keys.outbound_text(ident))
             changed += 1
-        pipe.execute()
+        for field, value, erased in replaced:
+            self._replace_folded(keys=[self._keys.conversation(conversation_id)],
+                                 args=[field, value, erased], client=pipe)
+        results = pipe.execute()
+        if replaced and not all(results[len(results) - len(replaced):]):
+            # a late receipt unfolded an intro meanwhile: its record is erased as any other
+            # (counted once, above)
+            self.redact(conversation_id, number, first)
         return changed
+
+    def _folds(
+        self, pipe: Any, conversation_id: str, refs: Sequence[tuple[str, str]]
+    ) -> _Folds:
+        """Queue reading the conversation's hash last when `refs` hold its intros; the
+        pipeline's results then go through the returned _Folds' `fill`."""
+        sides = {ident: side for kind, ident in refs if kind == "out"
+                 for side in [_side(ident)]
+                 if side is not None and _derived(ident)[0] == conversation_id}
+        if sides:
+            pipe.hgetall(self._keys.conversation(conversation_id))
+        return _Folds(sides, self._retention)
 
     def _record_key(self, kind: str, ident: str) -> str:
         return self._keys.inbound(ident) if kind == "in" else self._keys.outbound(ident)
@@ -487,7 +583,8 @@ class MessageLog:
         pipe = self._redis.pipeline()
         for kind, ident in refs:
             pipe.hgetall(self._record_key(kind, ident))
-        records = pipe.execute()
+        folds = self._folds(pipe, conversation_id, refs)
+        records = folds.fill(pipe.execute(raise_on_error=False))
         texts: dict[str, str | None] = {}
         if with_text:
             outbound_ids = [ident for kind, ident in refs if kind == "out"]
@@ -496,6 +593,8 @@ class MessageLog:
             texts = dict(zip(outbound_ids, pipe.execute(), strict=True))
         out: list[TrailEntry] = []
         for (kind, ident), data in zip(refs, records, strict=True):
+            if kind == "out" and not (data and _OUTBOUND_FIELDS <= data.keys()):
+                data = folds.record(ident) or data  # an intro folded into its conversation
             # a record that aged out (or was only half re-created by a late receipt) is skipped
             if kind == "in" and data and _INBOUND_FIELDS <= data.keys():
                 out.append(InboundRecord.from_fields(ident, data))
@@ -503,6 +602,38 @@ class MessageLog:
                 out.append(OutboundRecord.from_fields(ident, data, texts.get(ident)))
         return out
 
+
+class _Folds:
+    """A conversation's folded intros, as one read of its hash found them (none when the
+    hash was not read, or the record is a JSON string)."""
+
+    def __init__(self, side: dict[str, int], retention: int) -> None:
+        self.side = side
+        self._retention = retention
+        self.conversation: dict[str, str] = {}
+        self.live: dict[str, tuple[str, str]] = {}
+
+    def fill(self, results: list[Any]) -> list[Any]:
+        """Take the conversation's hash off the end of a pipeline's results (when it was
+        read); the rest of them."""
+        if not self.side:
+            return results
+        found = results.pop()
+        self.conversation = found if isinstance(found, dict) else {}
+        now = time.time()
+        for ident, side in self.side.items():
+            value = self.conversation.get(folded_intros.field_of(side))
+            owed_at = folded_intros.created_at(value, self.conversation) if value else None
+            # aged out as its record would have (its retention runs from when it was owed)
+            if value and owed_at is not None and owed_at + self._retention > now:
+                self.live[ident] = (folded_intros.field_of(side), value)
+        return results
+
+    def record(self, ident: str) -> dict[str, str] | None:
+        """The record a folded intro stands for (None when it is not folded)."""
+        if ident not in self.live:
+            return None
+        return folded_intros.unfold(self.live[ident][1], self.conversation, self.side[ident])
 
 @dataclass(frozen=True, slots=True)
 class InboundRecord:

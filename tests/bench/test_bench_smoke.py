@@ -21,7 +21,7 @@ def test_route_lookup_runs_on_toy_sizes(capsys):
 
 
 def test_memory_runs_on_toy_sizes(capsys):
-    figures = memory.measure(conversations=30, processes=1, pool_size=5)
+    figures = memory.measure(conversations=30, processes=1, pool_size=5, intros="after")
     for state in ("established", "delivered"):
         counts = figures[state]["key_counts"]
         assert counts["conversation record"] == 30
@@ -32,7 +32,11 @@ def test_memory_runs_on_toy_sizes(capsys):
     memory.report(figures)
     out = capsys.readouterr().out
     assert "bytes per live conversation" in out and "ratio to goal" in out
-    assert figures["folded_intros"]["folded"] > 0
+    assert figures["folded_intros"]["folded"] == 60
+    assert figures["delivered"]["key_counts"]["intro outbound records"] == 0
+    each = memory.measure(conversations=30, processes=1, pool_size=5)  # as the product sends
+    assert each["established"] is None and each["folded_intros"]["folded"] == 60
+    memory.report(each)
 
 
 def test_numbers_needed_runs_on_toy_sizes(capsys):
