@@ -12,6 +12,7 @@ from shared import folded_intros
 from shared.domain import ERASED, ConversationStatus
 from shared.keys import Keys
 from shared.messages import MessageLog
+from tests.conftest import TEST_CLIENT
 from tests.doubles import FakeVonage
 from tests.shared.conftest import POOL, A, B, World
 
@@ -121,14 +122,14 @@ def test_a_proxy_that_moves_after_the_fold_leaves_the_intros_sender_as_it_was(wo
 def test_erasing_a_person_erases_them_from_folded_intros_too(world, fake_redis):
     intros, conversation = world.start()
     _deliver(world, intros)
-    erasure = world.services.conversations.erase_participant(A, client="anyone")
+    erasure = world.services.conversations.erase_participant(A, client=TEST_CLIENT)
     assert erasure.messages == 1
     first, second = _trail(world, conversation.id)
     assert first.recipient == ERASED and second.recipient == B
     raw = fake_redis.hgetall(KEYS.conversation(conversation.id))
     assert A not in "".join(raw.values())
     # again: nothing left to change
-    assert world.services.conversations.erase_participant(A, client="anyone").messages == 0
+    assert world.services.conversations.erase_participant(A, client=TEST_CLIENT).messages == 0
 
 
 def test_a_folded_intro_ages_out_with_its_retention(make_services, fake_redis, monkeypatch):
