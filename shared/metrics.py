@@ -332,8 +332,8 @@ class Counters:
 
 
 class HistogramBuffer:
-    """Histogram observations added up in this process and written to the shared hash in one
-    pipeline about every FLUSH_SECONDS.
+    """Histogram observations (and counts) added up in this process and written to the shared
+    hash in one pipeline about every FLUSH_SECONDS.
 
     For the webhook timings: writing each observation as it happens cost every webhook a
     second Redis round trip after its enqueue (docs/performance.md, benchmark 1). What is
@@ -365,6 +365,7 @@ class HistogramBuffer:
         # of an observation; few (buckets x kinds x status codes)
         self._fields: dict[tuple[str, float, tuple[tuple[str, str], ...]],
                            tuple[str, str, str]] = {}
+        self._counted: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
 
     def observe(self, family: str, seconds: float, labels: Mapping[str, str] | None = None
                 ) -> None:
@@ -382,6 +383,20 @@ class HistogramBuffer:
             pending[bucket] = pending.get(bucket, 0) + 1
             pending[total] = pending.get(total, 0.0) + seconds
             pending[count] = pending.get(count, 0) + 1
+            if not self._exit_hook:
+                atexit.register(self.flush)
+                self._exit_hook = True
+
+    def count(self, family: str, labels: Mapping[str, str] | None = None, amount: int = 1
+              ) -> None:
+        """Add to a counter series; no I/O (the worker's finished tasks: a round trip per task
+        otherwise, docs/performance.md section 2)."""
+        key = (family, tuple(labels.items()) if labels else ())
+        field = self._counted.get(key)
+        if field is None:
+            field = self._counted[key] = series_key(family, labels)
+        with self._lock:
+            self._pending[field] = self._pending.get(field, 0) + amount
             if not self._exit_hook:
                 atexit.register(self.flush)
                 self._exit_hook = True
