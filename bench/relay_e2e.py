@@ -34,7 +34,7 @@ from typing import Any
 import redis
 
 from bench.common import InboundPoster, open_conversations, tree_peak_rss_bytes
-from bench.scale_out import cpu_seconds
+from bench.scale_out import CLOCK_TICKS, cpu_seconds
 from devtools.stack import ROOT, Stack, StackConfig
 from shared.settings import Settings
 from workers.celery_app import make_celery
@@ -71,11 +71,15 @@ def run_relay(messages: int, conversations: int, tmp: Path,
 
         assert stack.redis is not None
         store = redis.Redis.from_url(stack.redis.url)
-        worker_pid = stack.processes["worker1"].pid
+        pids = {name: process.pid for name, process in stack.processes.items()}
+        pids["sandbox"] = sandbox.process.pid
         stats = store.info("stats")
         commands = int(stats["total_commands_processed"])
         reads = int(stats["total_reads_processed"])
-        cpu = cpu_seconds([worker_pid])
+        cpu = {name: cpu_seconds([pid]) for name, pid in pids.items()}
+        redis_cpu = _redis_cpu(store)
+        busy = _machine_busy()
+        poster_cpu = time.process_time()  # this process: the 8 posting threads, mostly
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(post, range(messages)))
@@ -90,7 +94,10 @@ def run_relay(messages: int, conversations: int, tmp: Path,
         # all parts (web, worker, kombu; receipts included) the Redis commands (those run inside
         # scripts and transactions too) and the socket reads Redis made (a pipeline, a
         # transaction or a script arrives in one: a read is a round trip). Less the INFO call.
-        cpu = cpu_seconds([worker_pid]) - cpu
+        cpu = {name: cpu_seconds([pid]) - cpu[name] for name, pid in pids.items()}
+        redis_cpu = _redis_cpu(store) - redis_cpu
+        busy_cores = (_machine_busy() - busy) / (elapsed + 2)
+        poster_cpu = time.process_time() - poster_cpu
         stats = store.info("stats")
         commands = int(stats["total_commands_processed"]) - commands - 1
         reads = int(stats["total_reads_processed"]) - reads - 1
@@ -109,9 +116,31 @@ def run_relay(messages: int, conversations: int, tmp: Path,
         "p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else float("nan"),
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan"),
         "rss_web_mib": rss.get("web", 0.0), "rss_worker_mib": rss.get("worker1", 0.0),
-        "cpu_ms": cpu * 1000 / messages, "commands": commands / messages,
+        "cpu_ms": cpu["worker1"] * 1000 / messages, "commands": commands / messages,
+        # every process of the stack (the sandbox's TLS server and receipts, web, Redis) shares
+        # the machine's cores with the worker: what each cost per message, over the burst
+        "cpu_web_ms": cpu.get("web", 0.0) * 1000 / messages,
+        "cpu_sandbox_ms": cpu.get("sandbox", 0.0) * 1000 / messages,
+        "cpu_redis_ms": redis_cpu * 1000 / messages,
+        "cpu_stack_ms": (sum(cpu.values()) + redis_cpu) * 1000 / messages,
+        "cpu_poster_ms": poster_cpu * 1000 / messages,
+        "busy_cores": busy_cores,
         "round_trips": reads / messages,
     }
+
+
+def _redis_cpu(store: redis.Redis) -> float:
+    """Redis's own CPU seconds so far (INFO cpu: its main thread and the rest)."""
+    info = store.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine spent busy so far (/proc/stat: all but idle and iowait),
+    whoever spent them: with other work on the machine, how much of it the burst had."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
 
 
 def _ts(iso: str) -> float:
@@ -194,6 +223,9 @@ def measure(messages: int, conversations: int, rounds: int,
         "cpu_ms": statistics.median(x["cpu_ms"] for x in relay),
         "commands": statistics.median(x["commands"] for x in relay),
         "round_trips": statistics.median(x["round_trips"] for x in relay),
+        **{key: statistics.median(x[key] for x in relay)
+           for key in ("cpu_web_ms", "cpu_sandbox_ms", "cpu_redis_ms", "cpu_stack_ms",
+                       "cpu_poster_ms", "busy_cores")},
     }
     figures["ratio"] = figures["relay_rate"] / figures["limit_rate"]
     figures["noop_ratio"] = figures["relay_rate"] / figures["noop_rate"]
@@ -217,6 +249,11 @@ def report(f: dict[str, Any], messages: int, worker_args: tuple[str, ...] = ()) 
           f"lost {f['lost']:.0f}, duplicated {f['duplicated']:.0f} (must be 0)")
     print(f"  per message (its receipt included): worker CPU {f['cpu_ms']:.2f} ms; Redis round "
           f"trips {f['round_trips']:.1f}, commands {f['commands']:.1f} (web, worker and kombu)")
+    print(f"  CPU per message, by process: worker {f['cpu_ms']:.2f} ms, web "
+          f"{f['cpu_web_ms']:.2f}, sandbox {f['cpu_sandbox_ms']:.2f}, Redis "
+          f"{f['cpu_redis_ms']:.2f}; the whole stack {f['cpu_stack_ms']:.2f} ms (the poster "
+          f"{f['cpu_poster_ms']:.2f}); the machine "
+          f"(any process) {f['busy_cores']:.2f} of {os.cpu_count()} cores busy")
     print(f"  peak RSS: web {f['rss_web_mib']:.0f} MiB, worker {f['rss_worker_mib']:.0f} MiB")
 
 

@@ -246,32 +246,59 @@ class Snapshot(dict[str, float]):
             return default
 
 
+# At most this many spelled series fields are kept per Counters (a label taking unbounded
+# values would otherwise grow the dict without end).
+_MAX_SPELLED = 4096
+
+
 class Counters:
     """Counters and histograms of the whole deployment, written atomically into one hash."""
 
     def __init__(self, client: redis.Redis, keys: Keys | None = None) -> None:
         self._redis = client
         self._keys = keys or Keys()
+        self._metrics = self._keys.metrics()
+        # Each series' hash field, spelled once: spelling it (sorting and escaping the labels)
+        # was a measurable part of a relay's CPU in the worker (docs/performance.md, section
+        # 2). Few keys (families x label values); bounded all the same.
+        self._fields: dict[Any, Any] = {}
+
+    def _remember(self, key: Any, value: Any) -> Any:
+        if len(self._fields) < _MAX_SPELLED:
+            self._fields[key] = value
+        return value
 
     def incr(self, name: str, amount: int = 1) -> None:
         """Count under an old-style dotted name (`smsproxy.outbound.sent`)."""
-        self.count(*legacy_series(name), amount=amount)
+        field = self._fields.get(name)
+        if field is None:
+            field = self._remember(name, series_key(*legacy_series(name)))
+        self._redis.hincrby(self._metrics, field, amount)
 
     def count(self, family: str, labels: Mapping[str, str] | None = None, amount: int = 1,
               pipe: Any = None) -> None:
         """Add `amount` to one labelled counter series (on a caller's pipeline if given)."""
-        (pipe if pipe is not None else self._redis).hincrby(
-            self._keys.metrics(), series_key(family, labels), amount)
+        key = (family, tuple(labels.items()) if labels else ())
+        field = self._fields.get(key)
+        if field is None:
+            field = self._remember(key, series_key(family, labels))
+        (pipe if pipe is not None else self._redis).hincrby(self._metrics, field, amount)
 
     def observe(self, family: str, seconds: float, labels: Mapping[str, str] | None = None,
                 pipe: Any = None) -> None:
         """Record one observation of a histogram: one round trip (or none, on a caller's
         pipeline, which the caller executes)."""
         spec = FAMILIES[family]
-        bucket, total, count = histogram_fields(spec, max(0.0, seconds), labels or {})
+        seconds = max(0.0, seconds)
+        bound = next((b for b in spec.buckets if seconds <= b), math.inf)
+        spelled = (family, bound, tuple(labels.items()) if labels else ())
+        fields = self._fields.get(spelled)
+        if fields is None:
+            fields = self._remember(spelled, histogram_fields(spec, seconds, labels or {}))
+        bucket, total, count = fields
         own = pipe is None
         target = self._redis.pipeline(transaction=False) if own else pipe
-        key = self._keys.metrics()
+        key = self._metrics
         target.hincrby(key, bucket, 1)
         target.hincrbyfloat(key, total, max(0.0, seconds))
         target.hincrby(key, count, 1)
@@ -305,8 +332,8 @@ class Counters:
 
 
 class HistogramBuffer:
-    """Histogram observations added up in this process and written to the shared hash in one
-    pipeline about every FLUSH_SECONDS.
+    """Histogram observations (and counts) added up in this process and written to the shared
+    hash in one pipeline about every FLUSH_SECONDS.
 
     For the webhook timings: writing each observation as it happens cost every webhook a
     second Redis round trip after its enqueue (docs/performance.md, benchmark 1). What is
@@ -338,6 +365,7 @@ class HistogramBuffer:
         # of an observation; few (buckets x kinds x status codes)
         self._fields: dict[tuple[str, float, tuple[tuple[str, str], ...]],
                            tuple[str, str, str]] = {}
+        self._counted: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
 
     def observe(self, family: str, seconds: float, labels: Mapping[str, str] | None = None
                 ) -> None:
@@ -355,6 +383,20 @@ class HistogramBuffer:
             pending[bucket] = pending.get(bucket, 0) + 1
             pending[total] = pending.get(total, 0.0) + seconds
             pending[count] = pending.get(count, 0) + 1
+            if not self._exit_hook:
+                atexit.register(self.flush)
+                self._exit_hook = True
+
+    def count(self, family: str, labels: Mapping[str, str] | None = None, amount: int = 1
+              ) -> None:
+        """Add to a counter series; no I/O (the worker's finished tasks: a round trip per task
+        otherwise, docs/performance.md section 2)."""
+        key = (family, tuple(labels.items()) if labels else ())
+        field = self._counted.get(key)
+        if field is None:
+            field = self._counted[key] = series_key(family, labels)
+        with self._lock:
+            self._pending[field] = self._pending.get(field, 0) + amount
             if not self._exit_hook:
                 atexit.register(self.flush)
                 self._exit_hook = True

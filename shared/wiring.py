@@ -33,6 +33,7 @@ from shared.outbox import Outbox
 from shared.pool import PoolKeeper, PoolPolicy
 from shared.pool_inventory import PoolInventory
 from shared.reassembly import Reassembler
+from shared.receipts import ReceiptDesk
 from shared.relay_caps import DailySends, RelayCaps
 from shared.routes import RouteTable
 from shared.sending import Sender
@@ -135,6 +136,7 @@ class Services:
     idempotency: IdempotencyKeys
     messages: MessageLog
     counters: Counters
+    receipts: ReceiptDesk
     conversations: Conversations
     reassembler: Reassembler
     inbound: InboundHandler
@@ -176,6 +178,7 @@ class Services:
             idempotency=idempotency,
             messages=messages,
             counters=counters,
+            receipts=ReceiptDesk(client, messages, counters),
             conversations=Conversations(
                 store, routes, inventory, messages, counters, settings,
                 InsightCache(client, settings.insight_cache_seconds), idempotency,

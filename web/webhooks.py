@@ -1,4 +1,5 @@
-"""Vonage webhooks: verify, validate, dedupe, enqueue, acknowledge. Nothing slow happens here."""
+"""Vonage webhooks: verify, validate, dedupe, enqueue (inbound SMS) or record (delivery receipts),
+acknowledge. Nothing slow happens here."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from shared.logging import bind_log_context
 from shared.messages import WebhookClaim
 from shared.metrics import WEBHOOK_DURATION, WEBHOOKS
 from shared.outbox import job_name
+from shared.receipts import ReceiptOutcome, dedupe_id
 from shared.settings import Settings
 from shared.signatures import safe_parameter_names, verify
 from web import json_body
@@ -183,12 +185,9 @@ def _claim_ttl_ms(publish_timeout_seconds: float) -> int:
     return int(max(1.0, CLAIM_TIMEOUTS * publish_timeout_seconds) * 1000)
 
 
-# What a webhook's parameters become: (its dedupe id, the task, the task's payload).
-Job = tuple[str, TaskName, dict[str, str | None]]
-
-
-def _receive(kind: str, to_job: Callable[[dict[str, str]], Job]) -> Response:
-    """The one path every webhook takes: read, probe, authenticate, validate, enqueue once."""
+def _receive(kind: str, handle: Callable[[dict[str, str]], Response]) -> Response:
+    """The one path every webhook takes: read, probe, authenticate, then validate and handle
+    (enqueue or record) once."""
     try:
         params = _params()
     except _BadPayload as exc:
@@ -199,22 +198,34 @@ def _receive(kind: str, to_job: Callable[[dict[str, str]], Job]) -> Response:
     if rejected is not None:
         return rejected
     try:
-        dedupe_id, task, payload = to_job(params)
+        return handle(params)
     except WebhookFieldError as exc:
         return error_response(400, "invalid_field", str(exc), field=exc.field)
-    bind_log_context(message_id=payload.get("messageId"))
-    return _accept(kind, dedupe_id, task, payload)
 
 
-def _inbound_job(params: dict[str, str]) -> Job:
+def _inbound(params: dict[str, str]) -> Response:
     inbound = replace(InboundSms.from_params(params), received_at=time.time())
-    return inbound.message_id, TaskName.RELAY_INBOUND, inbound.to_payload()
+    bind_log_context(message_id=inbound.message_id)
+    return _accept("inbound", inbound.message_id, TaskName.RELAY_INBOUND, inbound.to_payload())
 
 
-def _receipt_job(params: dict[str, str]) -> Job:
+def _receipt(params: dict[str, str]) -> Response:
+    """A receipt is applied to its send's record here (shared/receipts.py): durable once Redis
+    answers, a 503 (Vonage retries) if it does not. With SMSPROXY_MIN_REPLICAS_ACKED it is
+    queued for the worker as before: its acknowledgement waits for replicas, and only the
+    queued path's WAIT follows its write on one connection."""
     receipt = DeliveryReceipt.from_params(params)
-    # One receipt per part and per status change: the status is part of what makes it unique.
-    return f"{receipt.message_id}:{receipt.status}", TaskName.RECORD_RECEIPT, receipt.to_payload()
+    bind_log_context(message_id=receipt.message_id)
+    svc = services()
+    settings = svc.settings
+    if settings.min_replicas_acked:
+        return _accept("receipt", dedupe_id(receipt), TaskName.RECORD_RECEIPT,
+                       receipt.to_payload())
+    outcome = svc.receipts.record(receipt, dedupe_ttl=settings.dedupe_ttl_seconds,
+                                  retain_body=settings.retain_bodies)
+    if outcome is ReceiptOutcome.IN_PROGRESS:
+        return _in_progress(_claim_ttl_ms(settings.publish_timeout_seconds))
+    return jsonify({"status": outcome.value})
 
 
 _KIND_OF = {"webhooks.inbound_sms": "inbound", "webhooks.delivery_receipt": "receipt"}
@@ -222,9 +233,9 @@ _KIND_OF = {"webhooks.inbound_sms": "inbound", "webhooks.delivery_receipt": "rec
 
 @bp.route("/inbound-sms", methods=["GET", "POST"])
 def inbound_sms() -> Response:
-    return _receive("inbound", _inbound_job)
+    return _receive("inbound", _inbound)
 
 
 @bp.route("/delivery-receipt", methods=["GET", "POST"])
 def delivery_receipt() -> Response:
-    return _receive("receipt", _receipt_job)
+    return _receive("receipt", _receipt)

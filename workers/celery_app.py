@@ -207,10 +207,10 @@ def _count_finished(task: Any = None, state: str | None = None, **_: Any) -> Non
         return
     labels = {"task": str(name).removeprefix("smsproxy."), "queue": queue,
               "state": (state or "unknown").lower()}
-    try:
-        runtime.current().services.counters.count(TASKS, labels)
-    except RedisError:
-        log.warning("could not count a finished %s", name)
+    # buffered: a flush that fails keeps the counts for the next one (HistogramBuffer)
+    finished = runtime.current().finished_tasks
+    finished.count(TASKS, labels)
+    finished.flush_if_due()
 
 
 _heartbeat_stop = threading.Event()

@@ -26,6 +26,7 @@ from shared.broker_messages import (
     same_redis_database,
 )
 from shared.jobs import TaskName
+from shared.metrics import HistogramBuffer
 from shared.outbox import Outbox
 from shared.settings import Settings
 from shared.vonage_gateway import (
@@ -145,6 +146,12 @@ class Runtime:
     @cached_property
     def services(self) -> Services:
         return self._given or Services.from_settings(self.settings)
+
+    @cached_property
+    def finished_tasks(self) -> HistogramBuffer:
+        """This process's count of finished tasks, written about once a second in one
+        pipeline rather than a round trip after every task (shared/metrics.py)."""
+        return HistogramBuffer(self.services.counters)
 
     def vonage(self, api_key: str | None = None) -> VonagePort:
         """The Vonage port of an account (the primary by default): a pool of SDK clients, each

@@ -78,3 +78,4 @@ def test_relay_throughput_runs_on_toy_sizes(capsys):
     relay_e2e.report(figures, 20)
     out = capsys.readouterr().out
     assert "to the limit (goal >= 0.8)" in out and "Redis round trips" in out
+    assert "CPU per message, by process" in out

@@ -62,12 +62,16 @@ def test_metrics_follow_a_conversation_and_a_relay(stack):
     sandbox.send_from_handset(A, proxy_a, "metrics, please")
     sandbox.wait_for_inbox(B, 2, timeout=20)
 
-    # web writes its webhook timings about once a second (shared/metrics.py, HistogramBuffer)
+    # web writes its webhook timings, and the worker its finished tasks, about once a second
+    # (shared/metrics.py, HistogramBuffer)
     samples = _wait_for(
         stack, lambda s: _value(s, "smsproxy_relay_latency_seconds_count") >= 1
         and _value(s, "smsproxy_workers_alive") >= 1
-        and _value(s, "smsproxy_webhook_duration_seconds_count", kind="inbound", code="200") >= 1,
-        "relay latency, worker heartbeat or the webhook's timing not recorded")
+        and _value(s, "smsproxy_webhook_duration_seconds_count", kind="inbound", code="200") >= 1
+        and _value(s, "smsproxy_tasks_total", task="relay_inbound", queue="inbound",
+                   state="success") >= 1,
+        "relay latency, worker heartbeat, the webhook's timing or the finished relay not "
+        "recorded")
     assert _value(samples, "smsproxy_store_up") == 1
     assert _value(samples, "smsproxy_webhooks_total", kind="inbound", outcome="accepted") == 1
     assert _value(samples, "smsproxy_webhook_duration_seconds_count",

@@ -13,6 +13,7 @@ from shared.gauges import ALIVE_WITHIN_SECONDS, Gauges, Heartbeats
 from shared.keys import Keys
 from shared.metrics import (
     RELAY_LATENCY,
+    TASKS,
     WEBHOOK_DURATION,
     WEBHOOKS,
     Counters,
@@ -166,3 +167,19 @@ def test_buffered_observations_write_what_direct_ones_do():
     assert Counters(buffered).snapshot() == pytest.approx(Counters(direct).snapshot())
     buffer.flush()  # nothing new: nothing more written
     assert Counters(buffered).snapshot() == pytest.approx(Counters(direct).snapshot())
+
+
+def test_buffered_counts_write_what_direct_ones_do():
+    direct, buffered = fakeredis.FakeRedis(decode_responses=True), \
+        fakeredis.FakeRedis(decode_responses=True)
+    buffer = HistogramBuffer(Counters(buffered), interval=60)
+    for task, state in [("relay_inbound", "success"), ("relay_inbound", "success"),
+                        ("send_sms", "retry"), ("relay_inbound", "failure")]:
+        labels = {"task": task, "queue": "inbound", "state": state}
+        Counters(direct).count(TASKS, labels)
+        buffer.count(TASKS, labels)
+    assert Counters(buffered).snapshot() == {}  # nothing written before a flush
+    buffer.flush()
+    assert Counters(buffered).snapshot() == Counters(direct).snapshot()
+    assert Counters(direct).snapshot()[series_key(
+        TASKS, {"task": "relay_inbound", "queue": "inbound", "state": "success"})] == 2

@@ -1,11 +1,18 @@
+import json
 import time
 
+import fakeredis
 import pytest
 
+from shared.domain import MessageKind, OutboundSms
 from shared.jobs import TaskName
+from shared.keys import Keys
+from shared.messages import MessageLog, WebhookClaim
+from shared.metrics import WEBHOOKS, legacy_series, series_key
 from shared.settings import SignatureMethod
 from shared.signatures import sign
 from tests.doubles import BadPublisher
+from web.app import create_app
 
 INBOUND = {"msisdn": "447400123456", "to": "447700900100", "messageId": "m-1", "text": "hi"}
 
@@ -107,16 +114,96 @@ def test_signed_webhooks(make_client, publisher, method):
     assert len(publisher.published) == 1
 
 
-def test_delivery_receipt_enqueued_per_part_and_status(client, publisher):
+def _sent(fake_redis, outbound_id: str, vonage_ids: list[str]) -> MessageLog:
+    """A relay Vonage took (as the worker records it), awaiting its receipts."""
+    messages = MessageLog(fake_redis)
+    messages.owe(OutboundSms(outbound_id, "c" * 32, MessageKind.RELAY, "447400123456",
+                             "447700900100", "hello", created_at=time.time()))
+    assert messages.claim_send(outbound_id, 60).acquired
+    messages.mark_submitted(outbound_id, vonage_ids, retain_body=False)
+    return messages
+
+
+def _counted(fake_redis, name: str, labels: dict[str, str] | None = None) -> int:
+    return int(fake_redis.hget(Keys().metrics(), series_key(name, labels)) or 0)
+
+
+def test_delivery_receipt_recorded_by_web_once_per_part_and_status(client, publisher,
+                                                                     fake_redis):
+    messages = _sent(fake_redis, "relay-m-1", ["v-1", "v-2"])
     receipt = {"msisdn": "447400123456", "to": "447700900100", "messageId": "v-1",
                "status": "delivered", "err-code": "0", "client-ref": "relay-m-1"}
-    assert client.post("/webhooks/delivery-receipt", data=receipt).status_code == 200
+    first = client.post("/webhooks/delivery-receipt", data=receipt)
+    assert first.status_code == 200 and first.json == {"status": "recorded"}
+    assert messages.outbound_state("relay-m-1") == "submitted"  # one part of two
     assert client.post("/webhooks/delivery-receipt", data=receipt).json["status"] == "duplicate"
     assert client.post("/webhooks/delivery-receipt", data={**receipt, "messageId": "v-2"}
                        ).status_code == 200
-    assert [t for t, _ in publisher.published] == [TaskName.RECORD_RECEIPT] * 2
+    assert messages.outbound_state("relay-m-1") == "delivered"
+    assert publisher.published == []  # no task: the worker has nothing left to do for them
+    accepted = {"kind": "receipt", "outcome": "accepted"}
+    assert _counted(fake_redis, WEBHOOKS, accepted) == 2
+    assert _counted(fake_redis, WEBHOOKS, {**accepted, "outcome": "duplicate"}) == 1
     bad = client.post("/webhooks/delivery-receipt", data={"msisdn": "447400123456"})
     assert bad.status_code == 400 and bad.json["error"]["field"] == "messageId"
+
+
+def test_a_receipt_for_no_send_of_ours_is_acknowledged_and_counted_unmatched(client,
+                                                                            fake_redis):
+    receipt = {"msisdn": "447400123456", "messageId": "v-9", "status": "delivered",
+               "client-ref": "relay-never-sent"}
+    assert client.post("/webhooks/delivery-receipt", data=receipt).json == {"status": "recorded"}
+    assert fake_redis.exists(Keys().outbound("relay-never-sent")) == 0  # no half a record
+    assert _counted(fake_redis, *legacy_series("smsproxy.receipts.unmatched")) == 1
+
+
+def test_a_newer_status_is_not_undone_by_a_retried_older_one(client, fake_redis):
+    messages = _sent(fake_redis, "relay-m-2", ["v-3"])
+    receipt = {"msisdn": "447400123456", "messageId": "v-3", "client-ref": "relay-m-2"}
+    for status in ("accepted", "delivered", "accepted"):  # Vonage retries the first one late
+        assert client.post("/webhooks/delivery-receipt",
+                           data={**receipt, "status": status}).status_code == 200
+    assert messages.outbound_state("relay-m-2") == "delivered"
+    assert json.loads(fake_redis.hget(Keys().outbound("relay-m-2"), "receipts")) == {
+        "v-3": "delivered"}
+
+
+def test_a_receipt_claimed_by_the_previous_releases_queued_path_is_in_progress(client,
+                                                                               fake_redis):
+    """A receipt being queued by the two-step path of the previous release at the upgrade
+    holds a short claim; its retry waits for it as it did, rather than record it twice."""
+    messages = MessageLog(fake_redis)
+    assert messages.claim_webhook("receipt", "v-4:delivered", 5000) is WebhookClaim.CLAIMED
+    response = client.post("/webhooks/delivery-receipt",
+                           data={"msisdn": "447400123456", "messageId": "v-4",
+                                 "status": "delivered", "client-ref": "relay-m-4"})
+    assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+    messages.confirm_webhook("receipt", "v-4:delivered", 60)  # the old release queued it
+    assert client.post("/webhooks/delivery-receipt",
+                       data={"msisdn": "447400123456", "messageId": "v-4",
+                             "status": "delivered"}).json["status"] == "duplicate"
+
+
+def test_receipts_are_queued_as_before_when_replicas_must_hold_them(make_client, publisher,
+                                                                    fake_redis):
+    client = make_client(SMSPROXY_MIN_REPLICAS_ACKED="1")
+    receipt = {"msisdn": "447400123456", "messageId": "v-5", "status": "delivered",
+               "client-ref": "relay-m-5"}
+    assert client.post("/webhooks/delivery-receipt", data=receipt).json == {"status": "queued"}
+    [(task, payload)] = publisher.published
+    assert task is TaskName.RECORD_RECEIPT and payload["messageId"] == "v-5"
+
+
+def test_a_receipt_answers_503_while_the_store_is_down(make_settings, publisher):
+    server = fakeredis.FakeServer()
+    store = fakeredis.FakeRedis(server=server, decode_responses=True)
+    client = create_app(make_settings(), redis_client=store, publisher=publisher).test_client()
+    receipt = {"msisdn": "447400123456", "messageId": "v-6", "status": "delivered"}
+    server.connected = False
+    response = client.post("/webhooks/delivery-receipt", data=receipt)
+    assert response.status_code == 503 and response.json["error"]["code"] == "store_unavailable"
+    server.connected = True
+    assert client.post("/webhooks/delivery-receipt", data=receipt).json == {"status": "recorded"}
 
 
 def test_oversized_body_is_413_json(client):
