@@ -18,7 +18,7 @@ from shared.metrics import WEBHOOK_DURATION, WEBHOOKS
 from shared.outbox import job_name
 from shared.settings import Settings
 from shared.signatures import safe_parameter_names, verify
-from web import json_body
+from web import form_body, json_body
 from web.errors import error_response
 from web.queue import QueueUnavailable, WebhookOutcome
 from web.services import publisher, services, timings
@@ -65,7 +65,10 @@ def _time_answer(response: Response) -> Response:
 
 def _params() -> dict[str, str]:
     """Webhook parameters from the query string, a form or a JSON body, as strings."""
-    params: dict[str, str] = dict(request.args.items())
+    # werkzeug's query parsing only when there is a query (Vonage's POSTs have none)
+    params: dict[str, str] = (
+        dict(request.args.items()) if request.environ.get("QUERY_STRING") else {}
+    )
     if request.method == "POST":
         if request.is_json:
             try:
@@ -78,8 +81,10 @@ def _params() -> dict[str, str]:
                 if isinstance(value, dict | list):
                     raise _BadPayload(f"{key} must be a plain value")
                 params[str(key)] = "" if value is None else str(value)
+        elif request.mimetype == form_body.FORM:
+            params.update(form_body.form_fields(request.get_data()))
         else:
-            params.update(request.form.items())
+            params.update(request.form.items())  # multipart, or no form at all
     if len(params) > MAX_FIELDS or any(len(v) > MAX_VALUE_LENGTH for v in params.values()):
         raise _BadPayload("too many or too long parameters")
     if not safe_parameter_names(params):
