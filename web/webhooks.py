@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from redis.exceptions import RedisError
 
 from shared.domain import DeliveryReceipt, InboundSms, WebhookFieldError
@@ -140,8 +140,26 @@ def _accept(kind: str, message_id: str, task: TaskName, payload: dict[str, str |
         )
         if outcome is WebhookOutcome.IN_PROGRESS:
             return _in_progress(_claim_ttl_ms(svc.settings.publish_timeout_seconds))
-        return jsonify({"status": outcome.value})
+        return _answer(outcome)
     return _accept_in_two_steps(kind, message_id, task, payload)
+
+
+# The acknowledgements' bodies, as jsonify wrote them the first time, per app: a webhook's
+# answer is one of a few fixed bodies, and encoding each again was a share of its CPU.
+_ANSWERS = "smsproxy.webhook_answers"
+
+
+def _answer(outcome: WebhookOutcome) -> Response:
+    """`jsonify({"status": outcome})`, its body encoded once per app."""
+    answers: dict[WebhookOutcome, tuple[bytes, str]] = current_app.extensions.setdefault(
+        _ANSWERS, {})
+    found = answers.get(outcome)
+    if found is None:
+        first = jsonify({"status": outcome.value})
+        answers[outcome] = (first.get_data(), first.mimetype or "application/json")
+        return first
+    body, mimetype = found
+    return current_app.response_class(body, mimetype=mimetype)
 
 
 def _in_progress(claim_ms: int) -> Response:
@@ -161,7 +179,7 @@ def _accept_in_two_steps(
         return _in_progress(claim_ms)
     if claim is WebhookClaim.DUPLICATE:
         svc.counters.count(WEBHOOKS, {"kind": kind, "outcome": "duplicate"})
-        return jsonify({"status": "duplicate"})
+        return _answer(WebhookOutcome.DUPLICATE)
     try:
         publisher().publish(task, payload, job=job_name(kind, message_id))
     except QueueUnavailable as exc:
@@ -180,7 +198,7 @@ def _accept_in_two_steps(
         svc.counters.count(WEBHOOKS, {"kind": kind, "outcome": "accepted"})
     except RedisError as exc:
         log.warning("job queued, bookkeeping failed: %s", type(exc).__name__)
-    return jsonify({"status": "queued"})
+    return _answer(WebhookOutcome.QUEUED)
 
 
 def _claim_ttl_ms(publish_timeout_seconds: float) -> int:
