@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from redis.exceptions import RedisError
@@ -230,7 +229,7 @@ def _receive(kind: str, to_job: Callable[[dict[str, str]], Job]) -> Response:
 
 
 def _inbound_job(params: dict[str, str]) -> Job:
-    inbound = replace(InboundSms.from_params(params), received_at=time.time())
+    inbound = InboundSms.from_params(params, received_at=time.time())
     return inbound.message_id, TaskName.RELAY_INBOUND, inbound.to_payload()
 
 
