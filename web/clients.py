@@ -105,9 +105,9 @@ def _confine_hooks(app: Flask, install: Callable[[], Limiter], blueprints: Seque
     check before, its headers after, its context reset at teardown) to `blueprints` alone.
 
     flask-limiter (4.1) installs them for every request of the app; on a webhook, which no
-    limit covers, they still resolved limits, exemptions and meta limits, added no header and
-    reset a context: about 10 % of a webhook's CPU (docs/performance.md, benchmark 1). Flask
-    runs a blueprint's hooks for its own requests only. tests/web/test_clients.py checks that
+    limit covers, they resolved limits, exemptions and meta limits, added no header and reset
+    a context, for nothing (docs/performance.md, benchmark 1). Flask runs a blueprint's hooks
+    for its own requests only. tests/web/test_clients.py checks that
     /v1 and the block list are still limited and that webhooks never are.
     """
     before = {name: list(getattr(app, name).get(None, ())) for name in _HOOKS}
