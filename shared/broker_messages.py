@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import posixpath
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -35,6 +37,7 @@ from kombu import serialization
 from kombu.compression import compress
 from kombu.entity import maybe_delivery_mode
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import JSONEncoder as KombuJSONEncoder
 from kombu.utils.json import dumps as dumps_envelope
 from kombu.utils.uuid import uuid
 
@@ -42,7 +45,7 @@ from shared.jobs import QUEUE_OF, TaskName
 from shared.sentinel import SCHEME as SENTINEL_SCHEME
 from shared.sentinel import parse_sentinel_url
 from shared.settings import SettingsError
-from shared.tracing import inject_trace_context
+from shared.tracing import inject_trace_context, tracing_enabled
 
 # What monitoring tools (Flower, `celery events`) show of a task's arguments: never the
 # payload itself, which holds phone numbers.
@@ -145,14 +148,20 @@ class BrokerMessages:
         transport_options = app.conf.broker_transport_options or {}
         refuse_key_renaming(transport_options)
         self._app = app
+        self._transport_options = transport_options
         self._channel = _DetachedChannel(transport_options)
         self._serializer = app.conf.task_serializer
         self._compression = app.conf.task_compression
         self._delivery_mode = maybe_delivery_mode(app.conf.task_default_delivery_mode)
+        self._templates: dict[tuple[TaskName, int], _Template | None] = {}
 
     def build(self, task: TaskName, payload: Any) -> BrokerMessage:
         """The message `app.send_task(task, **send_task_options(task, payload))` would write."""
-        return self.build_call(task, _args(payload))
+        args = _args(payload)
+        template = self._template(task) if args else None
+        if template is None:
+            return self.build_call(task, args)
+        return template.fill(uuid(), self._app.thread_oid, uuid(), time.time(), args)
 
     def build_call(
         self,
@@ -162,21 +171,39 @@ class BrokerMessages:
         countdown: float | None = None,
     ) -> BrokerMessage:
         """The message of a call with any arguments, run no sooner than `countdown` seconds."""
+        # kombu's basic_publish takes the delivery tag after the task id, as here
+        return self.compose(task, args, kwargs, countdown, task_id=uuid(),
+                            reply_to=self._app.thread_oid, published=time.time())
+
+    def compose(
+        self,
+        task: TaskName,
+        args: list[Any] | tuple[Any, ...],
+        kwargs: Mapping[str, Any] | None = None,
+        countdown: float | None = None,
+        *,
+        task_id: str,
+        reply_to: str,
+        published: float,
+        delivery_tag: str | None = None,
+    ) -> BrokerMessage:
+        """`build_call` with the per-message values given: Celery's and kombu's code, step by
+        step (without `delivery_tag`, kombu's channel makes a new one, as it does)."""
         args = list(args)
         reprs = _reprs(args)
         if kwargs:
             reprs["kwargsrepr"] = MASKED_KWARGSREPR
         headers, properties, body, _ = self._app.amqp.as_task_v2(
-            uuid(), task.value, args=args, kwargs=dict(kwargs or {}), countdown=countdown,
+            task_id, task.value, args=args, kwargs=dict(kwargs or {}), countdown=countdown,
             # send_task answers to the app's per-thread id when no reply_to is given
-            reply_to=self._app.thread_oid, ignore_result=IGNORE_RESULT, **reprs,
+            reply_to=reply_to, ignore_result=IGNORE_RESULT, **reprs,
         )
         # send_task passes the options it does not consume on as message properties too
         properties.update(reprs)
         # what Celery's instrumentation adds in before_task_publish, which send_task sends and
         # this path does not: the trace goes on across the queue (an `if` when tracing is off)
         inject_trace_context(task.value, headers)
-        properties[PUBLISHED_AT] = time.time()
+        properties[PUBLISHED_AT] = published
         # Producer.publish: serialize, compress, delivery mode
         content_type, content_encoding, data = serialization.dumps(
             body, serializer=self._serializer
@@ -186,13 +213,154 @@ class BrokerMessages:
         properties["delivery_mode"] = self._delivery_mode
         # Producer._publish, with kombu's anonymous exchange (what Celery uses for a direct
         # queue): the routing key is the queue
-        message = self._channel.prepare_message(
+        channel = (self._channel if delivery_tag is None
+                   else _FixedTagChannel(self._transport_options, delivery_tag))
+        message = channel.prepare_message(
             data, None, content_type, content_encoding, headers, properties
         )
-        queue, envelope = self._channel.basic_publish(
+        queue, envelope = channel.basic_publish(
             message, exchange="", routing_key=QUEUE_OF[task].value
         )
         return BrokerMessage(queue, envelope)
+
+    def _template(self, task: TaskName) -> _Template | None:
+        """The task's message template for this process, or None where one would not hold:
+        tracing on (a span and its ids per message), compression, a serializer other than
+        JSON (whose encoding of the arguments is not cut out of the body's as here)."""
+        if tracing_enabled() or self._compression or self._serializer != "json":
+            return None
+        # per process: Celery names the process in `origin` (its pid), and gunicorn forks
+        key = (task, os.getpid())
+        if key not in self._templates:  # two threads may both build it: the same template
+            self._templates[key] = _Template.of(self, task)
+        return self._templates[key]
+
+
+# Stand-ins for what changes per message, in the one message a template is cut from. Plain
+# ASCII, so that JSON writes them as they are; none can occur in a message otherwise.
+_SLOT_ID = "smsproxy-slot-id-0f5e9a"
+_SLOT_REPLY_TO = "smsproxy-slot-reply-to-0f5e9a"
+_SLOT_TAG = "smsproxy-slot-delivery-tag-0f5e9a"
+_SLOT_ARG = "smsproxy-slot-argument-0f5e9a"
+_SLOT_PUBLISHED = 0.000271828182845  # JSON writes a float as its repr
+# The template's own check: a payload with what JSON escapes (quotes, backslashes, non-ASCII,
+# control characters, None), built both ways.
+_CHECK_PAYLOAD = {"messageId": 'a"b\\c', "text": "héllo — \u2603\x00\n", "keyword": None}
+
+
+class _FixedTagChannel(_DetachedChannel):
+    """A detached channel whose every message gets one given delivery tag (a template's)."""
+
+    def __init__(self, transport_options: Mapping[str, Any], tag: str) -> None:
+        super().__init__(transport_options)
+        self._tag = tag
+
+    def _next_delivery_tag(self) -> str:
+        return self._tag
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """One task's broker message with what changes per message cut out: made once per process
+    with Celery's and kombu's own code (`BrokerMessages.compose`), then filled per message
+    with the ids, the time and the arguments' encoding, without Celery's message machinery.
+
+    `of` checks that a filled template is, byte for byte, the message `compose` makes with
+    the same values; a template that fails the check is not used (None: the full path).
+    """
+
+    queue: str
+    # the envelope's text between the slots, and each slot's name (one fewer than pieces)
+    pieces: tuple[str, ...]
+    slots: tuple[str, ...]
+    # the task body's JSON around the arguments' JSON
+    body_head: str
+    body_tail: str
+    # the arguments' JSON, as kombu's registered `json` serializer writes it (its `dumps` is
+    # this encoder with its defaults), and the body's encoding as the envelope holds it
+    encode_args: Callable[[Any], str]
+    encode_body: Callable[[str], str]
+
+    @classmethod
+    def of(cls, builder: BrokerMessages, task: TaskName) -> _Template | None:
+        channel = builder._channel
+        sample = builder.compose(
+            task, [_SLOT_ARG], task_id=_SLOT_ID, reply_to=_SLOT_REPLY_TO,
+            published=_SLOT_PUBLISHED, delivery_tag=_SLOT_TAG,
+        )
+        # the task body as Producer.publish serialized it, and as the envelope holds it
+        _, _, sample_body = serialization.dumps(
+            _sample_body(builder, task), serializer=builder._serializer)
+        _, _, argument = serialization.dumps([_SLOT_ARG], serializer="json")
+        head, found, tail = sample_body.partition(argument)
+        encoded = dumps_envelope(channel.encode_body(sample_body, channel.body_encoding)[0])
+        marks = {
+            dumps_envelope(_SLOT_ID): "id", dumps_envelope(_SLOT_REPLY_TO): "reply_to",
+            dumps_envelope(_SLOT_TAG): "delivery_tag", repr(_SLOT_PUBLISHED): "published",
+            encoded: "body",
+        }
+        if not found or argument in tail:
+            return None
+        pieces, slots = _cut(sample.body, marks)
+        template = cls(sample.queue, pieces, slots, head, tail, KombuJSONEncoder().encode,
+                       _body_encoder(channel))
+        check = ("9f1c0d4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f", "5e4d3c2b-1a09-4f8e-9d7c-6b5a4f3e2d1c",
+                 "0a1b2c3d-4e5f-4061-8273-94a5b6c7d8e9", 1764612345.678901)
+        expected = builder.compose(
+            task, [_CHECK_PAYLOAD], task_id=check[0], reply_to=check[1], delivery_tag=check[2],
+            published=check[3])
+        if template.fill(*check, [_CHECK_PAYLOAD]) != expected:
+            return None
+        return template
+
+    def fill(self, task_id: str, reply_to: str, delivery_tag: str, published: float,
+             args: list[Any]) -> BrokerMessage:
+        """The message with these values (ids as Celery and kombu make them: uuids, which
+        JSON writes as they are)."""
+        body = self.body_head + self.encode_args(args) + self.body_tail
+        values = {
+            "id": f'"{task_id}"', "reply_to": f'"{reply_to}"',
+            "delivery_tag": f'"{delivery_tag}"', "published": repr(published),
+            "body": self.encode_body(body),
+        }
+        parts = [self.pieces[0]]
+        for slot, piece in zip(self.slots, self.pieces[1:], strict=True):
+            parts.append(values[slot])
+            parts.append(piece)
+        return BrokerMessage(self.queue, "".join(parts))
+
+
+def _body_encoder(channel: _DetachedChannel) -> Callable[[str], str]:
+    """The task body as the envelope's JSON holds it, after the channel's body encoding."""
+    codec = channel.codecs.get(channel.body_encoding or "")
+    if channel.body_encoding == "base64" and codec is not None:
+        # base64's alphabet is nothing JSON escapes: the string as it is, in quotes
+        return lambda body: f'"{codec.encode(body)}"'
+    return lambda body: dumps_envelope(channel.encode_body(body, channel.body_encoding)[0])
+
+
+def _sample_body(builder: BrokerMessages, task: TaskName) -> Any:
+    """The task body (protocol 2) a template's sample message carries."""
+    _, _, body, _ = builder._app.amqp.as_task_v2(
+        _SLOT_ID, task.value, args=[_SLOT_ARG], kwargs={}, reply_to=_SLOT_REPLY_TO,
+        ignore_result=IGNORE_RESULT, **_reprs([_SLOT_ARG]),
+    )
+    return body
+
+
+def _cut(text: str, marks: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """`text` split at every occurrence of the marks: the pieces between, and which mark each
+    cut was."""
+    pattern = re.compile("|".join(re.escape(mark) for mark in marks))
+    pieces: list[str] = []
+    slots: list[str] = []
+    start = 0
+    for match in pattern.finditer(text):
+        pieces.append(text[start:match.start()])
+        slots.append(marks[match.group()])
+        start = match.end()
+    pieces.append(text[start:])
+    return tuple(pieces), tuple(slots)
 
 
 def _args(payload: Any) -> list[Any]:

@@ -370,8 +370,13 @@ class InboundSms:
         return self.type is InboundType.BINARY
 
     @classmethod
-    def from_params(cls, params: Mapping[str, str]) -> InboundSms:
-        """Validate webhook parameters, raising WebhookFieldError naming the first bad field."""
+    def from_params(
+        cls, params: Mapping[str, str], received_at: float | None = None
+    ) -> InboundSms:
+        """Validate webhook parameters, raising WebhookFieldError naming the first bad field.
+
+        `received_at`: when web received the webhook (web's own clock, whatever the parameters
+        say); without it, the parameters' `received_at` (a task's payload), if any."""
         sender = _digits(params, "msisdn")
         virtual = _digits(params, "to")
         message_id = _message_id(params)
@@ -392,7 +397,8 @@ class InboundSms:
             text="" if kind is InboundType.BINARY else params.get("text", ""),
             type=kind,
             concat=concat,
-            received_at=_optional_time(params.get("received_at")),
+            received_at=(received_at if received_at is not None
+                         else _optional_time(params.get("received_at"))),
         )
 
     def to_payload(self) -> dict[str, Any]:

@@ -96,27 +96,31 @@ def _breached(exc: RateLimitExceeded) -> Response:
     )
 
 
-class _BlueprintLimiter(Limiter):
-    """flask-limiter's Limiter, whose per-request check (installed before every request of the
-    app) returns at once outside the limited blueprints.
+_HOOKS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
 
-    For the webhooks: with no limit on them, flask-limiter (4.1) still resolves limits,
-    exemptions and meta limits for each, about 8 % of a webhook's CPU (docs/performance.md,
-    benchmark 1); its public `request_filter` skips only part of that. The override is of a
-    method that is not public API: tests/web/test_clients.py's rate-limit tests and
-    test_webhooks_are_never_rate_limited catch a flask-limiter that stops calling it.
+
+def _confine_hooks(app: Flask, install: Callable[[], Limiter], blueprints: Sequence[Blueprint]
+                   ) -> Limiter:
+    """Run `install`, then move the request hooks it added for the whole app (flask-limiter's
+    check before, its headers after, its context reset at teardown) to `blueprints` alone.
+
+    flask-limiter (4.1) installs them for every request of the app; on a webhook, which no
+    limit covers, they resolved limits, exemptions and meta limits, added no header and reset
+    a context, for nothing (docs/performance.md, benchmark 1). Flask runs a blueprint's hooks
+    for its own requests only. tests/web/test_clients.py checks that
+    /v1 and the block list are still limited and that webhooks never are.
     """
-
-    def __init__(self, limited: frozenset[str], **options: Any) -> None:
-        self._limited_blueprints = limited  # before Limiter's own __init__, which installs it
-        super().__init__(**options)
-
-    def _check_request_limit(
-        self, callable_name: str | None = None, in_middleware: bool = True
-    ) -> None:
-        if request.blueprint not in self._limited_blueprints:
-            return
-        super()._check_request_limit(callable_name, in_middleware)
+    before = {name: list(getattr(app, name).get(None, ())) for name in _HOOKS}
+    limiter = install()
+    for name in _HOOKS:
+        hooks = getattr(app, name)
+        added = [hook for hook in hooks.get(None, ()) if hook not in before[name]]
+        if not added:
+            continue
+        hooks[None] = before[name]
+        for blueprint in blueprints:
+            hooks.setdefault(blueprint.name, []).extend(added)
+    return limiter
 
 
 def install_rate_limit(
@@ -127,16 +131,17 @@ def install_rate_limit(
     count per client over all of them)."""
     if settings.api_rate_limit is None:
         return None
-    limiter = _BlueprintLimiter(
-        frozenset(blueprint.name for blueprint in blueprints),
+    # the store's own connection pool: its timeouts and retry policy, no second pool
+    # (flask-limiter's annotation allows only strings and numbers; it passes them to redis-py)
+    storage_options: dict[str, Any] = {
+        "connection_pool": client.connection_pool,
+        "key_prefix": f"{keys.prefix}ratelimit",
+    }
+    limiter = _confine_hooks(app, lambda: Limiter(
         key_func=_rate_key,
         app=app,
-        # the store's own connection pool: its timeouts and retry policy, no second pool
         storage_uri="redis://",
-        storage_options={
-            "connection_pool": client.connection_pool,
-            "key_prefix": f"{keys.prefix}ratelimit",
-        },
+        storage_options=storage_options,
         strategy="sliding-window-counter",
         headers_enabled=True,
         retry_after="delta-seconds",
@@ -144,7 +149,7 @@ def install_rate_limit(
         # answers 503, rather than the limiter answering 500.
         swallow_errors=True,
         in_memory_fallback_enabled=False,
-    )
+    ), blueprints)
     shared = limiter.shared_limit(settings.api_rate_limit, scope="v1", key_func=_rate_key)
     for blueprint in blueprints:
         shared(blueprint)

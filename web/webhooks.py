@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from redis.exceptions import RedisError
 
 from shared.domain import DeliveryReceipt, InboundSms, WebhookFieldError
@@ -20,7 +19,7 @@ from shared.outbox import job_name
 from shared.receipts import ReceiptOutcome, dedupe_id
 from shared.settings import Settings
 from shared.signatures import safe_parameter_names, verify
-from web import json_body
+from web import form_body, json_body
 from web.errors import error_response
 from web.queue import QueueUnavailable, WebhookOutcome
 from web.services import publisher, services, timings
@@ -67,7 +66,10 @@ def _time_answer(response: Response) -> Response:
 
 def _params() -> dict[str, str]:
     """Webhook parameters from the query string, a form or a JSON body, as strings."""
-    params: dict[str, str] = dict(request.args.items())
+    # werkzeug's query parsing only when there is a query (Vonage's POSTs have none)
+    params: dict[str, str] = (
+        dict(request.args.items()) if request.environ.get("QUERY_STRING") else {}
+    )
     if request.method == "POST":
         if request.is_json:
             try:
@@ -80,8 +82,10 @@ def _params() -> dict[str, str]:
                 if isinstance(value, dict | list):
                     raise _BadPayload(f"{key} must be a plain value")
                 params[str(key)] = "" if value is None else str(value)
+        elif request.mimetype == form_body.FORM:
+            params.update(form_body.form_fields(request.get_data()))
         else:
-            params.update(request.form.items())
+            params.update(request.form.items())  # multipart, or no form at all
     if len(params) > MAX_FIELDS or any(len(v) > MAX_VALUE_LENGTH for v in params.values()):
         raise _BadPayload("too many or too long parameters")
     if not safe_parameter_names(params):
@@ -137,8 +141,26 @@ def _accept(kind: str, message_id: str, task: TaskName, payload: dict[str, str |
         )
         if outcome is WebhookOutcome.IN_PROGRESS:
             return _in_progress(_claim_ttl_ms(svc.settings.publish_timeout_seconds))
-        return jsonify({"status": outcome.value})
+        return _answer(outcome)
     return _accept_in_two_steps(kind, message_id, task, payload)
+
+
+# The acknowledgements' bodies, as jsonify wrote them the first time, per app: a webhook's
+# answer is one of a few fixed bodies, and encoding each again was a share of its CPU.
+_ANSWERS = "smsproxy.webhook_answers"
+
+
+def _answer(outcome: WebhookOutcome) -> Response:
+    """`jsonify({"status": outcome})`, its body encoded once per app."""
+    answers: dict[WebhookOutcome, tuple[bytes, str]] = current_app.extensions.setdefault(
+        _ANSWERS, {})
+    found = answers.get(outcome)
+    if found is None:
+        first = jsonify({"status": outcome.value})
+        answers[outcome] = (first.get_data(), first.mimetype or "application/json")
+        return first
+    body, mimetype = found
+    return current_app.response_class(body, mimetype=mimetype)
 
 
 def _in_progress(claim_ms: int) -> Response:
@@ -158,7 +180,7 @@ def _accept_in_two_steps(
         return _in_progress(claim_ms)
     if claim is WebhookClaim.DUPLICATE:
         svc.counters.count(WEBHOOKS, {"kind": kind, "outcome": "duplicate"})
-        return jsonify({"status": "duplicate"})
+        return _answer(WebhookOutcome.DUPLICATE)
     try:
         publisher().publish(task, payload, job=job_name(kind, message_id))
     except QueueUnavailable as exc:
@@ -177,7 +199,7 @@ def _accept_in_two_steps(
         svc.counters.count(WEBHOOKS, {"kind": kind, "outcome": "accepted"})
     except RedisError as exc:
         log.warning("job queued, bookkeeping failed: %s", type(exc).__name__)
-    return jsonify({"status": "queued"})
+    return _answer(WebhookOutcome.QUEUED)
 
 
 def _claim_ttl_ms(publish_timeout_seconds: float) -> int:
@@ -204,7 +226,7 @@ def _receive(kind: str, handle: Callable[[dict[str, str]], Response]) -> Respons
 
 
 def _inbound(params: dict[str, str]) -> Response:
-    inbound = replace(InboundSms.from_params(params), received_at=time.time())
+    inbound = InboundSms.from_params(params, received_at=time.time())
     bind_log_context(message_id=inbound.message_id)
     return _accept("inbound", inbound.message_id, TaskName.RELAY_INBOUND, inbound.to_payload())
 

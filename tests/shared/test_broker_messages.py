@@ -76,6 +76,52 @@ def test_transport_options_that_shape_messages_are_followed():
     assert message.queue == "outbound:6"  # kombu's list for priority 0 with those steps
 
 
+# Per-message values, fixed so that both ways of building one message can be compared
+TASK_ID, REPLY_TO = "9d5b8e0c-6a1f-4b2e-9c3d-1e2f3a4b5c6d", "c1d2e3f4-a5b6-3c7d-8e9f-0a1b2c3d4e5f"
+TAG, PUBLISHED = "0f1e2d3c-4b5a-4968-8776-655443322110", 1764612345.25
+
+
+@pytest.mark.parametrize("options", [{}, {"body_encoding": None},
+                                     {"priority_steps": [3, 6], "sep": ":"}])
+@pytest.mark.parametrize("payload", [
+    {"messageId": "m-1", "msisdn": "447400123456", "text": "hi"},
+    {"text": 'quotes " and \\ backslashes, é — ☃ \x00\n\t', "keyword": None, "": ""},
+    "o-1",
+])
+@pytest.mark.parametrize("task", [TaskName.RELAY_INBOUND, TaskName.SEND_SMS])
+def test_a_message_from_the_template_is_celerys_byte_for_byte(options, payload, task):
+    # `build` fills a template cut once from Celery's and kombu's own message; it must be the
+    # very string their code (`compose`, the steps of `app.send_task`) makes for the same values
+    builder = BrokerMessages(app(**options))
+    template = builder._template(task)
+    assert template is not None
+    filled = template.fill(TASK_ID, REPLY_TO, TAG, PUBLISHED, [payload])
+    assert filled == builder.compose(task, [payload], task_id=TASK_ID, reply_to=REPLY_TO,
+                                     delivery_tag=TAG, published=PUBLISHED)
+
+
+def test_build_uses_the_template_with_new_ids_each_message():
+    builder = BrokerMessages(app())
+    first, second = (json.loads(builder.build(TaskName.RELAY_INBOUND, {"a": "b"}).body)
+                     for _ in "ab")
+    assert builder._template(TaskName.RELAY_INBOUND) is not None
+    assert first["headers"]["id"] != second["headers"]["id"]
+    assert first["headers"]["root_id"] == first["properties"]["correlation_id"] \
+        == first["headers"]["id"]
+    assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+    assert json.loads(base64.b64decode(first["body"]))[0] == [{"a": "b"}]
+
+
+def test_no_template_where_a_message_is_not_the_same_each_time():
+    # compressed bodies, and a serializer whose arguments are not cut out as JSON's are
+    compressed = app()
+    compressed.conf.task_compression = "gzip"
+    assert BrokerMessages(compressed)._template(TaskName.SEND_SMS) is None
+    other = app()
+    other.conf.task_serializer = "pickle"
+    assert BrokerMessages(other)._template(TaskName.SEND_SMS) is None
+
+
 @pytest.mark.parametrize("prefix", ["smsproxy:", "x"])
 def test_a_global_key_prefix_is_refused_at_start(prefix):
     with pytest.raises(SettingsError, match=r"broker_transport_options\['global_keyprefix'\]"):

@@ -88,3 +88,17 @@ def test_a_key_holding_separators_does_not_verify(method):
     assert verify(forged, "s3cret", method, now) == "bad parameter name"
     with pytest.raises(ValueError, match="parameter names"):
         signing_string(forged)
+
+
+@pytest.mark.parametrize(("names", "safe"), [
+    (["msisdn", "api-key", "message_timestamp", "X9"], True),
+    ([], True),
+    ([""], False),
+    (["msisdn", ""], False),
+    (["a&b"], False), (["a=b"], False), (["a b"], False), (["é"], False), (["a\nb"], False),
+    (["a", "b\x00"], False), (["٤"], False),
+])
+def test_safe_names_are_non_empty_letters_digits_underscore_dash(names, safe):
+    from shared.signatures import safe_parameter_names
+
+    assert safe_parameter_names(dict.fromkeys(names, "v")) is safe

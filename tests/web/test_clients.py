@@ -118,6 +118,21 @@ def test_webhooks_are_never_rate_limited(make_client):
     # the block list is limited too, on the same count
     blocked = client.get("/v1/blocked-numbers", headers=RIDES)
     assert blocked.status_code == 429
+    assert "X-RateLimit-Limit" in client.get("/v1/numbers", headers=RIDES).headers
+
+
+def test_the_limiters_hooks_run_for_the_limited_blueprints_only(make_client):
+    app = make_client(SMSPROXY_API_TOKENS=TOKENS, SMSPROXY_API_RATE_LIMIT="2/minute").application
+    limiter = app.extensions["limiter"]
+
+    def of_limiter(hook):
+        return getattr(hook, "__self__", None) in limiter or any(
+            arg in limiter for arg in getattr(hook, "args", ()))
+
+    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
+        assert not any(of_limiter(hook) for hook in hooks.get(None, ()))
+        for blueprint in ("api", "blocked_numbers"):
+            assert any(of_limiter(hook) for hook in hooks[blueprint]), blueprint
 
 
 def test_rate_limit_none_turns_it_off(make_client):

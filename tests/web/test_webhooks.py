@@ -210,3 +210,18 @@ def test_oversized_body_is_413_json(client):
     response = client.post("/webhooks/inbound-sms", data={"text": "x" * 70000})
     assert response.status_code == 413
     assert response.is_json
+
+
+def test_every_acknowledgement_is_what_jsonify_writes(client):
+    # the bodies are encoded once per app and reused: each answer must still be jsonify's
+    answers = [client.post("/webhooks/inbound-sms", data={**INBOUND, "messageId": m})
+               for m in ("m-a", "m-b", "m-a", "m-a")]
+    with client.application.app_context():
+        from flask import jsonify
+
+        queued, duplicate = (jsonify({"status": s}) for s in ("queued", "duplicate"))
+    for answer, expected in zip(answers, (queued, queued, duplicate, duplicate), strict=True):
+        assert answer.status_code == 200
+        assert answer.get_data() == expected.get_data()
+        assert answer.headers["Content-Type"] == expected.headers["Content-Type"]
+        assert answer.headers["Content-Length"] == expected.headers["Content-Length"]
