@@ -16,7 +16,8 @@ from shared.domain import ERASED, DeliveryState, MessageKind, OutboundSms
 from shared.keys import DEFAULT_RETENTION_SECONDS, Keys
 from shared.vonage_gateway import sms_parts
 
-_CLAIMED = "claimed"
+# A webhook's dedupe marker while its job is being queued (two steps: claim, then queued).
+CLAIM_MARKER = "claimed"
 _QUEUED = "queued"
 
 
@@ -226,9 +227,9 @@ class MessageLog:
 
     def claim_webhook(self, kind: str, message_id: str, claim_ms: int) -> WebhookClaim:
         key = self._keys.dedupe(kind, message_id)
-        if self._redis.set(key, _CLAIMED, nx=True, px=claim_ms):
+        if self._redis.set(key, CLAIM_MARKER, nx=True, px=claim_ms):
             return WebhookClaim.CLAIMED
-        if self._redis.get(key) == _CLAIMED:
+        if self._redis.get(key) == CLAIM_MARKER:
             return WebhookClaim.IN_PROGRESS
         return WebhookClaim.DUPLICATE
 

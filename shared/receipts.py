@@ -24,13 +24,12 @@ from redis.exceptions import RedisError
 
 from shared.domain import DeliveryReceipt
 from shared.keys import Keys
-from shared.messages import MessageLog
+from shared.messages import CLAIM_MARKER, MessageLog
 from shared.metrics import WEBHOOKS, Counters, legacy_series, series_key
 
 log = logging.getLogger(__name__)
 
 KIND = "receipt"
-_CLAIMED = "claimed"  # shared/messages.py's two-step claim (the queued path)
 RECORDED = "recorded"
 _UNMATCHED = legacy_series("smsproxy.receipts.unmatched")
 
@@ -68,7 +67,7 @@ class ReceiptDesk:
         """
         marker = self._keys.dedupe(KIND, dedupe_id(receipt))
         seen = self._redis.get(marker)
-        if seen == _CLAIMED:
+        if seen == CLAIM_MARKER:
             return ReceiptOutcome.IN_PROGRESS
         if seen is not None:
             self._counters.count(WEBHOOKS, self._duplicate)

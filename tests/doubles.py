@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
+
+from shared.domain import MessageKind, OutboundSms
 from shared.jobs import TaskName
+from shared.messages import MessageLog
 from shared.phone import country_of
 from shared.vonage_gateway import (
     AvailableNumber,
@@ -144,3 +149,13 @@ class FlakyInsightVonage(FakeVonage):
             self.insight_failures -= 1
             raise VonageFailure("1", "throttled", transient=True)
         return super().basic_insight(msisdn)
+
+
+def sent_relay(client: redis.Redis, outbound_id: str, vonage_ids: list[str]) -> MessageLog:
+    """A relay Vonage took (as the worker records it), awaiting its receipts."""
+    messages = MessageLog(client)
+    messages.owe(OutboundSms(outbound_id, "c" * 32, MessageKind.RELAY, "447400123456",
+                             "447700900100", "hello", created_at=time.time()))
+    assert messages.claim_send(outbound_id, 60).acquired
+    messages.mark_submitted(outbound_id, vonage_ids, retain_body=False)
+    return messages

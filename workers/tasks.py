@@ -39,6 +39,7 @@ from shared.jobs import TaskName
 from shared.logging import bind_log_context
 from shared.outbox import job_name
 from shared.reassembly import MISSING_PART_MARKER, LatePart, Pending, Reassembled
+from shared.receipts import dedupe_id
 from shared.sending import InDoubt, RecordLater, RetryLater, Throttled
 from shared.vonage_gateway import VonageFailure
 from shared.wiring import Services
@@ -388,7 +389,7 @@ def record_receipt(self: Task[Any, Any], payload: dict[str, str]) -> None:
     )
     if matched is None:
         svc.counters.incr("smsproxy.receipts.unmatched")
-    svc.outbox.settle("receipt", f"{receipt.message_id}:{receipt.status}")
+    svc.outbox.settle("receipt", dedupe_id(receipt))
 
 
 @proxy_task(name=TaskName.MAINTAIN_POOL.value)

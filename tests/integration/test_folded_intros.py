@@ -23,16 +23,11 @@ pytestmark = pytest.mark.integration
 
 KEYS = Keys()
 A, B = "447400100001", "447400100002"
-POOL = ("447700900100", "447700900101")
 
 
 @pytest.fixture
-def svc(real_redis, make_settings) -> Services:
-    services = Services.from_settings(
-        make_settings(SMSPROXY_SEND_RATE_PER_SECOND="0"), real_redis)
-    for number in POOL:
-        services.inventory.add(number, "GB")
-    return services
+def svc(pooled_services: Services) -> Services:
+    return pooled_services
 
 
 def start(svc: Services, conversation_id: str) -> Conversation:

@@ -69,13 +69,10 @@ def write_old_layout(r) -> None:
 
 
 @pytest.fixture
-def svc(real_redis, make_settings) -> Services:
-    services = Services.from_settings(
-        make_settings(SMSPROXY_SEND_RATE_PER_SECOND="0"), real_redis)
-    for number in POOL:
-        services.inventory.add(number, "GB")
+def svc(pooled_services: Services, real_redis) -> Services:
+    pooled_services.inventory.add(POOL[2], "GB")  # the pair's old proxies: POOL[1] and POOL[2]
     write_old_layout(real_redis)
-    return services
+    return pooled_services
 
 
 def relay(svc: Services, sender: str, to: str, message_id: str, text: str) -> list[str]:

@@ -20,11 +20,10 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from devtools.redis_server import RedisServer
-from shared.domain import MessageKind, OutboundSms
 from shared.jobs import TaskName
 from shared.keys import Keys
-from shared.messages import MessageLog
 from shared.metrics import WEBHOOKS, series_key
+from tests.doubles import sent_relay
 from web.app import create_app
 from web.queue import Publisher
 
@@ -50,16 +49,6 @@ def _client(store: RedisServer) -> redis.Redis:
     return redis.Redis.from_url(store.url, decode_responses=True)
 
 
-def _sent(client: redis.Redis, outbound_id: str, vonage_ids: list[str]) -> MessageLog:
-    """A relay Vonage took (as the worker records it), awaiting its receipts."""
-    messages = MessageLog(client)
-    messages.owe(OutboundSms(outbound_id, "c" * 32, MessageKind.RELAY, "447400123456",
-                             "447700900100", "hello", created_at=time.time()))
-    assert messages.claim_send(outbound_id, 60).acquired
-    messages.mark_submitted(outbound_id, vonage_ids, retain_body=False)
-    return messages
-
-
 def post(web: FlaskClient, vonage_id: str, outbound_id: str) -> tuple[TestResponse, float]:
     form = {"msisdn": "447400123456", "to": "447700900100", "messageId": vonage_id,
             "status": "delivered", "err-code": "0", "client-ref": outbound_id}
@@ -76,7 +65,7 @@ def _receipts(client: redis.Redis, outbound_id: str) -> dict[str, str]:
 
 def test_a_receipt_reaches_its_record_before_the_200_and_queues_nothing(store, make_web):
     client = _client(store)
-    messages = _sent(client, "relay-r-1", ["v-1", "v-2"])
+    messages = sent_relay(client, "relay-r-1", ["v-1", "v-2"])
     web = make_web(store)
     response, _ = post(web, "v-1", "relay-r-1")
     # the 200 came after the record changed: nothing is left for anyone to do
@@ -94,7 +83,7 @@ def test_a_receipt_reaches_its_record_before_the_200_and_queues_nothing(store, m
 
 @pytest.mark.parametrize("outage", ["stop", "kill"])
 def test_store_down_answers_503_fast_and_the_retry_records_it_once(store, make_web, outage):
-    messages = _sent(_client(store), "relay-r-2", ["v-3"])
+    messages = sent_relay(_client(store), "relay-r-2", ["v-3"])
     web = make_web(store)
     store.stop() if outage == "stop" else store.kill()
     response, elapsed = post(web, "v-3", "relay-r-2")
@@ -113,7 +102,7 @@ def test_store_down_answers_503_fast_and_the_retry_records_it_once(store, make_w
 def test_frozen_store_answers_503_in_bounded_time_and_the_retry_records_it_once(store,
                                                                                 make_web):
     client = _client(store)
-    messages = _sent(client, "relay-r-3", ["v-4"])
+    messages = sent_relay(client, "relay-r-3", ["v-4"])
     web = make_web(store)
     store.pause()  # connections stay open, nothing answers
     try:

@@ -4,14 +4,13 @@ import time
 import fakeredis
 import pytest
 
-from shared.domain import MessageKind, OutboundSms
 from shared.jobs import TaskName
 from shared.keys import Keys
 from shared.messages import MessageLog, WebhookClaim
 from shared.metrics import WEBHOOKS, legacy_series, series_key
 from shared.settings import SignatureMethod
 from shared.signatures import sign
-from tests.doubles import BadPublisher
+from tests.doubles import BadPublisher, sent_relay
 from web.app import create_app
 
 INBOUND = {"msisdn": "447400123456", "to": "447700900100", "messageId": "m-1", "text": "hi"}
@@ -114,23 +113,13 @@ def test_signed_webhooks(make_client, publisher, method):
     assert len(publisher.published) == 1
 
 
-def _sent(fake_redis, outbound_id: str, vonage_ids: list[str]) -> MessageLog:
-    """A relay Vonage took (as the worker records it), awaiting its receipts."""
-    messages = MessageLog(fake_redis)
-    messages.owe(OutboundSms(outbound_id, "c" * 32, MessageKind.RELAY, "447400123456",
-                             "447700900100", "hello", created_at=time.time()))
-    assert messages.claim_send(outbound_id, 60).acquired
-    messages.mark_submitted(outbound_id, vonage_ids, retain_body=False)
-    return messages
-
-
 def _counted(fake_redis, name: str, labels: dict[str, str] | None = None) -> int:
     return int(fake_redis.hget(Keys().metrics(), series_key(name, labels)) or 0)
 
 
 def test_delivery_receipt_recorded_by_web_once_per_part_and_status(client, publisher,
                                                                      fake_redis):
-    messages = _sent(fake_redis, "relay-m-1", ["v-1", "v-2"])
+    messages = sent_relay(fake_redis, "relay-m-1", ["v-1", "v-2"])
     receipt = {"msisdn": "447400123456", "to": "447700900100", "messageId": "v-1",
                "status": "delivered", "err-code": "0", "client-ref": "relay-m-1"}
     first = client.post("/webhooks/delivery-receipt", data=receipt)
@@ -158,7 +147,7 @@ def test_a_receipt_for_no_send_of_ours_is_acknowledged_and_counted_unmatched(cli
 
 
 def test_a_newer_status_is_not_undone_by_a_retried_older_one(client, fake_redis):
-    messages = _sent(fake_redis, "relay-m-2", ["v-3"])
+    messages = sent_relay(fake_redis, "relay-m-2", ["v-3"])
     receipt = {"msisdn": "447400123456", "messageId": "v-3", "client-ref": "relay-m-2"}
     for status in ("accepted", "delivered", "accepted"):  # Vonage retries the first one late
         assert client.post("/webhooks/delivery-receipt",
