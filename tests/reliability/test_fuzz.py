@@ -8,10 +8,14 @@ worker is alive and still relays a normal text."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import quote_from_bytes, urlencode
 
@@ -48,7 +52,10 @@ KNOWN = ["msisdn", "to", "messageId", "text", "type", "keyword", "message-timest
          "network-code", "price", "client-ref", "api-key", "nonce", "timestamp", "sig"]
 
 
-def _values(numbers: list[str]) -> st.SearchStrategy[str]:
+# Strategies are built once, not per draw: Hypothesis validates each new strategy object, and
+# rebuilding them for every key of every example made generation most of this test's time.
+@functools.cache
+def _values(numbers: tuple[str, ...]) -> st.SearchStrategy[str]:
     return st.one_of(
         st.text(max_size=40),
         st.sampled_from(numbers),
@@ -60,6 +67,13 @@ def _values(numbers: list[str]) -> st.SearchStrategy[str]:
     )
 
 
+MESSAGE_IDS = st.from_regex(r"[0-9A-F]{18}", fullmatch=True)
+KEYS = st.lists(st.sampled_from(KNOWN) | st.text(min_size=1, max_size=12), max_size=14,
+                unique=True)
+HEX_SIGNATURES = st.from_regex(r"[0-9a-f]{64}", fullmatch=True)
+NONCES = st.text(min_size=1, max_size=8)
+
+
 # The parameter names a signature can cover (shared/signatures.py refuses to sign others).
 _SIGNABLE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -67,24 +81,24 @@ _SIGNABLE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 @st.composite
 def webhooks(draw, numbers: list[str]):
     path = draw(st.sampled_from(["/webhooks/inbound-sms", "/webhooks/delivery-receipt"]))
-    keys = draw(st.lists(st.sampled_from(KNOWN) | st.text(min_size=1, max_size=12),
-                         max_size=14, unique=True))
+    keys = draw(KEYS)
     if draw(st.booleans()):  # mostly well-formed: the fields a real webhook has
         keys = list(dict.fromkeys(["msisdn", "to", "messageId", *keys]))
-    params = {k: draw(_values(numbers)) for k in keys}
+    values = _values(tuple(numbers))
+    params = {k: draw(values) for k in keys}
     if "messageId" in params and draw(st.booleans()):
-        params["messageId"] = draw(st.from_regex(r"[0-9A-F]{18}", fullmatch=True))
+        params["messageId"] = draw(MESSAGE_IDS)
     how = draw(st.sampled_from(["get", "form", "json", "json-typed", "raw"]))
     signing = draw(st.sampled_from(["signed", "unsigned", "bad", "stale"]))
     if signing != "unsigned":
         params.pop("sig", None)
         params["timestamp"] = str(int(time.time()) - (4000 if signing == "stale" else 0))
-        params["nonce"] = draw(st.text(min_size=1, max_size=8))
+        params["nonce"] = draw(NONCES)
         if all(_SIGNABLE_NAME.fullmatch(k) for k in params):
             params["sig"] = sign(params, SECRET if signing != "bad" else "wrong",
                                  SignatureMethod.SHA256)
         else:  # nobody can sign such names (web refuses them before any signature check)
-            params["sig"] = draw(st.from_regex(r"[0-9a-f]{64}", fullmatch=True))
+            params["sig"] = draw(HEX_SIGNATURES)
     body: object = params
     if how == "json-typed":  # JSON values of every type, signed over their string forms
         body = {k: draw(st.sampled_from([v, None, True, 7, 1.5, [v], {"k": v}])) if k != "sig"
@@ -130,7 +144,7 @@ def _signed(params: dict[str, str]) -> dict[str, str]:
 
 def _webhook_params(draw, numbers: list[str], path: str) -> dict[str, str]:
     params = {"msisdn": draw(st.sampled_from(numbers)), "to": draw(st.sampled_from(numbers)),
-              "messageId": draw(st.from_regex(r"[0-9A-F]{18}", fullmatch=True))}
+              "messageId": draw(MESSAGE_IDS)}
     if path.endswith("inbound-sms"):
         params |= {"text": "hostile", "type": "text"}
     else:
@@ -260,6 +274,45 @@ def hostile_requests(draw, numbers: list[str]) -> Hostile:
     return Hostile(kind, "GET", target, {**auth, **headers})
 
 
+class Senders:
+    """Requests sent by a few threads while Hypothesis generates the next ones in the test's.
+
+    Generating the examples costs about as much CPU as answering them; done one after the
+    other, the test took minutes. Each thread has its own session (a Session is not
+    thread-safe); `lock` serialises the callbacks' counting (`Counter[k] += 1` is a read and a
+    write). An exception in a send is re-raised by `wait`.
+    """
+
+    THREADS = 3
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(self.THREADS, thread_name_prefix="fuzz-send")
+        self._pending: list[Future[None]] = []
+        self.lock = threading.Lock()
+
+    def __enter__(self) -> Senders:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.trust_env = False
+        return session
+
+    def submit(self, send: Callable[[requests.Session], None]) -> None:
+        self._pending.append(self._pool.submit(lambda: send(self._session())))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+
 def _send(session: requests.Session, base_url: str, request: Hostile) -> requests.Response | None:
     """The response, or None when the server closed the connection instead of answering
     (gunicorn may, on a header over its limit, before the body is read)."""
@@ -286,43 +339,56 @@ def test_generated_requests_never_5xx_and_leave_no_poisoned_task(tmp_path):
     began = time.monotonic()
     statuses: Counter[int] = Counter()
     server_errors: list[str] = []
-    with reliability_stack(tmp_path, workers=1) as stack:
+    phases: dict[str, float] = {}
+    with reliability_stack(tmp_path, workers=1) as stack, Senders() as senders:
         conversations = open_conversations(stack, 2)
         numbers = [n for c in conversations for n in (c.a, c.b, c.proxy_a, c.proxy_b)]
-        session = requests.Session()
-        session.trust_env = False
 
         def record(label: str, response: requests.Response) -> None:
-            statuses[response.status_code] += 1
-            if response.status_code >= 500:
-                server_errors.append(f"{label}: {response.status_code} {response.text[:200]}")
+            with senders.lock:
+                statuses[response.status_code] += 1
+                if response.status_code >= 500:
+                    server_errors.append(f"{label}: {response.status_code} "
+                                         f"{response.text[:200]}")
 
         @settings(max_examples=WEBHOOK_REQUESTS, **BOUNDED)
         @given(webhooks(numbers))
         def fuzz_webhooks(request) -> None:
             path, how, params, body, raw = request
-            record(f"{how} {path} {params!r:.200}",
-                   _call(session, stack.web_url + path, how, params, body, raw))
+            senders.submit(lambda session: record(
+                f"{how} {path} {params!r:.200}",
+                _call(session, stack.web_url + path, how, params, body, raw)))
 
+        started = time.monotonic()
         fuzz_webhooks()
+        senders.wait()
+        phases["webhooks"] = time.monotonic() - started
 
         hostile_statuses: dict[str, Counter[int]] = {k: Counter() for k in HOSTILE_CLASSES}
         hostile_targets: set[tuple[str, bool]] = set()
+
+        def send_hostile(session: requests.Session, request: Hostile) -> None:
+            response = _send(session, stack.web_url, request)
+            with senders.lock:
+                # 0: the server closed the connection without an answer
+                hostile_statuses[request.kind][0 if response is None else response.status_code] += 1
+            if response is not None:
+                record(request.describe(), response)
 
         @settings(max_examples=HOSTILE_REQUESTS, **BOUNDED)
         @given(hostile_requests(numbers))
         def fuzz_hostile(request: Hostile) -> None:
             hostile_targets.add((request.kind, request.path.startswith("/webhooks/")))
-            response = _send(session, stack.web_url, request)
-            if response is None:
-                hostile_statuses[request.kind][0] += 1  # 0: closed without an answer
-                return
-            hostile_statuses[request.kind][response.status_code] += 1
-            record(request.describe(), response)
+            senders.submit(lambda session: send_hostile(session, request))
 
+        started = time.monotonic()
         fuzz_hostile()
+        senders.wait()
+        phases["hostile"] = time.monotonic() - started
         # a server that closed connections is still serving
-        assert session.get(stack.web_url + "/healthz", timeout=10).status_code == 200
+        healthz = requests.Session()
+        healthz.trust_env = False
+        assert healthz.get(stack.web_url + "/healthz", timeout=10).status_code == 200
 
         schema = schemathesis.openapi.from_dict(openapi_document())
         operations = [r.ok() for r in schema.get_all_operations()]
@@ -330,16 +396,22 @@ def test_generated_requests_never_5xx_and_leave_no_poisoned_task(tmp_path):
                            for op in operations for mode in GenerationMode])
         auth = st.sampled_from([{"Authorization": f"Bearer {API_TOKEN}"}] * 4 + [{}])
 
-        @settings(max_examples=V1_REQUESTS, **BOUNDED)
-        @given(cases, auth)
-        def fuzz_v1(case, headers) -> None:
+        def call_v1(session: requests.Session, case, headers) -> None:
             try:
                 response = case.call(base_url=stack.web_url, session=session, headers=headers)
             except requests.exceptions.InvalidHeader:
                 return  # requests refuses to send the header; nothing reached the server
             record(f"{case.operation.label} {case.path_parameters} {case.query}", response)
 
+        @settings(max_examples=V1_REQUESTS, **BOUNDED)
+        @given(cases, auth)
+        def fuzz_v1(case, headers) -> None:
+            senders.submit(lambda session: call_v1(session, case, headers))
+
+        started = time.monotonic()
         fuzz_v1()
+        senders.wait()
+        phases["v1"] = time.monotonic() - started
         fuzz_seconds = time.monotonic() - began
         total = sum(statuses.values())
 
@@ -362,7 +434,8 @@ def test_generated_requests_never_5xx_and_leave_no_poisoned_task(tmp_path):
                 f"5xx={len(server_errors)} queues_drained_in={drained_at:.1f}s "
                 f"tasks_in_5s_after_drain={tasks_after - tasks_before} "
                 f"normal_relay={relayed.describe()} runtime={time.monotonic() - began:.1f}s "
-                f"(fuzzing {fuzz_seconds:.1f}s)")
+                f"(fuzzing {fuzz_seconds:.1f}s: "
+                + ", ".join(f"{k} {v:.1f}s" for k, v in phases.items()) + ")")
         print(f"\n{line}")
     assert not server_errors, server_errors[:10]
     # every class reached both the webhooks and /v1
