@@ -174,6 +174,22 @@ return 1
 """
 
 
+# A send recorded failed only while it is still owed (queued or sending): a receipt that came
+# meanwhile (an in-doubt earlier attempt, or one racing an expiry) finished it, and a folded
+# intro's record key is gone, where an HSET would make half a record beside its folded field.
+# KEYS: record, claim, text, open sends. ARGV: id, code, reason, now, retain body (1/0).
+_MARK_FAILED = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'queued' and state ~= 'sending' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'failed', 'error_code', ARGV[2], 'error_reason', ARGV[3],
+           'failed_at', ARGV[4])
+if ARGV[5] ~= '1' then redis.call('DEL', KEYS[3]) end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return 1
+"""
+
+
 # A folded intro's value replaced only if it is still the one read (a late receipt may have
 # unfolded it meanwhile). KEYS: conversation. ARGV: field, old value, new value.
 _REPLACE_FOLDED = """
@@ -204,6 +220,7 @@ class MessageLog:
         self._retention = retention_seconds
         self._record_receipt = client.register_script(_RECORD_RECEIPT)
         self._mark_submitted = client.register_script(_MARK_SUBMITTED)
+        self._mark_failed = client.register_script(_MARK_FAILED)
         self._claim_send = client.register_script(_CLAIM_SEND)
         self._record_once = client.register_script(_RECORD_ONCE)
         self._replace_folded = client.register_script(_REPLACE_FOLDED)
@@ -435,24 +452,19 @@ class MessageLog:
                   "1" if retain_body else "0", *field],
         )
 
-    def mark_failed(self, outbound_id: str, code: str, reason: str, *, retain_body: bool) -> None:
-        """A permanent failure (or retries used up): recorded with Vonage's code and reason."""
-        key = self._keys.outbound(outbound_id)
-        pipe = self._redis.pipeline()
-        pipe.hset(
-            key,
-            mapping={
-                "state": DeliveryState.FAILED.value,
-                "error_code": code,
-                "error_reason": reason,
-                "failed_at": _now(),
-            },
-        )
-        if not retain_body:
-            pipe.delete(self._keys.outbound_text(outbound_id))
-        pipe.delete(self._keys.send_claim(outbound_id))
-        pipe.zrem(self._keys.outbound_open(), outbound_id)
-        pipe.execute()
+    def mark_failed(
+        self, outbound_id: str, code: str, reason: str, *, retain_body: bool
+    ) -> bool:
+        """A permanent failure (or retries used up): recorded with Vonage's code and reason.
+
+        Only a send still owed is marked; False when a receipt had finished it already
+        (delivered, failed or folded), which is left as it is.
+        """
+        return bool(self._mark_failed(
+            keys=[self._keys.outbound(outbound_id), self._keys.send_claim(outbound_id),
+                  self._keys.outbound_text(outbound_id), self._keys.outbound_open()],
+            args=[outbound_id, code, reason, _now(), "1" if retain_body else "0"],
+        ))
 
     # -- delivery receipts -----------------------------------------------------------------
 

@@ -123,9 +123,9 @@ class Sender:
             return
         if time.time() - message.created_at > self._settings.send_max_age_seconds:
             # Late is worse than never for a chat message, and Vonage's own retries are over.
-            self._messages.mark_failed(outbound_id, "expired", "not sent in time",
-                                       retain_body=self._settings.retain_bodies)
-            self._counters.incr("smsproxy.outbound.expired")
+            if self._messages.mark_failed(outbound_id, "expired", "not sent in time",
+                                          retain_body=self._settings.retain_bodies):
+                self._counters.incr("smsproxy.outbound.expired")
             self._redis.zrem(self._keys.outbound_in_doubt(), outbound_id)
             return
         account = self.account_of(message.sender)
@@ -167,9 +167,9 @@ class Sender:
                 self._messages.release_claim(message.id)
                 self._counters.incr("smsproxy.outbound.retried")
                 raise RetryLater(failure.reason, attempts) from failure
-            self._messages.mark_failed(message.id, failure.code, failure.reason,
-                                       retain_body=self._settings.retain_bodies)
-            self._counters.incr("smsproxy.outbound.failed")
+            if self._messages.mark_failed(message.id, failure.code, failure.reason,
+                                          retain_body=self._settings.retain_bodies):
+                self._counters.incr("smsproxy.outbound.failed")
             self._redis.zrem(self._keys.outbound_in_doubt(), message.id)
             log.warning("send %s failed: %s %s", message.id, failure.code, failure.reason)
             return

@@ -68,6 +68,9 @@ def test_a_folded_intro_is_never_claimed_owed_or_recorded_again(world, fake_redi
     # the sender's own record of Vonage's answer, after the receipt folded it: no half record
     log.mark_submitted(intros[0], ["0A000000000000000"], retain_body=False)
     assert not fake_redis.exists(KEYS.outbound(intros[0]))
+    # nor failed by a sender that read it owed just before the receipt (an expiry's race)
+    assert log.mark_failed(intros[0], "expired", "not sent in time", retain_body=False) is False
+    assert not fake_redis.exists(KEYS.outbound(intros[0]))
     # a create retried past activation owes the intros again: they stay as they are
     world.services.conversations._owe_intros(conversation)
     assert not fake_redis.exists(KEYS.outbound(intros[0]), KEYS.outbound_text(intros[0]))

@@ -46,3 +46,31 @@ def test_other_sends_and_old_intro_records_keep_their_conversation_and_kind(fake
     fake_redis.hset(KEYS.outbound(intro_id(CONVERSATION, 0)), "state", "queued")
     fake_redis.set(KEYS.outbound_text(intro_id(CONVERSATION, 0)), "hello")
     assert log.outbound(intro_id(CONVERSATION, 0)) is None
+
+
+def test_a_send_is_marked_failed_only_while_it_is_still_owed(fake_redis):
+    log = MessageLog(fake_redis)
+    relay = OutboundSms("relay-m2", CONVERSATION, MessageKind.RELAY, "447700900001",
+                        "447400100002", "hello")
+    log.owe(relay)
+    assert log.claim_send(relay.id, 60).acquired
+    # the attempt's outcome was in doubt; its receipt came and finished the record...
+    assert log.apply_receipt(relay.id, "0A0000000000000001", "delivered", "0") == relay.id
+    # ...before the worker, retrying, gave up on it (its age, or a permanent error)
+    assert log.mark_failed(relay.id, "expired", "not sent in time", retain_body=False) is False
+    assert log.outbound_state(relay.id) == "delivered"
+    assert "error_code" not in fake_redis.hgetall(KEYS.outbound(relay.id))
+    # one still owed is failed, its body and claim gone, no longer open
+    owed = OutboundSms("relay-m3", CONVERSATION, MessageKind.RELAY, "447700900001",
+                       "447400100002", "hello")
+    log.owe(owed)
+    assert log.claim_send(owed.id, 60).acquired
+    assert log.mark_failed(owed.id, "6", "unroutable", retain_body=False) is True
+    stored = fake_redis.hgetall(KEYS.outbound(owed.id))
+    assert (stored["state"], stored["error_code"], stored["error_reason"]) == (
+        "failed", "6", "unroutable")
+    assert not fake_redis.exists(KEYS.outbound_text(owed.id), KEYS.send_claim(owed.id))
+    assert owed.id not in fake_redis.zrange(KEYS.outbound_open(), 0, -1)
+    # unknown sends make no half record
+    assert log.mark_failed("relay-none", "6", "unroutable", retain_body=False) is False
+    assert not fake_redis.exists(KEYS.outbound("relay-none"))
