@@ -183,3 +183,16 @@ def test_buffered_counts_write_what_direct_ones_do():
     assert Counters(buffered).snapshot() == Counters(direct).snapshot()
     assert Counters(direct).snapshot()[series_key(
         TASKS, {"task": "relay_inbound", "queue": "inbound", "state": "success"})] == 2
+
+
+def test_buffered_counts_under_dotted_names_write_what_counters_incr_does():
+    direct, buffered = fakeredis.FakeRedis(decode_responses=True), \
+        fakeredis.FakeRedis(decode_responses=True)
+    buffer = HistogramBuffer(Counters(buffered), interval=60)
+    for name in ["smsproxy.inbound.relayed", "smsproxy.inbound.relayed", "smsproxy.inbound.blocked"]:
+        Counters(direct).incr(name)
+        buffer.incr(name)
+    assert Counters(buffered).snapshot() == {}  # nothing written before a flush
+    buffer.flush()
+    assert Counters(buffered).snapshot() == Counters(direct).snapshot()
+    assert Counters(direct).snapshot()["smsproxy_inbound_relayed_total"] == 2
