@@ -147,8 +147,9 @@ class Services:
     blocked: BlockedNumbers
     console_sessions: ConsoleSessions
     console_audit: ConsoleAudit
-    # counts of this process added up and written about once a second (the worker's finished
-    # tasks and relays: a round trip per task each otherwise; shared/metrics.py)
+    # counts and timings of this process added up and written about once a second (the
+    # worker's finished tasks, relays and Vonage call timings: a round trip per task each
+    # otherwise; shared/metrics.py)
     tallies: HistogramBuffer
 
     @classmethod

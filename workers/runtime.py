@@ -165,7 +165,7 @@ class Runtime:
             port = self._ports.get(name)
             if port is None:
                 pooled = PooledVonage(lambda: self._vonage_factory(self.settings, account))
-                port = self._ports[name] = TimedVonage(pooled, self.services.counters)
+                port = self._ports[name] = TimedVonage(pooled, self.services.tallies)
         return port
 
     def accounts(self) -> AccountPorts:
