@@ -18,7 +18,7 @@ MAX_BACKOFF_SECONDS = 900.0
 ACKNOWLEDGED = range(200, 206)
 # A kept-alive connection idle longer than this is not reused: receivers close idle ones
 # (gunicorn after its `keepalive`, 2 s by default, 5 s in ours), and one closed while a request
-# is on its way fails that attempt. Below it, connections stay warm whenever webhooks flow.
+# is on its way fails that attempt. A thread that delivers at least once a second keeps its own.
 IDLE_REUSE_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
