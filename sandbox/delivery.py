@@ -16,6 +16,10 @@ TIMEOUT = (3.0, 15.0)
 MAX_BACKOFF_SECONDS = 900.0
 # Vonage counts these as an acknowledgement; anything else is retried.
 ACKNOWLEDGED = range(200, 206)
+# A kept-alive connection idle longer than this is not reused: receivers close idle ones
+# (gunicorn after its `keepalive`, 2 s by default, 5 s in ours), and one closed while a request
+# is on its way fails that attempt. A thread that delivers at least once a second keeps its own.
+IDLE_REUSE_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +83,24 @@ class Deliverer:
                 self._ready.put(webhook_id)
 
     def _work(self) -> None:
-        while (webhook_id := self._ready.get()) is not None:
-            try:
-                self._attempt(webhook_id)
-            except Exception:
-                # A bug in one delivery must not silently stop a worker for all the others.
-                log.exception("webhook %d: delivery crashed", webhook_id)
+        sender = _Sender()
+        try:
+            while (webhook_id := self._ready.get()) is not None:
+                try:
+                    self._attempt(webhook_id, sender)
+                except Exception:
+                    # A bug in one delivery must not silently stop a worker for all the others.
+                    log.exception("webhook %d: delivery crashed", webhook_id)
+        finally:
+            sender.close()
 
-    def _attempt(self, webhook_id: int) -> None:
+    def _attempt(self, webhook_id: int, sender: "_Sender") -> None:
         webhook = self._state.webhook(webhook_id)
         if webhook is None or webhook.status != "pending" or webhook.url is None:
             return  # dropped by a reset
         started = time.monotonic()
         at = utc_now_iso()
-        status_code, error = _send(webhook.url, webhook.format, webhook.params)
+        status_code, error = sender.send(webhook.url, webhook.format, webhook.params)
         attempt = Attempt(at, status_code, error, round((time.monotonic() - started) * 1000))
         number = len(webhook.attempts) + 1
         if status_code in ACKNOWLEDGED:
@@ -116,12 +124,31 @@ class Deliverer:
             self.schedule(webhook_id, backoff)
 
 
-def _send(url: str, webhook_format: str, params: dict[str, str]) -> tuple[int | None, str | None]:
-    """One HTTP attempt: (status code, None) on an answer, (None, reason) on no answer."""
-    try:
-        with requests.Session() as session:
+class _Sender:
+    """One delivering thread's HTTP session, kept between attempts.
+
+    Reusing the receiver's connection spares both ends a TCP connect (and a TLS handshake for an
+    https URL) per webhook. Each attempt is still one HTTP request: the session has no retries of
+    its own (requests' default), so a reused connection that fails is an attempt like any other,
+    recorded and retried with backoff.
+    """
+
+    def __init__(self) -> None:
+        self._session: requests.Session | None = None
+        self._last_used = 0.0
+
+    def send(
+        self, url: str, webhook_format: str, params: dict[str, str]
+    ) -> tuple[int | None, str | None]:
+        """One HTTP attempt: (status code, None) on an answer, (None, reason) on no answer."""
+        if self._session is not None and time.monotonic() - self._last_used > IDLE_REUSE_SECONDS:
+            self.close()
+        if self._session is None:
+            self._session = requests.Session()
             # Environment proxies must not capture deliveries to local receivers.
-            session.trust_env = False
+            self._session.trust_env = False
+        session = self._session
+        try:
             # A redirect is not an acknowledgement: it is retried like any other non-2xx.
             if webhook_format == "get":
                 response = session.get(url, params=params, timeout=TIMEOUT, allow_redirects=False)
@@ -129,7 +156,17 @@ def _send(url: str, webhook_format: str, params: dict[str, str]) -> tuple[int | 
                 response = session.post(url, json=params, timeout=TIMEOUT, allow_redirects=False)
             else:
                 response = session.post(url, data=params, timeout=TIMEOUT, allow_redirects=False)
+            # The body is read already (not streamed): this hands the connection back for reuse.
             response.close()
-            return response.status_code, None
-    except requests.RequestException as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+        except requests.RequestException as exc:
+            # Start the next attempt on fresh connections, whatever state this one left.
+            self.close()
+            return None, f"{type(exc).__name__}: {exc}"
+        self._last_used = time.monotonic()
+        return response.status_code, None
+
+    def close(self) -> None:
+        """Close the session's connections; the next attempt opens new ones."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None

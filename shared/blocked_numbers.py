@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from shared.keys import Keys
+from shared.read_batch import Read, ReadBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +61,19 @@ class BlockedNumbers:
 
     def blocked(self, *msisdns: str) -> set[str]:
         """Which of these numbers are blocked (one round trip)."""
+        batch = ReadBatch(self._redis, transaction=False)  # one command
+        read = self.queue_blocked(batch, *msisdns)
+        batch.run()
+        return read.value
+
+    def queue_blocked(self, batch: ReadBatch, *msisdns: str) -> Read[set[str]]:
+        """`blocked` as part of a batch of reads (its answer once the batch has run)."""
         if not msisdns:
-            return set()
-        scores = self._redis.zmscore(self._keys.blocked_numbers(), list(msisdns))
-        return {m for m, score in zip(msisdns, scores, strict=True) if score is not None}
+            return batch.add(0, lambda _: set())
+        batch.pipeline.zmscore(self._keys.blocked_numbers(), list(msisdns))
+        return batch.add(1, lambda replies: {
+            m for m, score in zip(msisdns, replies[0], strict=True) if score is not None
+        })
 
     def page(self, after: str | None = None, limit: int = 50) -> tuple[list[BlockedNumber], bool]:
         """Blocked numbers in number order after `after`; and whether more follow."""

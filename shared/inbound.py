@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
+import redis
+
 from shared import allowances, outbound
 from shared.allowances import Allowances
 from shared.blocked_numbers import BlockedNumbers
@@ -27,10 +29,11 @@ from shared.inbound_rules import (
 )
 from shared.logging import bind_log_context
 from shared.messages import MessageLog
-from shared.metrics import Counters
+from shared.metrics import Counters, HistogramBuffer
 from shared.opt_outs import Change, OptOuts, ParticipantState
 from shared.phone import mask
 from shared.pool_inventory import PoolInventory
+from shared.read_batch import ReadBatch
 from shared.reassembly import LatePart, Reassembled
 from shared.relay_caps import DailySends, RelayCaps
 from shared.routes import RouteTable
@@ -66,7 +69,16 @@ class InboundHandler:
         allowance: Allowances | None = None,
         caps: RelayCaps | None = None,
         daily: DailySends | None = None,
+        *,
+        client: redis.Redis,
+        tally: HistogramBuffer | None = None,
     ) -> None:
+        # the stores' client (one Redis): their reads that follow the conversation's go in
+        # one batch over it
+        self._client = client
+        # counts of the relay path, buffered in the process (a round trip each otherwise);
+        # without one they are written as they happen
+        self._tally = tally
         self._routes = routes
         self._conversations = conversations
         self._messages = messages
@@ -84,29 +96,40 @@ class InboundHandler:
         conversation_id = self._routes.find(message.sender, message.virtual_number)
         conversation = self._conversations.get(conversation_id) if conversation_id else None
         bind_log_context(conversation_id=conversation_id)
+        pairs: list[tuple[str, str]] = []
         if conversation is None:
+            context = InboundContext(message, self._settings)
             # without a route the sender's state matters only to an opt-in keyword
-            sender_opted_out = (
-                message.text.strip().upper() in self._settings.opt_in_keywords
-                and self._opt_outs.get(message.sender, message.virtual_number) is not None
+            if message.text.strip().upper() in self._settings.opt_in_keywords:
+                pairs.append((message.sender, message.virtual_number))
+        else:
+            sender = next(
+                (p for p in conversation.participants if p.number == message.sender), None
             )
-            return self._screened(
-                InboundContext(message, self._settings, sender_opted_out=sender_opted_out)
-            )
-        sender = next(
-            (p for p in conversation.participants if p.number == message.sender), None
+            counterpart = conversation.counterpart_of(message.sender)
+            context = InboundContext(message, self._settings, conversation, sender, counterpart)
+            pairs.append((message.sender, message.virtual_number))
+            if counterpart is not None and counterpart.proxy_number:
+                pairs.append((counterpart.number, counterpart.proxy_number))
+        # The opt-out states, which ends are our own numbers and which are blocked: each
+        # needs the conversation, none another's answer, so they are read in one round trip.
+        batch = ReadBatch(self._client)
+        states = self._opt_outs.queue_get_many(batch, pairs)
+        ends = context.ends
+        own = self._inventory.queue_owned(batch, *ends) if self._inventory is not None else None
+        blocked = self._blocked.queue_blocked(batch, *ends) if self._blocked is not None else None
+        batch.run()
+        found = states.value
+        context = replace(
+            context,
+            sender_opted_out=bool(found) and found[0] is not None,
+            recipient_opt_out=found[1] if len(found) > 1 else None,
         )
-        counterpart = conversation.counterpart_of(message.sender)
-        pairs = [(message.sender, message.virtual_number)]
-        if counterpart is not None and counterpart.proxy_number:
-            pairs.append((counterpart.number, counterpart.proxy_number))
-        states = self._opt_outs.get_many(pairs)  # both in one round trip
-        sender_opted_out = states[0] is not None
-        recipient_opt_out = states[1] if len(states) > 1 else None
-        return self._screened(InboundContext(
-            message, self._settings, conversation, sender, counterpart,
-            sender_opted_out=sender_opted_out, recipient_opt_out=recipient_opt_out,
-        ))
+        return self._screened(
+            context,
+            own.value if own is not None else frozenset(),
+            frozenset(blocked.value) if blocked is not None else frozenset(),
+        )
 
     def _is_keyword(self, text: str) -> bool:
         word = text.strip().upper()
@@ -114,15 +137,14 @@ class InboundHandler:
         return word in settings.opt_out_keywords or word in settings.opt_in_keywords \
             or word in settings.help_keywords
 
-    def _screened(self, context: InboundContext) -> InboundContext:
+    def _screened(
+        self, context: InboundContext, own: frozenset[str], blocked: frozenset[str]
+    ) -> InboundContext:
         """The context with which of its ends are our own numbers, and which are blocked;
         for a routed message its verdict against the conversation's caps, for one without a
         route what the out-of-session reply depends on."""
-        ends = context.ends
-        own = self._inventory.owned(*ends) if self._inventory is not None else frozenset()
-        blocked = frozenset(self._blocked.blocked(*ends)) if self._blocked is not None else None
         context = replace(
-            context, own_numbers=own, blocked=blocked or frozenset(),
+            context, own_numbers=own, blocked=blocked,
             daily_limit_reached=self._daily is not None and self._daily.reached(),
         )
         message = context.message
@@ -195,8 +217,8 @@ class InboundHandler:
         if decision.relay is not None and conversation is not None and context.counterpart:
             relay = outbound.relay(message.message_id, conversation, context.counterpart,
                                    decision.relay, message.received_at)
-            if self._messages.owe(relay):
-                self._counters.incr("smsproxy.inbound.relayed")
+            if self._messages.owe(relay):  # counted once, however often the task runs
+                self._count("smsproxy.inbound.relayed")
             sends.append(relay.id)
         suppressed = list(decision.suppressed)
         for reply in replies:
@@ -225,6 +247,13 @@ class InboundHandler:
         ) if routed is not None else 0
         return Carried(tuple(sends), tuple(events),
                        routed.id if routed is not None else None, sender_index)
+
+    def _count(self, name: str) -> None:
+        if self._tally is None:
+            self._counters.incr(name)
+            return
+        self._tally.incr(name)
+        self._tally.flush_if_due()
 
     def _may_answer(self, message: Reassembled) -> bool:
         """Take the sender's out-of-session allowance for this message (atomic: two texts

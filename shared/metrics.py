@@ -366,6 +366,7 @@ class HistogramBuffer:
         self._fields: dict[tuple[str, float, tuple[tuple[str, str], ...]],
                            tuple[str, str, str]] = {}
         self._counted: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+        self._counted_names: dict[str, str] = {}
 
     def observe(self, family: str, seconds: float, labels: Mapping[str, str] | None = None
                 ) -> None:
@@ -395,11 +396,22 @@ class HistogramBuffer:
         field = self._counted.get(key)
         if field is None:
             field = self._counted[key] = series_key(family, labels)
+        self._add(field, amount)
+
+    def _add(self, field: str, amount: int) -> None:
         with self._lock:
             self._pending[field] = self._pending.get(field, 0) + amount
             if not self._exit_hook:
                 atexit.register(self.flush)
                 self._exit_hook = True
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        """`count` under an old-style dotted name (`smsproxy.inbound.relayed`), as
+        `Counters.incr` counts; no I/O."""
+        field = self._counted_names.get(name)
+        if field is None:
+            field = self._counted_names[name] = series_key(*legacy_series(name))
+        self._add(field, amount)
 
     def store_failed(self) -> None:
         """The caller's request found the store down: the thread leaves it alone until a

@@ -17,6 +17,7 @@ import redis
 from shared.clock import now
 from shared.domain import Conversation
 from shared.keys import Keys
+from shared.read_batch import Read, ReadBatch
 
 # An opt-in's record stays this long, so that a redelivered START still finds it was the one
 # that opted the person in (and re-sends nothing new); then the person is as if never opted out.
@@ -78,10 +79,18 @@ class OptOuts:
 
     def get_many(self, pairs: Sequence[tuple[str, str]]) -> list[OptOut | None]:
         """`get` for each (person, virtual number), in one round trip."""
-        pipe = self._redis.pipeline()
+        batch = ReadBatch(self._redis)
+        read = self.queue_get_many(batch, pairs)
+        batch.run()
+        return read.value
+
+    def queue_get_many(
+        self, batch: ReadBatch, pairs: Sequence[tuple[str, str]]
+    ) -> Read[list[OptOut | None]]:
+        """`get_many` as part of a batch of reads (its answer once the batch has run)."""
         for person, number in pairs:
-            pipe.hgetall(self._keys.opt_out(person, number))
-        return [_opt_out(data) for data in pipe.execute()]
+            batch.pipeline.hgetall(self._keys.opt_out(person, number))
+        return batch.add(len(pairs), lambda replies: [_opt_out(data) for data in replies])
 
     def opted_out(self, pairs: Sequence[tuple[str, str | None]]) -> tuple[bool, ...]:
         """For each (person, virtual number), whether they opted out of it (no number: no)."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import redis
 
 from shared.keys import Keys
+from shared.read_batch import Read, ReadBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +61,19 @@ class PoolInventory:
 
     def owned(self, *msisdns: str) -> frozenset[str]:
         """Which of the numbers are the account's pool numbers, in one round trip."""
+        batch = ReadBatch(self._redis, transaction=False)  # one command
+        read = self.queue_owned(batch, *msisdns)
+        batch.run()
+        return read.value
+
+    def queue_owned(self, batch: ReadBatch, *msisdns: str) -> Read[frozenset[str]]:
+        """`owned` as part of a batch of reads (its answer once the batch has run)."""
         if not msisdns:
-            return frozenset()
-        found = self._redis.smismember(self._keys.pool_members(), list(msisdns))
-        return frozenset(n for n, member in zip(msisdns, found, strict=True) if member)
+            return batch.add(0, lambda _: frozenset())
+        batch.pipeline.smismember(self._keys.pool_members(), list(msisdns))
+        return batch.add(1, lambda replies: frozenset(
+            n for n, member in zip(msisdns, replies[0], strict=True) if member
+        ))
 
     def account_of(self, msisdn: str) -> str | None:
         """The API key of the account that owns the number (None: unknown, or not recorded)."""

@@ -27,7 +27,7 @@ from shared.idempotency import IdempotencyKeys
 from shared.inbound import InboundHandler
 from shared.insight_cache import InsightCache
 from shared.messages import MessageLog
-from shared.metrics import Counters
+from shared.metrics import Counters, HistogramBuffer
 from shared.opt_outs import OptOuts
 from shared.outbox import Outbox
 from shared.pool import PoolKeeper, PoolPolicy
@@ -147,6 +147,10 @@ class Services:
     blocked: BlockedNumbers
     console_sessions: ConsoleSessions
     console_audit: ConsoleAudit
+    # counts and timings of this process added up and written about once a second (the
+    # worker's finished tasks, relays and Vonage call timings: a round trip per task each
+    # otherwise; shared/metrics.py)
+    tallies: HistogramBuffer
 
     @classmethod
     def from_settings(
@@ -161,6 +165,7 @@ class Services:
         inventory = PoolInventory(client)
         messages = MessageLog(client, retention_seconds=keep)
         counters = Counters(client)
+        tallies = HistogramBuffer(counters)
         idempotency = IdempotencyKeys(client)
         opt_outs = OptOuts(client)
         blocked = BlockedNumbers(client)
@@ -187,7 +192,8 @@ class Services:
             reassembler=Reassembler(client, counters, settings),
             inbound=InboundHandler(routes, store, messages, counters, settings, opt_outs,
                                    inventory, blocked, Allowances(client),
-                                   RelayCaps(client, settings), daily),
+                                   RelayCaps(client, settings), daily,
+                                   client=client, tally=tallies),
             sender=Sender(client, messages, counters, settings, daily=daily, inventory=inventory),
             pool_keeper=pool_keeper,
             outbox=Outbox(client, settings, broker=broker_redis(settings),
@@ -198,4 +204,5 @@ class Services:
                 client, lifetime_seconds=settings.console_session_seconds
             ),
             console_audit=ConsoleAudit(client, counters, retention_seconds=keep),
+            tallies=tallies,
         )

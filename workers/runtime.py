@@ -147,11 +147,12 @@ class Runtime:
     def services(self) -> Services:
         return self._given or Services.from_settings(self.settings)
 
-    @cached_property
+    @property
     def finished_tasks(self) -> HistogramBuffer:
         """This process's count of finished tasks, written about once a second in one
-        pipeline rather than a round trip after every task (shared/metrics.py)."""
-        return HistogramBuffer(self.services.counters)
+        pipeline rather than a round trip after every task (shared/metrics.py): the buffer
+        the relays are counted in too, so that one flush writes both."""
+        return self.services.tallies
 
     def vonage(self, api_key: str | None = None) -> VonagePort:
         """The Vonage port of an account (the primary by default): a pool of SDK clients, each
@@ -164,7 +165,7 @@ class Runtime:
             port = self._ports.get(name)
             if port is None:
                 pooled = PooledVonage(lambda: self._vonage_factory(self.settings, account))
-                port = self._ports[name] = TimedVonage(pooled, self.services.counters)
+                port = self._ports[name] = TimedVonage(pooled, self.services.tallies)
         return port
 
     def accounts(self) -> AccountPorts:

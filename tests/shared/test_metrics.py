@@ -183,3 +183,36 @@ def test_buffered_counts_write_what_direct_ones_do():
     assert Counters(buffered).snapshot() == Counters(direct).snapshot()
     assert Counters(direct).snapshot()[series_key(
         TASKS, {"task": "relay_inbound", "queue": "inbound", "state": "success"})] == 2
+
+
+def test_buffered_counts_under_dotted_names_write_what_counters_incr_does():
+    direct, buffered = fakeredis.FakeRedis(decode_responses=True), \
+        fakeredis.FakeRedis(decode_responses=True)
+    buffer = HistogramBuffer(Counters(buffered), interval=60)
+    for name in ["smsproxy.inbound.relayed", "smsproxy.inbound.relayed",
+                 "smsproxy.inbound.blocked"]:
+        Counters(direct).incr(name)
+        buffer.incr(name)
+    assert Counters(buffered).snapshot() == {}  # nothing written before a flush
+    buffer.flush()
+    assert Counters(buffered).snapshot() == Counters(direct).snapshot()
+    assert Counters(direct).snapshot()["smsproxy_inbound_relayed_total"] == 2
+
+
+def test_vonage_calls_timed_into_a_buffer_are_written_at_its_flush():
+    from shared.vonage_gateway import TimedVonage
+    from tests.doubles import FakeVonage
+
+    direct, buffered = fakeredis.FakeRedis(decode_responses=True), \
+        fakeredis.FakeRedis(decode_responses=True)
+    buffer = HistogramBuffer(Counters(buffered), interval=60)
+    buffer.flush()  # the first write is due at once; the next one an interval later
+    for timings in (Counters(direct), buffer):
+        TimedVonage(FakeVonage(), timings).send_sms(
+            sender="447700900100", recipient="447400123456", text="hi", client_ref="r-1",
+            callback=None)
+    count = 'smsproxy_vonage_request_duration_seconds_count{api="sms",outcome="ok"}'
+    assert Counters(direct).snapshot()[count] == 1
+    assert count not in Counters(buffered).snapshot()  # buffered: not written yet
+    buffer.flush()
+    assert Counters(buffered).snapshot()[count] == 1

@@ -67,6 +67,7 @@ class Worker:
         return self.runtime.settings
 
     def counter(self, name: str) -> int:
+        self.services.tallies.flush()  # this process's buffered counts, as /metrics would
         return self.services.counters.snapshot().get(name, 0)
 
     def add_conversation(self, conversation_id: str = "c" * 32,
