@@ -83,7 +83,7 @@ def _params() -> dict[str, str]:
                     raise _BadPayload(f"{key} must be a plain value")
                 params[str(key)] = "" if value is None else str(value)
         elif request.mimetype == form_body.FORM:
-            params.update(form_body.form_fields(request.get_data()))
+            params.update(form_body.form_fields(form_body.body(request)))
         else:
             params.update(request.form.items())  # multipart, or no form at all
     if len(params) > MAX_FIELDS or any(len(v) > MAX_VALUE_LENGTH for v in params.values()):
