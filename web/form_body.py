@@ -23,12 +23,11 @@ from __future__ import annotations
 import io
 from urllib.parse import unquote
 
-from werkzeug.exceptions import ClientDisconnected
-from werkzeug.wrappers import Request
-
 # werkzeug registers its codec error handler "werkzeug.url_quote" on import; this module uses
 # it by name, so it imports werkzeug's module rather than relying on another import's order.
 import werkzeug.urls  # noqa: F401
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.wrappers import Request
 
 FORM = "application/x-www-form-urlencoded"
 _ERRORS = "werkzeug.url_quote"
