@@ -161,7 +161,8 @@ class BrokerMessages:
         template = self._template(task) if args else None
         if template is None:
             return self.build_call(task, args)
-        return template.fill(uuid(), self._app.thread_oid, uuid(), time.time(), args)
+        task_id, delivery_tag = _two_uuids()
+        return template.fill(task_id, self._app.thread_oid, delivery_tag, time.time(), args)
 
     def build_call(
         self,
@@ -328,6 +329,19 @@ class _Template:
             parts.append(values[slot])
             parts.append(piece)
         return BrokerMessage(self.queue, "".join(parts))
+
+
+def _two_uuids() -> tuple[str, str]:
+    """Two ids as kombu's `uuid()` makes them (`str(uuid4())`: random, version 4, RFC 4122
+    variant), from one read of the OS's randomness and without two `UUID` objects: these were
+    ~5 % of a webhook's CPU."""
+    raw = bytearray(os.urandom(32))
+    for at in (0, 16):
+        raw[at + 6] = raw[at + 6] & 0x0F | 0x40  # version 4
+        raw[at + 8] = raw[at + 8] & 0x3F | 0x80  # variant: RFC 4122
+    h = raw.hex()
+    return (f"{h[0:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}",
+            f"{h[32:40]}-{h[40:44]}-{h[44:48]}-{h[48:52]}-{h[52:64]}")
 
 
 def _body_encoder(channel: _DetachedChannel) -> Callable[[str], str]:

@@ -25,6 +25,7 @@ _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 _JSON_FIELDS = ("asctime", "levelname", "name", "process", "message")
 _JSON_NAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
 CONTEXT_FIELDS = ("task_id", "task_name", "conversation_id", "message_id")
+_CONTEXT_FIELD_SET = frozenset(CONTEXT_FIELDS)
 # Record attributes a JSON line never shows as fields of their own: the standard ones (rendered
 # through the fields above, or not at all), and Celery's `data` extra (a copy of what its
 # message already says, arguments included).
@@ -53,16 +54,18 @@ def parse_log_format(raw: str) -> LogFormat:
 def bind_log_context(**fields: str | None) -> None:
     """Add ids to what this thread (or task, or request) logs from here on; None is skipped."""
     known = {name: value for name, value in fields.items() if value}
-    unknown = set(known) - set(CONTEXT_FIELDS)
-    if unknown:
-        raise ValueError(f"not a log context field: {sorted(unknown)}")
-    _context.set(MappingProxyType({**_context.get(), **known}))
+    # a set comparison, no set built per call: every webhook binds its message id
+    if not known.keys() <= _CONTEXT_FIELD_SET:
+        raise ValueError(f"not a log context field: {sorted(known.keys() - _CONTEXT_FIELD_SET)}")
+    if known:
+        _context.set(MappingProxyType({**_context.get(), **known}))
 
 
 def reset_log_context(**fields: str | None) -> None:
     """Start a new unit of work (a task, a request): forget every id, then bind `fields`."""
     _context.set(_EMPTY)
-    bind_log_context(**fields)
+    if fields:  # every request resets with none
+        bind_log_context(**fields)
 
 
 def log_context() -> Mapping[str, str]:

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Request, Response, current_app, g, jsonify, request
 from redis.exceptions import RedisError
 
 from shared.domain import DeliveryReceipt, InboundSms, WebhookFieldError
@@ -19,10 +19,11 @@ from shared.outbox import job_name
 from shared.receipts import ReceiptOutcome, dedupe_id
 from shared.settings import Settings
 from shared.signatures import safe_parameter_names, verify
+from shared.wiring import Services
 from web import form_body, json_body
 from web.errors import error_response
 from web.queue import QueueUnavailable, WebhookOutcome
-from web.services import publisher, services, timings
+from web.services import publisher_of, services_of, timings_of, unproxied
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
@@ -48,24 +49,26 @@ def _start_clock() -> None:
 def _time_answer(response: Response) -> Response:
     """Every answer a webhook gets, timed and counted by kind and status code (the 503s
     included). Buffered: written about once a second (shared/metrics.py, HistogramBuffer)."""
-    started = g.pop("webhook_started", None)
+    here = unproxied(g)
+    started = here.pop("webhook_started", None)
     kind = _KIND_OF.get(request.endpoint or "")
     if started is not None and kind is not None:
-        buffer = timings()
+        buffer = timings_of(unproxied(current_app))
         buffer.observe(
             WEBHOOK_DURATION, time.perf_counter() - started,
             {"kind": kind, "code": str(response.status_code)},
         )
         # A store that just failed would cost another socket timeout before the 503 leaves.
-        if g.get("store_failed"):
+        if here.get("store_failed"):
             buffer.store_failed()
         else:
             buffer.flush_if_due()
     return response
 
 
-def _params() -> dict[str, str]:
-    """Webhook parameters from the query string, a form or a JSON body, as strings."""
+def _params(request: Request) -> dict[str, str]:
+    """Webhook parameters from the query string, a form or a JSON body, as strings (`request`
+    the request itself, not Flask's proxy: web/services.py, `unproxied`)."""
     # werkzeug's query parsing only when there is a query (Vonage's POSTs have none)
     params: dict[str, str] = (
         dict(request.args.items()) if request.environ.get("QUERY_STRING") else {}
@@ -83,7 +86,7 @@ def _params() -> dict[str, str]:
                     raise _BadPayload(f"{key} must be a plain value")
                 params[str(key)] = "" if value is None else str(value)
         elif request.mimetype == form_body.FORM:
-            params.update(form_body.form_fields(request.get_data()))
+            params.update(form_body.form_fields(form_body.body(request)))
         else:
             params.update(request.form.items())  # multipart, or no form at all
     if len(params) > MAX_FIELDS or any(len(v) > MAX_VALUE_LENGTH for v in params.values()):
@@ -94,9 +97,9 @@ def _params() -> dict[str, str]:
     return params
 
 
-def _authenticate(params: dict[str, str], kind: str) -> Response | None:
+def _authenticate(params: dict[str, str], kind: str, svc: Services) -> Response | None:
     """The signature is judged before anything else, so an unsigned caller learns nothing."""
-    settings = services().settings
+    settings = svc.settings
     secret, problem = _signature_secret(params, settings)
     if problem is None and secret is None:
         return None  # unsigned webhooks allowed (SMSPROXY_ALLOW_UNSIGNED_WEBHOOKS)
@@ -104,7 +107,7 @@ def _authenticate(params: dict[str, str], kind: str) -> Response | None:
         problem = verify(params, secret, settings.vonage_signature_method, time.time())
     if problem is None:
         return None
-    services().counters.count(WEBHOOKS, {"kind": kind, "outcome": "unauthenticated"})
+    svc.counters.count(WEBHOOKS, {"kind": kind, "outcome": "unauthenticated"})
     return error_response(401, "bad_signature", problem)
 
 
@@ -131,18 +134,19 @@ def _signature_secret(params: dict[str, str], settings: Settings) -> tuple[str |
     return account.signature_secret, None
 
 
-def _accept(kind: str, message_id: str, task: TaskName, payload: dict[str, str | None]) -> Response:
+def _accept(app: Flask, kind: str, message_id: str, task: TaskName,
+            payload: dict[str, str | None]) -> Response:
     """Enqueue once per messageId; acknowledge only after the broker has the job."""
-    svc = services()
-    door = publisher()
+    svc = services_of(app)
+    door = publisher_of(app)
     if door.atomic_webhooks:
         outcome = door.enqueue_webhook(
             kind, message_id, task, payload, svc.settings.dedupe_ttl_seconds
         )
         if outcome is WebhookOutcome.IN_PROGRESS:
             return _in_progress(_claim_ttl_ms(svc.settings.publish_timeout_seconds))
-        return _answer(outcome)
-    return _accept_in_two_steps(kind, message_id, task, payload)
+        return _answer(app, outcome)
+    return _accept_in_two_steps(app, kind, message_id, task, payload)
 
 
 # The acknowledgements' bodies, as jsonify wrote them the first time, per app: a webhook's
@@ -150,9 +154,9 @@ def _accept(kind: str, message_id: str, task: TaskName, payload: dict[str, str |
 _ANSWERS = "smsproxy.webhook_answers"
 
 
-def _answer(outcome: WebhookOutcome) -> Response:
+def _answer(app: Flask, outcome: WebhookOutcome) -> Response:
     """`jsonify({"status": outcome})`, its body encoded once per app."""
-    answers: dict[WebhookOutcome, tuple[bytes, str]] = current_app.extensions.setdefault(
+    answers: dict[WebhookOutcome, tuple[bytes, str]] = app.extensions.setdefault(
         _ANSWERS, {})
     found = answers.get(outcome)
     if found is None:
@@ -160,7 +164,7 @@ def _answer(outcome: WebhookOutcome) -> Response:
         answers[outcome] = (first.get_data(), first.mimetype or "application/json")
         return first
     body, mimetype = found
-    return current_app.response_class(body, mimetype=mimetype)
+    return app.response_class(body, mimetype=mimetype)
 
 
 def _in_progress(claim_ms: int) -> Response:
@@ -170,19 +174,19 @@ def _in_progress(claim_ms: int) -> Response:
 
 
 def _accept_in_two_steps(
-    kind: str, message_id: str, task: TaskName, payload: dict[str, str | None]
+    app: Flask, kind: str, message_id: str, task: TaskName, payload: dict[str, str | None]
 ) -> Response:
     """For a broker apart from the store: a short claim, the publish, then the marker."""
-    svc = services()
+    svc = services_of(app)
     claim_ms = _claim_ttl_ms(svc.settings.publish_timeout_seconds)
     claim = svc.messages.claim_webhook(kind, message_id, claim_ms)
     if claim is WebhookClaim.IN_PROGRESS:
         return _in_progress(claim_ms)
     if claim is WebhookClaim.DUPLICATE:
         svc.counters.count(WEBHOOKS, {"kind": kind, "outcome": "duplicate"})
-        return _answer(WebhookOutcome.DUPLICATE)
+        return _answer(app, WebhookOutcome.DUPLICATE)
     try:
-        publisher().publish(task, payload, job=job_name(kind, message_id))
+        publisher_of(app).publish(task, payload, job=job_name(kind, message_id))
     except QueueUnavailable as exc:
         # Unless the job may yet reach the broker (a hung Redis: then the claim expires on its
         # own, which limits how soon a second copy can be queued), take the retry at once.
@@ -199,7 +203,7 @@ def _accept_in_two_steps(
         svc.counters.count(WEBHOOKS, {"kind": kind, "outcome": "accepted"})
     except RedisError as exc:
         log.warning("job queued, bookkeeping failed: %s", type(exc).__name__)
-    return _answer(WebhookOutcome.QUEUED)
+    return _answer(app, WebhookOutcome.QUEUED)
 
 
 def _claim_ttl_ms(publish_timeout_seconds: float) -> int:
@@ -207,41 +211,44 @@ def _claim_ttl_ms(publish_timeout_seconds: float) -> int:
     return int(max(1.0, CLAIM_TIMEOUTS * publish_timeout_seconds) * 1000)
 
 
-def _receive(kind: str, handle: Callable[[dict[str, str]], Response]) -> Response:
+def _receive(kind: str, handle: Callable[[dict[str, str], Flask], Response]) -> Response:
     """The one path every webhook takes: read, probe, authenticate, then validate and handle
-    (enqueue or record) once."""
+    (enqueue or record) once. The request and the app are taken from Flask's proxies once
+    (web/services.py, `unproxied`) and handed down."""
+    here = unproxied(request)
+    app = unproxied(current_app)
     try:
-        params = _params()
+        params = _params(here)
     except _BadPayload as exc:
         return error_response(400, "bad_request", str(exc))
-    if request.method == "GET" and not params:
+    if here.method == "GET" and not params:
         return jsonify({"status": "ok"})  # Vonage probes the URL when a number is configured
-    rejected = _authenticate(params, kind)
+    rejected = _authenticate(params, kind, services_of(app))
     if rejected is not None:
         return rejected
     try:
-        return handle(params)
+        return handle(params, app)
     except WebhookFieldError as exc:
         return error_response(400, "invalid_field", str(exc), field=exc.field)
 
 
-def _inbound(params: dict[str, str]) -> Response:
+def _inbound(params: dict[str, str], app: Flask) -> Response:
     inbound = InboundSms.from_params(params, received_at=time.time())
     bind_log_context(message_id=inbound.message_id)
-    return _accept("inbound", inbound.message_id, TaskName.RELAY_INBOUND, inbound.to_payload())
+    return _accept(app, "inbound", inbound.message_id, TaskName.RELAY_INBOUND, inbound.to_payload())
 
 
-def _receipt(params: dict[str, str]) -> Response:
+def _receipt(params: dict[str, str], app: Flask) -> Response:
     """A receipt is applied to its send's record here (shared/receipts.py): durable once Redis
     answers, a 503 (Vonage retries) if it does not. With SMSPROXY_MIN_REPLICAS_ACKED it is
     queued for the worker as before: its acknowledgement waits for replicas, and only the
     queued path's WAIT follows its write on one connection."""
     receipt = DeliveryReceipt.from_params(params)
     bind_log_context(message_id=receipt.message_id)
-    svc = services()
+    svc = services_of(app)
     settings = svc.settings
     if settings.min_replicas_acked:
-        return _accept("receipt", dedupe_id(receipt), TaskName.RECORD_RECEIPT,
+        return _accept(app, "receipt", dedupe_id(receipt), TaskName.RECORD_RECEIPT,
                        receipt.to_payload())
     outcome = svc.receipts.record(receipt, dedupe_ttl=settings.dedupe_ttl_seconds,
                                   retain_body=settings.retain_bodies)

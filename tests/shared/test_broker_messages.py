@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 
 import pytest
 from celery import Celery
@@ -110,6 +111,18 @@ def test_build_uses_the_template_with_new_ids_each_message():
         == first["headers"]["id"]
     assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
     assert json.loads(base64.b64decode(first["body"]))[0] == [{"a": "b"}]
+
+
+def test_template_ids_are_uuid4s_as_kombu_writes_them():
+    """The task id and delivery tag: canonical version-4 RFC 4122 uuids, as `str(uuid4())`."""
+    builder = BrokerMessages(app())
+    for _ in range(200):
+        message = json.loads(builder.build(TaskName.RELAY_INBOUND, {"a": "b"}).body)
+        for found in (message["headers"]["id"], message["properties"]["delivery_tag"]):
+            parsed = uuid.UUID(found)
+            assert str(parsed) == found
+            assert parsed.version == 4
+            assert parsed.variant == uuid.RFC_4122
 
 
 def test_no_template_where_a_message_is_not_the_same_each_time():
