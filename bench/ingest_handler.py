@@ -28,15 +28,39 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"  # noqa: S105 (signs loopback test traffic only)
 
 
-def _child(app_name: str, tree: str, requests: int) -> None:
-    """Runs in a process of its own: builds one app from `tree`, times `requests` webhooks."""
-    sys.path.insert(0, tree)
+def inbound_environs(numbers: range, label: str) -> list[dict[str, Any]]:
+    """Signed (sha256) inbound-SMS form webhooks as WSGI environs, one per number, each with a
+    messageId of its own (`<label>-<pid>-<n>`): every one takes the accepted path. The signer
+    and werkzeug are imported from `sys.path` as it is then (a `--tree` child's own first)."""
     import urllib.parse
 
     from werkzeug.test import EnvironBuilder
 
-    from shared.settings import Settings, SignatureMethod
+    from shared.settings import SignatureMethod
     from shared.signatures import sign
+
+    at, run = int(time.time()), os.getpid()
+    environs = []
+    for n in numbers:
+        params = {
+            "msisdn": f"4474007{n % 100000:05d}", "to": "447700900100",
+            "messageId": f"{label}-{run}-{n}", "text": "Hi, I am at the north entrance",
+            "type": "text", "keyword": "HI", "message-timestamp": "2026-11-24 12:00:00",
+            "api-key": "sandbox-key", "timestamp": str(at), "nonce": f"n{n}",
+        }
+        params["sig"] = sign(params, SECRET, SignatureMethod.SHA256)
+        environs.append(EnvironBuilder(
+            path="/webhooks/inbound-sms", method="POST", data=urllib.parse.urlencode(params),
+            content_type="application/x-www-form-urlencoded").get_environ())
+    return environs
+
+
+def _child(app_name: str, tree: str, requests: int) -> None:
+    """Runs in a process of its own: builds one app from `tree`, times `requests` webhooks."""
+    sys.path.insert(0, tree)
+
+
+    from shared.settings import Settings
 
     if app_name == "ours":
         from web.app import create_app
@@ -57,22 +81,7 @@ def _child(app_name: str, tree: str, requests: int) -> None:
 
         flask_app.add_url_rule("/webhooks/inbound-sms", "inbound", handler, methods=["POST"])
         app = flask_app.wsgi_app
-    at = int(time.time())
-    run = os.getpid()
-
-    def environ(n: int) -> dict[str, object]:
-        params = {
-            "msisdn": f"4474007{n % 100000:05d}", "to": "447700900100",
-            "messageId": f"bench-{run}-{n}", "text": "Hi, I am at the north entrance",
-            "type": "text", "keyword": "HI", "message-timestamp": "2026-11-24 12:00:00",
-            "api-key": "sandbox-key", "timestamp": str(at), "nonce": f"n{n}",
-        }
-        params["sig"] = sign(params, SECRET, SignatureMethod.SHA256)
-        return EnvironBuilder(
-            path="/webhooks/inbound-sms", method="POST", data=urllib.parse.urlencode(params),
-            content_type="application/x-www-form-urlencoded").get_environ()
-
-    warm, environs = 200, [environ(n) for n in range(requests + 200)]
+    warm, environs = 200, inbound_environs(range(requests + 200), "bench")
     statuses: list[str] = []
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None

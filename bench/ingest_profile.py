@@ -17,13 +17,11 @@ import os
 import signal
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET = "bench-secret"  # noqa: S105 (signs loopback test traffic only)
 _PREFIXES = ("/site-packages/", "/python3.11/", f"{ROOT}/")
 
 
@@ -59,11 +57,9 @@ class _Sampler:
 
 def profile(requests: int, rounds: int) -> tuple[_Sampler, float]:
     """The sampler after `rounds` x `requests` accepted webhooks, and CPU microseconds each."""
-    from werkzeug.test import EnvironBuilder
-
+    from bench.ingest_handler import SECRET, inbound_environs
     from devtools.redis_server import RedisServer
-    from shared.settings import Settings, SignatureMethod
-    from shared.signatures import sign
+    from shared.settings import Settings
     from web.app import create_app
 
     sampler = _Sampler()
@@ -76,20 +72,6 @@ def profile(requests: int, rounds: int) -> tuple[_Sampler, float]:
             "SMSPROXY_LOG_LEVEL": "WARNING",
         })
         app = create_app(Settings.from_env(env)).wsgi_app
-        at, run = int(time.time()), os.getpid()
-
-        def environ(n: int) -> dict[str, Any]:
-            params = {
-                "msisdn": f"4474007{n % 100000:05d}", "to": "447700900100",
-                "messageId": f"profile-{run}-{n}", "text": "Hi, I am at the north entrance",
-                "type": "text", "keyword": "HI", "message-timestamp": "2026-11-24 12:00:00",
-                "api-key": "sandbox-key", "timestamp": str(at), "nonce": f"n{n}",
-            }
-            params["sig"] = sign(params, SECRET, SignatureMethod.SHA256)
-            return EnvironBuilder(
-                path="/webhooks/inbound-sms", method="POST",
-                data=urllib.parse.urlencode(params),
-                content_type="application/x-www-form-urlencoded").get_environ()
 
         statuses: list[str] = []
 
@@ -102,7 +84,8 @@ def profile(requests: int, rounds: int) -> tuple[_Sampler, float]:
         warm = 200
         signal.signal(signal.SIGPROF, sampler)
         for r in range(rounds):
-            environs = [environ(r * (requests + warm) + n) for n in range(requests + warm)]
+            first = r * (requests + warm)
+            environs = inbound_environs(range(first, first + requests + warm), "profile")
             for each in environs[:warm]:
                 b"".join(app(each, start_response))
             started = time.thread_time()

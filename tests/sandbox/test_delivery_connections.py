@@ -1,14 +1,14 @@
 """The sandbox's webhook sender keeps its connection to a receiver between attempts."""
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 
 from sandbox import delivery
 from sandbox.delivery import _Sender
+from tests.e2e.http_server import serving
 
 
 class KeepAliveReceiver:
@@ -21,6 +21,9 @@ class KeepAliveReceiver:
     def __init__(self) -> None:
         self.ports: list[int] = []
         self.drop_second = False
+        self.url = ""
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,24 +47,15 @@ class KeepAliveReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # keep test output clean
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self._thread.start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/webhooks/delivery-receipt"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return Handler
 
 
 @pytest.fixture
 def receiver() -> Iterator[KeepAliveReceiver]:
     r = KeepAliveReceiver()
-    yield r
-    r.close()
+    with serving(r.handler()) as base_url:
+        r.url = f"{base_url}/webhooks/delivery-receipt"
+        yield r
 
 
 @pytest.fixture
