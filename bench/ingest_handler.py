@@ -81,6 +81,8 @@ def _child(app_name: str, tree: str, requests: int) -> None:
 
         flask_app.add_url_rule("/webhooks/inbound-sms", "inbound", handler, methods=["POST"])
         app = flask_app.wsgi_app
+        if app_name == "floor-wsgi":
+            app = _raw_floor(push)
     warm, environs = 200, inbound_environs(range(requests + 200), "bench")
     statuses: list[str] = []
 
@@ -103,6 +105,19 @@ def _child(app_name: str, tree: str, requests: int) -> None:
                       "non_2xx": bad}))
 
 
+def _raw_floor(push: Any) -> Callable[..., Any]:
+    """The floor's round trip without Flask: a plain WSGI callable that reads the body by its
+    Content-Length, pushes it and answers 204. Not the issue's floor (that is Flask and one
+    round trip); the cost of the round trip alone, next to a receiver that skips Flask too."""
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        push(keys=["bench:floor"], args=[body])
+        start_response("204 NO CONTENT", [])
+        return []
+
+    return app
+
+
 def _measure_one(label: str, app_name: str, tree: Path, requests: int,
                  env: dict[str, str]) -> dict[str, float]:
     out = subprocess.run(
@@ -121,7 +136,8 @@ def measure(requests: int, rounds: int, trees: list[Path] | None = None
     """Median CPU and wall microseconds per request of each handler (and of ours in `trees`)."""
     from devtools.redis_server import RedisServer
 
-    subjects = [("bare", "bare", ROOT), ("floor", "floor", ROOT), ("ours", "ours", ROOT)]
+    subjects = [("bare", "bare", ROOT), ("floor", "floor", ROOT),
+                ("floor-wsgi", "floor-wsgi", ROOT), ("ours", "ours", ROOT)]
     subjects += [(f"ours@{tree.name}", "ours", tree) for tree in trees or []]
     samples: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in subjects}
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as server:
@@ -152,8 +168,10 @@ def report(figures: dict[str, dict[str, float]], requests: int, rounds: int) -> 
     for label, f in figures.items():
         print(f"  {label:18} CPU {f['cpu_us']:6.1f} us (range {f['cpu_min']:.0f}-"
               f"{f['cpu_max']:.0f})  wall {f['wall_us']:6.1f} us")
-    print(f"  ratio floor/ours {figures['floor']['cpu_us'] / ours:.2f}, "
-          f"bare/ours {figures['bare']['cpu_us'] / ours:.2f} (CPU per request, inverted: "
+    print(f"  ratio floor/ours {figures['floor']['cpu_us'] / ours:.2f} (the issue's floor, "
+          f"Flask and one round trip), floor-wsgi/ours "
+          f"{figures['floor-wsgi']['cpu_us'] / ours:.2f} (the round trip without Flask)")
+    print(f"  ratio bare/ours {figures['bare']['cpu_us'] / ours:.2f} (CPU per request, inverted: "
           "the requests/s ratio were this the only cost)")
     for label, f in figures.items():
         if label.startswith("ours@"):

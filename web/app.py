@@ -56,7 +56,7 @@ def create_app(
     # Fail fast: a webhook must answer 503 quickly, not hang, when Redis is down.
     built = Services.from_settings(settings, redis_client, fail_fast=True)
     install(app, built, publisher or Publisher(settings, built.redis))
-    app.register_blueprint(webhooks.bp)
+    webhooks.install(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(blocked_numbers.bp)
     install_rate_limit(app, (api.bp, blocked_numbers.bp), settings, built.redis, Keys())
@@ -77,4 +77,10 @@ def create_app(
         FlaskInstrumentor.instrument_app(  # type: ignore[no-untyped-call]
             app, tracer_provider=provider, excluded_urls="healthz,readyz,metrics"
         )
+    else:
+        # The webhooks' form POSTs answered without Flask's request machinery (a share of
+        # their CPU; docs/performance.md, benchmark 1). With tracing on, every request takes
+        # Flask's path, where the instrumentation makes each webhook's span.
+        app.wsgi_app = webhooks.FormPostPath(  # type: ignore[method-assign]
+            app.wsgi_app, app)
     return app

@@ -21,6 +21,7 @@ streams.
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 # werkzeug registers its codec error handler "werkzeug.url_quote" on import; this module uses
@@ -28,6 +29,9 @@ from urllib.parse import unquote
 import werkzeug.urls  # noqa: F401
 from werkzeug.exceptions import ClientDisconnected
 from werkzeug.wrappers import Request
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 FORM = "application/x-www-form-urlencoded"
 _ERRORS = "werkzeug.url_quote"
@@ -39,23 +43,39 @@ def body(request: Request) -> bytes:
 
     werkzeug's path (the `stream` property, `get_input_stream`, a `LimitedStream` and its
     `readall`) was ~7 % of a webhook's CPU (docs/performance.md, benchmark 1). With a plain
-    Content-Length within the limit this reads `wsgi.input` by the same rules: a server that
-    terminates the stream itself (`wsgi.input_terminated`, as gunicorn does) is read until it
-    ends, at most the limit; otherwise exactly Content-Length bytes, and a stream that ends or
-    fails sooner is a client that went away (`ClientDisconnected`, a 400). Anything else
+    Content-Length within the limit this reads `wsgi.input` itself (`read`); anything else
     (chunked or no length, a length over the limit: werkzeug's 413, no limit) goes through
-    `get_data` itself. The bytes read are put back as `wsgi.input`, so that a later
-    `get_data()` or `request.form` reads the same body.
+    `get_data` itself.
     """
     environ = request.environ
     limit = request.max_content_length
+    length = declared_length(environ, limit)
+    if length is None or limit is None:
+        return request.get_data()
+    return read(environ, length, limit)
+
+
+def declared_length(environ: WSGIEnvironment, limit: int | None) -> int | None:
+    """The body's Content-Length if `read` may read it: a plain number within `limit`, and no
+    Transfer-Encoding; None when the body is werkzeug's to read."""
     declared = environ.get("CONTENT_LENGTH")
     if (limit is None or not declared or not declared.isdigit() or not declared.isascii()
             or "HTTP_TRANSFER_ENCODING" in environ):
-        return request.get_data()
+        return None
     length = int(declared)
-    if length > limit:
-        return request.get_data()  # werkzeug's 413
+    return length if length <= limit else None
+
+
+def read(environ: WSGIEnvironment, length: int, limit: int) -> bytes:
+    """The body of `length` bytes (`declared_length`), read from `wsgi.input` by werkzeug's
+    rules, and put back.
+
+    A server that terminates the stream itself (`wsgi.input_terminated`, as gunicorn does) is
+    read until it ends, at most `limit`; otherwise exactly `length` bytes, and a stream that
+    ends or fails sooner is a client that went away (`ClientDisconnected`, a 400). The bytes
+    read are put back as `wsgi.input`, so that a later `get_data()` or `request.form` reads
+    the same body.
+    """
     terminated = "wsgi.input_terminated" in environ
     if not terminated:
         limit = length
@@ -73,9 +93,9 @@ def body(request: Request) -> bytes:
             break
         parts.append(data)
         got += len(data)
-    read = parts[0] if len(parts) == 1 else b"".join(parts)
-    environ["wsgi.input"] = io.BytesIO(read)
-    return read
+    found = parts[0] if len(parts) == 1 else b"".join(parts)
+    environ["wsgi.input"] = io.BytesIO(found)
+    return found
 
 
 def form_fields(body: bytes) -> dict[str, str]:

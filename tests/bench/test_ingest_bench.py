@@ -30,7 +30,8 @@ def test_webhook_ingest_runs_on_toy_sizes(capsys):
 def test_ingest_handler_runs_on_toy_sizes(capsys):
     # this tree again as the "other" tree: the --tree path runs too
     figures = ingest_handler.measure(requests=40, rounds=1, trees=[ingest_handler.ROOT])
-    assert set(figures) == {"bare", "floor", "ours", f"ours@{ingest_handler.ROOT.name}"}
+    assert set(figures) == {"bare", "floor", "floor-wsgi", "ours",
+                            f"ours@{ingest_handler.ROOT.name}"}
     assert all(f["cpu_us"] > 0 for f in figures.values())
     ingest_handler.report(figures, 40, 1)
     out = capsys.readouterr().out
