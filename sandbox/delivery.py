@@ -133,13 +133,14 @@ class _Sender:
     """One delivering thread's HTTP connection pool, kept between attempts.
 
     Reusing the receiver's connection spares both ends a TCP connect (and a TLS handshake for an
-    https URL) per webhook. urllib3 directly, not through requests: a session's per-request
-    machinery (settings merged, hooks, cookies, the body encoded through generic mappings) was
-    the largest share of the sandbox's CPU per receipt (docs/performance.md, section 2), CPU
-    that the benchmark's Vonage takes from the cores the proxy runs on. The method, URL, body
-    and content type are as before (only client headers such as User-Agent differ). Each attempt is still one HTTP request: no retries of urllib3's own and no redirects
-    followed, so a reused connection that fails is an attempt like any other, recorded and
-    retried with backoff.
+    https URL) per webhook. urllib3 directly, not through requests: in a profile of a relay run,
+    a session's per-request machinery (settings merged, hooks, cookies, the body encoded through
+    generic mappings) took more of the sandbox's samples than urllib3's whole request
+    (docs/performance.md, section 2), CPU that the benchmark's Vonage takes from the cores the
+    proxy runs on. The method, URL, body and content type are as before (only client headers
+    such as User-Agent differ). Each attempt is still one HTTP request: no retries of urllib3's
+    own and no redirects followed, so a reused connection that fails is an attempt like any
+    other, recorded and retried with backoff.
     """
 
     def __init__(self) -> None:
