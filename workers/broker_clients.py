@@ -4,8 +4,8 @@ kombu's Redis channel builds a new `redis.Redis` for every command it makes outs
 consuming connection (`Channel.conn_or_acquire`): the unacked record of each delivered task
 (`QoS.append`), each acknowledgement (`QoS.ack`), each publish, each restore sweep. redis-py
 8's client copies its ~170 response callbacks into a case-insensitive dict as it is built:
-about 0.15 ms of CPU each on a quiet core (0.45 ms on a loaded one), twice per task, on the
-worker's hot path (docs/performance.md, section 2, fourth pass). The client holds no
+0.2 ms of CPU each at a load average of 6, 0.45 ms at 14 (measured here), twice per task, on
+the worker's hot path (docs/performance.md, section 2, fourth pass). The client holds no
 connection of its own (each command takes one from the channel's pool and gives it back), so
 one client per channel serves every caller, threads included; it is built again when the
 channel's pool is replaced, so that it never outlives the pool it was made for.
