@@ -6,13 +6,18 @@ import logging
 import queue
 import threading
 import time
+from urllib.parse import urlencode
 
-import requests
+import urllib3
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from sandbox.state import Attempt, State, utc_now_iso
 
 # Vonage's own limits: 3 s to connect, 15 s to answer, backoff capped at 15 minutes.
 TIMEOUT = (3.0, 15.0)
+_TIMEOUT = urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1])
+# the CA bundle requests verified https receivers with (certifi's), kept as it was
+_CA_BUNDLE = DEFAULT_CA_BUNDLE_PATH
 MAX_BACKOFF_SECONDS = 900.0
 # Vonage counts these as an acknowledgement; anything else is retried.
 ACKNOWLEDGED = range(200, 206)
@@ -125,48 +130,75 @@ class Deliverer:
 
 
 class _Sender:
-    """One delivering thread's HTTP session, kept between attempts.
+    """One delivering thread's HTTP connection pool, kept between attempts.
 
     Reusing the receiver's connection spares both ends a TCP connect (and a TLS handshake for an
-    https URL) per webhook. Each attempt is still one HTTP request: the session has no retries of
-    its own (requests' default), so a reused connection that fails is an attempt like any other,
-    recorded and retried with backoff.
+    https URL) per webhook. urllib3 directly, not through requests: in a profile of a relay run,
+    a session's per-request machinery (settings merged, hooks, cookies, the body encoded through
+    generic mappings) took more of the sandbox's samples than urllib3's whole request
+    (docs/performance.md, section 2), CPU that the benchmark's Vonage takes from the cores the
+    proxy runs on. The method, URL, body and content type are as before (only client headers
+    such as User-Agent differ). Each attempt is still one HTTP request: no retries of urllib3's
+    own and no redirects followed, so a reused connection that fails is an attempt like any
+    other, recorded and retried with backoff.
     """
 
     def __init__(self) -> None:
-        self._session: requests.Session | None = None
+        self._pool: urllib3.PoolManager | None = None
         self._last_used = 0.0
 
     def send(
         self, url: str, webhook_format: str, params: dict[str, str]
     ) -> tuple[int | None, str | None]:
         """One HTTP attempt: (status code, None) on an answer, (None, reason) on no answer."""
-        if self._session is not None and time.monotonic() - self._last_used > IDLE_REUSE_SECONDS:
+        if self._pool is not None and time.monotonic() - self._last_used > IDLE_REUSE_SECONDS:
             self.close()
-        if self._session is None:
-            self._session = requests.Session()
-            # Environment proxies must not capture deliveries to local receivers.
-            self._session.trust_env = False
-        session = self._session
+        if self._pool is None:
+            # One connection per receiver; no environment proxy is ever consulted (urllib3
+            # reads none), so none can capture deliveries to local receivers.
+            self._pool = urllib3.PoolManager(
+                num_pools=4, maxsize=1, retries=False, timeout=_TIMEOUT, ca_certs=_CA_BUNDLE
+            )
+        pool = self._pool
         try:
             # A redirect is not an acknowledgement: it is retried like any other non-2xx.
             if webhook_format == "get":
-                response = session.get(url, params=params, timeout=TIMEOUT, allow_redirects=False)
+                query = urlencode(params)
+                joined = f"{url}{'&' if '?' in url else '?'}{query}" if query else url
+                response = pool.request("GET", joined, redirect=False)
             elif webhook_format == "json":
-                response = session.post(url, json=params, timeout=TIMEOUT, allow_redirects=False)
+                response = pool.request("POST", url, json=params, redirect=False)
             else:
-                response = session.post(url, data=params, timeout=TIMEOUT, allow_redirects=False)
-            # The body is read already (not streamed): this hands the connection back for reuse.
-            response.close()
-        except requests.RequestException as exc:
+                response = pool.request(
+                    "POST", url, body=urlencode(params), redirect=False,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                )
+        except urllib3.exceptions.HTTPError as exc:
             # Start the next attempt on fresh connections, whatever state this one left.
             self.close()
-            return None, f"{type(exc).__name__}: {exc}"
+            return None, f"{_failure_name(exc)}: {exc}"
+        # The body is read already (preloaded): the connection is back in the pool for reuse.
         self._last_used = time.monotonic()
-        return response.status_code, None
+        return response.status, None
 
     def close(self) -> None:
-        """Close the session's connections; the next attempt opens new ones."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        """Close the pool's connections; the next attempt opens new ones."""
+        if self._pool is not None:
+            self._pool.clear()
+            self._pool = None
+
+
+def _failure_name(exc: urllib3.exceptions.HTTPError) -> str:
+    """What an attempt with no answer records, in the names requests gives these failures."""
+    if isinstance(exc, urllib3.exceptions.LocationValueError):
+        return "InvalidURL"
+    # (a refused connection is a NewConnectionError, which urllib3 derives from the timeout)
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return "ConnectionError"
+    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+        return "ConnectTimeout"
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return "ReadTimeout"
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return "SSLError"
+    return "ConnectionError"

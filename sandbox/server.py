@@ -26,6 +26,9 @@ from sandbox.tls import load_or_create_ca, write_server_pem
 
 log = logging.getLogger(__name__)
 
+# idle keep-alive connections the API listener keeps open (cheroot: 10 unless told)
+KEEP_ALIVE_CONNECTIONS = 256
+
 
 def create_app(config: SandboxConfig, state: State, carrier: Carrier) -> Flask:
     """The WSGI app; `state` and `carrier` are passed in so the caller owns their lifetime."""
@@ -63,6 +66,11 @@ def serve(config: SandboxConfig) -> None:
     # werkzeug closes every one, which would make each API call pay a TLS handshake.
     server = cheroot.wsgi.Server((config.host, config.port), app, numthreads=64,
                                  request_queue_size=256, timeout=30)
+    # cheroot keeps at most 10 idle keep-alive connections by default and answers
+    # `Connection: close` beyond that: a worker's 32 pooled SDK clients then paid a TCP connect
+    # and a TLS handshake (on both ends, on the benchmark's cores) for most sends, where Vonage
+    # keeps them alive. As many as the listen queue; idle ones still close after `timeout`.
+    server.keep_alive_conn_limit = KEEP_ALIVE_CONNECTIONS
     pem = write_server_pem(ca, config.state_dir)
     server.ssl_adapter = BuiltinSSLAdapter(str(pem), str(pem))
     server.prepare()  # binds, so that port 0 has become a real port

@@ -95,11 +95,13 @@ return 1
 # a delivery receipt that arrived first (which completes an in-doubt record) race to do it, and
 # the later one must neither reset the receipts already counted nor the state they gave.
 # A folded intro was finished by its receipts: nothing to record (no half record is made).
-# KEYS: record, claim, text, open sends, [conversation]. ARGV: id, vonage ids, parts, now,
-# retain body (1/0), [an intro's field].
+# Either way the send is no longer in doubt (the in-doubt set: its own round trip before).
+# KEYS: record, claim, text, open sends, in-doubt sends, [conversation]. ARGV: id, vonage ids,
+# parts, now, retain body (1/0), [an intro's field].
 _MARK_SUBMITTED = _SUBMIT + folded_intros.LUA_STATE + """
 redis.call('DEL', KEYS[2])
-if KEYS[5] and folded_state(KEYS[5], ARGV[6]) then return 0 end
+redis.call('ZREM', KEYS[5], ARGV[1])
+if KEYS[6] and folded_state(KEYS[6], ARGV[6]) then return 0 end
 if redis.call('HEXISTS', KEYS[1], 'vonage_ids') == 1 then return 0 end
 submit(ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1
@@ -440,13 +442,14 @@ class MessageLog:
         """Vonage accepted the send: remember its message ids to match delivery receipts.
 
         `parts` defaults to one per id Vonage answered with. Once only: a record already
-        completed (by a receipt that came first) is left alone.
+        completed (by a receipt that came first) is left alone. Either way the send leaves the
+        in-doubt set.
         """
         conversation, field = self._folded_at(outbound_id)
         self._mark_submitted(
             keys=[self._keys.outbound(outbound_id), self._keys.send_claim(outbound_id),
                   self._keys.outbound_text(outbound_id), self._keys.outbound_open(),
-                  *conversation],
+                  self._keys.outbound_in_doubt(), *conversation],
             args=[outbound_id, json.dumps(vonage_ids),
                   parts if parts is not None else len(vonage_ids), _now(),
                   "1" if retain_body else "0", *field],

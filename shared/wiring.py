@@ -148,8 +148,8 @@ class Services:
     console_sessions: ConsoleSessions
     console_audit: ConsoleAudit
     # counts and timings of this process added up and written about once a second (the
-    # worker's finished tasks, relays and Vonage call timings: a round trip per task each
-    # otherwise; shared/metrics.py)
+    # worker's finished tasks, relays, sends, relay latencies and Vonage call timings: a round
+    # trip per task each otherwise; shared/metrics.py)
     tallies: HistogramBuffer
 
     @classmethod
@@ -194,7 +194,8 @@ class Services:
                                    inventory, blocked, Allowances(client),
                                    RelayCaps(client, settings), daily,
                                    client=client, tally=tallies),
-            sender=Sender(client, messages, counters, settings, daily=daily, inventory=inventory),
+            sender=Sender(client, messages, counters, settings, daily=daily, inventory=inventory,
+                          tally=tallies),
             pool_keeper=pool_keeper,
             outbox=Outbox(client, settings, broker=broker_redis(settings),
                           publisher=broker_amqp(settings)),

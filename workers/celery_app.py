@@ -33,6 +33,7 @@ from shared.settings import Settings
 from shared.tracing import configure_tracing
 from shared.wiring import WORKER_CONNECT_TIMEOUT_SECONDS, WORKER_SOCKET_TIMEOUT_SECONDS
 from workers import runtime
+from workers.broker_clients import reuse_channel_clients
 from workers.broker_recovery import guard_detached_channels
 from workers.schedule import beat_schedule
 
@@ -146,6 +147,8 @@ def _without_banner(program: Any) -> Any:
 
 # before any broker connection: a Redis restart must not end the worker (see the module)
 guard_detached_channels()
+# one Redis client per kombu channel, where kombu builds one per command (see the module)
+reuse_channel_clients()
 settings = Settings.from_env(os.environ)
 if settings.log_format is LogFormat.JSON:
     # from the first line on: Celery warns (running as root, ...) before it sets logging up

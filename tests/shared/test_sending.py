@@ -170,7 +170,9 @@ def test_a_relay_records_the_time_since_its_webhook_was_received(world):
         received_at=received))
     (relay_id,) = world.services.inbound.handle(whole).sends
     world.services.sender.send(relay_id, world.vonage)
+    world.services.tallies.flush()  # the process's buffered counts, as /metrics would
     snapshot = world.services.counters.snapshot()
+    assert snapshot['smsproxy_outbound_sends_total{outcome="sent"}'] == 1
     assert snapshot["smsproxy_relay_latency_seconds_count"] == 1
     assert snapshot['smsproxy_relay_latency_seconds_bucket{le="2.5"}'] == 1
     assert snapshot["smsproxy_relay_latency_seconds_sum"] >= 2.0
@@ -190,3 +192,19 @@ def test_a_claim_no_replica_confirmed_is_not_sent_until_one_does(world, monkeypa
     world.services.sender.send(outbound.id, world.vonage)  # confirmed the next time: sent
     assert len(world.vonage.sent) == 1
     assert messages.outbound_state(outbound.id) == "submitted"
+
+
+def test_a_sent_record_leaves_the_in_doubt_set_also_after_a_receipt_completed_it(world):
+    """The script that records the send takes it out of the in-doubt set, whether it records
+    anything or finds the record completed by a receipt that came first."""
+    outbound = owed(world, "m10", "doubted")
+    client, messages = world.services.redis, world.services.messages
+    client.zadd("smsproxy:out:doubt", {outbound.id: time.time()})
+    messages.claim_send(outbound.id, 60)
+    messages.apply_receipt(outbound.id, "v-early", "delivered", "0")  # the receipt came first
+    assert client.zscore("smsproxy:out:doubt", outbound.id) is not None
+
+    world.services.sender.record_sent(outbound.id, ["v-early"])
+
+    assert client.zscore("smsproxy:out:doubt", outbound.id) is None
+    assert messages.outbound_state(outbound.id) == "delivered"
