@@ -19,3 +19,16 @@ accesslog = None
 errorlog = "-"
 # gunicorn's own lines in SMSPROXY_LOG_FORMAT, query strings' values replaced
 logger_class = "web.gunicorn_logging.ProxyLogger"
+
+
+def post_worker_init(worker: object) -> None:
+    """Move everything the worker loaded (the app, its modules) out of the collector's reach.
+
+    A worker that exits runs a full garbage collection at interpreter shutdown, over every
+    object it has; each object it touches is a copy-on-write page fault. Measured on 2 loaded
+    cores: a worker's exit after SIGTERM took 1.6-4.0 s of that collection (py-spy:
+    gc_collect_main), 0.1 s with the loaded objects frozen. They live as long as the worker.
+    """
+    import gc
+
+    gc.freeze()
