@@ -19,6 +19,11 @@ accesslog = None
 errorlog = "-"
 # gunicorn's own lines in SMSPROXY_LOG_FORMAT, query strings' values replaced
 logger_class = "web.gunicorn_logging.ProxyLogger"
+# gunicorn 25.1+ opens a control socket (worker counts, reload, shutdown through `gunicornc`)
+# at one path per user, $XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/gunicorn.ctl: every gunicorn
+# of that user on the host binds the same path, taking it from the one before. Nothing here uses
+# it, so it stays closed; an operator who wants it removes this line (`control_socket`: a path).
+control_socket_disable = True
 
 
 def post_worker_init(worker: object) -> None:

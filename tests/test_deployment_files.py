@@ -168,3 +168,43 @@ def test_gunicorn_worker_class_is_gthread_unless_set(monkeypatch):
     config = Config()
     config.set("worker_class", chosen)
     assert config.worker_class.__name__ == "GeventWorker"
+
+
+def test_gunicorn_opens_no_control_socket(tmp_path):
+    """gunicorn 25.1+ binds a control socket at one path per user unless told not to; ours is
+    off (gunicorn.conf.py), so two gunicorns of one user never take each other's."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from devtools.ports import free_port
+
+    home, runtime = tmp_path / "home", tmp_path / "run"
+    home.mkdir()
+    runtime.mkdir()
+    port = free_port()
+    env = {**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime),
+           "GUNICORN_WORKERS": "1", "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "bench.bare_app:app", "--config",
+         str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy from env
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with direct.open(
+                        f"http://127.0.0.1:{port}/webhooks/inbound-sms", timeout=2) as answer:
+                    assert answer.status == 204
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert not (runtime / "gunicorn.ctl").exists()
+        assert not (home / ".gunicorn").exists()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
