@@ -48,12 +48,6 @@ def timings_of(app: Flask) -> HistogramBuffer:
     return found
 
 
-def timings() -> HistogramBuffer:
-    """The webhook timings of this process, buffered (written at most about once a second)."""
-    found: HistogramBuffer = current_app.extensions[_TIMINGS]
-    return found
-
-
 def flush_timings(app: Flask) -> None:
     """Write this process's buffered timings now (/metrics, before it reads; tests)."""
     buffer: HistogramBuffer = app.extensions[_TIMINGS]

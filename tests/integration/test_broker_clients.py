@@ -3,8 +3,6 @@ redis-server: the unacked bookkeeping still happens, and a replaced pool gets a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import kombu
@@ -16,15 +14,6 @@ from devtools.redis_server import RedisServer
 from workers.broker_clients import reuse_channel_clients
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "broker").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -46,10 +35,10 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 def test_publish_deliver_and_ack_share_one_client_and_keep_the_unacked_records(
-    server: RedisServer, built: list[Any]
+    store: RedisServer, built: list[Any]
 ) -> None:
-    store = redis.Redis.from_url(server.url)
-    with kombu.Connection(server.url) as connection:
+    redis_client = redis.Redis.from_url(store.url)
+    with kombu.Connection(store.url) as connection:
         channel = connection.default_channel
         queue = kombu.Queue("inbound", routing_key="inbound")(channel)
         queue.declare()
@@ -60,17 +49,17 @@ def test_publish_deliver_and_ack_share_one_client_and_keep_the_unacked_records(
 
         assert all(m is not None for m in messages)
         assert sorted(m.payload["n"] for m in messages) == list(range(5))
-        assert store.hlen("unacked") == 5 and store.zcard("unacked_index") == 5
+        assert redis_client.hlen("unacked") == 5 and redis_client.zcard("unacked_index") == 5
         for message in messages:
             message.ack()
-        assert store.hlen("unacked") == 0 and store.zcard("unacked_index") == 0
+        assert redis_client.hlen("unacked") == 0 and redis_client.zcard("unacked_index") == 0
 
     # five publishes, five unacked records and five acks: one client, where kombu built 15
     assert len(built) == 1
 
 
-def test_a_replaced_pool_gets_a_client_of_its_own(server: RedisServer, built: list[Any]) -> None:
-    with kombu.Connection(server.url) as connection:
+def test_a_replaced_pool_gets_a_client_of_its_own(store: RedisServer, built: list[Any]) -> None:
+    with kombu.Connection(store.url) as connection:
         channel: Any = connection.default_channel
         with channel.conn_or_acquire() as first:
             first.set("k", "1")
