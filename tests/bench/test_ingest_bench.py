@@ -21,6 +21,9 @@ def test_webhook_ingest_runs_on_toy_sizes(capsys):
     assert f["errors"] == 0
     assert f["ours_rps"] > 0 and f["floor_rps"] > 0 and f["bare_rps"] > 0
     assert f["ours_web_cpu_us"] > 0
+    # the fixed-rate run measures the floor too, in the same round
+    assert f["fixed_p99_ms"] > 0 and f["fixed_floor_p99_ms"] > 0
+    assert f["fixed_floor_errors"] == 0
     webhook_ingest.report(figures, connections=4)
     out = capsys.readouterr().out
     assert "ratio ours/floor" in out and "ratio ours/bare" in out
