@@ -27,7 +27,7 @@ def main() -> int:
     broker = os.environ.get("CELERY_BROKER_URL")
     config = StackConfig(
         state_dir=state, web_port=8000, redis_port=6399,
-        # fixed, memorable ports when free (a later --port wins over run_sandbox's --port 0)
+        # fixed, memorable ports when free (the sandbox's is passed to it; else a free one)
         sandbox_options={
             **({"port": 8443} if port_is_free(8443) else {}),
             **({"handsets_port": 8444} if port_is_free(8444) else {}),

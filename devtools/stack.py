@@ -21,7 +21,7 @@ import requests
 from devtools.ports import free_port, port_is_free
 from devtools.redis_sentinel import SentinelCluster
 from devtools.redis_server import RedisServer
-from sandbox.testing import SandboxProcess, run_sandbox
+from sandbox.testing import SandboxProcess, start_sandbox
 
 ROOT = Path(__file__).resolve().parent.parent
 # The dev stack's one /v1 client ("dev"); a development token, not a secret.
@@ -75,6 +75,8 @@ class Stack:
         self.web_port = config.web_port if config.web_port and port_is_free(config.web_port) \
             else free_port()
         self.env: dict[str, str] = {}
+        self._sandbox_host = ""  # 127.0.0.1:<port>, chosen as the stack starts
+        self._sandbox_ca = ""  # the path of the sandbox's CA certificate
         # where each process's log stood when it was (re)started: a restarted process appends
         # to the same log, and only what it wrote counts for its readiness
         self._log_offsets: dict[str, int] = {}
@@ -125,19 +127,30 @@ class Stack:
             # by environment: the sandbox's command line would show the secrets to every user
             sandbox_env["SANDBOX_ACCOUNTS"] = ",".join(
                 ":".join(account) for account in self.config.extra_accounts)
-        self.sandbox = self._exit.enter_context(
-            run_sandbox(self.config.state_dir / "sandbox", env=sandbox_env, **options)
-        )
+        # The sandbox starts alongside the workers, not before them: its port is chosen here
+        # and its CA's path is known, and a worker calls Vonage only when a task asks it to
+        # (the CA file is read per call). Web and beat start once it is up: a subclass's
+        # start_web may use `self.sandbox` (bench/scale_out.py), and beat asks for pool
+        # maintenance as it starts.
+        sandbox_port = int(str(options.pop("port", 0))) or free_port()
+        while sandbox_port in (self.web_port, self.redis.port):
+            sandbox_port = free_port()
+        starting = start_sandbox(self.config.state_dir / "sandbox", env=sandbox_env,
+                                 port=sandbox_port, **options)
+        self._exit.callback(starting.stop)
+        self._sandbox_host, self._sandbox_ca = f"127.0.0.1:{sandbox_port}", starting.ca_path
         self.env = self._proxy_env()
-        self.start_web()
         for index in range(self.config.workers):
             self.start_worker(f"worker{index + 1}")
+        self.sandbox = starting.wait()
+        self._exit.callback(self.sandbox.client.close)
+        self.start_web()
         if self.config.beat:
             self.start_beat()
         self.wait_ready()
 
     def _proxy_env(self) -> dict[str, str]:
-        assert self.redis is not None and self.sandbox is not None
+        assert self.redis is not None
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("VONAGE_", "SMSPROXY_", "CELERY_", "REDIS_URL"))}
         env.update(
@@ -145,9 +158,9 @@ class Stack:
                 "REDIS_URL": self.sentinel.url if self.sentinel else self.redis.url,
                 "VONAGE_API_KEY": "sandbox-key",
                 "VONAGE_API_SECRET": "sandbox-secret",
-                "VONAGE_API_HOST": self.sandbox.host,
-                "VONAGE_REST_HOST": self.sandbox.host,
-                "VONAGE_CA_BUNDLE": self.sandbox.ca_path,
+                "VONAGE_API_HOST": self._sandbox_host,
+                "VONAGE_REST_HOST": self._sandbox_host,
+                "VONAGE_CA_BUNDLE": self._sandbox_ca,
                 "PUBLIC_BASE_URL": self.web_url,
                 "SMSPROXY_API_TOKENS": f"dev:{API_TOKEN}",
                 "SMSPROXY_POOL_TARGETS": self.config.pool_targets,
@@ -211,7 +224,7 @@ class Stack:
                 self.worker_ready(name) for name in self.processes if name.startswith("worker")
             ):
                 return
-            time.sleep(0.2)
+            time.sleep(0.05)  # a poll is a local GET and a log read; every stack start waits here
         raise TimeoutError(f"stack not ready after {timeout} s; logs in {self.logs}")
 
     def worker_ready(self, name: str) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandbox.client import SandboxClient
+from sandbox.tls import CA_CERT_NAME
 
 # The directory holding the `sandbox` package, so the child can import it from any cwd.
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -54,27 +55,51 @@ def sandbox_args(options: dict[str, object]) -> list[str]:
     return args
 
 
-@contextmanager
-def run_sandbox(
+@dataclass
+class StartingSandbox:
+    """A sandbox process started and not yet known to be ready (`start_sandbox`): its port when
+    one was asked for, and where its CA's certificate will be, both known before it is up."""
+
+    process: subprocess.Popen[bytes]
+    port: int  # 0 when the sandbox was left to choose one
+    ca_path: str
+    ready_file: Path
+    log_path: Path
+
+    def wait(self, timeout: float = 20.0) -> SandboxProcess:
+        """Wait until the sandbox listens; raise if it exits first or takes over `timeout`."""
+        ready = _wait_ready(self.process, self.ready_file, self.log_path, timeout)
+        if self.port and int(ready["port"]) != self.port or ready["ca"] != self.ca_path:
+            raise RuntimeError(f"sandbox ready on {ready}, not port {self.port} and CA "
+                               f"{self.ca_path}:\n" + self.log_path.read_text(errors="replace"))
+        client = SandboxClient(ready["url"], ready["ca"])
+        return SandboxProcess(
+            self.process, int(ready["port"]), ready["url"], ready["ca"], self.log_path, client,
+            ready.get("handsets_url"),
+        )
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s; harmless when it has exited."""
+        _stop(self.process)
+
+
+def start_sandbox(
     tmp_dir: str | os.PathLike[str],
     *,
-    startup_timeout: float = 20.0,
     env: Mapping[str, str] | None = None,
+    port: int = 0,
     **options: object,
-) -> Iterator[SandboxProcess]:
-    """Start `python -m sandbox serve` on a free port; stop it (SIGTERM, then SIGKILL) on exit.
-
-    `options` map to serve flags (`signature_secret="x"`, `latency_ms=150`, ...); `env` adds
-    variables (`SANDBOX_PROXY_API_TOKEN`, which has no flag). The CA, the ready file and the
-    log live in `tmp_dir`.
-    """
+) -> StartingSandbox:
+    """Start `python -m sandbox serve` and return at once, without waiting until it listens:
+    a caller that knows the port (`port`, 0 for any) and the CA's path can start its own
+    processes meanwhile. `options` and `env` are as for `run_sandbox`."""
     tmp = Path(tmp_dir).resolve()
     tmp.mkdir(parents=True, exist_ok=True)
     ready_file = tmp / "sandbox-ready.json"
     ready_file.unlink(missing_ok=True)
     log_path = tmp / "sandbox.log"
     options = {"state_dir": tmp / "sandbox-state", **options}
-    command = [sys.executable, "-m", "sandbox", "serve", "--port", "0"]
+    command = [sys.executable, "-m", "sandbox", "serve", "--port", str(port)]
     command += ["--ready-file", str(ready_file), *sandbox_args(options)]
     # SANDBOX_* settings of the developer's shell must not leak into a test's sandbox.
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
@@ -82,23 +107,41 @@ def run_sandbox(
     child_env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(_PROJECT_ROOT), child_env.get("PYTHONPATH")])
     )
+    # where sandbox.tls.load_or_create_ca puts it (the child runs in our working directory)
+    ca_path = str((Path(str(options["state_dir"])) / CA_CERT_NAME).resolve())
     # The log goes to a file, not a pipe: an unread pipe would fill and block the server.
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, fixed flags
             command, stdout=log_file, stderr=subprocess.STDOUT, env=child_env
         )
+    return StartingSandbox(process, port, ca_path, ready_file, log_path)
+
+
+@contextmanager
+def run_sandbox(
+    tmp_dir: str | os.PathLike[str],
+    *,
+    startup_timeout: float = 20.0,
+    env: Mapping[str, str] | None = None,
+    port: int = 0,
+    **options: object,
+) -> Iterator[SandboxProcess]:
+    """Start `python -m sandbox serve` on `port` (0: a free one) and wait until it listens;
+    stop it (SIGTERM, then SIGKILL) on exit.
+
+    `options` map to serve flags (`signature_secret="x"`, `latency_ms=150`, ...); `env` adds
+    variables (`SANDBOX_PROXY_API_TOKEN`, which has no flag). The CA, the ready file and the
+    log live in `tmp_dir`.
+    """
+    starting = start_sandbox(tmp_dir, env=env, port=port, **options)
     try:
-        ready = _wait_ready(process, ready_file, log_path, startup_timeout)
-        client = SandboxClient(ready["url"], ready["ca"])
+        sandbox = starting.wait(startup_timeout)
         try:
-            yield SandboxProcess(
-                process, int(ready["port"]), ready["url"], ready["ca"], log_path, client,
-                ready.get("handsets_url"),
-            )
+            yield sandbox
         finally:
-            client.close()
+            sandbox.client.close()
     finally:
-        _stop(process)
+        starting.stop()
 
 
 def _wait_ready(

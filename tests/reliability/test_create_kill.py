@@ -20,7 +20,9 @@ from tests.reliability.harness import popped_but_unread, reliability_stack
 
 pytestmark = pytest.mark.reliability
 
-VISIBILITY = 10
+# the least the settings accept beside the harness's 3 s multi-part wait (at most half of it):
+# the lost create comes back after twice this and a third, so the scenario's length is this timer
+VISIBILITY = 6
 OUTBOX_SWEEP = 10  # workers/schedule.py STRANDED_SWEEP_SECONDS
 CREATES = 20
 TRIES = 3  # freezes until one catches a create job in the BRPOP hole
