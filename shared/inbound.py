@@ -9,7 +9,9 @@ message id, so a redelivered task carries the same decision out to the same effe
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 import redis
 
@@ -18,7 +20,7 @@ from shared.allowances import Allowances
 from shared.blocked_numbers import BlockedNumbers
 from shared.clock import now
 from shared.conversation_store import ConversationStore
-from shared.domain import MessageKind
+from shared.domain import MessageKind, OutboundSms
 from shared.inbound_rules import (
     Decision,
     Event,
@@ -51,6 +53,10 @@ class Carried:
     # for the participant events: whose conversation, and which participant sent the message
     conversation_id: str | None = None
     sender_index: int = 0
+    # The sends of `sends` that this run recorded, as recorded: their sender need not read
+    # them back (a round trip). A run that found one recorded before (a redelivery) leaves
+    # it out, and its send reads what is stored, which may have moved on since.
+    fresh: Mapping[str, OutboundSms] = field(default_factory=lambda: MappingProxyType({}))
 
 
 class InboundHandler:
@@ -182,6 +188,7 @@ class InboundHandler:
         replies = list(decision.replies)
         events = list(decision.events)
         sends: list[str] = []
+        fresh: dict[str, OutboundSms] = {}
         changed: ParticipantState | None = None
         if decision.state_change is not None and self._change_state(context, decision.state_change):
             changed = decision.state_change.state
@@ -217,8 +224,10 @@ class InboundHandler:
         if decision.relay is not None and conversation is not None and context.counterpart:
             relay = outbound.relay(message.message_id, conversation, context.counterpart,
                                    decision.relay, message.received_at)
-            if self._messages.owe(relay):  # counted once, however often the task runs
+            recorded_relay = self._messages.owe(relay)
+            if recorded_relay is not None:  # counted once, however often the task runs
                 self._count("smsproxy.inbound.relayed")
+                fresh[relay.id] = recorded_relay
             sends.append(relay.id)
         suppressed = list(decision.suppressed)
         for reply in replies:
@@ -246,7 +255,8 @@ class InboundHandler:
             (i for i, p in enumerate(routed.participants) if p.number == message.sender), 0
         ) if routed is not None else 0
         return Carried(tuple(sends), tuple(events),
-                       routed.id if routed is not None else None, sender_index)
+                       routed.id if routed is not None else None, sender_index,
+                       MappingProxyType(fresh))
 
     def _count(self, name: str) -> None:
         if self._tally is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -315,17 +315,19 @@ class MessageLog:
 
     # -- outbound records ------------------------------------------------------------------
 
-    def owe(self, message: OutboundSms, *, in_trail: bool = True) -> bool:
-        """Record a send we owe, once per id; False when it was already recorded.
+    def owe(self, message: OutboundSms, *, in_trail: bool = True) -> OutboundSms | None:
+        """Record a send we owe, once per id: the send as recorded (what `outbound` would
+        read back now), or None when it was already recorded (then nothing is written).
 
         `in_trail=False` leaves it out of the conversation's log list, for sends whose ids the
         trail derives from the conversation (the intros), to save the list entry.
         """
+        created_at = _now()
         fields: dict[str, Any] = {
             "state": DeliveryState.QUEUED.value,  # first: the once-only marker
             "from": message.sender,
             "to": message.recipient,
-            "created_at": _now(),
+            "created_at": created_at,
             "attempts": 0,
         }
         # An intro's id names its conversation and kind (intro-<conversation>-<side>): stored
@@ -341,8 +343,10 @@ class MessageLog:
             fields["origin_at"] = message.origin_at
         log = (self._keys.conversation_log(message.conversation_id)
                if message.conversation_id and in_trail else None)
-        return self._write_once(self._keys.outbound(message.id), fields, log,
-                                f"out:{message.id}", owed=message)
+        if not self._write_once(self._keys.outbound(message.id), fields, log,
+                                f"out:{message.id}", owed=message):
+            return None
+        return replace(message, created_at=created_at)
 
     def outbound(self, outbound_id: str) -> OutboundSms | None:
         """A send still owed; None once it is finished (its body is gone) or if unknown."""

@@ -108,15 +108,17 @@ class Sender:
         found = self._inventory.account_of(sender)
         return found if found in self._limiters else self._primary
 
-    def send(self, outbound_id: str, vonage: Vonages) -> None:
+    def send(self, outbound_id: str, vonage: Vonages, owed: OutboundSms | None = None) -> None:
         """Make the one Vonage call an outbound message is owed, at most once.
 
         `vonage` is one port, or one per account: the send goes through the account that owns
         its sender number, under that account's rate bucket. Raises Throttled when the shared
         rate limit says wait, and RetryLater on a transient
         failure while attempts remain; a message past its attempts or age is recorded failed.
+        `owed` is the send as the caller has just recorded it (`MessageLog.owe`), which saves
+        reading it back; whether it may still be sent is the claim's to say, as always.
         """
-        message = self._messages.outbound(outbound_id)
+        message = owed if owed is not None else self._messages.outbound(outbound_id)
         if message is not None:
             bind_log_context(conversation_id=message.conversation_id)
         if message is None:

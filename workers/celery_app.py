@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
+from celery.app.trace import LOG_SUCCESS
 from celery.signals import (
     beat_init,
     setup_logging,
@@ -159,9 +160,36 @@ runtime.install(runtime.Runtime(
 ))
 
 
+class _NoSuccessLines(logging.Filter):
+    """Drops Celery's line for each task that succeeded (its retries and failures stay)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return bool(record.msg != LOG_SUCCESS)
+
+
+def quiet_task_lines(level: str) -> None:
+    """Celery's two INFO lines for every task (`received`, `succeeded in`), off unless the
+    level is DEBUG: at volume they were two of every relayed message's three log lines, and
+    a measured share of the worker's time (docs/performance.md, section 2, fifth pass). The
+    `received` line is written by the consumer's own thread, the one that fetches, hands out
+    and acknowledges every task, which all 32 task threads wait on. What they said is in the
+    metrics (`smsproxy_tasks_total`, by task, queue and state) and in our own line per send;
+    Celery's retry and failure lines stay."""
+    debug = logging.getLevelName(level.upper()) == logging.DEBUG
+    # the level, not a filter: the consumer's strategy reads it once and then skips the line
+    logging.getLogger("celery.worker.strategy").setLevel(
+        logging.NOTSET if debug else logging.WARNING)
+    trace = logging.getLogger("celery.app.trace")
+    for old in [f for f in trace.filters if isinstance(f, _NoSuccessLines)]:
+        trace.removeFilter(old)
+    if not debug:
+        trace.addFilter(_NoSuccessLines())
+
+
 @setup_logging.connect
 def _logging(**_: Any) -> None:
     configure_logging(settings.log_level, settings.log_format)
+    quiet_task_lines(settings.log_level)
 
 
 # Each task's log lines name it; its thread's next task starts with no ids left over. A task that

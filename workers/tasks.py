@@ -32,6 +32,7 @@ from shared.domain import (
     ConversationStatus,
     DeliveryReceipt,
     InboundSms,
+    OutboundSms,
     WebhookFieldError,
 )
 from shared.inbound_rules import Event
@@ -245,7 +246,7 @@ def notify_participant(self: Task[Any, Any], payload: dict[str, str]) -> None:
     rt.services.outbox.settle("participant", message_id)
 
 
-def _send_now_or_later(rt: Runtime, outbound_id: str) -> None:
+def _send_now_or_later(rt: Runtime, outbound_id: str, owed: OutboundSms | None = None) -> None:
     """Send a relay from the relay task itself: one task per message instead of two.
 
     The worker's event loop receives and acknowledges every task one by one, and at volume that
@@ -256,7 +257,7 @@ def _send_now_or_later(rt: Runtime, outbound_id: str) -> None:
         _enqueue_sends(rt, [outbound_id])
         return
     try:
-        rt.services.sender.send(outbound_id, rt.accounts())
+        rt.services.sender.send(outbound_id, rt.accounts(), owed)
     except SEND_LATER as exc:
         countdown, kwargs = send_again(exc, rt)
         rt.queue.enqueue(TaskName.SEND_SMS, (outbound_id,), kwargs, countdown=countdown)
@@ -292,7 +293,7 @@ def _relay(rt: Runtime, whole: Reassembled) -> None:
     carried = rt.services.inbound.handle(whole)
     rt.services.reassembler.release(whole)  # recorded: a run from here on owes nothing new
     for outbound_id in carried.sends:
-        _send_now_or_later(rt, outbound_id)
+        _send_now_or_later(rt, outbound_id, carried.fresh.get(outbound_id))
     for event in _PARTICIPANT_EVENTS & set(carried.events):
         if carried.conversation_id is not None:  # numbers stay out of the task's arguments
             rt.queue.enqueue(

@@ -174,6 +174,15 @@ def test_logs_carry_no_full_number_or_body(stack):
     assert "inbound-sms?msisdn=…" in (stack.logs / "web.log").read_text()
 
 
+def test_the_worker_logs_a_line_per_send_not_per_task(stack):
+    """At INFO, Celery's `received` and `succeeded in` lines for every task are off (the
+    consumer's thread wrote one of them for every task); our own line per send stays."""
+    text = (stack.logs / "worker1.log").read_text(errors="replace")
+    assert "sent " in text
+    assert "] received" not in text
+    assert "] succeeded in" not in text
+
+
 def test_json_logs_are_json_lines_with_the_ids(stack):
     """SMSPROXY_LOG_FORMAT=json: every line of every process is one JSON object; the workers'
     lines name their task, and lines about a message or conversation name it."""

@@ -30,6 +30,32 @@ def test_redelivered_relay_sends_once(world):
     assert world.services.counters.snapshot()["smsproxy.inbound.relayed"] == 1
 
 
+def test_a_relay_recorded_by_this_run_is_handed_on_as_stored_and_a_redelivery_reads_it(world):
+    """The send a run records is handed to its sender as `outbound` reads it back (so the
+    read can be skipped); a redelivered run, which recorded nothing, hands nothing on."""
+    _, conversation = world.start()
+    proxy = conversation.participants[0].proxy_number
+    message = inbound(A, proxy, "m-fresh", "as stored")
+    first = world.services.inbound.handle(world.services.reassembler.reassemble(message))
+    (outbound_id,) = first.sends
+    assert dict(first.fresh) == {outbound_id: world.services.messages.outbound(outbound_id)}
+    again = world.services.inbound.handle(world.services.reassembler.reassemble(message))
+    assert again.sends == (outbound_id,) and not again.fresh
+
+
+def test_a_send_handed_on_is_still_claimed_once(world):
+    """Handed the recorded send, the sender still claims it: a second run of the same send
+    (a redelivered task with the same hand-over) makes no second call."""
+    _, conversation = world.start()
+    proxy = conversation.participants[0].proxy_number
+    whole = world.services.reassembler.reassemble(inbound(A, proxy, "m-claim", "only once"))
+    carried = world.services.inbound.handle(whole)
+    (outbound_id,) = carried.sends
+    for _ in range(2):
+        world.services.sender.send(outbound_id, world.vonage, carried.fresh[outbound_id])
+    assert [s["text"] for s in world.vonage.sent] == ["only once"]
+
+
 def test_unknown_route_is_not_relayed_and_gets_the_reply(world):
     world.start()
     stranger = "447400999999"
