@@ -53,9 +53,9 @@ class Carried:
     # for the participant events: whose conversation, and which participant sent the message
     conversation_id: str | None = None
     sender_index: int = 0
-    # The sends of `sends` that this run recorded, as recorded: their sender need not read
-    # them back (a round trip). A run that found one recorded before (a redelivery) leaves
-    # it out, and its send reads what is stored, which may have moved on since.
+    # The sends of `sends` this run recorded (relays, replies, notices), as recorded: their
+    # sender need not read them back (a round trip). A run that found one recorded before (a
+    # redelivery) leaves it out, and its send reads what is stored, which may have moved on.
     fresh: Mapping[str, OutboundSms] = field(default_factory=lambda: MappingProxyType({}))
 
 
@@ -189,6 +189,15 @@ class InboundHandler:
         events = list(decision.events)
         sends: list[str] = []
         fresh: dict[str, OutboundSms] = {}
+
+        def owe(send: OutboundSms) -> bool:
+            """Record a send owed; whether this run recorded it (handed on as recorded)."""
+            recorded = self._messages.owe(send)
+            if recorded is not None:
+                fresh[send.id] = recorded
+            sends.append(send.id)
+            return recorded is not None
+
         changed: ParticipantState | None = None
         if decision.state_change is not None and self._change_state(context, decision.state_change):
             changed = decision.state_change.state
@@ -206,8 +215,7 @@ class InboundHandler:
                         self._settings.opted_out_notice_template, context.sender
                     ),
                 )
-                self._messages.owe(notice)
-                sends.append(notice.id)
+                owe(notice)
         if routed is not None:
             if self._settings.extend_on_activity:
                 self._conversations.extend(routed.id, now())
@@ -224,11 +232,8 @@ class InboundHandler:
         if decision.relay is not None and conversation is not None and context.counterpart:
             relay = outbound.relay(message.message_id, conversation, context.counterpart,
                                    decision.relay, message.received_at)
-            recorded_relay = self._messages.owe(relay)
-            if recorded_relay is not None:  # counted once, however often the task runs
+            if owe(relay):  # counted once, however often the task runs
                 self._count("smsproxy.inbound.relayed")
-                fresh[relay.id] = recorded_relay
-            sends.append(relay.id)
         suppressed = list(decision.suppressed)
         for reply in replies:
             if reply.kind is MessageKind.OUT_OF_SESSION and not self._may_answer(message):
@@ -243,8 +248,7 @@ class InboundHandler:
                     message.message_id, reply.kind, message.virtual_number, message.sender,
                     reply.text, routed.id if routed is not None else None,
                 )
-            self._messages.owe(answer)
-            sends.append(answer.id)
+            owe(answer)
         for reason in suppressed:
             if reason is Suppressed.DAILY_LIMIT:
                 self._counters.incr("smsproxy.sends.non_essential_stopped")
