@@ -58,6 +58,7 @@ from shared.jobs import TaskName
 from shared.keys import Keys
 from shared.metrics import WEBHOOKS, series_key
 from shared.outbox import TRACK_LUA, Outbox, job_name, outbox_entry, republish_after
+from shared.script_batch import ScriptBatch
 from shared.sentinel import celery_broker
 from shared.settings import Settings, SettingsError
 
@@ -134,6 +135,10 @@ class Publisher:
         self._enqueue_once = (
             self._direct.register_script(_ENQUEUE_ONCE) if self._direct is not None else None
         )
+        # the same script, concurrent webhooks' calls sharing round trips (shared/script_batch.py)
+        self._enqueue_batch = (
+            ScriptBatch(self._direct, _ENQUEUE_ONCE) if self._direct is not None else None
+        )
         self._keys = Keys()
         # the counter fields of each webhook kind, spelled once
         self._outcome_fields: dict[str, tuple[str, str]] = {}
@@ -207,8 +212,8 @@ class Publisher:
                            job_name(kind, message_id), self._republish_after,
                            outbox_entry(message.queue, "")]
         try:
-            if self._replicas == 0:
-                outcome = self._enqueue_once(keys=keys, args=args)
+            if self._replicas == 0 and self._enqueue_batch is not None:
+                outcome = self._enqueue_batch(keys, args)
             else:
                 outcome, acked = self._enqueue_and_wait(keys, args, deadline)
                 if acked < self._replicas:
