@@ -17,11 +17,17 @@ times out (a hung Redis), the calls queued behind it fail at once instead of wai
 of their own, unsent.
 
 No timer and no batch size are tuned: a batch is whatever arrived during one round trip.
+
+With `replicas` (SMSPROXY_MIN_REPLICAS_ACKED), each round trip ends with one `WAIT`: it counts
+the replicas holding every write its connection made, so one `WAIT` after a batch's scripts, on
+their connection, covers them all. Its timeout is what is left of the batch's earliest deadline,
+less a margin, so that its reply beats the socket's timeout.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -49,37 +55,47 @@ def _for_another(exc: BaseException) -> redis.exceptions.RedisError:
 
 
 class _Call:
-    __slots__ = ("args", "done", "error", "reply", "next_batch")
+    __slots__ = ("acked", "args", "deadline", "done", "error", "reply", "next_batch")
 
-    def __init__(self, args: tuple[Any, ...]) -> None:
+    def __init__(self, args: tuple[Any, ...], deadline: float) -> None:
         self.args = args
+        self.deadline = deadline
         # held until the call has its answer, or leads the next batch (a lock as a latch: the
         # lightest primitive that blocks; gevent's monkey-patching makes it a greenlet's)
         self.done = threading.Lock()
         self.done.acquire()
         self.reply: Any = None
+        self.acked = 0  # replicas that had the call's writes, by its round trip's WAIT
         self.error: BaseException | None = None
         self.next_batch: list[_Call] | None = None
 
-    def outcome(self) -> Any:
+    def outcome(self) -> tuple[Any, int]:
         if self.error is not None:
             raise self.error
-        return self.reply
+        return self.reply, self.acked
 
 
 class ScriptBatch:
     """One script, called from any number of threads; concurrent calls share round trips."""
 
-    def __init__(self, client: redis.Redis, script: str) -> None:
+    def __init__(self, client: redis.Redis, script: str, *, replicas: int = 0,
+                 wait_margin: float = 0.1) -> None:
+        """`replicas`: how many replicas each round trip's WAIT asks for (0: no WAIT);
+        `wait_margin`: seconds a WAIT's timeout leaves before its batch's earliest deadline."""
         self._client = client
         self._script = client.register_script(script)
+        self._replicas = replicas
+        self._wait_margin = wait_margin
         self._lock = threading.Lock()
         self._queued: list[_Call] = []
         self._in_flight = False
 
-    def __call__(self, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """The script's reply to this call; raises what redis-py raises for it."""
-        call = _Call((len(keys), *keys, *args))
+    def __call__(self, keys: Sequence[str], args: Sequence[Any],
+                 deadline: float) -> tuple[Any, int]:
+        """The script's reply to this call, and how many replicas had its writes in time (0
+        without `replicas`); raises what redis-py raises for it. `deadline` (time.monotonic())
+        bounds the WAIT (a socket timeout bounds each round trip anyway)."""
+        call = _Call((len(keys), *keys, *args), deadline)
         with self._lock:
             if self._in_flight:
                 self._queued.append(call)
@@ -126,24 +142,32 @@ class ScriptBatch:
 
     def _run(self, batch: list[_Call]) -> None:
         sha = self._script.sha
-        if len(batch) == 1:
+        if len(batch) == 1 and not self._replicas:
             call = batch[0]
             try:
                 call.reply = self._client.evalsha(sha, *call.args)
             except redis.exceptions.NoScriptError:
                 call.reply = self._client.evalsha(self._load(), *call.args)
             return
-        replies = self._pipeline(sha, batch)
-        missing = [c for c, r in zip(batch, replies, strict=True)
-                   if isinstance(r, redis.exceptions.NoScriptError)]
+        self._answer(batch, self._pipeline(sha, batch))
+        missing = [c for c in batch if isinstance(c.error, redis.exceptions.NoScriptError)]
         if missing:  # Redis restarted without its script cache: none of those ran
-            again = dict(zip(map(id, missing), self._pipeline(self._load(), missing),
-                             strict=True))
-            replies = [again.get(id(c), r) for c, r in zip(batch, replies, strict=True)]
+            for call in missing:
+                call.error = None
+            self._answer(missing, self._pipeline(self._load(), missing))
+
+    def _answer(self, batch: list[_Call], replies: list[Any]) -> None:
+        if self._replicas:
+            acked = replies.pop()
+            for call in batch:
+                if isinstance(acked, Exception):  # the scripts ran; whether replicas have
+                    call.error = _for_another(acked)  # them is unknown: a failure (503)
+                else:
+                    call.acked = int(acked)
         for call, reply in zip(batch, replies, strict=True):
             if isinstance(reply, Exception):
                 call.error = reply
-            else:
+            elif call.error is None:
                 call.reply = reply
 
     def _pipeline(self, sha: str, batch: list[_Call]) -> list[Any]:
@@ -151,7 +175,16 @@ class ScriptBatch:
         pipe = self._client.pipeline(transaction=False)
         for call in batch:
             pipe.evalsha(sha, *call.args)
+        if self._replicas:
+            # after the scripts, on their connection: WAIT counts the replicas holding them
+            pipe.execute_command("WAIT", self._replicas, self._wait_ms(batch))  # type: ignore[no-untyped-call]
         return pipe.execute(raise_on_error=False)
+
+    def _wait_ms(self, batch: list[_Call]) -> int:
+        """What is left of the batch's earliest deadline, less the margin; never 0 (WAIT 0
+        blocks for ever)."""
+        left = min(call.deadline for call in batch) - time.monotonic() - self._wait_margin
+        return max(1, int(left * 1000))
 
     def _load(self) -> str:
         self._script.sha = str(self._client.script_load(self._script.script))

@@ -132,12 +132,13 @@ class Publisher:
             raise SettingsError(f"REDIS_URL or CELERY_BROKER_URL: {exc}") from None
         # The direct path needs the broker to be the store's Redis, down to the database.
         self._direct = store if store is not None and same_database else None
-        self._enqueue_once = (
-            self._direct.register_script(_ENQUEUE_ONCE) if self._direct is not None else None
-        )
-        # the same script, concurrent webhooks' calls sharing round trips (shared/script_batch.py)
-        self._enqueue_batch = (
-            ScriptBatch(self._direct, _ENQUEUE_ONCE) if self._direct is not None else None
+        self._replicas = settings.min_replicas_acked
+        # concurrent webhooks' calls of the script share round trips (shared/script_batch.py);
+        # with replicas required, each round trip ends with the one WAIT that covers it
+        self._enqueue = (
+            ScriptBatch(self._direct, _ENQUEUE_ONCE, replicas=self._replicas,
+                        wait_margin=WAIT_MARGIN_SECONDS)
+            if self._direct is not None else None
         )
         self._keys = Keys()
         # the counter fields of each webhook kind, spelled once
@@ -146,7 +147,6 @@ class Publisher:
         self._pinged: tuple[float, bool] | None = None  # (when, whether the broker answered)
         self._republish_after = republish_after(settings)
         self._outbox = Outbox(store, settings) if store is not None else None
-        self._replicas = settings.min_replicas_acked
         # RabbitMQ: our own confirmed publish on pooled connections (shared/amqp_broker.py);
         # Celery's send_task would neither confirm nor bound the wait for one.
         self._amqp = (
@@ -191,13 +191,20 @@ class Publisher:
     @property
     def atomic_webhooks(self) -> bool:
         """Whether `enqueue_webhook` is available (the broker is the store's Redis)."""
-        return self._enqueue_once is not None
+        return self._enqueue is not None
 
     def enqueue_webhook(
         self, kind: str, message_id: str, task: TaskName, payload: Any, dedupe_ttl: int
     ) -> WebhookOutcome:
-        """Dedupe on messageId and enqueue, as one step; raises QueueUnavailable on failure."""
-        if self._enqueue_once is None:
+        """Dedupe on messageId and enqueue, as one step; raises QueueUnavailable on failure.
+
+        With SMSPROXY_MIN_REPLICAS_ACKED, a WAIT follows the script on its connection: it
+        counts the replicas that have the script's dedupe marker, queue push and outbox entry
+        (one replicated transaction). A duplicate waits too: its counter increment comes after
+        the first copy's writes, so a retry of a webhook answered 503 here is acknowledged only
+        once a replica has the first copy's job.
+        """
+        if self._enqueue is None:
             raise RuntimeError("the broker is not the store's Redis: use the two-step path")
         deadline = time.monotonic() + self._timeout
         message = self._messages.build(task, payload)
@@ -212,39 +219,17 @@ class Publisher:
                            job_name(kind, message_id), self._republish_after,
                            outbox_entry(message.queue, "")]
         try:
-            if self._replicas == 0 and self._enqueue_batch is not None:
-                outcome = self._enqueue_batch(keys, args)
-            else:
-                outcome, acked = self._enqueue_and_wait(keys, args, deadline)
-                if acked < self._replicas:
-                    # The master has the job, its replicas may not: a failover now would lose
-                    # it. 503, so Vonage retries; the retry finds it queued (a duplicate) and
-                    # waits again, or, after a failover, queues it on the promoted replica.
-                    log.warning("webhook job for %s reached %d of %d replicas in time",
-                                task.value, acked, self._replicas)
-                    raise QueueUnavailable(task.value, maybe_published=True)
+            outcome, acked = self._enqueue(keys, args, deadline)
         except redis.exceptions.RedisError as exc:
             raise self._unavailable(task, exc) from exc
+        if acked < self._replicas:
+            # The master has the job, its replicas may not: a failover now would lose it. 503,
+            # so Vonage retries; the retry finds it queued (a duplicate) and waits again, or,
+            # after a failover, queues it on the promoted replica.
+            log.warning("webhook job for %s reached %d of %d replicas in time",
+                        task.value, acked, self._replicas)
+            raise QueueUnavailable(task.value, maybe_published=True)
         return WebhookOutcome(str(outcome))
-
-    def _enqueue_and_wait(
-        self, keys: list[str], args: list[Any], deadline: float
-    ) -> tuple[str, int]:
-        """The enqueue, then WAIT on the same connection (one pipeline, one round trip).
-
-        WAIT counts the replicas that have every write this connection made, so it must follow
-        the script on its connection: the script's dedupe marker, queue push and outbox entry
-        (one replicated transaction) are covered by the one WAIT. A duplicate counts too: its
-        counter increment comes after the first copy's writes, so a retry of a webhook answered
-        503 here is acknowledged only once a replica has the first copy's job.
-        """
-        if self._direct is None or self._enqueue_once is None:
-            raise RuntimeError("the broker is not the store's Redis: use the two-step path")
-        pipe = self._direct.pipeline(transaction=False)
-        self._enqueue_once(keys=keys, args=args, client=pipe)
-        pipe.execute_command("WAIT", self._replicas, self._wait_ms(deadline))  # type: ignore[no-untyped-call]
-        outcome, acked = pipe.execute()
-        return str(outcome), int(acked)
 
     def publish(self, task: TaskName, payload: Any = None, *, job: str | None = None) -> None:
         """Put one job on its queue; raises QueueUnavailable if the broker did not take it.

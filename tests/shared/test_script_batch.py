@@ -1,4 +1,5 @@
-"""Concurrent calls of one script sharing round trips (shared/script_batch.py), on a real Redis."""
+"""Concurrent calls of one script sharing round trips (shared/script_batch.py), on a real Redis
+(and, for the WAIT of SMSPROXY_MIN_REPLICAS_ACKED, a real replica of it)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
 import redis.exceptions
 
-from shared.script_batch import NotSent, ScriptBatch
+from devtools.redis_server import RedisServer
+from shared.script_batch import NotSent, ScriptBatch, _Call
 
 # Counts its calls, and answers with its argument; an argument "fail" makes it raise.
 SCRIPT = """
@@ -24,20 +28,33 @@ QUEUED = 6
 
 
 class Held(redis.Redis):
-    """A client whose lone calls (not pipelines) wait for `release` once `hold` is set."""
+    """A client whose next round trip (a lone call or a pipeline) waits for `release` once
+    `hold` is set."""
 
     hold: threading.Event | None = None
     held: threading.Event = threading.Event()
     fail_with: BaseException | None = None
 
-    def evalsha(self, *args: Any) -> Any:  # type: ignore[override]
+    def _held(self) -> None:
         if self.hold is not None:
             hold, self.hold = self.hold, None
             self.held.set()
             hold.wait(10)
             if self.fail_with is not None:
                 raise self.fail_with
+
+    def evalsha(self, *args: Any) -> Any:  # type: ignore[override]
+        self._held()
         return super().evalsha(*args)
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        self._held()
+        return super().pipeline(transaction, shard_hint)
+
+
+def later() -> float:
+    """A deadline no test reaches."""
+    return time.monotonic() + 30
 
 
 @pytest.fixture
@@ -46,6 +63,28 @@ def client(redis_url: str, real_redis: redis.Redis) -> Iterator[Held]:
     held.held = threading.Event()
     yield held
     held.close()
+
+
+@pytest.fixture(scope="module")
+def replica(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A replica of the test Redis, synced: a WAIT for one replica is answered at once."""
+    master = urlsplit(redis_url)
+    server = RedisServer(Path(tmp_path_factory.mktemp("replica")), appendonly=False,
+                         extra_args=("--replicaof", master.hostname or "127.0.0.1",
+                                     str(master.port)))
+    server.start()
+    client = redis.Redis(port=server.port)
+    deadline = time.monotonic() + 10
+    while client.info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "the replica never synced"
+        time.sleep(0.02)
+    client.close()
+    yield server
+    server.stop()
+
+
+def waits(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0))
 
 
 @pytest.fixture
@@ -72,9 +111,9 @@ def queue_behind_one(batch: ScriptBatch, client: Held, pool: ThreadPoolExecutor,
                      ) -> tuple[Future[Any], list[Future[Any]], threading.Event]:
     """One call held in flight, and QUEUED calls queued behind it; set the event to go on."""
     release = client.hold = threading.Event()
-    leader = pool.submit(batch, ["n"], [first])
+    leader = pool.submit(batch, ["n"], [first], later())
     assert client.held.wait(5)
-    followers = [pool.submit(batch, ["n"], [then(i)]) for i in range(QUEUED)]
+    followers = [pool.submit(batch, ["n"], [then(i)], later()) for i in range(QUEUED)]
     deadline = time.monotonic() + 5
     while len(batch._queued) < QUEUED:  # noqa: SLF001 (the test waits for the queue to form)
         assert time.monotonic() < deadline, "the calls did not queue"
@@ -84,9 +123,9 @@ def queue_behind_one(batch: ScriptBatch, client: Held, pool: ThreadPoolExecutor,
 
 def test_a_lone_call_is_one_evalsha(client: Held, real_redis: redis.Redis) -> None:
     batch = ScriptBatch(client, SCRIPT)
-    assert batch(["n"], ["a"]) == "got a"  # loads the script
+    assert batch(["n"], ["a"], later()) == ("got a", 0)  # loads the script
     before = reads(real_redis)
-    assert batch(["n"], ["b"]) == "got b"
+    assert batch(["n"], ["b"], later()) == ("got b", 0)
     assert reads(real_redis) - before == 2  # the call, and the INFO that counted it
     assert real_redis.get("n") == "2"
 
@@ -95,14 +134,14 @@ def test_calls_queued_behind_one_in_flight_go_in_one_round_trip(
     client: Held, real_redis: redis.Redis, pool: ThreadPoolExecutor
 ) -> None:
     batch = ScriptBatch(client, SCRIPT)
-    batch(["n"], ["load"])
+    batch(["n"], ["load"], later())
     warm(client)
     leader, followers, release = queue_behind_one(batch, client, pool)
     before = reads(real_redis)
     release.set()
-    assert leader.result(5) == "got first"
+    assert leader.result(5) == ("got first", 0)
     # each caller has its own reply, not another's
-    assert [f.result(5) for f in followers] == [f"got {i}" for i in range(QUEUED)]
+    assert [f.result(5) for f in followers] == [(f"got {i}", 0) for i in range(QUEUED)]
     assert reads(real_redis) - before == 3  # the held call, one pipeline of six, this INFO
     assert real_redis.get("n") == str(QUEUED + 2)
 
@@ -114,27 +153,32 @@ def test_one_calls_error_is_its_own(
     leader, followers, release = queue_behind_one(
         batch, client, pool, then=lambda i: "fail" if i == 2 else str(i))
     release.set()
-    assert leader.result(5) == "got first"
+    assert leader.result(5) == ("got first", 0)
     for i, future in enumerate(followers):
         if i == 2:
             with pytest.raises(redis.exceptions.ResponseError, match="failed on purpose"):
                 future.result(5)
         else:
-            assert future.result(5) == f"got {i}"
+            assert future.result(5) == (f"got {i}", 0)
     assert real_redis.get("n") == str(QUEUED)
 
 
+@pytest.mark.parametrize("replicas", [0, 1])
 def test_a_flushed_script_cache_is_reloaded_for_lone_and_batched_calls(
-    client: Held, real_redis: redis.Redis, pool: ThreadPoolExecutor
+    client: Held, real_redis: redis.Redis, pool: ThreadPoolExecutor,
+    request: pytest.FixtureRequest, replicas: int
 ) -> None:
-    batch = ScriptBatch(client, SCRIPT)
+    if replicas:
+        request.getfixturevalue("replica")
+    batch = ScriptBatch(client, SCRIPT, replicas=replicas)
     real_redis.script_flush()
-    assert batch(["n"], ["a"]) == "got a"
+    assert batch(["n"], ["a"], later()) == ("got a", replicas)
     leader, followers, release = queue_behind_one(batch, client, pool)
     real_redis.script_flush()  # after the held call's load: the pipeline finds none
     release.set()
     leader.result(5)
-    assert [f.result(5) for f in followers] == [f"got {i}" for i in range(QUEUED)]
+    # the calls run again once the script is loaded, their WAIT after them
+    assert [f.result(5) for f in followers] == [(f"got {i}", replicas) for i in range(QUEUED)]
     assert real_redis.get("n") == str(QUEUED + 2)  # each ran once
 
 
@@ -152,7 +196,7 @@ def test_calls_behind_a_timed_out_one_fail_at_once_unsent(
             future.result(5)
     client.fail_with = None
     assert real_redis.get("n") is None  # none of them ran
-    assert batch(["n"], ["after"]) == "got after"  # nothing left in flight
+    assert batch(["n"], ["after"], later()) == ("got after", 0)  # nothing left in flight
 
 
 @pytest.mark.parametrize("failure", [RuntimeError("a bug"), KeyboardInterrupt()])
@@ -166,9 +210,9 @@ def test_any_failure_in_flight_wakes_the_queue_and_moves_it_on(
     with pytest.raises(type(failure)):
         leader.result(5)
     # the queued calls were not held back by the failure: sent as the next batch
-    assert [f.result(5) for f in followers] == [f"got {i}" for i in range(QUEUED)]
+    assert [f.result(5) for f in followers] == [(f"got {i}", 0) for i in range(QUEUED)]
     client.fail_with = None
-    assert batch(["n"], ["after"]) == "got after"
+    assert batch(["n"], ["after"], later()) == ("got after", 0)
 
 
 def test_a_connection_error_reaches_every_caller_of_its_batch_as_its_own(
@@ -182,7 +226,7 @@ def test_a_connection_error_reaches_every_caller_of_its_batch_as_its_own(
 
     monkeypatch.setattr(redis.client.Pipeline, "execute", refused)
     release.set()
-    assert leader.result(5) == "got first"
+    assert leader.result(5) == ("got first", 0)
     errors = []
     for future in followers:
         with pytest.raises(redis.exceptions.ConnectionError, match="refused") as caught:
@@ -190,12 +234,45 @@ def test_a_connection_error_reaches_every_caller_of_its_batch_as_its_own(
         errors.append(caught.value)
     monkeypatch.undo()
     assert len({id(e) for e in errors}) == QUEUED  # an instance each: tracebacks apart
-    assert batch(["n"], ["after"]) == "got after"
+    assert batch(["n"], ["after"], later()) == ("got after", 0)
 
 
 def test_many_threads_each_get_their_own_reply(client: Held, real_redis: redis.Redis) -> None:
     batch = ScriptBatch(client, SCRIPT)
     with ThreadPoolExecutor(16) as executor:
-        replies = list(executor.map(lambda n: batch(["n"], [str(n)]), range(2000)))
-    assert replies == [f"got {n}" for n in range(2000)]
+        replies = list(executor.map(lambda n: batch(["n"], [str(n)], later()), range(2000)))
+    assert replies == [(f"got {n}", 0) for n in range(2000)]
     assert real_redis.get("n") == "2000"
+
+
+def test_with_replicas_each_round_trip_ends_with_one_wait(
+    client: Held, real_redis: redis.Redis, pool: ThreadPoolExecutor, replica: RedisServer
+) -> None:
+    batch = ScriptBatch(client, SCRIPT, replicas=1)
+    assert batch(["n"], ["a"], later()) == ("got a", 1)  # a lone call: script and WAIT in one
+    warm(client)
+    before = waits(real_redis)
+    leader, followers, release = queue_behind_one(batch, client, pool)
+    release.set()
+    assert leader.result(5) == ("got first", 1)
+    assert [f.result(5) for f in followers] == [(f"got {i}", 1) for i in range(QUEUED)]
+    assert waits(real_redis) - before == 2  # the held call's, and one for the six behind it
+    assert real_redis.get("n") == str(QUEUED + 2)
+
+
+def test_a_wait_short_of_its_replicas_answers_how_many_have_the_writes(
+    client: Held, real_redis: redis.Redis, replica: RedisServer
+) -> None:
+    batch = ScriptBatch(client, SCRIPT, replicas=2, wait_margin=0.05)
+    # one replica of the two asked for; the WAIT gives up at the deadline less the margin
+    assert batch(["n"], ["a"], time.monotonic() + 0.15) == ("got a", 1)
+    assert real_redis.get("n") == "1"  # the script ran: the caller decides what 1 of 2 means
+
+
+def test_a_wait_lasts_until_the_batchs_earliest_deadline_less_the_margin(client: Held) -> None:
+    batch = ScriptBatch(client, SCRIPT, replicas=1, wait_margin=0.5)
+    now = time.monotonic()
+    calls = [_Call((), now + 20), _Call((), now + 10), _Call((), now + 30)]
+    assert 9_000 < batch._wait_ms(calls) <= 9_500  # noqa: SLF001
+    # never WAIT 0, which blocks for ever
+    assert batch._wait_ms([_Call((), now - 1)]) == 1  # noqa: SLF001
