@@ -4,6 +4,7 @@ send is claimed."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -102,3 +103,35 @@ def test_a_job_published_with_its_outbox_entry_waits_for_a_replica_too(cluster, 
     assert cluster.relay is not None
     cluster.relay.release()
     door.publish(TaskName.CREATE_CONVERSATION, "c-held-2", job="create:c-held-2")
+
+
+def test_webhooks_follow_a_failover_to_the_promoted_master(tmp_path):
+    """The enqueue's own connection (shared/script_batch.py) asks the sentinels again when it
+    reconnects: reconnected to the dead master's address, it would refuse every webhook, and
+    once that host came back (without the script), answer NOSCRIPT for ever."""
+    try:
+        with SentinelCluster(tmp_path) as cluster:
+            _enqueue_across_a_failover(cluster)
+    except SentinelUnavailable as exc:
+        pytest.skip(f"redis-server cannot run as a sentinel here: {exc}")
+
+
+def _enqueue_across_a_failover(cluster: SentinelCluster) -> None:
+    settings = _settings(cluster, 0)
+    door = Publisher(settings, connect_redis(settings, fail_fast=True))
+    assert door.enqueue_webhook("inbound", "before", TaskName.RELAY_INBOUND, PAYLOAD,
+                                60) is WebhookOutcome.QUEUED
+    cluster.kill_master()
+    cluster.wait_for_promotion()
+    outcomes = []
+    for attempt in range(20):  # Vonage's retries, as the clients find the new master
+        try:
+            outcomes.append(door.enqueue_webhook(
+                "inbound", "after", TaskName.RELAY_INBOUND, PAYLOAD, 60))
+            break
+        except QueueUnavailable:
+            time.sleep(0.05 * attempt)
+    assert outcomes == [WebhookOutcome.QUEUED]
+    promoted = connect_redis(settings, fail_fast=True)
+    assert int(promoted.info("server")["tcp_port"]) == cluster.replica_port
+    assert promoted.get(Keys().dedupe("inbound", "after")) == "queued"

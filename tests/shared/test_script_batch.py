@@ -27,29 +27,31 @@ return 'got ' .. ARGV[1]
 QUEUED = 6
 
 
-class Held(redis.Redis):
-    """A client whose next round trip (a lone call or a pipeline) waits for `release` once
-    `hold` is set."""
+class Gate:
+    """Holds the next round trip (its command not yet written) until `hold` is set, then lets it
+    go on, or fail with `fail_with`; `refusing` refuses every other round trip meanwhile."""
 
-    hold: threading.Event | None = None
-    held: threading.Event = threading.Event()
-    fail_with: BaseException | None = None
+    def __init__(self) -> None:
+        self.hold: threading.Event | None = None
+        self.held = threading.Event()
+        self.fail_with: BaseException | None = None
+        self.refusing = False
 
-    def _held(self) -> None:
-        if self.hold is not None:
-            hold, self.hold = self.hold, None
-            self.held.set()
+
+class HeldConnection(redis.connection.Connection):
+    gate = Gate()
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        gate = self.gate
+        if gate.hold is not None:
+            hold, gate.hold = gate.hold, None
+            gate.held.set()
             hold.wait(10)
-            if self.fail_with is not None:
-                raise self.fail_with
-
-    def evalsha(self, *args: Any) -> Any:  # type: ignore[override]
-        self._held()
-        return super().evalsha(*args)
-
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        self._held()
-        return super().pipeline(transaction, shard_hint)
+            if gate.fail_with is not None:
+                raise gate.fail_with
+        elif gate.refusing:
+            raise redis.exceptions.ConnectionError("Connection refused")
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
 def later() -> float:
@@ -58,9 +60,20 @@ def later() -> float:
 
 
 @pytest.fixture
-def client(redis_url: str, real_redis: redis.Redis) -> Iterator[Held]:
-    held = Held.from_url(redis_url, decode_responses=True, socket_timeout=5)
-    held.held = threading.Event()
+def gate() -> Iterator[Gate]:
+    HeldConnection.gate = Gate()
+    yield HeldConnection.gate
+    HeldConnection.gate = Gate()
+
+
+@pytest.fixture
+def client(redis_url: str, real_redis: redis.Redis, gate: Gate) -> Iterator[redis.Redis]:
+    """A client as shared/wiring.py makes them (one retry on a refused connection), its round
+    trips held at the gate."""
+    retry = redis.retry.Retry(redis.backoff.NoBackoff(), 1,
+                              supported_errors=(redis.exceptions.ConnectionError,))
+    held = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=5,
+                                retry=retry, connection_class=HeldConnection)
     yield held
     held.close()
 
@@ -106,13 +119,14 @@ def reads(client: redis.Redis) -> int:
     return int(client.info("stats")["total_reads_processed"])
 
 
-def queue_behind_one(batch: ScriptBatch, client: Held, pool: ThreadPoolExecutor,
+def queue_behind_one(batch: ScriptBatch, gate: Gate, pool: ThreadPoolExecutor,
                      first: str = "first", then: Callable[[int], str] = str
                      ) -> tuple[Future[Any], list[Future[Any]], threading.Event]:
     """One call held in flight, and QUEUED calls queued behind it; set the event to go on."""
-    release = client.hold = threading.Event()
+    batch(["warm"], ["up"], later())  # its connection made: the hold falls on the call's own
+    release = gate.hold = threading.Event()
     leader = pool.submit(batch, ["n"], [first], later())
-    assert client.held.wait(5)
+    assert gate.held.wait(5)
     followers = [pool.submit(batch, ["n"], [then(i)], later()) for i in range(QUEUED)]
     deadline = time.monotonic() + 5
     while len(batch._queued) < QUEUED:  # noqa: SLF001 (the test waits for the queue to form)
@@ -121,7 +135,7 @@ def queue_behind_one(batch: ScriptBatch, client: Held, pool: ThreadPoolExecutor,
     return leader, followers, release
 
 
-def test_a_lone_call_is_one_evalsha(client: Held, real_redis: redis.Redis) -> None:
+def test_a_lone_call_is_one_evalsha(client: redis.Redis, real_redis: redis.Redis) -> None:
     batch = ScriptBatch(client, SCRIPT)
     assert batch(["n"], ["a"], later()) == ("got a", 0)  # loads the script
     before = reads(real_redis)
@@ -131,12 +145,12 @@ def test_a_lone_call_is_one_evalsha(client: Held, real_redis: redis.Redis) -> No
 
 
 def test_calls_queued_behind_one_in_flight_go_in_one_round_trip(
-    client: Held, real_redis: redis.Redis, pool: ThreadPoolExecutor
+    client: redis.Redis, gate: Gate, real_redis: redis.Redis, pool: ThreadPoolExecutor
 ) -> None:
     batch = ScriptBatch(client, SCRIPT)
     batch(["n"], ["load"], later())
     warm(client)
-    leader, followers, release = queue_behind_one(batch, client, pool)
+    leader, followers, release = queue_behind_one(batch, gate, pool)
     before = reads(real_redis)
     release.set()
     assert leader.result(5) == ("got first", 0)
@@ -147,11 +161,11 @@ def test_calls_queued_behind_one_in_flight_go_in_one_round_trip(
 
 
 def test_one_calls_error_is_its_own(
-    client: Held, real_redis: redis.Redis, pool: ThreadPoolExecutor
+    client: redis.Redis, gate: Gate, real_redis: redis.Redis, pool: ThreadPoolExecutor
 ) -> None:
     batch = ScriptBatch(client, SCRIPT)
     leader, followers, release = queue_behind_one(
-        batch, client, pool, then=lambda i: "fail" if i == 2 else str(i))
+        batch, gate, pool, then=lambda i: "fail" if i == 2 else str(i))
     release.set()
     assert leader.result(5) == ("got first", 0)
     for i, future in enumerate(followers):
@@ -165,7 +179,7 @@ def test_one_calls_error_is_its_own(
 
 @pytest.mark.parametrize("replicas", [0, 1])
 def test_a_flushed_script_cache_is_reloaded_for_lone_and_batched_calls(
-    client: Held, real_redis: redis.Redis, pool: ThreadPoolExecutor,
+    client: redis.Redis, gate: Gate, real_redis: redis.Redis, pool: ThreadPoolExecutor,
     request: pytest.FixtureRequest, replicas: int
 ) -> None:
     if replicas:
@@ -173,7 +187,7 @@ def test_a_flushed_script_cache_is_reloaded_for_lone_and_batched_calls(
     batch = ScriptBatch(client, SCRIPT, replicas=replicas)
     real_redis.script_flush()
     assert batch(["n"], ["a"], later()) == ("got a", replicas)
-    leader, followers, release = queue_behind_one(batch, client, pool)
+    leader, followers, release = queue_behind_one(batch, gate, pool)
     real_redis.script_flush()  # after the held call's load: the pipeline finds none
     release.set()
     leader.result(5)
@@ -183,48 +197,45 @@ def test_a_flushed_script_cache_is_reloaded_for_lone_and_batched_calls(
 
 
 def test_calls_behind_a_timed_out_one_fail_at_once_unsent(
-    client: Held, real_redis: redis.Redis, pool: ThreadPoolExecutor
+    client: redis.Redis, gate: Gate, real_redis: redis.Redis, pool: ThreadPoolExecutor
 ) -> None:
     batch = ScriptBatch(client, SCRIPT)
-    client.fail_with = redis.exceptions.TimeoutError("Timeout reading from socket")
-    leader, followers, release = queue_behind_one(batch, client, pool)
+    gate.fail_with = redis.exceptions.TimeoutError("Timeout reading from socket")
+    leader, followers, release = queue_behind_one(batch, gate, pool)
     release.set()
     with pytest.raises(redis.exceptions.TimeoutError):
         leader.result(5)
     for future in followers:
         with pytest.raises(NotSent):
             future.result(5)
-    client.fail_with = None
+    gate.fail_with = None
     assert real_redis.get("n") is None  # none of them ran
     assert batch(["n"], ["after"], later()) == ("got after", 0)  # nothing left in flight
 
 
 @pytest.mark.parametrize("failure", [RuntimeError("a bug"), KeyboardInterrupt()])
 def test_any_failure_in_flight_wakes_the_queue_and_moves_it_on(
-    client: Held, real_redis: redis.Redis, pool: ThreadPoolExecutor, failure: BaseException
+    client: redis.Redis, gate: Gate,
+    real_redis: redis.Redis, pool: ThreadPoolExecutor, failure: BaseException
 ) -> None:
     batch = ScriptBatch(client, SCRIPT)
-    client.fail_with = failure
-    leader, followers, release = queue_behind_one(batch, client, pool)
+    gate.fail_with = failure
+    leader, followers, release = queue_behind_one(batch, gate, pool)
     release.set()
     with pytest.raises(type(failure)):
         leader.result(5)
     # the queued calls were not held back by the failure: sent as the next batch
     assert [f.result(5) for f in followers] == [(f"got {i}", 0) for i in range(QUEUED)]
-    client.fail_with = None
+    gate.fail_with = None
     assert batch(["n"], ["after"], later()) == ("got after", 0)
 
 
 def test_a_connection_error_reaches_every_caller_of_its_batch_as_its_own(
-    client: Held, pool: ThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+    client: redis.Redis, gate: Gate, real_redis: redis.Redis, pool: ThreadPoolExecutor
 ) -> None:
     batch = ScriptBatch(client, SCRIPT)
-    leader, followers, release = queue_behind_one(batch, client, pool)
-
-    def refused(self: redis.client.Pipeline, *args: Any, **options: Any) -> Any:
-        raise redis.exceptions.ConnectionError("Connection refused")
-
-    monkeypatch.setattr(redis.client.Pipeline, "execute", refused)
+    leader, followers, release = queue_behind_one(batch, gate, pool)
+    gate.refusing = True  # the held call's round trip goes on; the batch behind it is refused
     release.set()
     assert leader.result(5) == ("got first", 0)
     errors = []
@@ -232,12 +243,25 @@ def test_a_connection_error_reaches_every_caller_of_its_batch_as_its_own(
         with pytest.raises(redis.exceptions.ConnectionError, match="refused") as caught:
             future.result(5)
         errors.append(caught.value)
-    monkeypatch.undo()
+    gate.refusing = False
     assert len({id(e) for e in errors}) == QUEUED  # an instance each: tracebacks apart
-    assert batch(["n"], ["after"], later()) == ("got after", 0)
+    assert real_redis.get("n") == "1"  # the client's one retry was refused too
+    assert batch(["n"], ["after"], later()) == ("got after", 0)  # on a new connection
 
 
-def test_many_threads_each_get_their_own_reply(client: Held, real_redis: redis.Redis) -> None:
+def test_a_dropped_connection_is_retried_once_as_the_client_would(
+    client: redis.Redis, real_redis: redis.Redis
+) -> None:
+    batch = ScriptBatch(client, SCRIPT)
+    assert batch(["n"], ["a"], later()) == ("got a", 0)
+    real_redis.client_kill_filter(_type="normal", skipme=True)  # e.g. Redis restarted
+    assert batch(["n"], ["b"], later()) == ("got b", 0)
+    assert real_redis.get("n") == "2"
+
+
+def test_many_threads_each_get_their_own_reply(
+    client: redis.Redis, real_redis: redis.Redis
+) -> None:
     batch = ScriptBatch(client, SCRIPT)
     with ThreadPoolExecutor(16) as executor:
         replies = list(executor.map(lambda n: batch(["n"], [str(n)], later()), range(2000)))
@@ -246,22 +270,24 @@ def test_many_threads_each_get_their_own_reply(client: Held, real_redis: redis.R
 
 
 def test_with_replicas_each_round_trip_ends_with_one_wait(
-    client: Held, real_redis: redis.Redis, pool: ThreadPoolExecutor, replica: RedisServer
+    client: redis.Redis, gate: Gate,
+    real_redis: redis.Redis, pool: ThreadPoolExecutor, replica: RedisServer
 ) -> None:
     batch = ScriptBatch(client, SCRIPT, replicas=1)
     assert batch(["n"], ["a"], later()) == ("got a", 1)  # a lone call: script and WAIT in one
     warm(client)
     before = waits(real_redis)
-    leader, followers, release = queue_behind_one(batch, client, pool)
+    leader, followers, release = queue_behind_one(batch, gate, pool)
     release.set()
     assert leader.result(5) == ("got first", 1)
     assert [f.result(5) for f in followers] == [(f"got {i}", 1) for i in range(QUEUED)]
-    assert waits(real_redis) - before == 2  # the held call's, and one for the six behind it
+    # queue_behind_one's warm-up call, the held call, and one WAIT for the six behind it
+    assert waits(real_redis) - before == 3
     assert real_redis.get("n") == str(QUEUED + 2)
 
 
 def test_a_wait_short_of_its_replicas_answers_how_many_have_the_writes(
-    client: Held, real_redis: redis.Redis, replica: RedisServer
+    client: redis.Redis, real_redis: redis.Redis, replica: RedisServer
 ) -> None:
     batch = ScriptBatch(client, SCRIPT, replicas=2, wait_margin=0.05)
     # one replica of the two asked for; the WAIT gives up at the deadline less the margin
@@ -269,7 +295,9 @@ def test_a_wait_short_of_its_replicas_answers_how_many_have_the_writes(
     assert real_redis.get("n") == "1"  # the script ran: the caller decides what 1 of 2 means
 
 
-def test_a_wait_lasts_until_the_batchs_earliest_deadline_less_the_margin(client: Held) -> None:
+def test_a_wait_lasts_until_the_batchs_earliest_deadline_less_the_margin(
+    client: redis.Redis
+) -> None:
     batch = ScriptBatch(client, SCRIPT, replicas=1, wait_margin=0.5)
     now = time.monotonic()
     calls = [_Call((), now + 20), _Call((), now + 10), _Call((), now + 30)]
