@@ -4,10 +4,13 @@ import os
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")  # noqa: S104 (a server's listen address)
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
-# Threads keep a worker busy while one request waits on Redis; the handlers are short.
-# GUNICORN_WORKER_CLASS=gevent serves them on greenlets instead (gunicorn monkey-patches the
-# worker, so redis-py's sockets yield while they wait); docs/performance.md, benchmark 1.
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+# gevent serves requests on greenlets: gunicorn monkey-patches the worker, so redis-py's sockets
+# yield while they wait, and a webhook costs 25-35 % less CPU than on threads, which wait for the
+# GIL after every round trip (docs/performance.md, benchmark 1). A request that computes for long
+# holds up its worker's other greenlets until it next waits. GUNICORN_WORKER_CLASS=gthread
+# serves them on GUNICORN_THREADS threads instead.
+DEFAULT_WORKER_CLASS = "gevent"
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", DEFAULT_WORKER_CLASS)
 threads = int(os.environ.get("GUNICORN_THREADS", "8"))
 # Vonage gives up on a webhook after 15 s; answer (or fail) well before that.
 timeout = 10

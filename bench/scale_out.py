@@ -38,7 +38,7 @@ from bench.common import InboundPoster, children, open_conversations
 from bench.webhook_ingest import METHOD, SECRET, signed_body
 from devtools.ports import free_port
 from devtools.redis_server import RedisServer
-from devtools.stack import ROOT, Stack, StackConfig
+from devtools.stack import ROOT, Stack, StackConfig, worker_command
 
 LATENCY_MS = 500
 CONCURRENCY = 8
@@ -166,9 +166,7 @@ class HostStack(Stack):
         shared_env = self.env
         self.env = {**shared_env, "REDIS_URL": f"redis://{host.gateway}:{self.redis.port}/0"}
         try:
-            return self._spawn(name, in_host(host, [
-                sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-                "--loglevel", "INFO", "--hostname", f"{name}@{host.name}"]))
+            return self._spawn(name, in_host(host, worker_command(f"{name}@{host.name}")))
         finally:
             self.env = shared_env
 

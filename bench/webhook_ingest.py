@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import os
 import re
+import runpy
 import shutil
 import statistics
 import subprocess
@@ -256,8 +257,12 @@ APPS = {"bare": "bench.bare_app:app", "floor": "bench.floor_app:app", "ours": "w
 # The apps also measured at the fixed rate, each round on the server of its closed-loop run: the
 # goal is ours's p99; the floor's, in the same minute, shows what the machine allowed then.
 FIXED_RATE_APPS = ("floor", "ours")
-# What the Procfile runs: the cross-class ratio is ours under each class to bare under this one.
-DEFAULT_CLASS = "gthread"
+
+
+def configured_worker_class() -> str:
+    """The worker class the Procfile runs (gunicorn.conf.py's, GUNICORN_WORKER_CLASS unset): the
+    cross-class ratio is ours under each class to bare under this one."""
+    return str(runpy.run_path(str(ROOT / "gunicorn.conf.py"))["DEFAULT_WORKER_CLASS"])
 
 
 def write_bodies(path: Path, count: int, first: int) -> None:
@@ -312,7 +317,8 @@ def measure(
         store.close()
 
     figures: dict[str, dict[str, float]] = {}
-    default = DEFAULT_CLASS if DEFAULT_CLASS in worker_classes else worker_classes[0]
+    configured = configured_worker_class()
+    default = configured if configured in worker_classes else worker_classes[0]
     for worker_class in worker_classes:
         f: dict[str, float] = {"rounds": rounds, "rate": rate, "workers": workers}
         for label in APPS:
@@ -354,7 +360,8 @@ def measure(
 
 
 def report(figures: dict[str, dict[str, float]], connections: int = 32) -> None:
-    default = DEFAULT_CLASS if DEFAULT_CLASS in figures else next(iter(figures))
+    configured = configured_worker_class()
+    default = configured if configured in figures else next(iter(figures))
     for worker_class, f in figures.items():
         print(f"webhook ingest, gunicorn {worker_class} x {f['workers']:.0f} (gunicorn.conf.py), "
               f"wrk -t2 -c{connections}, signed sha256 webhooks, medians of "

@@ -30,6 +30,13 @@ API_TOKEN = "dev-token-not-a-secret-0123456789abcdef"
 CONSOLE_SECRET_KEY = "dev-console-key-not-a-secret-0123456789abcdef"
 
 
+def worker_command(hostname: str, *extra: str) -> list[str]:
+    """The Procfile's worker, as this interpreter runs it (tests/test_deployment_files.py keeps
+    the two equal): a stack tests what production runs."""
+    return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+            "--loglevel", "INFO", "--without-mingle", "--hostname", hostname, *extra]
+
+
 @dataclass
 class StackConfig:
     """How to run the stack; defaults suit the dev stack and the end-to-end tests."""
@@ -205,10 +212,7 @@ class Stack:
         ])
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
-        return self._spawn(name, [
-            sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
-            "--loglevel", "INFO", "--hostname", f"{name}@%h", *self.config.worker_args,
-        ])
+        return self._spawn(name, worker_command(f"{name}@%h", *self.config.worker_args))
 
     def start_beat(self, name: str = "beat") -> None:
         self._spawn(name, [

@@ -7,10 +7,13 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
+import sys
 import tomllib
 from pathlib import Path
 
 import yaml
+
+from devtools.stack import worker_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +42,20 @@ def test_procfile_processes_exist(monkeypatch):
     assert set(processes) == {"web", "worker", "beat"}
     for command in processes.values():
         _module_exists(shlex.split(command))
+
+
+def test_the_stacks_and_compose_run_the_procfiles_worker():
+    """One worker command: the dev and test stacks (devtools/stack.py) and compose run it as the
+    Procfile says, with their own interpreter and a hostname of their own."""
+    processes = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines()
+                     if line.strip())
+    procfile = shlex.split(processes["worker"])
+    stack = worker_command("worker1@%h")
+    assert stack[:3] == [sys.executable, "-m", "celery"]
+    assert ["celery", *stack[3:stack.index("--hostname")]] == procfile
+    assert _compose()["services"]["worker"]["command"] == procfile
+    # mingle waits a second at each start for neighbours' revoked task ids: none are revoked
+    assert "--without-mingle" in procfile
 
 
 def test_compose_parses_and_runs_only_real_commands(monkeypatch):
@@ -154,20 +171,20 @@ def test_nothing_deployed_serves_the_handsets_page():
     assert "handsets" not in (ROOT / "Dockerfile").read_text()
 
 
-def test_gunicorn_worker_class_is_gthread_unless_set(monkeypatch):
+def test_gunicorn_worker_class_is_gevent_unless_set(monkeypatch):
     import runpy
 
     from gunicorn.config import Config
 
     monkeypatch.delenv("GUNICORN_WORKER_CLASS", raising=False)
+    assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["worker_class"] == "gevent"
+    monkeypatch.setenv("GUNICORN_WORKER_CLASS", "gthread")
     assert runpy.run_path(str(ROOT / "gunicorn.conf.py"))["worker_class"] == "gthread"
-    monkeypatch.setenv("GUNICORN_WORKER_CLASS", "gevent")
-    chosen = runpy.run_path(str(ROOT / "gunicorn.conf.py"))["worker_class"]
-    assert chosen == "gevent"
-    # a class gunicorn can load here: gevent is installed (pinned in both locks)
+    # each a class gunicorn can load here: gevent is installed (pinned in both locks)
     config = Config()
-    config.set("worker_class", chosen)
-    assert config.worker_class.__name__ == "GeventWorker"
+    for chosen, worker in (("gevent", "GeventWorker"), ("gthread", "ThreadWorker")):
+        config.set("worker_class", chosen)
+        assert config.worker_class.__name__ == worker
 
 
 def test_gunicorn_opens_no_control_socket(tmp_path):

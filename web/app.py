@@ -51,7 +51,7 @@ def create_app(
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=n, x_proto=n, x_host=0, x_port=0, x_prefix=0)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    # gunicorn's threads serve one request after another: no id may carry over to the next
+    # gunicorn serves one request after another on a thread or greenlet: no id may carry over
     app.before_request(reset_log_context)
     # Fail fast: a webhook must answer 503 quickly, not hang, when Redis is down.
     built = Services.from_settings(settings, redis_client, fail_fast=True)

@@ -129,7 +129,7 @@ class WebhookDesk:
         code (the 503s included). `read` gives the parameters or raises werkzeug's HTTP
         errors (a body over the limit, a client gone)."""
         started = time.perf_counter()
-        # gunicorn's threads serve one request after another: no id may carry over to the next
+        # gunicorn serves one request after another on a thread or greenlet: no id may carry over
         reset_log_context()
         store_failed = False
         try:

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from bench import ingest_handler, webhook_ingest
+from bench import ingest_handler, ingest_soak, webhook_ingest
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="no wrk (apt-get install wrk)")
@@ -39,3 +39,13 @@ def test_ingest_handler_runs_on_toy_sizes(capsys):
     ingest_handler.report(figures, 40, 1)
     out = capsys.readouterr().out
     assert "ratio floor/ours" in out and f"ratio ours@{ingest_handler.ROOT.name}/ours" in out
+
+
+def test_ingest_soak_runs_on_toy_sizes(capsys):
+    worker_class = webhook_ingest.configured_worker_class()
+    results = ingest_soak.soak(windows=2, seconds=1, rate=50, worker_class=worker_class)
+    assert len(results) == 2
+    assert all(w.errors == 0 and w.p99_ms > 0 and w.web_rss > 0 for w in results)
+    ingest_soak.report(results, seconds=1, rate=50, worker_class=worker_class)
+    out = capsys.readouterr().out
+    assert f"gunicorn {worker_class}" in out and "RSS / first" in out
