@@ -36,6 +36,7 @@ from shared.domain import ERASED, Conversation, ConversationStatus
 from shared.keys import DEFAULT_RETENTION_SECONDS, LISTED, Keys
 from shared.outbound import intro_id
 from shared.routes import RouteTable
+from shared.scripts import queue_script
 
 # The longest a conversation stays pending (shared/conversations.py fails it after 900 s);
 # with margin, for the lifetime of a new conversation's indexes.
@@ -213,11 +214,10 @@ class ConversationStore:
         """Remove a pending conversation that was never published (a lost idempotency race)."""
         pipe = self._redis.pipeline()
         if conversation.client is not None:
-            self._discarded(
-                keys=[*self._counted(conversation.client),
-                      self._keys.conversation(conversation.id)],
-                args=[conversation.id], client=pipe,
-            )
+            queue_script(pipe, self._discarded,
+                         [*self._counted(conversation.client),
+                          self._keys.conversation(conversation.id)],
+                         [conversation.id])
         pipe.delete(self._keys.conversation(conversation.id))
         pipe.zrem(self._keys.pending_conversations(), conversation.id)
         pipe.zrem(self._listing(conversation.client), conversation.id)
@@ -378,8 +378,8 @@ class ConversationStore:
                     if not changed.status.is_live:
                         pipe.expire(key, self._retention)
                         if current.status.is_live and changed.client is not None:
-                            self._finished(keys=self._counted(changed.client),
-                                           args=[changed.id], client=pipe)
+                            queue_script(pipe, self._finished,
+                                         self._counted(changed.client), [changed.id])
                     if changed.status.is_live and changed.expires_at is not None:
                         pipe.zadd(self._keys.expiry(), {changed.id: changed.expires_at})
                     else:
@@ -388,7 +388,7 @@ class ConversationStore:
                         pipe.zrem(self._keys.pending_conversations(), changed.id)
                     life = self._index_life(changed)
                     if life is not None:
-                        self._bump(keys=self._indexes(changed), args=[life], client=pipe)
+                        queue_script(pipe, self._bump, self._indexes(changed), [life])
                     pipe.execute()
                     return changed
                 except redis.WatchError:

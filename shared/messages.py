@@ -14,6 +14,7 @@ import redis
 from shared import folded_intros
 from shared.domain import ERASED, DeliveryState, MessageKind, OutboundSms
 from shared.keys import DEFAULT_RETENTION_SECONDS, Keys
+from shared.scripts import queue_script
 from shared.vonage_gateway import sms_parts
 
 # A webhook's dedupe marker while its job is being queued (two steps: claim, then queued).
@@ -558,8 +559,8 @@ class MessageLog:
                 pipe.delete(self._keys.outbound_text(ident))
             changed += 1
         for field, value, erased in replaced:
-            self._replace_folded(keys=[self._keys.conversation(conversation_id)],
-                                 args=[field, value, erased], client=pipe)
+            queue_script(pipe, self._replace_folded, [self._keys.conversation(conversation_id)],
+                         [field, value, erased])
         results = pipe.execute()
         if replaced and not all(results[len(results) - len(replaced):]):
             # a late receipt unfolded an intro meanwhile: its record is erased as any other

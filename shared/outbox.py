@@ -27,6 +27,7 @@ import redis
 
 from shared.broker_messages import BrokerMessage, legacy_queue_of
 from shared.keys import Keys
+from shared.scripts import queue_script
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ class Outbox:
             self._track(keys=keys, args=args)
             return 0
         pipe = self._redis.pipeline(transaction=False)
-        self._track(keys=keys, args=args, client=pipe)
+        queue_script(pipe, self._track, keys, args)
         pipe.execute_command("WAIT", replicas, max(1, wait_ms))  # type: ignore[no-untyped-call]
         return int(pipe.execute()[1])
 
