@@ -17,7 +17,8 @@ mask them, Redis commands keep only their name (the instrumentation's own `COMMA
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from shared.redaction import mask_digit_runs, scrub_query_strings
@@ -75,6 +76,20 @@ def configure_tracing(
     RequestsInstrumentor().instrument(tracer_provider=provider)
     _inject, _provider = inject, provider
     return provider
+
+
+def redis_span(commands: Sequence[str]) -> AbstractContextManager[object]:
+    """A client span for a round trip sent past redis-py's client (shared/script_batch.py),
+    named as the Redis instrumentation names its own (the commands' names, space-separated),
+    with no arguments; nothing while tracing is off."""
+    if _provider is None:
+        return nullcontext()
+    from opentelemetry.trace import SpanKind
+
+    return _provider.get_tracer(__name__).start_as_current_span(
+        " ".join(commands) or "redis", kind=SpanKind.CLIENT,
+        attributes={"db.system": "redis", "db.redis.pipeline_length": len(commands)},
+    )
 
 
 def inject_trace_context(task: str, headers: MutableMapping[str, Any]) -> None:
