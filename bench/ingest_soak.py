@@ -15,7 +15,6 @@ window, the baseline of the same run.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -24,9 +23,13 @@ from pathlib import Path
 import redis
 
 from bench.common import children, mib, print_table, ratio
-from bench.webhook_ingest import METHOD, SECRET, configured_worker_class, fixed_rate, start_gunicorn
+from bench.webhook_ingest import (
+    configured_worker_class,
+    fixed_rate,
+    receiver_env,
+    start_gunicorn,
+)
 from devtools.redis_server import RedisServer
-from devtools.stack import ROOT
 
 
 @dataclass
@@ -53,14 +56,7 @@ def soak(windows: int, seconds: int, rate: int, worker_class: str, workers: int 
          ) -> list[Window]:
     results: list[Window] = []
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as redis_server:
-        env = {
-            **{k: v for k, v in os.environ.items()
-               if not k.startswith(("SMSPROXY_", "VONAGE_", "GUNICORN_"))},
-            "REDIS_URL": redis_server.url, "PYTHONPATH": str(ROOT),
-            "VONAGE_SIGNATURE_SECRET": SECRET, "VONAGE_SIGNATURE_METHOD": METHOD.value,
-            "SMSPROXY_API_TOKENS": "bench-0123456789abcdef0123456789abcdef",
-            "SMSPROXY_LOG_LEVEL": "WARNING",
-        }
+        env = receiver_env(redis_server.url)
         store = redis.Redis.from_url(redis_server.url)
         server = start_gunicorn("web.wsgi:app", env, worker_class, workers)
         try:

@@ -56,6 +56,19 @@ def signed_body(n: int, at: int) -> str:
     return urllib.parse.urlencode(params)
 
 
+def receiver_env(redis_url: str) -> dict[str, str]:
+    """The environment gunicorn runs the apps in: this one's, less any proxy, Vonage or
+    gunicorn setting of the caller's, with the benchmark's store, secret and token."""
+    return {
+        **{k: v for k, v in os.environ.items()
+           if not k.startswith(("SMSPROXY_", "VONAGE_", "GUNICORN_"))},
+        "REDIS_URL": redis_url, "PYTHONPATH": str(ROOT),
+        "VONAGE_SIGNATURE_SECRET": SECRET, "VONAGE_SIGNATURE_METHOD": METHOD.value,
+        "SMSPROXY_API_TOKENS": "bench-0123456789abcdef0123456789abcdef",
+        "SMSPROXY_LOG_LEVEL": "WARNING",
+    }
+
+
 @dataclass
 class Server:
     process: subprocess.Popen[bytes]
@@ -286,14 +299,7 @@ def measure(
     # enough unique messageIds for a run well above the expected rate
     per_run = bodies_per_run or 16000 * seconds
     with tempfile.TemporaryDirectory() as tmp, RedisServer(Path(tmp) / "redis") as redis_server:
-        env = {
-            **{k: v for k, v in os.environ.items()
-               if not k.startswith(("SMSPROXY_", "VONAGE_", "GUNICORN_"))},
-            "REDIS_URL": redis_server.url, "PYTHONPATH": str(ROOT),
-            "VONAGE_SIGNATURE_SECRET": SECRET, "VONAGE_SIGNATURE_METHOD": METHOD.value,
-            "SMSPROXY_API_TOKENS": "bench-0123456789abcdef0123456789abcdef",
-            "SMSPROXY_LOG_LEVEL": "WARNING",
-        }
+        env = receiver_env(redis_server.url)
         store = redis.Redis.from_url(redis_server.url)
         bodies = Path(tmp) / "bodies.txt"
         for round_number in range(rounds):

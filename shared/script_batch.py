@@ -39,6 +39,12 @@ from redis.connection import AbstractConnection
 from shared.tracing import redis_span
 
 
+def wait_timeout_ms(deadline: float, margin: float) -> int:
+    """A WAIT's timeout: what is left until `deadline` (time.monotonic()), less `margin` so that
+    its reply beats the socket's timeout; never 0 (WAIT 0 blocks for ever)."""
+    return max(1, int((deadline - time.monotonic() - margin) * 1000))
+
+
 class NotSent(redis.exceptions.ConnectionError):
     """The call was never written to Redis: the round trip before it timed out."""
 
@@ -90,8 +96,8 @@ class _Line:
     do themselves stays: their health check after an idle spell, Sentinel's lookup of the
     master on (re)connecting, and the client's retry policy (its Retry object); with tracing on,
     a span per round trip as the Redis instrumentation makes them (a batch's lands in the trace
-    of the request whose thread sends it). A connection that
-    failed in any way is closed before it is used again: it never holds half a reply.
+    of the request whose thread sends it). A connection that failed in any way is closed before
+    it is used again: it never holds half a reply.
     """
 
     def __init__(self, client: redis.Redis) -> None:
@@ -146,7 +152,6 @@ class ScriptBatch:
                  wait_margin: float = 0.1) -> None:
         """`replicas`: how many replicas each round trip's WAIT asks for (0: no WAIT);
         `wait_margin`: seconds a WAIT's timeout leaves before its batch's earliest deadline."""
-        self._client = client
         self._script = client.register_script(script)
         self._line = _Line(client)
         self._replicas = replicas
@@ -236,10 +241,7 @@ class ScriptBatch:
         return self._line.round_trip(commands)
 
     def _wait_ms(self, batch: list[_Call]) -> int:
-        """What is left of the batch's earliest deadline, less the margin; never 0 (WAIT 0
-        blocks for ever)."""
-        left = min(call.deadline for call in batch) - time.monotonic() - self._wait_margin
-        return max(1, int(left * 1000))
+        return wait_timeout_ms(min(call.deadline for call in batch), self._wait_margin)
 
     def _load(self) -> str:
         # on the connection the calls run on: behind Sentinel, the pool's could name another

@@ -58,7 +58,7 @@ from shared.jobs import TaskName
 from shared.keys import Keys
 from shared.metrics import WEBHOOKS, series_key
 from shared.outbox import TRACK_LUA, Outbox, job_name, outbox_entry, republish_after
-from shared.script_batch import ScriptBatch
+from shared.script_batch import ScriptBatch, wait_timeout_ms
 from shared.sentinel import celery_broker
 from shared.settings import Settings, SettingsError
 
@@ -283,9 +283,8 @@ class Publisher:
 
     @staticmethod
     def _wait_ms(deadline: float) -> int:
-        """A WAIT's timeout: what is left of the publish timeout, less a margin so that its
-        reply beats the socket timeout; never 0 (WAIT 0 blocks for ever)."""
-        return max(1, int((deadline - time.monotonic() - WAIT_MARGIN_SECONDS) * 1000))
+        """A WAIT's timeout: what is left of the publish timeout, less the margin."""
+        return wait_timeout_ms(deadline, WAIT_MARGIN_SECONDS)
 
     def _send(self, task: TaskName, payload: Any, message: BrokerMessage) -> None:
         """Celery's own publish (RabbitMQ: our confirmed one of `message`), under our deadline
